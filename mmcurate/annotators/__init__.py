@@ -1,0 +1,40 @@
+"""Annotator registry: built-ins, ones registered in Python, and the ``mmcurate.annotators`` entry points."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+from .base import Annotator, NoConfig, Row
+from .caption_info import CaptionInfo
+from .image_info import ImageInfo
+from .sha256 import Sha256
+
+__all__ = ["Annotator", "NoConfig", "Row", "get", "names", "register"]
+
+_REGISTRY: dict[str, type[Annotator]] = {cls.name: cls for cls in (ImageInfo, CaptionInfo, Sha256)}
+
+
+def register(cls: type[Annotator]) -> type[Annotator]:
+    """Add an annotator class under ``cls.name`` (usable as a decorator)."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_entry_points() -> None:
+    for ep in entry_points(group="mmcurate.annotators"):
+        if ep.name not in _REGISTRY:
+            _REGISTRY[ep.name] = ep.load()
+
+
+def get(name: str) -> type[Annotator]:
+    """The annotator class called ``name``; KeyError lists the known names."""
+    if name not in _REGISTRY:
+        _load_entry_points()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown annotator {name!r}; known: {', '.join(names())}")
+    return _REGISTRY[name]
+
+
+def names() -> list[str]:
+    _load_entry_points()
+    return sorted(_REGISTRY)

@@ -1,0 +1,51 @@
+"""What an annotator is: a typed, frozen config, declared output columns, and a batch function.
+
+Annotators compute columns and never decide. A sample they cannot handle gets an error
+string instead of an exception (``decode_error: ...``); the engine drops it with that reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+import pyarrow as pa
+
+from ..sampleview import SampleView
+
+__all__ = ["Annotator", "NoConfig", "Row"]
+
+Row = dict[str, Any]
+"""One sample's output: the declared columns, plus ``"error"`` (str) when it failed."""
+
+
+@dataclass(frozen=True)
+class NoConfig:
+    """For annotators without settings."""
+
+
+class Annotator:
+    """Base class. Subclasses set ``name``, ``columns`` and ``Config`` and implement ``annotate``.
+
+    ``__init__`` stays cheap and picklable; ``setup()`` runs once per worker process before
+    the first batch (load models there). Bump ``version`` when the output changes, so
+    stored annotations are recomputed.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    columns: ClassVar[dict[str, pa.DataType]]
+    Config: ClassVar[type] = NoConfig
+
+    def __init__(self, config: Any = None):
+        self.config = config if config is not None else self.Config()
+
+    def setup(self) -> None:
+        """Load heavy state (models) once per worker. Default: nothing."""
+
+    def annotate(self, batch: Sequence[SampleView]) -> list[Row]:
+        """Return one row per sample, in order."""
+        return [self.annotate_one(sample) for sample in batch]
+
+    def annotate_one(self, sample: SampleView) -> Row:
+        raise NotImplementedError(f"{type(self).__name__} implements neither annotate nor annotate_one")

@@ -1,0 +1,41 @@
+"""Image decoding with Pillow: header check before any pixel is allocated, EXIF orientation applied."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+from PIL import Image, ImageOps
+
+from .errors import DecodeError
+
+__all__ = ["decode_image", "DEFAULT_MAX_PIXELS"]
+
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb warning threshold
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, str]:
+    """Decode ``data`` fully; return the upright image and its file format (``"JPEG"``, ...).
+
+    Raises :class:`DecodeError` for empty, unidentifiable, truncated or oversized images;
+    an image larger than ``max_pixels`` is refused from its header, before decoding.
+    """
+    if not data:
+        raise DecodeError("decode_error: empty image member")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width * height > max_pixels:
+                raise DecodeError(f"decode_error: image too large ({width}x{height} > {max_pixels} pixels)")
+            fmt = img.format or "unknown"
+            img.load()
+            ImageOps.exif_transpose(img, in_place=True)
+    except DecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DecodeError(f"decode_error: decompression bomb ({exc})") from None
+    except Exception as exc:  # Pillow raises many types for bad data
+        raise DecodeError(f"decode_error: {type(exc).__name__}: {exc}") from None
+    return img, fmt

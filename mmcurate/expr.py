@@ -1,0 +1,264 @@
+"""Filter expressions: a small, safe grammar over annotation columns (never ``eval``).
+
+Grammar::
+
+    expr    := or
+    or      := and ("or" and)*
+    and     := not ("and" not)*
+    not     := "not" not | compare
+    compare := atom (OP atom)*          OP: == != < <= > >=  (chains like 2 <= x <= 60)
+    atom    := NUMBER | STRING | NAME | true | false | null | "(" expr ")"
+
+An ordering comparison with a null value (or between a string and a number) is false,
+so a sample whose column is missing fails the filter instead of crashing it;
+``x == null`` tests for a missing value.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Union
+
+__all__ = ["Expr", "ExprError", "parse"]
+
+
+class ExprError(ValueError):
+    """An expression that does not parse, with the position of the problem."""
+
+
+_TOKEN = re.compile(
+    r"""\s*(?:
+        (?P<number>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)
+      | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
+      | (?P<op>==|!=|<=|>=|<|>|\(|\))
+      | (?P<name>[A-Za-z_][A-Za-z0-9_.]*)
+    )""",
+    re.VERBOSE,
+)
+_KEYWORDS = {"and", "or", "not", "true", "false", "null"}
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+@dataclass(frozen=True)
+class Literal:
+    value: Any
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+
+
+@dataclass(frozen=True)
+class Compare:
+    operands: tuple["Node", ...]
+    ops: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BoolOp:
+    op: str  # "and" | "or"
+    parts: tuple["Node", ...]
+
+
+@dataclass(frozen=True)
+class Not:
+    part: "Node"
+
+
+Node = Union[Literal, Column, Compare, BoolOp, Not]
+
+
+def _tokenize(text: str) -> list[tuple[str, str, int]]:
+    tokens: list[tuple[str, str, int]] = []
+    pos = 0
+    while pos < len(text):
+        if text[pos:].strip() == "":
+            break
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            at = len(text) - len(text[pos:].lstrip())
+            raise ExprError(f"unexpected character {text[at]!r} at position {at} in {text!r}")
+        kind = m.lastgroup or ""
+        value, start = m.group(kind), m.start(kind)
+        if kind == "name" and value in _KEYWORDS:
+            kind = value
+        tokens.append((kind, value, start))
+        pos = m.end()
+    return tokens
+
+
+class _Parser:
+    def __init__(self, text: str):
+        self.text = text
+        self.tokens = _tokenize(text)
+        self.i = 0
+
+    def peek(self) -> tuple[str, str, int] | None:
+        return self.tokens[self.i] if self.i < len(self.tokens) else None
+
+    def take(self) -> tuple[str, str, int]:
+        tok = self.peek()
+        if tok is None:
+            raise ExprError(f"unexpected end of expression {self.text!r}")
+        self.i += 1
+        return tok
+
+    def parse(self) -> Node:
+        if not self.tokens:
+            raise ExprError("empty expression")
+        node = self.or_()
+        tok = self.peek()
+        if tok is not None:
+            raise ExprError(f"unexpected {tok[1]!r} at position {tok[2]} in {self.text!r}")
+        return node
+
+    def _chain(self, word: str, sub: Callable[[], Node]) -> Node:
+        parts = [sub()]
+        while (tok := self.peek()) is not None and tok[0] == word:
+            self.take()
+            parts.append(sub())
+        return parts[0] if len(parts) == 1 else BoolOp(word, tuple(parts))
+
+    def or_(self) -> Node:
+        return self._chain("or", self.and_)
+
+    def and_(self) -> Node:
+        return self._chain("and", self.not_)
+
+    def not_(self) -> Node:
+        tok = self.peek()
+        if tok is not None and tok[0] == "not":
+            self.take()
+            return Not(self.not_())
+        return self.compare()
+
+    def compare(self) -> Node:
+        operands = [self.atom()]
+        ops: list[str] = []
+        while (tok := self.peek()) is not None and tok[1] in _COMPARE:
+            ops.append(self.take()[1])
+            operands.append(self.atom())
+        return operands[0] if not ops else Compare(tuple(operands), tuple(ops))
+
+    def atom(self) -> Node:
+        kind, value, pos = self.take()
+        if kind == "number":
+            return Literal(float(value) if any(c in value for c in ".eE") else int(value))
+        if kind == "string":
+            return Literal(re.sub(r"\\(.)", r"\1", value[1:-1]))
+        if kind in ("true", "false"):
+            return Literal(kind == "true")
+        if kind == "null":
+            return Literal(None)
+        if kind == "name":
+            return Column(value)
+        if value == "(":
+            node = self.or_()
+            if self.take()[1] != ")":
+                raise ExprError(f"expected ')' in {self.text!r}")
+            return node
+        raise ExprError(f"unexpected {value!r} at position {pos} in {self.text!r}")
+
+
+def _columns(node: Node) -> set[str]:
+    if isinstance(node, Column):
+        return {node.name}
+    if isinstance(node, Compare):
+        return set().union(*(_columns(n) for n in node.operands))
+    if isinstance(node, BoolOp):
+        return set().union(*(_columns(n) for n in node.parts))
+    if isinstance(node, Not):
+        return _columns(node.part)
+    return set()
+
+
+def _evaluate(node: Node, row: Mapping[str, Any]) -> Any:
+    if isinstance(node, Literal):
+        return node.value
+    if isinstance(node, Column):
+        return row.get(node.name)
+    if isinstance(node, Not):
+        return not _truthy(_evaluate(node.part, row))
+    if isinstance(node, BoolOp):
+        if node.op == "and":
+            return all(_truthy(_evaluate(p, row)) for p in node.parts)
+        return any(_truthy(_evaluate(p, row)) for p in node.parts)
+    values = [_evaluate(n, row) for n in node.operands]
+    for op, left, right in zip(node.ops, values, values[1:]):
+        if left is None or right is None:
+            ok = (left is right) if op == "==" else (left is not right) if op == "!=" else False
+        else:
+            try:
+                ok = _COMPARE[op](left, right)
+            except TypeError:
+                ok = False
+        if not ok:
+            return False
+    return True
+
+
+def _truthy(value: Any) -> bool:
+    return bool(value) if value is not None else False
+
+
+def _source(node: Node) -> str:
+    if isinstance(node, Literal):
+        v = node.value
+        return "null" if v is None else ("true" if v is True else "false" if v is False else repr(v))
+    if isinstance(node, Column):
+        return node.name
+    if isinstance(node, Not):
+        return f"not {_source(node.part)}"
+    if isinstance(node, BoolOp):
+        return f" {node.op} ".join(
+            f"({_source(p)})" if isinstance(p, BoolOp) else _source(p) for p in node.parts
+        )
+    text = _source(node.operands[0])
+    for op, operand in zip(node.ops, node.operands[1:]):
+        text += f" {op} {_source(operand)}"
+    return text
+
+
+@dataclass(frozen=True)
+class Expr:
+    """A parsed filter expression: ``Expr.parse("width >= 200 and caption_words > 2")``."""
+
+    text: str
+    root: Node
+
+    @classmethod
+    def parse(cls, text: str) -> "Expr":
+        return cls(text, _Parser(text).parse())
+
+    @property
+    def columns(self) -> set[str]:
+        """Column names the expression reads."""
+        return _columns(self.root)
+
+    def __call__(self, row: Mapping[str, Any]) -> bool:
+        return _truthy(_evaluate(self.root, row))
+
+    def failure(self, row: Mapping[str, Any]) -> str | None:
+        """None when ``row`` passes; else the failing clause (first failing conjunct of a top-level ``and``)."""
+        if self(row):
+            return None
+        if isinstance(self.root, BoolOp) and self.root.op == "and":
+            for part in self.root.parts:
+                if not _truthy(_evaluate(part, row)):
+                    return _source(part)
+        return _source(self.root)
+
+
+def parse(text: str) -> Expr:
+    """Parse ``text`` into an :class:`Expr`, raising :class:`ExprError` when it is not valid."""
+    return Expr.parse(text)

@@ -1,0 +1,334 @@
+"""Recipes: which extensions are which modality, and an ordered list of steps.
+
+A recipe is YAML (``yaml.safe_load`` only) or a dict, validated whole before any work
+starts into frozen dataclasses. Every error names the recipe file, the step and the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Union
+
+import yaml
+
+from . import annotators
+from .expr import Expr, ExprError
+
+__all__ = [
+    "AnnotateStep",
+    "DedupStep",
+    "FilterStep",
+    "OutputConfig",
+    "Recipe",
+    "RecipeError",
+    "Step",
+    "recipe_dirs",
+]
+
+DEFAULT_MODALITIES: dict[str, tuple[str, ...]] = {
+    "image": ("jpg", "jpeg", "png", "webp"),
+    "text": ("txt",),
+}
+DEDUP_METHODS = ("exact",)
+_RESERVED_IDS = {"read", "output"}
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run; the message names the file, the step and the field."""
+
+
+@dataclass(frozen=True)
+class AnnotateStep:
+    """Run annotator ``annotator`` with ``config``; stores its columns, never decides."""
+
+    id: str
+    annotator: str
+    config: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "annotate": self.annotator, **dataclasses.asdict(self.config)}
+
+
+@dataclass(frozen=True)
+class FilterStep:
+    """Keep samples for which ``expr`` is true."""
+
+    id: str
+    expr: Expr
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "filter": self.expr.text}
+
+
+@dataclass(frozen=True)
+class DedupStep:
+    """Global step: among samples with the same ``column`` value keep one (``keep: first``)."""
+
+    id: str
+    method: str
+    column: str
+    keep: str = "first"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "dedup": self.method, "column": self.column, "keep": self.keep}
+
+
+Step = Union[AnnotateStep, FilterStep, DedupStep]
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """How kept samples are re-sharded."""
+
+    samples_per_shard: int = 10_000
+    max_shard_bytes: int = 1_000_000_000
+    prefix: str = "curated"
+    annotations_member: bool = True
+    """Add ``KEY.mmcurate.json`` with the sample's annotations to each kept sample."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated recipe. Build with :meth:`load` (file or name) or :meth:`from_dict`."""
+
+    name: str
+    steps: tuple[Step, ...]
+    modalities: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_MODALITIES))
+    output: OutputConfig = OutputConfig()
+    source: str = field(default="<dict>", compare=False)
+
+    @classmethod
+    def load(cls, spec: str | Path, overrides: Iterable[str] = ()) -> "Recipe":
+        """Load a recipe by name (``default`` -> ``filters/default.yaml``) or path, then apply
+        ``--set``-style overrides such as ``"filter_1.expr=width >= 300"``."""
+        path = _find_recipe(str(spec))
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+        return cls.from_dict(data, source=str(path), overrides=overrides)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<dict>", overrides: Iterable[str] = ()) -> "Recipe":
+        """Validate a recipe given as plain data (what the YAML file holds)."""
+        if not isinstance(data, dict):
+            raise RecipeError(f"{source}: a recipe is a mapping with 'name' and 'steps'")
+        data = json.loads(json.dumps(data))  # a private, plain copy that overrides may edit
+        _apply_overrides(data, list(overrides), source)
+        return _validate(data, source)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data that :meth:`from_dict` turns back into an equal recipe."""
+        return {
+            "name": self.name,
+            "modalities": {k: list(v) for k, v in self.modalities.items()},
+            "steps": [s.to_dict() for s in self.steps],
+            "output": dataclasses.asdict(self.output),
+        }
+
+    def with_overrides(self, overrides: Iterable[str]) -> "Recipe":
+        """A copy with ``STEP.PARAM=VALUE`` overrides applied (re-validated)."""
+        return Recipe.from_dict(self.to_dict(), source=self.source, overrides=overrides)
+
+
+def recipe_dirs() -> list[Path]:
+    """Where recipe names are looked up: the installed package's copy, then the source tree's."""
+    here = Path(__file__).resolve().parent
+    return [p for p in (here / "recipes", here.parent / "filters") if p.is_dir()]
+
+
+def _find_recipe(spec: str) -> Path:
+    path = Path(spec)
+    if path.suffix in (".yaml", ".yml") or "/" in spec:
+        if not path.is_file():
+            raise RecipeError(f"{spec}: no such recipe file")
+        return path
+    for folder in recipe_dirs():
+        candidate = folder / f"{spec}.yaml"
+        if candidate.is_file():
+            return candidate
+    known = sorted({p.stem for d in recipe_dirs() for p in d.glob("*.yaml")})
+    raise RecipeError(f"{spec}: no such recipe; built-in recipes: {', '.join(known) or 'none found'}")
+
+
+def _apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> None:
+    for item in overrides:
+        target, sep, raw = item.partition("=")
+        step_id, dot, param = target.strip().partition(".")
+        if not sep or not dot or not param:
+            raise RecipeError(f"--set {item!r}: expected STEP.PARAM=VALUE, e.g. filter_1.expr='width >= 300'")
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        if step_id == "output":
+            data.setdefault("output", {})[param] = value
+            continue
+        steps = data.get("steps") or []
+        ids = _step_ids(steps)
+        if step_id not in ids:
+            raise RecipeError(f"{source}: --set {item!r}: no step {step_id!r}; steps are {', '.join(ids)}")
+        step = steps[ids.index(step_id)]
+        if param == "expr" and "filter" in step:
+            step["filter"] = str(raw)
+        else:
+            step[param] = value
+
+
+def _step_kind(step: Mapping[str, Any]) -> str | None:
+    kinds = [k for k in ("annotate", "filter", "dedup") if k in step]
+    return kinds[0] if len(kinds) == 1 else None
+
+
+def _step_ids(steps: list[Any]) -> list[str]:
+    """Explicit ``id`` or a default: the annotator's name, ``filter_N``, ``dedup_METHOD``."""
+    ids: list[str] = []
+    filters = 0
+    for step in steps:
+        if not isinstance(step, dict):
+            ids.append(f"step_{len(ids) + 1}")
+            continue
+        kind = _step_kind(step)
+        if kind == "filter":
+            filters += 1
+        if "id" in step:
+            ids.append(str(step["id"]))
+        elif kind == "annotate":
+            ids.append(str(step["annotate"]))
+        elif kind == "filter":
+            ids.append(f"filter_{filters}")
+        elif kind == "dedup":
+            ids.append(f"dedup_{step['dedup']}")
+        else:
+            ids.append(f"step_{len(ids) + 1}")
+    return ids
+
+
+def _validate(data: dict[str, Any], source: str) -> Recipe:
+    unknown = set(data) - {"name", "description", "modalities", "steps", "output"}
+    if unknown:
+        raise RecipeError(f"{source}: unknown top-level field(s) {', '.join(sorted(unknown))}")
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        raise RecipeError(f"{source}: field 'name' must be a non-empty string")
+    modalities = _validate_modalities(data.get("modalities"), source)
+    steps_data = data.get("steps")
+    if not isinstance(steps_data, list) or not steps_data:
+        raise RecipeError(f"{source}: field 'steps' must be a non-empty list")
+    ids = _step_ids(steps_data)
+    steps: list[Step] = []
+    columns: set[str] = set()
+    for index, (raw, step_id) in enumerate(zip(steps_data, ids), start=1):
+        where = f"{source}: step {index} ({step_id})"
+        if not isinstance(raw, dict) or _step_kind(raw) is None:
+            raise RecipeError(f"{where}: a step is a mapping with exactly one of 'annotate', 'filter', 'dedup'")
+        if step_id in _RESERVED_IDS or ids.count(step_id) > 1:
+            raise RecipeError(f"{where}: field 'id': {step_id!r} is reserved or used twice; give the step a unique 'id'")
+        step = _validate_step(raw, step_id, where, columns)
+        if isinstance(step, AnnotateStep):
+            columns |= set(annotators.get(step.annotator).columns)
+        steps.append(step)
+    output = _build_config(OutputConfig, data.get("output") or {}, f"{source}: output")
+    return Recipe(name=name, steps=tuple(steps), modalities=modalities, output=output, source=source)
+
+
+def _validate_modalities(raw: Any, source: str) -> dict[str, tuple[str, ...]]:
+    if raw is None:
+        return dict(DEFAULT_MODALITIES)
+    if not isinstance(raw, dict) or not all(isinstance(v, list) and v for v in raw.values()):
+        raise RecipeError(f"{source}: field 'modalities' maps a modality to a list of extensions, e.g. image: [jpg, png]")
+    return {str(k): tuple(str(e).lower() for e in v) for k, v in raw.items()}
+
+
+def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: set[str]) -> Step:
+    params = {k: v for k, v in raw.items() if k != "id"}
+    if "annotate" in raw:
+        name = params.pop("annotate")
+        try:
+            cls = annotators.get(str(name))
+        except KeyError as exc:
+            raise RecipeError(f"{where}: field 'annotate': {exc.args[0]}") from None
+        return AnnotateStep(id=step_id, annotator=cls.name, config=_build_config(cls.Config, params, where))
+    if "filter" in raw:
+        if set(params) != {"filter"}:
+            raise RecipeError(f"{where}: unknown field(s) {', '.join(sorted(set(params) - {'filter'}))}")
+        try:
+            expr = Expr.parse(str(raw["filter"]))
+        except ExprError as exc:
+            raise RecipeError(f"{where}: field 'filter': {exc}") from None
+        missing = sorted(expr.columns - columns)
+        if missing:
+            raise RecipeError(
+                f"{where}: field 'filter': column(s) {', '.join(missing)} not produced by an earlier "
+                f"annotate step (available: {', '.join(sorted(columns)) or 'none'})"
+            )
+        return FilterStep(id=step_id, expr=expr)
+    method = params.pop("dedup")
+    if method not in DEDUP_METHODS:
+        raise RecipeError(f"{where}: field 'dedup': unknown method {method!r}; known: {', '.join(DEDUP_METHODS)}")
+    column = params.pop("column", "sha256")
+    keep = params.pop("keep", "first")
+    if params:
+        raise RecipeError(f"{where}: unknown field(s) {', '.join(sorted(params))}")
+    if column not in columns:
+        raise RecipeError(f"{where}: field 'column': {column!r} is not produced by an earlier annotate step")
+    if keep != "first":
+        raise RecipeError(f"{where}: field 'keep': exact dedup supports 'first' (input order)")
+    return DedupStep(id=step_id, method=str(method), column=str(column), keep=keep)
+
+
+def _build_config(cls: type, params: Mapping[str, Any], where: str) -> Any:
+    """Instantiate a frozen config dataclass, checking names and types of every field."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        allowed = ", ".join(sorted(known)) or "none"
+        raise RecipeError(f"{where}: unknown field(s) {', '.join(unknown)} (allowed: {allowed})")
+    values = {}
+    for name, value in params.items():
+        try:
+            values[name] = _coerce(value, hints[name])
+        except (TypeError, ValueError):
+            raise RecipeError(
+                f"{where}: field {name!r}: expected {getattr(hints[name], '__name__', hints[name])}, got {value!r}"
+            ) from None
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is Union:
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is not type(None):
+                try:
+                    return _coerce(value, arg)
+                except (TypeError, ValueError):
+                    continue
+        raise TypeError(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(hint)
+        (item,) = typing.get_args(hint)[:1]
+        return tuple(_coerce(v, item) for v in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise TypeError(hint)
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise TypeError(hint)
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(hint)
+        return float(value)
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise TypeError(hint)
+        return str(value)
+    return value

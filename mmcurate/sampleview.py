@@ -1,0 +1,55 @@
+"""A sample as annotators see it: members looked up by modality, decoded once and shared."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from PIL import Image
+
+from .decode import DecodeError
+from .decode.image import DEFAULT_MAX_PIXELS, decode_image
+from .tarread import Sample
+
+__all__ = ["SampleView"]
+
+
+class SampleView:
+    """Wraps a :class:`Sample`; ``modalities`` maps a modality to its extensions in preference order."""
+
+    def __init__(self, sample: Sample, modalities: Mapping[str, tuple[str, ...]]):
+        self.sample = sample
+        self.modalities = modalities
+        self._images: dict[int, tuple[Image.Image, str] | DecodeError] = {}
+
+    @property
+    def key(self) -> str:
+        return self.sample.key
+
+    def member(self, modality: str) -> tuple[str, bytes] | None:
+        """(extension, bytes) of the sample's first member of ``modality``, or None."""
+        for ext in self.modalities.get(modality, ()):
+            data = self.sample.get(ext)
+            if data is not None:
+                return ext, data
+        return None
+
+    def require(self, modality: str) -> bytes:
+        """Bytes of the ``modality`` member; :class:`DecodeError` ``missing_<modality>`` if absent."""
+        found = self.member(modality)
+        if found is None:
+            exts = "/".join(self.modalities.get(modality, ())) or "(none configured)"
+            raise DecodeError(f"missing_{modality}: no member with extension {exts}")
+        return found[1]
+
+    def image(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, str]:
+        """The decoded upright image and its format, decoded once per sample and limit."""
+        cached = self._images.get(max_pixels)
+        if cached is None:
+            try:
+                cached = decode_image(self.require("image"), max_pixels)
+            except DecodeError as exc:
+                cached = exc
+            self._images[max_pixels] = cached
+        if isinstance(cached, DecodeError):
+            raise cached
+        return cached
