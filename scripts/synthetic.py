@@ -83,7 +83,7 @@ def photo_like(rng: np.random.Generator, width: int, height: int) -> Image.Image
     grid = rng.integers(0, 256, size=(max(2, height // 6), max(2, width // 6)), dtype=np.uint8)
     texture = np.asarray(Image.fromarray(grid).resize((width, height), Image.BICUBIC), dtype=np.int16)
     detail = ((texture - 128) * int(rng.integers(2, 5))) >> 4  # +-16..32 grey levels
-    detail += rng.integers(-7, 8, size=(height, width), dtype=np.int16)
+    detail += rng.integers(-5, 6, size=(height, width), dtype=np.int16)
     pixels += detail[..., None]
     np.clip(pixels, 0, 255, out=pixels)
     return Image.fromarray(pixels.astype(np.uint8))
