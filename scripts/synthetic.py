@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import io
 import os
-import tarfile
+
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from mmcurate.tarwrite import write_tar as _write_members
 
 __all__ = [
     "photo_like",
@@ -188,30 +190,11 @@ def random_caption(rng: np.random.Generator, min_words: int = 3, max_words: int 
 
 
 def write_tar(path: str | os.PathLike[str], samples: Iterable[tuple[str, Mapping[str, bytes]]]) -> None:
-    """Write a WebDataset tar with members ``KEY.EXT``, in the given order.
-
-    Headers are fixed (mtime 0, uid/gid 0, empty user/group names, mode 0o644, GNU format),
-    so the same samples always give a byte-identical file. The tar is written to
-    ``path + ".tmp"`` and moved into place with ``os.replace``.
-    """
-    path = os.fspath(path)
-    tmp = path + ".tmp"
-    try:
-        with tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tar:
-            for key, members in samples:
-                if not key or "." in key or "/" in key:
-                    raise ValueError(f"invalid sample key {key!r}")
-                for ext, data in members.items():
-                    info = tarfile.TarInfo(f"{key}.{ext}")
-                    info.size = len(data)
-                    info.mtime = 0
-                    info.mode = 0o644
-                    info.uid = info.gid = 0
-                    info.uname = info.gname = ""
-                    info.type = tarfile.REGTYPE
-                    tar.addfile(info, io.BytesIO(data))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write a WebDataset tar with members ``KEY.EXT``, in the given order, deterministically
+    and atomically (through :func:`mmcurate.tarwrite.write_tar`)."""
+    members = []
+    for key, exts in samples:
+        if not key or "." in key or "/" in key:
+            raise ValueError(f"invalid sample key {key!r}")
+        members.extend((f"{key}.{ext}", data) for ext, data in exts.items())
+    _write_members(path, members)

@@ -36,6 +36,8 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Ima
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DecodeError(f"decode_error: decompression bomb ({exc})") from None
+    except Image.UnidentifiedImageError:
+        raise DecodeError("decode_error: not a recognised image format") from None
     except Exception as exc:  # Pillow raises many types for bad data
         raise DecodeError(f"decode_error: {type(exc).__name__}: {exc}") from None
     return img, fmt

@@ -1,0 +1,16 @@
+"""mmcurate: curate multimodal WebDataset shards. Annotate once, decide cheaply, re-shard.
+
+Python API::
+
+    import mmcurate
+    result = mmcurate.curate("data/{000000..000009}.tar", "default", "curated/")
+    run = mmcurate.open_run("curated/")
+    run.decisions.to_pandas()
+"""
+
+from .curate import CurateResult, curate
+from .recipe import Recipe, RecipeError
+from .runview import Run, open_run
+
+__all__ = ["CurateResult", "Recipe", "RecipeError", "Run", "curate", "open_run"]
+__version__ = "0.1.0"

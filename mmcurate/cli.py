@@ -1,0 +1,122 @@
+"""The ``mmcurate`` command line: ``filter`` runs a recipe, ``inspect`` reads a run back."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from . import __version__
+from .curate import curate
+from .engine import TaskFailed
+from .funnel import format_funnel
+from .inputs import InputError
+from .recipe import RecipeError, recipe_dirs
+from .runview import open_run
+from .store import RunConflict
+
+EXAMPLES = """\
+examples:
+  mmcurate filter 'shards/demo-{000000..000003}.tar' --recipe default --out runs/demo
+  mmcurate filter 'data/*.tar' --recipe datacomp-basic --out curated/ --workers 8
+  mmcurate filter s3://bucket/laion/{000000..009999}.tar --recipe filters/laion.yaml \\
+      --out curated/ --scheduler tcp://10.0.0.5:8786
+  mmcurate filter data/*.tar --recipe default --out runs/demo --set image_size.expr='width >= 256' --overwrite
+  mmcurate inspect runs/demo
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mmcurate",
+        description="Curate multimodal WebDataset shards: annotate, filter, dedup, re-shard.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"mmcurate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    f = sub.add_parser(
+        "filter",
+        help="run a recipe over tar shards and write the curated set",
+        description=(
+            "Run RECIPE over the input shards and write OUT/: curated shards (OUT/shards, with a wids "
+            "index.json), decisions.parquet (every input sample, kept or why dropped), and the "
+            "annotation store. Re-running resumes; stored annotations are reused, so a new "
+            "threshold (--set ... --overwrite) re-decides without recomputing them."
+        ),
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    f.add_argument("inputs", nargs="+", metavar="INPUT", help="shard paths, globs, brace ranges {000..099}, or fsspec URLs (file://, s3://, gs://, https://)")
+    f.add_argument("--recipe", required=True, help="a built-in recipe name (see 'mmcurate recipes') or a YAML file")
+    f.add_argument("--out", required=True, help="run directory to write (created if missing)")
+    f.add_argument("--set", dest="overrides", action="append", default=[], metavar="STEP.PARAM=VALUE", help="override a recipe value, e.g. image_size.expr='width >= 256' or output.samples_per_shard=5000 (repeatable)")
+    f.add_argument("--scheduler", metavar="ADDRESS", help="join this Dask scheduler (e.g. tcp://host:8786) instead of starting a local cluster")
+    f.add_argument("--workers", type=int, metavar="N", help="local cluster worker processes (default: one per CPU core)")
+    f.add_argument("--threads-per-worker", type=int, default=1, metavar="N", help="threads per local worker (default: 1)")
+    f.add_argument("--overwrite", action="store_true", help="replace a different run already in --out (its stored annotations are reused where they match)")
+    f.add_argument("--quiet", action="store_true", help="no progress bars or funnel")
+
+    i = sub.add_parser("inspect", help="show a run's funnel, counts and top drop reasons")
+    i.add_argument("out", metavar="DIR", help="a run directory written by 'mmcurate filter'")
+    i.add_argument("--top", type=int, default=10, metavar="N", help="how many drop reasons to list (default: 10)")
+
+    sub.add_parser("recipes", help="list the built-in recipes")
+    return parser
+
+
+def _filter(args: argparse.Namespace) -> int:
+    result = curate(
+        args.inputs,
+        args.recipe,
+        args.out,
+        overrides=args.overrides,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        threads_per_worker=args.threads_per_worker,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+    )
+    if not args.quiet:
+        print(result.summary())
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    run = open_run(args.out)
+    d = run.decisions
+    kept = sum(d.column("kept").to_pylist())
+    print(f"run {run.root}: {run.info['describe']}, status {run.info.get('status')}")
+    print(f"{d.num_rows} samples in, {kept} kept, {d.num_rows - kept} dropped")
+    print(format_funnel(run.funnel()))
+    reasons = run.top_reasons(args.top)
+    if reasons:
+        print("\ntop drop reasons:")
+        for reason, n in reasons:
+            print(f"  {n:>8}  {reason}")
+    return 0
+
+
+def _recipes(_: argparse.Namespace) -> int:
+    for folder in recipe_dirs():
+        for path in sorted(folder.glob("*.yaml")):
+            print(f"{path.stem:<20} {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handlers = {"filter": _filter, "inspect": _inspect, "recipes": _recipes}
+    try:
+        return handlers[args.command](args)
+    except (InputError, RecipeError, RunConflict, TaskFailed, FileNotFoundError) as exc:
+        print(f"mmcurate: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mmcurate: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""``curate()``: run a recipe over input shards into a run directory (the Python entry point)."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from dask.distributed import Client
+
+from . import engine
+from .dedup import exact_dedup
+from .funnel import StepCount, format_funnel, funnel
+from .inputs import ShardRef, resolve_inputs
+from .ledger import Ledger
+from .output import WriteTask, assign_shards, index_json, sample_tar_bytes, write_shard
+from .plan import READ_STEP, DedupPlan, Group, Plan, build_plan, digest
+from .recipe import Recipe
+from .shard_task import GroupTask, run_group
+from .store import RunStore, atomic_write_bytes, remove_stale
+
+__all__ = ["CurateResult", "curate"]
+
+
+@dataclass
+class CurateResult:
+    """What a run did: counts, the funnel, and where its files are."""
+
+    out: Path
+    samples_in: int
+    kept: int
+    dropped: int
+    funnel: list[StepCount]
+    shards: list[Path]
+    computed: dict[str, int] = field(default_factory=dict)
+    """Rows each annotate step computed in this call (0 where stored rows were reused)."""
+
+    @property
+    def decisions_path(self) -> Path:
+        return self.out / "decisions.parquet"
+
+    def summary(self) -> str:
+        return (
+            f"{self.samples_in} samples in, {self.kept} kept, {self.dropped} dropped; "
+            f"{len(self.shards)} output shard(s) in {self.out / 'shards'}\n" + format_funnel(self.funnel)
+        )
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for pkg in ("mmcurate", "pillow", "pyarrow", "dask", "distributed", "webdataset"):
+        try:
+            found[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def curate(
+    inputs: str | Sequence[str],
+    recipe: str | os.PathLike[str] | Recipe,
+    out: str | os.PathLike[str],
+    *,
+    overrides: Iterable[str] = (),
+    scheduler: str | None = None,
+    workers: int | None = None,
+    threads_per_worker: int = 1,
+    client: Client | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+    batch_size: int = 64,
+) -> CurateResult:
+    """Curate ``inputs`` (paths, globs, ``{000..009}`` ranges, fsspec URLs) with ``recipe`` into ``out``.
+
+    Uses ``client`` if given, else joins ``scheduler``, else starts a LocalCluster of
+    ``workers`` processes. Re-running the same call resumes and reuses stored annotations.
+    """
+    recipe = recipe.with_overrides(overrides) if isinstance(recipe, Recipe) else Recipe.load(recipe, overrides)
+    shards = resolve_inputs([inputs] if isinstance(inputs, str) else list(inputs))
+    plan = build_plan(recipe)
+    store = RunStore(out)
+    identity = digest({"inputs": [s.url for s in shards], "recipe": recipe.to_dict()}, 32)
+    describe = f"recipe {recipe.name!r} on {len(shards)} shard(s)"
+    store.prepare(identity, describe, overwrite)
+    info = {
+        "identity": identity,
+        "describe": describe,
+        "status": "running",
+        "inputs": [s.url for s in shards],
+        "shard_identities": {s.url: s.identity for s in shards},
+        "recipe": recipe.to_dict(),
+        "recipe_source": recipe.source,
+        "steps": {p.id: p.fingerprint for p in plan.annotate_plans()},
+        "versions": _versions(),
+    }
+    store.save_run_info(info)
+
+    with engine.connect(scheduler, workers, threads_per_worker, client, quiet) as dask_client:
+        ledger, computed = _decide(dask_client, plan, shards, store, batch_size, quiet)
+        output_of, written = _write(dask_client, plan, shards, ledger, store, quiet)
+
+    decisions = ledger.table(output_of)
+    store.write_decisions(decisions)
+    step_ids = [READ_STEP] + [s.id for s in recipe.steps]
+    counts = funnel(decisions, step_ids)
+    kept = sum(decisions.column("kept").to_pylist())
+    result = CurateResult(
+        out=store.root,
+        samples_in=decisions.num_rows,
+        kept=kept,
+        dropped=decisions.num_rows - kept,
+        funnel=counts,
+        shards=[store.shards_dir / w["url"] for w in written],
+        computed=computed,
+    )
+    info.update(status="complete", counts={"samples_in": result.samples_in, "kept": kept, "dropped": result.dropped})
+    store.save_run_info(info)
+    return result
+
+
+def _decide(
+    client: Client, plan: Plan, shards: list[ShardRef], store: RunStore, batch_size: int, quiet: bool
+) -> tuple[Ledger, dict[str, int]]:
+    ledger = Ledger(shards)
+    computed: dict[str, int] = {}
+    first = True
+    for number, stage in enumerate(plan.stages, start=1):
+        if isinstance(stage, DedupPlan):
+            for url, drops in exact_dedup(store, stage, ledger, shards).items():
+                ledger.drop(url, drops)
+            continue
+        tasks = [
+            GroupTask(
+                shard=ref,
+                root=str(store.root),
+                modalities=dict(plan.recipe.modalities),
+                steps=stage.steps,
+                alive=None if first else frozenset(e.key for e in ledger.alive(ref.url)),
+                batch_size=batch_size,
+            )
+            for ref in shards
+        ]
+        label = f"stage {number}/{len(plan.stages)}: " + ", ".join(s.id for s in stage.steps)
+        results = engine.map_tasks(client, run_group, tasks, label, lambda t: t.shard.url, quiet)
+        for ref, result in zip(shards, results):
+            if first:
+                ledger.record_read(ref.url, result.entries)
+            ledger.drop(ref.url, result.drops)
+            for step_id, n in result.computed.items():
+                computed[step_id] = computed.get(step_id, 0) + n
+        first = False
+    return ledger, computed
+
+
+def _write(
+    client: Client, plan: Plan, shards: list[ShardRef], ledger: Ledger, store: RunStore, quiet: bool
+) -> tuple[dict[tuple[str, str], str], list[dict]]:
+    kept = [(ref, e.key, sample_tar_bytes(e.sizes)) for ref in shards for e in ledger.alive(ref.url)]
+    layout = assign_shards(kept, plan.recipe.output)
+    tasks = [WriteTask(s, str(store.root), tuple(plan.annotate_plans()), plan.recipe.output.annotations_member) for s in layout]
+    written = engine.map_tasks(client, write_shard, tasks, "write", lambda t: t.shard.name, quiet) if tasks else []
+    store.shards_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale(store.shards_dir, [s.name for s in layout], f"{plan.recipe.output.prefix}-*.tar")
+    atomic_write_bytes(store.shards_dir / "index.json", index_json(plan.recipe.name, written))
+    output_of = {(ref.url, key): s.name for s in layout for ref, keys in s.segments for key in keys}
+    return output_of, written
+

@@ -1,0 +1,50 @@
+"""The funnel: per step, how many samples came in, stayed, and left for which reason."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+__all__ = ["StepCount", "format_funnel", "funnel", "reason_category"]
+
+
+@dataclass
+class StepCount:
+    step: str
+    n_in: int
+    kept: int
+    dropped: int
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def reason_category(reason: str) -> str:
+    """``"decode_error: broken data"`` -> ``"decode_error"``; reasons without a colon stay whole."""
+    return reason.split(":", 1)[0] if ":" in reason else reason
+
+
+def funnel(decisions: pa.Table, step_ids: list[str]) -> list[StepCount]:
+    """Counts per step, in recipe order, from a decisions table."""
+    total = decisions.num_rows
+    by_step: dict[str, Counter] = {s: Counter() for s in step_ids}
+    for step, reason in zip(decisions.column("step").to_pylist(), decisions.column("reason").to_pylist()):
+        if step is not None:
+            by_step.setdefault(step, Counter())[reason_category(reason or "")] += 1
+    counts = []
+    n = total
+    for step in step_ids + [s for s in by_step if s not in step_ids]:
+        dropped = sum(by_step[step].values())
+        counts.append(StepCount(step, n, n - dropped, dropped, dict(by_step[step].most_common())))
+        n -= dropped
+    return counts
+
+
+def format_funnel(counts: list[StepCount]) -> str:
+    """A plain-text table of the funnel."""
+    width = max([len(c.step) for c in counts] + [4])
+    lines = [f"{'step':<{width}}  {'in':>8}  {'kept':>8}  {'dropped':>8}  reasons"]
+    for c in counts:
+        reasons = ", ".join(f"{r} {n}" for r, n in c.reasons.items())
+        lines.append(f"{c.step:<{width}}  {c.n_in:>8}  {c.kept:>8}  {c.dropped:>8}  {reasons}")
+    return "\n".join(lines)

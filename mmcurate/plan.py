@@ -1,0 +1,120 @@
+"""From a recipe to stages of work, and the fingerprints that name stored annotations.
+
+Consecutive annotate/filter steps form a *group*, run as one task per input shard; a
+dedup step is *global* and runs once over small columns of the whole dataset.
+
+An annotation part is named by a fingerprint of the annotator (name, version, config),
+the recipe's modalities, the fingerprints of the annotate steps before it, and the input
+shard's identity. Filters are not part of it: annotators are pure per-sample functions,
+so a new threshold reuses every stored row (rows missing for newly surviving samples are
+computed and added).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Union
+
+from . import annotators
+from .inputs import ShardRef
+from .recipe import AnnotateStep, DedupStep, FilterStep, Recipe
+
+__all__ = ["AnnotatePlan", "DedupPlan", "Group", "Plan", "READ_STEP", "build_plan", "digest"]
+
+READ_STEP = "read"
+READER_VERSION = "1"
+
+
+def digest(obj: Any, length: int = 16) -> str:
+    """Stable short hash of JSON-able data."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+@dataclass(frozen=True)
+class AnnotatePlan:
+    """An annotate step with its shard-independent fingerprint."""
+
+    step: AnnotateStep
+    fingerprint: str
+
+    @property
+    def id(self) -> str:
+        return self.step.id
+
+    def part_name(self, shard: ShardRef) -> str:
+        return f"{shard.name}-{digest([self.fingerprint, shard.identity])}.parquet"
+
+    def make(self) -> annotators.Annotator:
+        return annotators.get(self.step.annotator)(self.step.config)
+
+
+GroupStep = Union[AnnotatePlan, FilterStep]
+
+
+@dataclass(frozen=True)
+class Group:
+    """Per-shard steps run together in one task per input shard."""
+
+    steps: tuple[GroupStep, ...]
+
+
+@dataclass(frozen=True)
+class DedupPlan:
+    """A global dedup step and the annotate step whose stored column it reads."""
+
+    step: DedupStep
+    source: AnnotatePlan
+
+
+Stage = Union[Group, DedupPlan]
+
+
+@dataclass(frozen=True)
+class Plan:
+    recipe: Recipe
+    stages: tuple[Stage, ...]
+
+    def annotate_plans(self) -> list[AnnotatePlan]:
+        return [s for g in self.stages if isinstance(g, Group) for s in g.steps if isinstance(s, AnnotatePlan)]
+
+
+def read_part_name(shard: ShardRef) -> str:
+    return f"{shard.name}-{digest([READER_VERSION, shard.identity])}.parquet"
+
+
+def build_plan(recipe: Recipe) -> Plan:
+    modalities = {k: list(v) for k, v in recipe.modalities.items()}
+    stages: list[Stage] = []
+    current: list[GroupStep] = []
+    upstream: list[str] = []
+    produced: dict[str, AnnotatePlan] = {}
+    for step in recipe.steps:
+        if isinstance(step, AnnotateStep):
+            cls = annotators.get(step.annotator)
+            fp = digest(
+                {
+                    "annotator": cls.name,
+                    "version": cls.version,
+                    "config": dataclasses.asdict(step.config),
+                    "modalities": modalities,
+                    "upstream": upstream,
+                }
+            )
+            upstream = upstream + [fp]
+            plan = AnnotatePlan(step, fp)
+            produced.update({column: plan for column in cls.columns})
+            current.append(plan)
+        elif isinstance(step, FilterStep):
+            current.append(step)
+        else:
+            if current:
+                stages.append(Group(tuple(current)))
+                current = []
+            stages.append(DedupPlan(step, produced[step.column]))
+    if current:
+        stages.append(Group(tuple(current)))
+    return Plan(recipe, tuple(stages))

@@ -1,0 +1,77 @@
+"""``open_run()``: read a run directory back as tables (decisions, annotations, funnel)."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .funnel import StepCount, funnel
+from .inputs import ShardRef
+from .plan import READ_STEP, build_plan
+from .recipe import Recipe
+from .store import RunStore
+
+__all__ = ["Run", "open_run"]
+
+
+class Run:
+    """A finished (or interrupted) run. Tables are ``pyarrow.Table``; call ``.to_pandas()`` for pandas."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.store = RunStore(root)
+        info = self.store.load_run_info()
+        if info is None:
+            raise FileNotFoundError(f"{root}: no run.json; not an mmcurate run directory")
+        self.info: dict[str, Any] = info
+        self.recipe = Recipe.from_dict(info["recipe"], source=info.get("recipe_source", "<run.json>"))
+
+    @property
+    def root(self) -> Path:
+        return self.store.root
+
+    @property
+    def complete(self) -> bool:
+        return self.info.get("status") == "complete"
+
+    @property
+    def decisions(self) -> pa.Table:
+        """One row per input sample: shard, key, kept, step, reason, output_shard."""
+        if not self.store.decisions_path.exists():
+            raise FileNotFoundError(f"{self.root}: no decisions.parquet yet (the run did not finish)")
+        return pq.read_table(self.store.decisions_path)
+
+    def annotations(self) -> pa.Table:
+        """Every stored annotation column, one row per sample that has any (shard, key, columns...)."""
+        plan = build_plan(self.recipe)
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        for url in self.info["inputs"]:
+            ref = _ref(url, self.info)
+            for p in plan.annotate_plans():
+                for key, row in self.store.read_rows(self.store.part_path(p.id, p.part_name(ref))).items():
+                    error = row.pop("error")
+                    merged = rows.setdefault((url, key), {"shard": url, "key": key})
+                    merged.update(row)
+                    if error:
+                        merged.setdefault("error", error)
+        return pa.Table.from_pylist(list(rows.values()))
+
+    def funnel(self) -> list[StepCount]:
+        return funnel(self.decisions, [READ_STEP] + [s.id for s in self.recipe.steps])
+
+    def top_reasons(self, n: int = 10) -> list[tuple[str, int]]:
+        """The most common full drop reasons."""
+        return Counter(r for r in self.decisions.column("reason").to_pylist() if r).most_common(n)
+
+
+def _ref(url: str, info: dict[str, Any]) -> ShardRef:
+    return ShardRef(url=url, identity=info["shard_identities"][url])
+
+
+def open_run(out: str | os.PathLike[str]) -> Run:
+    """Open the run directory ``out`` written by :func:`mmcurate.curate` or ``mmcurate filter``."""
+    return Run(out)

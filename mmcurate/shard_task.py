@@ -1,0 +1,208 @@
+"""The per-shard task: run one group of annotate/filter steps over one input shard.
+
+Runs on a Dask worker. Stored rows are reused; the tar is read only when some alive
+sample lacks a row, and then streamed in batches so memory stays flat. New rows are merged
+into the step's part and written atomically, so a killed task loses nothing it finished.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any, Iterator, Mapping
+
+import pyarrow as pa
+
+from .annotators import Annotator
+from .inputs import ShardRef
+from .plan import READ_STEP, AnnotatePlan, GroupStep, read_part_name
+from .sampleview import SampleView
+from .store import RunStore
+from .tarread import Sample, iter_samples
+
+__all__ = ["Entry", "GroupResult", "GroupTask", "read_manifest", "run_group"]
+
+_MANIFEST_COLUMNS: dict[str, pa.DataType] = {"members": pa.list_(pa.string()), "sizes": pa.list_(pa.int64())}
+_instances: dict[str, Annotator] = {}  # per worker process: each annotator is set up once
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One sample of an input shard as the manifest records it."""
+
+    key: str
+    members: tuple[str, ...]
+    sizes: tuple[int, ...]
+    error: str | None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(self.sizes)
+
+
+@dataclass(frozen=True)
+class GroupTask:
+    shard: ShardRef
+    root: str
+    modalities: Mapping[str, tuple[str, ...]]
+    steps: tuple[GroupStep, ...]
+    alive: frozenset[str] | None = None
+    """Keys entering this group; None means every readable sample (the first group)."""
+    batch_size: int = 64
+
+
+@dataclass
+class GroupResult:
+    shard: str
+    entries: list[Entry]
+    drops: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """key -> (step id, reason) for samples this group dropped."""
+    computed: dict[str, int] = field(default_factory=dict)
+    """step id -> rows computed now (0 when every row came from the store)."""
+
+
+class _NeedSamples(Exception):
+    """Raised by a store-only pass when some row must be computed from the sample bytes."""
+
+
+def _annotator(plan: AnnotatePlan) -> Annotator:
+    inst = _instances.get(plan.fingerprint)
+    if inst is None:
+        inst = plan.make()
+        inst.setup()
+        _instances[plan.fingerprint] = inst
+    return inst
+
+
+def read_manifest(store: RunStore, shard: ShardRef) -> list[Entry] | None:
+    rows = store.read_rows(store.part_path(READ_STEP, read_part_name(shard)))
+    if not rows:
+        return None
+    return [Entry(k, tuple(r["members"]), tuple(r["sizes"]), r["error"]) for k, r in rows.items()]
+
+
+def _write_manifest(store: RunStore, shard: ShardRef, entries: list[Entry]) -> None:
+    rows = [{"members": list(e.members), "sizes": list(e.sizes), "error": e.error} for e in entries]
+    store.write_rows(store.part_path(READ_STEP, read_part_name(shard)), [e.key for e in entries], rows, _MANIFEST_COLUMNS)
+
+
+def _read(shard: ShardRef) -> Iterator[tuple[Entry, Sample]]:
+    """Samples of the shard with their manifest entries; a repeated key is an error."""
+    seen: set[str] = set()
+    try:
+        samples = iter_samples(shard.url)
+        for sample in samples:
+            error = sample.error
+            if error is None and sample.key in seen:
+                error = f"duplicate_key: {sample.key} appears twice in the shard"
+            seen.add(sample.key)
+            entry = Entry(sample.key, tuple(m.name for m in sample.members), tuple(len(m.data) for m in sample.members), error)
+            yield entry, sample
+    except OSError as exc:
+        yield Entry("<unreadable>", (), (), f"read_error: {exc}"), Sample("<unreadable>")
+
+
+class _Decider:
+    """Runs the group's steps over batches of alive samples, from stored rows when it can."""
+
+    def __init__(self, task: GroupTask, store: RunStore):
+        self.task = task
+        self.annotates = [s for s in task.steps if isinstance(s, AnnotatePlan)]
+        self.paths = {p.id: store.part_path(p.id, p.part_name(task.shard)) for p in self.annotates}
+        self.stored = {p.id: store.read_rows(self.paths[p.id]) for p in self.annotates}
+        self.new: dict[str, dict[str, dict[str, Any]]] = {p.id: {} for p in self.annotates}
+
+    def decide(self, keys: list[str], views: Mapping[str, SampleView] | None) -> dict[str, tuple[str, str]]:
+        """Drops among ``keys``; raises _NeedSamples if ``views`` is None and a row is missing."""
+        alive = list(keys)
+        columns: dict[str, dict[str, Any]] = {k: {} for k in keys}
+        drops: dict[str, tuple[str, str]] = {}
+        for step in self.task.steps:
+            if isinstance(step, AnnotatePlan):
+                rows = self.stored[step.id]
+                missing = [k for k in alive if k not in rows]
+                if missing:
+                    if views is None:
+                        raise _NeedSamples
+                    self._compute(step, [views[k] for k in missing])
+                survivors = []
+                for k in alive:
+                    row = rows[k]
+                    if row.get("error"):
+                        drops[k] = (step.id, row["error"])
+                    else:
+                        columns[k].update(row)
+                        survivors.append(k)
+                alive = survivors
+            else:
+                survivors = []
+                for k in alive:
+                    failed = step.expr.failure(columns[k])
+                    if failed is None:
+                        survivors.append(k)
+                    else:
+                        drops[k] = (step.id, f"fails {failed}")
+                alive = survivors
+        return drops
+
+    def _compute(self, plan: AnnotatePlan, views: list[SampleView]) -> None:
+        annotator = _annotator(plan)
+        rows = annotator.annotate(views)
+        if len(rows) != len(views):
+            raise RuntimeError(f"annotator {plan.step.annotator} returned {len(rows)} rows for {len(views)} samples")
+        keys = [v.key for v in views]
+        columns = type(annotator).columns
+        # Round-trip through Arrow so fresh rows equal the ones a later run reads back.
+        from .store import rows_to_table
+
+        normal = rows_to_table(keys, rows, columns).to_pylist()
+        for row in normal:
+            key = row.pop("key")
+            self.stored[plan.id][key] = row
+            self.new[plan.id][key] = row
+
+    def save(self, store: RunStore, entries: list[Entry]) -> dict[str, int]:
+        order = [e.key for e in entries]
+        computed = {}
+        for plan in self.annotates:
+            computed[plan.id] = len(self.new[plan.id])
+            if self.new[plan.id]:
+                rows = self.stored[plan.id]
+                keys = [k for k in order if k in rows]
+                cls_columns = type(_annotator(plan)).columns
+                store.write_rows(self.paths[plan.id], keys, [rows[k] for k in keys], cls_columns)
+        return computed
+
+
+def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    while batch := list(islice(items, size)):
+        yield batch
+
+
+def run_group(task: GroupTask) -> GroupResult:
+    """Run ``task`` and return every entry of the shard with the drops of this group."""
+    store = RunStore(task.root)
+    decider = _Decider(task, store)
+    entries = read_manifest(store, task.shard)
+
+    def entering(batch_entries: list[Entry]) -> list[str]:
+        return [e.key for e in batch_entries if e.error is None and (task.alive is None or e.key in task.alive)]
+
+    if entries is not None:
+        try:
+            drops = decider.decide(entering(entries), views=None)
+            return GroupResult(task.shard.url, entries, drops, decider.save(store, entries))
+        except _NeedSamples:
+            pass
+    fresh: list[Entry] = []
+    drops = {}
+    for batch in _batches(_read(task.shard), task.batch_size):
+        batch_entries = [e for e, _ in batch]
+        fresh.extend(batch_entries)
+        keys = entering(batch_entries)
+        wanted = set(keys)
+        views = {s.key: SampleView(s, task.modalities) for e, s in batch if e.key in wanted and e.error is None}
+        drops.update(decider.decide(keys, views))
+    if entries is None:
+        _write_manifest(store, task.shard, fresh)
+    return GroupResult(task.shard.url, fresh, drops, decider.save(store, fresh))
