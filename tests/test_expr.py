@@ -1,0 +1,47 @@
+import pytest
+
+from mmcurate.expr import ExprError, parse
+
+
+@pytest.mark.parametrize(
+    "text,row,expected",
+    [
+        ("width >= 200", {"width": 200}, True),
+        ("width >= 200", {"width": 199}, False),
+        ("width >= 200 and height >= 200", {"width": 300, "height": 100}, False),
+        ("width < 10 or height < 10", {"width": 300, "height": 5}, True),
+        ("not caption_valid_utf8", {"caption_valid_utf8": False}, True),
+        ("2 <= duration <= 60", {"duration": 61}, False),
+        ("2 <= duration <= 60", {"duration": 2.0}, True),
+        ("format == 'PNG'", {"format": "PNG"}, True),
+        ('format != "PNG"', {"format": "JPEG"}, True),
+        ("(a > 1 or b > 1) and c", {"a": 2, "b": 0, "c": True}, True),
+        ("x >= 1.5e2", {"x": 150}, True),
+        ("x == null", {}, True),
+        ("x != null", {"x": 0}, True),
+    ],
+)
+def test_expressions_evaluate_like_their_text_reads(text, row, expected):
+    assert parse(text)(row) is expected
+
+
+def test_missing_or_mistyped_values_fail_instead_of_raising():
+    assert parse("width >= 200")({}) is False
+    assert parse("width >= 200")({"width": None}) is False
+    assert parse("width >= 200")({"width": "wide"}) is False
+
+
+def test_failure_names_the_first_failing_clause():
+    expr = parse("width >= 64 and caption_words > 2 and aspect_ratio <= 3")
+    assert expr.failure({"width": 100, "caption_words": 1, "aspect_ratio": 1}) == "caption_words > 2"
+    assert expr.failure({"width": 100, "caption_words": 3, "aspect_ratio": 1}) is None
+    assert expr.columns == {"width", "caption_words", "aspect_ratio"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "width >", "width >= 200 and", "__import__('os').system('x')", "a + b", "(a > 1", "a b", "lambda: 1", "x[0] > 1"],
+)
+def test_anything_outside_the_grammar_is_refused(text):
+    with pytest.raises(ExprError):
+        parse(text)

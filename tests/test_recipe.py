@@ -1,0 +1,94 @@
+from pathlib import Path
+
+import pytest
+
+from mmcurate import Recipe, RecipeError
+from mmcurate.recipe import DedupStep, FilterStep
+
+
+def test_builtin_recipes_load_by_name():
+    default = Recipe.load("default")
+    basic = Recipe.load("datacomp-basic")
+    assert default.name == "default"
+    assert [s.id for s in basic.steps if isinstance(s, FilterStep)] == ["caption", "image_size"]
+    assert isinstance(basic.steps[-1], DedupStep)
+
+
+def test_datacomp_basic_encodes_the_published_rule():
+    recipe = Recipe.load("datacomp-basic")
+    caption, size = [s.expr for s in recipe.steps if isinstance(s, FilterStep)]
+    ok = {"caption_valid_utf8": True, "caption_words": 3, "caption_chars": 6}
+    assert caption(ok)
+    assert not caption({**ok, "caption_words": 2})
+    assert not caption({**ok, "caption_chars": 5})
+    img = {"width": 200, "height": 600, "aspect_ratio": 3.0}
+    assert size(img)
+    assert not size({**img, "width": 199})
+    assert not size({**img, "aspect_ratio": 3.01})
+
+
+def test_round_trip_through_plain_data():
+    recipe = Recipe.load("default")
+    assert Recipe.from_dict(recipe.to_dict()) == recipe
+
+
+def test_set_overrides_filters_params_and_output():
+    recipe = Recipe.load(
+        "default",
+        ["image_size.expr=width >= 300", "image_info.max_pixels=1000", "output.samples_per_shard=7"],
+    )
+    size = next(s for s in recipe.steps if s.id == "image_size")
+    assert size.expr.text == "width >= 300"
+    assert next(s for s in recipe.steps if s.id == "image_info").config.max_pixels == 1000
+    assert recipe.output.samples_per_shard == 7
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("image_info.bogus=1", "step 1 (image_info): unknown field(s) bogus"),
+        ("nosuchstep.x=1", "no step 'nosuchstep'"),
+        ("image_info.max_pixels=lots", "field 'max_pixels': expected int"),
+        ("image_size.expr=width >", "step 3 (image_size): field 'filter'"),
+        ("output.shards=3", "output: unknown field(s) shards"),
+        ("justtext", "expected STEP.PARAM=VALUE"),
+    ],
+)
+def test_bad_overrides_name_the_step_and_field(override, message):
+    with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Recipe.load("default", [override])
+
+
+def test_errors_name_the_file_step_and_field(tmp_path: Path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\nsteps:\n  - annotate: image_info\n  - filter: 'clip_score >= 0.3'\n")
+    with pytest.raises(RecipeError) as err:
+        Recipe.load(str(path))
+    assert str(path) in str(err.value)
+    assert "step 2 (filter_1)" in str(err.value)
+    assert "clip_score" in str(err.value) and "not produced by an earlier annotate step" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("name: x\nsteps: []\n", "'steps' must be a non-empty list"),
+        ("steps:\n  - annotate: image_info\n", "'name'"),
+        ("name: x\nsteps:\n  - annotate: nope\n", "unknown annotator 'nope'"),
+        ("name: x\nsteps:\n  - annotate: image_info\n    filter: 'width > 1'\n", "exactly one of"),
+        ("name: x\nsteps:\n  - annotate: image_info\n  - dedup: fuzzy\n", "unknown method 'fuzzy'"),
+        ("name: x\nsteps:\n  - annotate: image_info\n  - annotate: image_info\n", "used twice"),
+        ("name: x\nsteps: [\n", "not valid YAML"),
+        ("name: x\nsteps:\n  - annotate: image_info\n    max_pixels: !!python/object/apply:os.system ['true']\n", "not valid YAML"),
+    ],
+)
+def test_invalid_recipes_fail_before_any_work(tmp_path: Path, text, message):
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    with pytest.raises(RecipeError, match=message):
+        Recipe.load(str(path))
+
+
+def test_unknown_recipe_name_lists_the_builtins():
+    with pytest.raises(RecipeError, match="datacomp-basic, default"):
+        Recipe.load("nope")
