@@ -62,6 +62,16 @@ def _unsafe(name: str) -> bool:
     return name.startswith("/") or ".." in name.split("/") or "\\" in name or "\x00" in name
 
 
+def _cut_inside_header(tar: tarfile.TarFile) -> bool:
+    """True when the tar ended partway through a 512-byte header, which ``tarfile`` ignores.
+
+    After the last member, tarfile reads one block where the next header would be: a whole
+    zero block is the end-of-archive marker; fewer bytes mean the file was cut there.
+    """
+    consumed = getattr(tar.fileobj, "pos", None)
+    return consumed is not None and 0 < consumed - tar.offset < tarfile.BLOCKSIZE
+
+
 def iter_samples(url: str) -> Iterator[Sample]:
     """Yield every sample of the shard at ``url`` (local path or fsspec URL), in tar order.
 
@@ -88,6 +98,8 @@ def _group(tar: tarfile.TarFile) -> Iterator[Sample]:
                 yield Sample(key="<unreadable>", error=f"read_error: tar damaged ({exc})")
             return
         if info is None:
+            if current is not None and _cut_inside_header(tar):
+                current.error = current.error or f"read_error: truncated tar after {current.key} (cut inside a member header)"
             break
         if not info.isreg():
             continue

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import threading
 import warnings
+from contextlib import contextmanager
+from typing import Iterator
 
 from PIL import Image, ImageOps
 
@@ -12,6 +15,22 @@ from .errors import DecodeError
 __all__ = ["decode_image", "DEFAULT_MAX_PIXELS"]
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb warning threshold
+
+
+_limit_lock = threading.Lock()
+
+
+@contextmanager
+def _pillow_limit(max_pixels: int) -> Iterator[None]:
+    """Let Pillow open headers up to ``max_pixels`` (its own global limit would refuse sooner);
+    our explicit header check below is the guard."""
+    with _limit_lock:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None if saved is None else max(saved, max_pixels)
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, str]:
@@ -23,15 +42,15 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Ima
     if not data:
         raise DecodeError("decode_error: empty image member")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            width, height = img.size
-            if width * height > max_pixels:
-                raise DecodeError(f"decode_error: image too large ({width}x{height} > {max_pixels} pixels)")
-            fmt = img.format or "unknown"
-            img.load()
-            ImageOps.exif_transpose(img, in_place=True)
+        with warnings.catch_warnings(), _pillow_limit(max_pixels):
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))  # reads the header only
+        width, height = img.size
+        if width * height > max_pixels:
+            raise DecodeError(f"decode_error: image too large ({width}x{height} > {max_pixels} pixels)")
+        fmt = img.format or "unknown"
+        img.load()
+        ImageOps.exif_transpose(img, in_place=True)
     except DecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
