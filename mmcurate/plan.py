@@ -36,10 +36,15 @@ def digest(obj: Any, length: int = 16) -> str:
 
 @dataclass(frozen=True)
 class AnnotatePlan:
-    """An annotate step with its shard-independent fingerprint."""
+    """An annotate step with its shard-independent fingerprint.
+
+    It carries the annotator class itself, so workers run annotators registered only in
+    the driver's process (Dask pickles the class to them).
+    """
 
     step: AnnotateStep
     fingerprint: str
+    annotator: type[annotators.Annotator]
 
     @property
     def id(self) -> str:
@@ -49,7 +54,7 @@ class AnnotatePlan:
         return f"{shard.name}-{digest([self.fingerprint, shard.identity])}.parquet"
 
     def make(self) -> annotators.Annotator:
-        return annotators.get(self.step.annotator)(self.step.config)
+        return self.annotator(self.step.config)
 
 
 GroupStep = Union[AnnotatePlan, FilterStep]
@@ -105,7 +110,7 @@ def build_plan(recipe: Recipe) -> Plan:
                 }
             )
             upstream = upstream + [fp]
-            plan = AnnotatePlan(step, fp)
+            plan = AnnotatePlan(step, fp, cls)
             produced.update({column: plan for column in cls.columns})
             current.append(plan)
         elif isinstance(step, FilterStep):

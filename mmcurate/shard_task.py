@@ -17,7 +17,7 @@ from .annotators import Annotator
 from .inputs import ShardRef
 from .plan import READ_STEP, AnnotatePlan, GroupStep, read_part_name
 from .sampleview import SampleView
-from .store import RunStore
+from .store import RunStore, rows_to_table
 from .tarread import Sample, iter_samples
 
 __all__ = ["Entry", "GroupResult", "GroupTask", "read_manifest", "run_group"]
@@ -151,11 +151,8 @@ class _Decider:
         if len(rows) != len(views):
             raise RuntimeError(f"annotator {plan.step.annotator} returned {len(rows)} rows for {len(views)} samples")
         keys = [v.key for v in views]
-        columns = type(annotator).columns
         # Round-trip through Arrow so fresh rows equal the ones a later run reads back.
-        from .store import rows_to_table
-
-        normal = rows_to_table(keys, rows, columns).to_pylist()
+        normal = rows_to_table(keys, rows, plan.annotator.columns).to_pylist()
         for row in normal:
             key = row.pop("key")
             self.stored[plan.id][key] = row
@@ -169,8 +166,7 @@ class _Decider:
             if self.new[plan.id]:
                 rows = self.stored[plan.id]
                 keys = [k for k in order if k in rows]
-                cls_columns = type(_annotator(plan)).columns
-                store.write_rows(self.paths[plan.id], keys, [rows[k] for k in keys], cls_columns)
+                store.write_rows(self.paths[plan.id], keys, [rows[k] for k in keys], plan.annotator.columns)
         return computed
 
 
