@@ -1,0 +1,82 @@
+"""The ``mmcurate`` command on the demo shards, and its errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import DEMO_SHARDS, REPO
+from mmcurate.cli import main
+
+DEMO = str(REPO / "shards" / "demo-{000000..000003}.tar")
+
+
+def _mmcurate(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "mmcurate.cli", *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    proc = _mmcurate("filter", DEMO, "--recipe", "default", "--out", str(out), "--workers", "2")
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+def test_demo_shards_are_committed_and_small():
+    assert len(DEMO_SHARDS) == 4
+    assert sum(p.stat().st_size for p in DEMO_SHARDS) < 4_000_000
+
+
+def test_readme_command_prints_the_funnel_where_every_step_acts(demo_run):
+    _, proc = demo_run
+    assert "200 samples in, 174 kept, 26 dropped" in proc.stdout
+    lines = {line.split()[0]: line for line in proc.stdout.splitlines()[2:] if line.strip()}
+    assert "decode_error 4" in lines["image_info"] and "missing_image 1" in lines["image_info"]
+    assert "fails width >= 64" in lines["image_size"] and "fails aspect_ratio <= 4" in lines["image_size"]
+    assert "fails caption_valid_utf8 3" in lines["caption"] and "fails caption_words >= 1 5" in lines["caption"]
+    assert "duplicate_of 6" in lines["dedup_exact"]
+    assert "dashboard" in proc.stderr and "stage 1/2" in proc.stderr  # where to watch, and progress
+
+
+def test_inspect_shows_funnel_counts_and_top_reasons(demo_run):
+    out, _ = demo_run
+    proc = _mmcurate("inspect", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "200 samples in, 174 kept, 26 dropped" in proc.stdout
+    assert "top drop reasons:" in proc.stdout
+    assert "decode_error: not a recognised image format" in proc.stdout
+
+
+def test_datacomp_basic_removes_more_than_default(tmp_path):
+    proc = _mmcurate("filter", DEMO, "--recipe", "datacomp-basic", "--out", str(tmp_path / "dc"), "--workers", "1")
+    assert proc.returncode == 0, proc.stderr
+    kept = int(proc.stdout.split(" kept")[0].split(", ")[-1])
+    assert kept < 174
+    assert "fails width >= 200" in proc.stdout or "fails height >= 200" in proc.stdout
+
+
+def test_help_teaches_the_commands():
+    proc = _mmcurate("filter", "--help")
+    assert proc.returncode == 0
+    for flag in ("--recipe", "--out", "--set", "--scheduler", "--workers", "--overwrite", "examples:"):
+        assert flag in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["filter", "nope/*.tar", "--recipe", "default", "--out", "x"], "nope/*.tar: no shard matches"),
+        (["filter", DEMO, "--recipe", "nosuch", "--out", "x"], "nosuch: no such recipe"),
+        (["filter", DEMO, "--recipe", "default", "--out", "x", "--set", "image_size.expr=width >"], "step 3 (image_size)"),
+        (["inspect", "nowhere"], "not an mmcurate run directory"),
+    ],
+)
+def test_errors_are_one_clear_line(tmp_path, capsys, args, message):
+    args = [str(tmp_path / a) if a == "x" else a for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mmcurate: error:") and message in err
+    assert not (tmp_path / "x").exists()  # nothing written before the inputs and recipe are valid

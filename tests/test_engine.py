@@ -1,0 +1,119 @@
+"""The Dask engine: an external scheduler and workers, and a worker dying mid-task."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cloudpickle
+import pyarrow as pa
+import pytest
+
+import mmcurate
+from conftest import make_shard, simple_samples
+from mmcurate import annotators
+from mmcurate.annotators import Annotator
+
+
+def _wait_for(path: Path, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        if time.time() > deadline:
+            raise TimeoutError(f"{path} did not appear")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def external_cluster(tmp_path):
+    """``dask scheduler`` and ``dask worker`` processes on 127.0.0.1."""
+    info = tmp_path / "scheduler.json"
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    scheduler = subprocess.Popen(
+        dask + ["--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file", str(info)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    procs = [scheduler]
+    try:
+        _wait_for(info)
+        address = json.loads(info.read_text())["address"]
+        worker_cmd = [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"]
+        procs += [subprocess.Popen(worker_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+        from dask.distributed import Client
+
+        with Client(address) as c:
+            c.wait_for_workers(2, timeout=60)
+        yield address
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@pytest.mark.timeout(180)
+def test_cli_runs_on_an_existing_scheduler(tmp_path, external_cluster):
+    src = tmp_path / "src"
+    shards = [str(make_shard(src / f"{i:06d}.tar", simple_samples(f"s{i}-", 5, seed=i))) for i in range(3)]
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmcurate.cli", "filter", *shards, "--recipe", "default", "--out", str(out), "--scheduler", external_cluster],
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"joined Dask scheduler {external_cluster} (2 workers)" in proc.stderr
+    assert "15 samples in, 15 kept, 0 dropped" in proc.stdout
+    assert mmcurate.open_run(out).decisions.num_rows == 15
+
+
+@dataclass(frozen=True)
+class DiesOnceConfig:
+    marker: str = ""
+
+
+class DiesOnce(Annotator):
+    """Kills its worker process the first time it runs (a marker file remembers)."""
+
+    name = "dies_once"
+    Config = DiesOnceConfig
+    columns = {"survived": pa.bool_()}
+
+    def annotate(self, batch):
+        if not os.path.exists(self.config.marker):
+            Path(self.config.marker).write_text(str(os.getpid()))
+            os._exit(1)
+        return [{"survived": True} for _ in batch]
+
+
+@pytest.mark.timeout(180)
+def test_a_worker_dying_mid_task_is_retried_with_the_same_result(tmp_path, client):
+    import test_engine
+
+    cloudpickle.register_pickle_by_value(test_engine)  # workers need not import the test module
+    annotators.register(DiesOnce)
+    marker = tmp_path / "died"
+
+    def recipe(path):
+        steps = [{"annotate": "image_info"}, {"annotate": "dies_once", "marker": str(path)}, {"filter": "survived"}]
+        return mmcurate.Recipe.from_dict({"name": "dies", "steps": steps})
+
+    src = tmp_path / "src"
+    shards = [str(make_shard(src / f"{i:06d}.tar", simple_samples(f"s{i}-", 4, seed=i))) for i in range(3)]
+    clean = tmp_path / "never-dies"
+    clean.write_text("")
+    result = mmcurate.curate(shards, recipe(marker), tmp_path / "run", client=client, quiet=True)
+    assert marker.exists(), "the worker was never killed"
+    assert int(marker.read_text()) not in client.run(os.getpid).values()
+    reference = mmcurate.curate(shards, recipe(clean), tmp_path / "reference", client=client, quiet=True)
+    assert result.kept == reference.kept == 12
+    assert [p.read_bytes() for p in result.shards] == [p.read_bytes() for p in reference.shards]
