@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -12,13 +12,14 @@ from typing import Iterable, Sequence
 from dask.distributed import Client
 
 from . import engine
-from .dedup import exact_dedup
-from .funnel import StepCount, format_funnel, funnel
+from .dedup import DedupReport, PriorRows, run_dedup
+from .funnel import StepCount, format_dedup, format_funnel, funnel
 from .inputs import ShardRef, resolve_inputs
 from .ledger import Ledger
 from .output import WriteTask, assign_shards, index_json, sample_tar_bytes, write_shard
 from .plan import READ_STEP, DedupPlan, Group, Plan, build_plan, digest
 from .recipe import Recipe
+from .runview import open_run
 from .shard_task import GroupTask, run_group
 from .store import RunStore, atomic_write_bytes, remove_stale
 
@@ -37,6 +38,8 @@ class CurateResult:
     shards: list[Path]
     computed: dict[str, int] = field(default_factory=dict)
     """Rows each annotate step computed in this call (0 where stored rows were reused)."""
+    dedup: list[DedupReport] = field(default_factory=list)
+    """Per dedup step: how many removed, how many clusters, the largest ones."""
 
     @property
     def decisions_path(self) -> Path:
@@ -45,7 +48,9 @@ class CurateResult:
     def summary(self) -> str:
         return (
             f"{self.samples_in} samples in, {self.kept} kept, {self.dropped} dropped; "
-            f"{len(self.shards)} output shard(s) in {self.out / 'shards'}\n" + format_funnel(self.funnel)
+            f"{len(self.shards)} output shard(s) in {self.out / 'shards'}\n"
+            + format_funnel(self.funnel)
+            + "".join("\n" + format_dedup(asdict(r)) for r in self.dedup)
         )
 
 
@@ -72,17 +77,21 @@ def curate(
     overwrite: bool = False,
     quiet: bool = False,
     batch_size: int = 64,
+    against: Sequence[str | os.PathLike[str]] = (),
 ) -> CurateResult:
     """Curate ``inputs`` (paths, globs, ``{000..009}`` ranges, fsspec URLs) with ``recipe`` into ``out``.
 
     Uses ``client`` if given, else joins ``scheduler``, else starts a LocalCluster of
     ``workers`` processes. Re-running the same call resumes and reuses stored annotations.
+    ``against`` names earlier run directories: samples duplicating their kept samples are
+    dropped (their stored columns are read, nothing is re-hashed).
     """
     recipe = recipe.with_overrides(overrides) if isinstance(recipe, Recipe) else Recipe.load(recipe, overrides)
     shards = resolve_inputs([inputs] if isinstance(inputs, str) else list(inputs))
+    priors = [open_run(path).kept_rows() for path in against]
     plan = build_plan(recipe)
     store = RunStore(out)
-    identity = digest({"inputs": [s.url for s in shards], "recipe": recipe.to_dict()}, 32)
+    identity = digest({"inputs": [s.url for s in shards], "recipe": recipe.to_dict(), "against": [p.source for p in priors]}, 32)
     describe = f"recipe {recipe.name!r} on {len(shards)} shard(s)"
     store.prepare(identity, describe, overwrite)
     info = {
@@ -99,7 +108,7 @@ def curate(
     store.save_run_info(info)
 
     with engine.connect(scheduler, workers, threads_per_worker, client, quiet) as dask_client:
-        ledger, computed = _decide(dask_client, plan, shards, store, batch_size, quiet)
+        ledger, computed, reports = _decide(dask_client, plan, shards, store, batch_size, quiet, priors)
         output_of, written = _write(dask_client, plan, shards, ledger, store, quiet)
 
     decisions = ledger.table(output_of)
@@ -115,22 +124,31 @@ def curate(
         funnel=counts,
         shards=[store.shards_dir / w["url"] for w in written],
         computed=computed,
+        dedup=reports,
     )
-    info.update(status="complete", counts={"samples_in": result.samples_in, "kept": kept, "dropped": result.dropped})
+    info.update(
+        status="complete",
+        counts={"samples_in": result.samples_in, "kept": kept, "dropped": result.dropped},
+        dedup=[asdict(r) for r in reports],
+        against=[p.source for p in priors],
+    )
     store.save_run_info(info)
     return result
 
 
 def _decide(
-    client: Client, plan: Plan, shards: list[ShardRef], store: RunStore, batch_size: int, quiet: bool
-) -> tuple[Ledger, dict[str, int]]:
+    client: Client, plan: Plan, shards: list[ShardRef], store: RunStore, batch_size: int, quiet: bool, priors: list[PriorRows]
+) -> tuple[Ledger, dict[str, int], list[DedupReport]]:
     ledger = Ledger(shards)
     computed: dict[str, int] = {}
+    reports: list[DedupReport] = []
     first = True
     for number, stage in enumerate(plan.stages, start=1):
         if isinstance(stage, DedupPlan):
-            for url, drops in exact_dedup(store, stage, ledger, shards).items():
+            all_drops, report = run_dedup(client, store, stage, ledger, shards, priors)
+            for url, drops in all_drops.items():
                 ledger.drop(url, drops)
+            reports.append(report)
             continue
         tasks = [
             GroupTask(
@@ -152,7 +170,7 @@ def _decide(
             for step_id, n in result.computed.items():
                 computed[step_id] = computed.get(step_id, 0) + n
         first = False
-    return ledger, computed
+    return ledger, computed, reports
 
 
 def _write(

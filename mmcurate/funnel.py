@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import pyarrow as pa
 
-__all__ = ["StepCount", "format_funnel", "funnel", "reason_category"]
+__all__ = ["StepCount", "format_dedup", "format_funnel", "funnel", "reason_category"]
 
 
 @dataclass
@@ -47,4 +48,14 @@ def format_funnel(counts: list[StepCount]) -> str:
     for c in counts:
         reasons = ", ".join(f"{r} {n}" for r, n in c.reasons.items())
         lines.append(f"{c.step:<{width}}  {c.n_in:>8}  {c.kept:>8}  {c.dropped:>8}  {reasons}")
+    return "\n".join(lines)
+
+
+def format_dedup(report: Mapping[str, Any]) -> str:
+    """A few lines on one dedup step: removed, clusters, the largest ones with example keys."""
+    lines = [f"{report['step']} ({report['method']}): {report['removed']} removed in {report['clusters']} duplicate cluster(s)"]
+    for key, value in report.get("stats", {}).items():
+        lines.append(f"  {key}: {value}")
+    for size, kept, dropped in report.get("largest", []):
+        lines.append(f"  cluster of {size}: kept {kept}; dropped {', '.join(dropped)}{' ...' if size - 1 > len(dropped) else ''}")
     return "\n".join(lines)

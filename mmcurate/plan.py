@@ -69,10 +69,21 @@ class Group:
 
 @dataclass(frozen=True)
 class DedupPlan:
-    """A global dedup step and the annotate step whose stored column it reads."""
+    """A global dedup step and, per column it reads, the annotate step that stored it."""
 
     step: DedupStep
-    source: AnnotatePlan
+    sources: dict[str, AnnotatePlan]
+
+    @property
+    def id(self) -> str:
+        return self.step.id
+
+    @property
+    def columns(self) -> list[str]:
+        """The compared column(s) first (value, then ``_mirror``), then the keep policy's."""
+        config = self.step.config
+        cols = [config.column] + ([f"{config.column}_mirror"] if getattr(config, "mirror", False) else [])
+        return cols + [c for c in self.step.keep.columns if c not in cols]
 
 
 Stage = Union[Group, DedupPlan]
@@ -119,7 +130,7 @@ def build_plan(recipe: Recipe) -> Plan:
             if current:
                 stages.append(Group(tuple(current)))
                 current = []
-            stages.append(DedupPlan(step, produced[step.column]))
+            stages.append(DedupPlan(step, dict(produced)))
     if current:
         stages.append(Group(tuple(current)))
     return Plan(recipe, tuple(stages))

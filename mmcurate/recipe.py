@@ -16,6 +16,8 @@ from typing import Any, Iterable, Mapping, Union
 import yaml
 
 from . import annotators
+from .dedup.config import METHODS as DEDUP_METHODS
+from .dedup.config import KeepPolicy
 from .expr import Expr, ExprError
 
 __all__ = [
@@ -33,7 +35,6 @@ DEFAULT_MODALITIES: dict[str, tuple[str, ...]] = {
     "image": ("jpg", "jpeg", "png", "webp"),
     "text": ("txt",),
 }
-DEDUP_METHODS = ("exact",)
 _RESERVED_IDS = {"read", "output"}
 
 
@@ -66,15 +67,19 @@ class FilterStep:
 
 @dataclass(frozen=True)
 class DedupStep:
-    """Global step: among samples with the same ``column`` value keep one (``keep: first``)."""
+    """Global step over the whole dataset: ``exact`` (equal values), ``phash`` (Hamming
+    distance), ``semantic`` (embedding similarity); one sample per cluster stays."""
 
     id: str
     method: str
-    column: str
-    keep: str = "first"
+    config: Any
+
+    @property
+    def keep(self) -> KeepPolicy:
+        return KeepPolicy.parse(self.config.keep)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "dedup": self.method, "column": self.column, "keep": self.keep}
+        return {"id": self.id, "dedup": self.method, **dataclasses.asdict(self.config)}
 
 
 Step = Union[AnnotateStep, FilterStep, DedupStep]
@@ -264,18 +269,22 @@ def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: set[s
                 f"annotate step (available: {', '.join(sorted(columns)) or 'none'})"
             )
         return FilterStep(id=step_id, expr=expr)
-    method = params.pop("dedup")
+    method = str(params.pop("dedup"))
     if method not in DEDUP_METHODS:
         raise RecipeError(f"{where}: field 'dedup': unknown method {method!r}; known: {', '.join(DEDUP_METHODS)}")
-    column = params.pop("column", "sha256")
-    keep = params.pop("keep", "first")
-    if params:
-        raise RecipeError(f"{where}: unknown field(s) {', '.join(sorted(params))}")
-    if column not in columns:
-        raise RecipeError(f"{where}: field 'column': {column!r} is not produced by an earlier annotate step")
-    if keep != "first":
-        raise RecipeError(f"{where}: field 'keep': exact dedup supports 'first' (input order)")
-    return DedupStep(id=step_id, method=str(method), column=str(column), keep=keep)
+    config = _build_config(DEDUP_METHODS[method], params, where)
+    try:
+        keep = KeepPolicy.parse(config.keep)
+    except ValueError as exc:
+        raise RecipeError(f"{where}: field 'keep': {exc}") from None
+    needed = {"column": [config.column], "keep": list(keep.columns)}
+    if getattr(config, "mirror", False):
+        needed["mirror"] = [f"{config.column}_mirror"]
+    for name, cols in needed.items():
+        for col in cols:
+            if col not in columns:
+                raise RecipeError(f"{where}: field {name!r}: column {col!r} is not produced by an earlier annotate step")
+    return DedupStep(id=step_id, method=method, config=config)
 
 
 def _build_config(cls: type, params: Mapping[str, Any], where: str) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -13,8 +13,12 @@ import pyarrow.parquet as pq
 from .funnel import StepCount, funnel
 from .inputs import ShardRef
 from .plan import READ_STEP, build_plan
-from .recipe import Recipe
+from .dedup.step import CLUSTER_FILE
+from .recipe import DedupStep, Recipe
 from .store import RunStore
+
+if TYPE_CHECKING:
+    from .dedup import PriorRows
 
 __all__ = ["Run", "open_run"]
 
@@ -58,7 +62,21 @@ class Run:
                     merged.update(row)
                     if error:
                         merged.setdefault("error", error)
+        for step in self.recipe.steps:
+            clusters = self.store.part_path(step.id, CLUSTER_FILE)
+            if isinstance(step, DedupStep) and clusters.exists():
+                for row in pq.read_table(clusters).to_pylist():
+                    rows[(row["shard"], row["key"])].update(dup_cluster=row["dup_cluster"], dup_cluster_size=row["dup_cluster_size"])
         return pa.Table.from_pylist(list(rows.values()))
+
+    def kept_rows(self) -> "PriorRows":
+        """The kept samples' keys and stored columns, for deduplicating a new run against this one."""
+        from .dedup import PriorRows
+
+        kept = {(d["shard"], d["key"]) for d in self.decisions.select(["shard", "key", "kept"]).to_pylist() if d["kept"]}
+        rows = [r for r in self.annotations().to_pylist() if (r["shard"], r["key"]) in kept]
+        names = {c for r in rows for c in r} - {"shard", "key", "error"}
+        return PriorRows(str(self.root), [r["key"] for r in rows], {c: [r.get(c) for r in rows] for c in names})
 
     def funnel(self) -> list[StepCount]:
         return funnel(self.decisions, [READ_STEP] + [s.id for s in self.recipe.steps])

@@ -33,11 +33,14 @@ def test_demo_shards_are_committed_and_small():
 def test_readme_command_prints_the_funnel_where_every_step_acts(demo_run):
     _, proc = demo_run
     assert "200 samples in, 174 kept, 26 dropped" in proc.stdout
-    lines = {line.split()[0]: line for line in proc.stdout.splitlines()[2:] if line.strip()}
+    rows = [line for line in proc.stdout.splitlines()[2:] if len(line.split()) > 3 and line.split()[1].isdigit()]
+    lines = {line.split()[0]: line for line in rows}
     assert "decode_error 4" in lines["image_info"] and "missing_image 1" in lines["image_info"]
     assert "fails width >= 64" in lines["image_size"] and "fails aspect_ratio <= 4" in lines["image_size"]
     assert "fails caption_valid_utf8 3" in lines["caption"] and "fails caption_words >= 1 5" in lines["caption"]
     assert "duplicate_of 6" in lines["dedup_exact"]
+    assert "dedup_exact (exact): 6 removed in 5 duplicate cluster(s)" in proc.stdout
+    assert "cluster of 3: kept 000000010; dropped 000001002, 000003045" in proc.stdout
     assert "dashboard" in proc.stderr and "stage 1/2" in proc.stderr  # where to watch, and progress
 
 

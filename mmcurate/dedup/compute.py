@@ -1,0 +1,117 @@
+"""Array-level dedup, run as one Dask task: values in, for each row the row it duplicates.
+
+Rows from an earlier run (``--against``) come marked ``prior``: they always win their
+cluster and are never dropped, so new samples are deduplicated against the kept set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .config import ExactConfig, NearConfig, SemanticConfig
+
+__all__ = ["DedupArrays", "DedupOutcome", "find_parents"]
+
+
+@dataclass
+class DedupArrays:
+    """What travels to the dedup task: the compared values, keep scores, and prior flags."""
+
+    values: Any  # list of hashable (exact), uint64 array (phash), float32 (n, d) (semantic)
+    mirror: np.ndarray | None
+    score: np.ndarray  # higher is kept first; zeros for keep: first
+    prior: np.ndarray  # bool
+
+
+@dataclass
+class DedupOutcome:
+    parent: np.ndarray
+    """For each row, the row it is a duplicate of (itself when it stays)."""
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def _policy_order(rows: np.ndarray, arrays: DedupArrays) -> np.ndarray:
+    """``rows`` sorted by who stays first: prior rows, then higher score, then input order."""
+    return rows[np.lexsort((rows, -arrays.score[rows], ~arrays.prior[rows]))]
+
+
+def _parents_from_labels(labels: np.ndarray, arrays: DedupArrays) -> np.ndarray:
+    n = len(labels)
+    index = np.arange(n)
+    order = np.lexsort((index, -arrays.score, ~arrays.prior, labels))
+    first_of_label = np.ones(n, dtype=bool)
+    first_of_label[1:] = labels[order][1:] != labels[order][:-1]
+    keeper = np.empty(n, dtype=np.int64)
+    keeper[labels[order][first_of_label]] = order[first_of_label]
+    return keeper[labels]
+
+
+def _exact_labels(values: list[Any]) -> np.ndarray:
+    first: dict[Any, int] = {}
+    return np.array([first.setdefault(v, i) for i, v in enumerate(values)], dtype=np.int64)
+
+
+def _near_labels(arrays: DedupArrays, max_distance: int) -> tuple[np.ndarray, dict[str, Any]]:
+    from ..neardup import cluster_labels, near_duplicate_pairs
+
+    hashes = np.asarray(arrays.values, dtype=np.uint64)
+    n = len(hashes)
+    if arrays.mirror is not None:  # a row's mirror hash matches other rows' plain hashes
+        pairs = near_duplicate_pairs(np.concatenate([hashes, arrays.mirror.astype(np.uint64)]), max_distance) % n
+        pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    else:
+        pairs = near_duplicate_pairs(hashes, max_distance)
+    return cluster_labels(n, pairs), {"pairs_within_distance": int(len(pairs))}
+
+
+def _semantic(arrays: DedupArrays, config: SemanticConfig) -> DedupOutcome:
+    import faiss
+
+    emb = np.asarray(arrays.values, dtype=np.float32)
+    n = len(emb)
+    parent = np.arange(n, dtype=np.int64)
+    if n == 0:
+        return DedupOutcome(parent, {"clusters": 0, "removed_by_eps": {}})
+    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    k = min(n, config.clusters or max(1, int(round(np.sqrt(n / 4)))))
+    kmeans = faiss.Kmeans(emb.shape[1], k, niter=20, seed=1234, spherical=True, verbose=False)
+    kmeans.cp.min_points_per_centroid = 1
+    kmeans.train(emb)
+    _, assign = kmeans.index.search(emb, 1)
+    groups = [_policy_order(np.flatnonzero(assign[:, 0] == c), arrays) for c in range(k)]
+
+    def greedy(eps: float) -> np.ndarray:
+        result = np.arange(n, dtype=np.int64)
+        for rows in groups:
+            kept: list[int] = []
+            for row in rows:
+                if kept:
+                    sims = emb[kept] @ emb[row]
+                    best = int(np.argmax(sims))
+                    if sims[best] >= 1.0 - eps and not arrays.prior[row]:
+                        result[row] = kept[best]
+                        continue
+                kept.append(int(row))
+        return result
+
+    removed = {str(e): int((greedy(e) != np.arange(n)).sum()) for e in config.report_eps}
+    return DedupOutcome(greedy(config.eps), {"clusters": k, "removed_by_eps": removed})
+
+
+def find_parents(method: str, config: Any, arrays: DedupArrays) -> DedupOutcome:
+    """Cluster the rows by ``method`` and pick who stays; see :class:`DedupOutcome`."""
+    if isinstance(config, SemanticConfig):
+        return _semantic(arrays, config)
+    if isinstance(config, NearConfig):
+        labels, stats = _near_labels(arrays, config.max_distance)
+    elif isinstance(config, ExactConfig):
+        labels, stats = _exact_labels(list(arrays.values)), {}
+    else:
+        raise ValueError(f"unknown dedup method {method!r}")
+    parent = _parents_from_labels(labels, arrays)
+    # Prior rows are the kept set of an earlier run: never dropped, even among themselves.
+    parent[arrays.prior] = np.flatnonzero(arrays.prior)
+    return DedupOutcome(parent, stats)

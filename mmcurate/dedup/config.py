@@ -1,0 +1,68 @@
+"""Dedup step settings: one frozen config per method, and the keep policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["ExactConfig", "KeepPolicy", "METHODS", "NearConfig", "SemanticConfig"]
+
+
+@dataclass(frozen=True)
+class KeepPolicy:
+    """Which member of a duplicate cluster stays: ``first`` (input order), ``highest COLUMN``,
+    ``lowest COLUMN`` or ``largest resolution`` (width x height); ties go to the first."""
+
+    kind: str  # "first" | "highest" | "lowest"
+    column: str | None = None  # None for first; "resolution" means width * height
+
+    @classmethod
+    def parse(cls, text: str) -> "KeepPolicy":
+        words = str(text).split()
+        if words == ["first"]:
+            return cls("first")
+        if words == ["largest", "resolution"]:
+            return cls("highest", "resolution")
+        if len(words) == 2 and words[0] in ("highest", "lowest"):
+            return cls(words[0], words[1])
+        raise ValueError(f"keep must be 'first', 'highest COLUMN', 'lowest COLUMN' or 'largest resolution', not {text!r}")
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        if self.column is None:
+            return ()
+        return ("width", "height") if self.column == "resolution" else (self.column,)
+
+    def __str__(self) -> str:
+        if self.kind == "first":
+            return "first"
+        return "largest resolution" if self.column == "resolution" else f"{self.kind} {self.column}"
+
+
+@dataclass(frozen=True)
+class ExactConfig:
+    column: str = "sha256"
+    keep: str = "first"
+
+
+@dataclass(frozen=True)
+class NearConfig:
+    column: str = "phash"
+    max_distance: int = 4
+    keep: str = "first"
+    mirror: bool = False
+    """Also match against ``<column>_mirror`` (from ``mirror: true`` on the hash annotator)."""
+
+
+@dataclass(frozen=True)
+class SemanticConfig:
+    column: str = "image_embedding"
+    eps: float = 0.05
+    """Drop a sample whose cosine similarity to a kept one in its k-means cluster is >= 1 - eps."""
+    clusters: int = 0
+    """k-means clusters; 0 picks about sqrt(n / 4)."""
+    keep: str = "first"
+    report_eps: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2)
+    """Also count how many samples each of these eps values would remove (for the report)."""
+
+
+METHODS: dict[str, type] = {"exact": ExactConfig, "phash": NearConfig, "semantic": SemanticConfig}
