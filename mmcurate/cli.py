@@ -9,7 +9,7 @@ from typing import Sequence
 from . import __version__
 from .curate import curate
 from .engine import TaskFailed
-from .funnel import format_funnel
+from .funnel import format_dedup, format_funnel
 from .inputs import InputError
 from .recipe import RecipeError, recipe_dirs
 from .runview import open_run
@@ -22,6 +22,7 @@ examples:
   mmcurate filter s3://bucket/laion/{000000..009999}.tar --recipe filters/laion.yaml \\
       --out curated/ --scheduler tcp://10.0.0.5:8786
   mmcurate filter data/*.tar --recipe default --out runs/demo --set image_size.expr='width >= 256' --overwrite
+  mmcurate filter new/*.tar --recipe near-dup --out runs/new --against runs/demo
   mmcurate inspect runs/demo
 """
 
@@ -55,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--scheduler", metavar="ADDRESS", help="join this Dask scheduler (e.g. tcp://host:8786) instead of starting a local cluster")
     f.add_argument("--workers", type=int, metavar="N", help="local cluster worker processes (default: one per CPU core)")
     f.add_argument("--threads-per-worker", type=int, default=1, metavar="N", help="threads per local worker (default: 1)")
+    f.add_argument("--against", action="append", default=[], metavar="PREVIOUS_OUT", help="deduplicate against the kept samples of an earlier run directory (its stored hashes are reused; repeatable)")
     f.add_argument("--overwrite", action="store_true", help="replace a different run already in --out (its stored annotations are reused where they match)")
     f.add_argument("--quiet", action="store_true", help="no progress bars or funnel")
 
@@ -77,6 +79,7 @@ def _filter(args: argparse.Namespace) -> int:
         threads_per_worker=args.threads_per_worker,
         overwrite=args.overwrite,
         quiet=args.quiet,
+        against=args.against,
     )
     if not args.quiet:
         print(result.summary())
@@ -90,6 +93,8 @@ def _inspect(args: argparse.Namespace) -> int:
     print(f"run {run.root}: {run.info['describe']}, status {run.info.get('status')}")
     print(f"{d.num_rows} samples in, {kept} kept, {d.num_rows - kept} dropped")
     print(format_funnel(run.funnel()))
+    for report in run.info.get("dedup", []):
+        print("\n" + format_dedup(report))
     reasons = run.top_reasons(args.top)
     if reasons:
         print("\ntop drop reasons:")
