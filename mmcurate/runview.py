@@ -53,6 +53,9 @@ class Run:
         """Every stored annotation column, one row per sample that has any (shard, key, columns...)."""
         plan = build_plan(self.recipe)
         rows: dict[tuple[str, str], dict[str, Any]] = {}
+        types: dict[str, pa.DataType] = {"shard": pa.string(), "key": pa.string()}
+        for p in plan.annotate_plans():
+            types.update(p.annotator.columns)
         for url in self.info["inputs"]:
             ref = _ref(url, self.info)
             for p in plan.annotate_plans():
@@ -67,7 +70,11 @@ class Run:
             if isinstance(step, DedupStep) and clusters.exists():
                 for row in pq.read_table(clusters).to_pylist():
                     rows[(row["shard"], row["key"])].update(dup_cluster=row["dup_cluster"], dup_cluster_size=row["dup_cluster_size"])
-        return pa.Table.from_pylist(list(rows.values()))
+                types.update(dup_cluster=pa.int64(), dup_cluster_size=pa.int32())
+        types["error"] = pa.string()
+        present = {c for r in rows.values() for c in r}
+        schema = pa.schema([(c, t) for c, t in types.items() if c in present or c in ("shard", "key")])
+        return pa.Table.from_pylist(list(rows.values()), schema=schema)
 
     def kept_rows(self) -> "PriorRows":
         """The kept samples' keys and stored columns, for deduplicating a new run against this one."""

@@ -7,11 +7,12 @@ from importlib.metadata import entry_points
 from .base import Annotator, NoConfig, Row
 from .caption_info import CaptionInfo
 from .image_info import ImageInfo
+from .phash import DHash, PHash
 from .sha256 import Sha256
 
 __all__ = ["Annotator", "NoConfig", "Row", "get", "names", "register"]
 
-_REGISTRY: dict[str, type[Annotator]] = {cls.name: cls for cls in (ImageInfo, CaptionInfo, Sha256)}
+_REGISTRY: dict[str, type[Annotator]] = {cls.name: cls for cls in (ImageInfo, CaptionInfo, Sha256, PHash, DHash)}
 
 
 def register(cls: type[Annotator]) -> type[Annotator]:

@@ -1,0 +1,133 @@
+"""Batched 64-bit perceptual hashes, bit-identical to ``imagehash.phash`` / ``imagehash.dhash``.
+
+A hash is returned as a ``numpy.uint64`` equal to ``int(str(imagehash.phash(img)), 16)``:
+the 8x8 bit matrix read row-major, first bit most significant.
+
+Only the conversion to grayscale and the LANCZOS downscale are done image by image (with
+Pillow, exactly as imagehash does them); the DCTs, medians, comparisons and bit packing run
+once over the whole ``(N, h, w)`` stack.
+
+Mirrored hashes (``mirror=True``) flip the small grayscale thumbnail instead of the full
+image. That equals hashing ``ImageOps.mirror(img)`` because the grayscale conversion is
+per pixel and Pillow's LANCZOS weights are mirror-symmetric: for the 32- and 9-pixel output
+widths used here its fixed-point coefficient matrices were checked to be exactly symmetric
+for every source width from 1 to 8,000 px, and ``tests/test_phash.py`` compares against
+imagehash on mirrored images.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+__all__ = [
+    "DHASH_SIZE",
+    "PHASH_SIZE",
+    "dhash_batch",
+    "dhash_pixels",
+    "hamming",
+    "phash_batch",
+    "phash_pixels",
+    "thumbnail",
+    "thumbnails",
+]
+
+HASH_SIZE = 8
+PHASH_SIZE = (HASH_SIZE * 4, HASH_SIZE * 4)
+"""(width, height) imagehash.phash resizes to (``highfreq_factor`` 4)."""
+DHASH_SIZE = (HASH_SIZE + 1, HASH_SIZE)
+"""(width, height) imagehash.dhash resizes to."""
+
+_LANCZOS = Image.Resampling.LANCZOS
+
+
+def thumbnail(img: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """``img`` as imagehash prepares it: grayscale ("L"), LANCZOS-resized to ``size`` (w, h); uint8 (h, w)."""
+    gray = img if img.mode == "L" else img.convert("L")
+    return np.asarray(gray.resize(size, _LANCZOS))
+
+
+def thumbnails(images: Sequence[Image.Image], size: tuple[int, int]) -> np.ndarray:
+    """:func:`thumbnail` of each image, stacked: uint8 (N, h, w)."""
+    out = np.empty((len(images), size[1], size[0]), dtype=np.uint8)
+    for i, img in enumerate(images):
+        out[i] = thumbnail(img, size)
+    return out
+
+
+def _pack(bits: np.ndarray) -> np.ndarray:
+    """(N, 8, 8) booleans -> (N,) uint64, row-major, first bit most significant."""
+    packed = np.packbits(bits.reshape(len(bits), HASH_SIZE * HASH_SIZE), axis=1)  # (N, 8) uint8
+    return packed.view(">u8").reshape(len(bits)).astype(np.uint64)
+
+
+def phash_pixels(pixels: np.ndarray) -> np.ndarray:
+    """pHash of a (N, 32, 32) stack of grayscale thumbnails (see :func:`thumbnails`)."""
+    stack = np.asarray(pixels)
+    if stack.ndim != 3 or stack.shape[1:] != (PHASH_SIZE[1], PHASH_SIZE[0]):
+        raise ValueError(f"expected shape (N, {PHASH_SIZE[1]}, {PHASH_SIZE[0]}), got {stack.shape}")
+    out = np.empty(len(stack), dtype=np.uint64)
+    # Blocks keep the float64 temporaries in cache (one call over 10,000 images was 3x slower).
+    for start in range(0, len(stack), _BLOCK):
+        out[start : start + _BLOCK] = _phash_block(stack[start : start + _BLOCK])
+    return out
+
+
+_BLOCK = 256
+
+
+def _phash_block(pixels: np.ndarray) -> np.ndarray:
+    import scipy.fftpack  # imported on first use: only hashing steps need scipy
+
+    # As imagehash: DCT along each column (its axis 0) of the float64 pixels, then along each
+    # row (axis 1). Each 1-D transform is independent, so the second one runs on the 8 rows kept.
+    columns = scipy.fftpack.dct(pixels.astype(np.float64), axis=1, overwrite_x=True)
+    low = scipy.fftpack.dct(columns[:, :HASH_SIZE, :], axis=2, overwrite_x=True)[:, :, :HASH_SIZE]
+    median = np.median(low.reshape(len(low), HASH_SIZE * HASH_SIZE), axis=1)
+    return _pack(low > median[:, None, None])
+
+
+def dhash_pixels(pixels: np.ndarray) -> np.ndarray:
+    """dHash of a (N, 8, 9) stack of grayscale thumbnails (see :func:`thumbnails`)."""
+    stack = np.asarray(pixels)
+    if stack.ndim != 3 or stack.shape[1:] != (DHASH_SIZE[1], DHASH_SIZE[0]):
+        raise ValueError(f"expected shape (N, {DHASH_SIZE[1]}, {DHASH_SIZE[0]}), got {stack.shape}")
+    return _pack(stack[:, :, 1:] > stack[:, :, :-1])
+
+
+def phash_batch(images: Sequence[Image.Image], mirror: bool = False) -> np.ndarray:
+    """``int(str(imagehash.phash(img)), 16)`` for each image, as uint64 (N,).
+
+    ``mirror=True`` hashes the horizontally mirrored images (``ImageOps.mirror``) instead.
+    """
+    pixels = thumbnails(images, PHASH_SIZE)
+    return phash_pixels(pixels[:, :, ::-1] if mirror else pixels)
+
+
+def dhash_batch(images: Sequence[Image.Image], mirror: bool = False) -> np.ndarray:
+    """``int(str(imagehash.dhash(img)), 16)`` for each image, as uint64 (N,).
+
+    ``mirror=True`` hashes the horizontally mirrored images (``ImageOps.mirror``) instead.
+    """
+    pixels = thumbnails(images, DHASH_SIZE)
+    return dhash_pixels(pixels[:, :, ::-1] if mirror else pixels)
+
+
+_POPCOUNT8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Number of differing bits between uint64 hashes (broadcasting, like ``a ^ b``); uint8 0..64."""
+    x = np.bitwise_xor(np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64))
+    if hasattr(np, "bitwise_count"):  # numpy >= 2.0
+        return np.bitwise_count(x)
+    return _popcount_lut(x)
+
+
+def _popcount_lut(x: np.ndarray) -> np.ndarray:
+    """Popcount of uint64 values through a byte lookup table (numpy < 2.0)."""
+    flat = np.ascontiguousarray(x, dtype=np.uint64).reshape(-1)
+    counts = _POPCOUNT8[flat.view(np.uint8)].reshape(-1, 8).sum(axis=1, dtype=np.uint8)
+    return counts.reshape(np.shape(x))
