@@ -301,7 +301,8 @@ def _table(vals: np.ndarray, nbits: int, d: int, widths: list[int], combo: tuple
     qs: list[np.ndarray] = []
     cand = 0
     if long_at:  # search long runs recursively on their remaining bits; drop them from eq
-        keys = np.unique(s[np.concatenate(long_at)] >> _U64(rest))
+        keys = np.sort(s[np.concatenate(long_at)] >> _U64(rest))
+        keys = keys[np.append(True, keys[1:] != keys[:-1])]
         lo = np.searchsorted(s, keys << _U64(rest), "left")
         hi = np.searchsorted(s, (keys << _U64(rest)) | (thr - _U64(1)), "right")
         for lo_, hi_ in zip(lo.tolist(), hi.tolist()):
@@ -339,43 +340,102 @@ def _table(vals: np.ndarray, nbits: int, d: int, widths: list[int], combo: tuple
     return np.minimum(ia, ib), np.maximum(ia, ib), cand
 
 
+def _compress(vals: np.ndarray, nbits: int) -> tuple[np.ndarray, int]:
+    """Drop the bits that are the same in every value (they never differ, so distances, order
+    and distinctness are kept): the search then keys on bits that carry information."""
+    varying = int(np.bitwise_or.reduce(vals) ^ np.bitwise_and.reduce(vals))
+    if varying == (1 << nbits) - 1:
+        return vals, nbits
+    segs, dst, bit = [], 0, 0
+    while bit < nbits:  # runs of varying bits, packed from the bottom
+        if varying >> bit & 1:
+            w = 1
+            while bit + w < nbits and varying >> (bit + w) & 1:
+                w += 1
+            segs.append((bit, w, dst))
+            dst += w
+            bit += w
+        else:
+            bit += 1
+    out = np.empty_like(vals)
+    tmp = np.empty(min(len(vals), _CHUNK), dtype=np.uint64)
+    for a in range(0, len(vals), _CHUNK):
+        b = min(len(vals), a + _CHUNK)
+        o, t = out[a:b], tmp[: b - a]
+        for i, seg in enumerate(segs):
+            _segment(vals[a:b], seg, nbits, o if i == 0 else t)
+            if i:
+                np.bitwise_or(o, t, out=o)
+    return out, dst
+
+
+class _Budget:
+    """Work spent by a table search, in estimated seconds; past ``limit`` it is abandoned for
+    the brute-force scan (guards against hashes so skewed that the tables do not separate them)."""
+
+    def __init__(self, limit: float):
+        self.limit = limit
+        self.spent = 0.0
+        self.lock = threading.Lock()
+        self.over = False
+
+    def add(self, seconds: float) -> bool:
+        with self.lock:
+            self.spent += seconds
+            self.over = self.over or self.spent > self.limit
+            return self.over
+
+
 def _search(vals: np.ndarray, nbits: int, d: int, k: int | None, threads: int,
             stats: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """All pairs ``a < b`` of sorted, distinct ``nbits``-bit ``vals`` within distance ``d``, each
     exactly once; returns (a, b, candidates checked)."""
     n = len(vals)
+    if n < 2:
+        if stats is not None:
+            stats.update(k=0, blocks=0, tables=0, bits=nbits)
+        return _EMPTY, _EMPTY, 0
+    vals, nbits = _compress(vals, nbits)
     if k is None:
         k = choose_k(n, d, nbits) if nbits > d else 0
     if stats is not None:
-        stats.update(k=k, blocks=d + k if k else 0, tables=math.comb(d + k, k) if k else 0)
-    if n < 2:
-        return _EMPTY, _EMPTY, 0
+        stats.update(k=k, blocks=d + k if k else 0, tables=math.comb(d + k, k) if k else 0, bits=nbits)
     if k == 0:
         a, b = _brute_distinct(vals, d)
         return a, b, n * (n - 1) // 2
     if d + k > nbits:
-        raise ValueError(f"k={k} with max_distance={d} needs {d + k} blocks, more than the {nbits} bits")
+        raise ValueError(f"k={k} with max_distance={d} needs {d + k} blocks, more than the {nbits} varying bits")
     widths = _widths(nbits, d + k)
     combos = list(combinations(range(d + k), k))
+    per_table = n * _C_TABLE * max(1.0, math.log2(n) / math.log2(1e7)) + _C_TABLE_FIXED
+    budget = _Budget(max(2.0 * _plan_cost(n, d, 0, nbits), 0.05))
+    local = threading.local()
+
+    def work(combo: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, int] | None:
+        if budget.over:
+            return None
+        bufs = getattr(local, "bufs", None)
+        if bufs is None:
+            bufs = local.bufs = _Buffers(n)
+        result = _table(vals, nbits, d, widths, combo, bufs)
+        budget.add(per_table + result[2] * _C_CAND)
+        return result
+
     if threads <= 1 or len(combos) == 1:
-        bufs = _Buffers(n)
-        results = [_table(vals, nbits, d, widths, c, bufs) for c in combos]
+        results = [work(c) for c in combos]
     else:
-        local = threading.local()
-
-        def work(combo: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, int]:
-            bufs = getattr(local, "bufs", None)
-            if bufs is None:
-                bufs = local.bufs = _Buffers(n)
-            return _table(vals, nbits, d, widths, combo, bufs)
-
         with ThreadPoolExecutor(max_workers=min(threads, len(combos))) as pool:
             results = list(pool.map(work, combos))
-    cand = sum(r[2] for r in results)
+    spent = sum(r[2] for r in results if r is not None)
+    if budget.over:  # the tables did not separate these values: scan them instead
+        if stats is not None:
+            stats.update(k=0, blocks=0, tables=0, abandoned_tables=len(combos))
+        a, b = _brute_distinct(vals, d)
+        return a, b, spent + n * (n - 1) // 2
     found = [r for r in results if r[0].size]
     if not found:
-        return _EMPTY, _EMPTY, cand
-    return np.concatenate([r[0] for r in found]), np.concatenate([r[1] for r in found]), cand
+        return _EMPTY, _EMPTY, spent
+    return np.concatenate([r[0] for r in found]), np.concatenate([r[1] for r in found]), spent
 
 
 # --------------------------------------------------------------------------- public API
@@ -386,7 +446,10 @@ def _sorted_pairs(i: np.ndarray, j: np.ndarray, n: int) -> np.ndarray:
     a = np.minimum(i, j).astype(np.int64)
     b = np.maximum(i, j).astype(np.int64)
     if n <= 1 << 32:
-        packed = np.unique((a.astype(np.uint64) << _U64(32)) | b.astype(np.uint64))
+        packed = (a.astype(np.uint64) << _U64(32)) | b.astype(np.uint64)
+        packed.sort()
+        if len(packed) > 1:  # drop repeats (np.unique hashes in numpy 2.x: far slower)
+            packed = packed[np.append(True, packed[1:] != packed[:-1])]
         return np.stack([(packed >> _U64(32)).astype(np.int64), (packed & _U64(0xFFFFFFFF)).astype(np.int64)], axis=1)
     out = np.unique(np.stack([a, b], axis=1), axis=0)
     return out.reshape(-1, 2)
@@ -464,22 +527,28 @@ def near_duplicate_pairs(hashes: np.ndarray, max_distance: int, *, k: int | None
 def _expand_groups(order: np.ndarray, starts: np.ndarray, n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Every pair of rows: all pairs inside each group, and the cross product of the groups of
     each near pair ``(a, b)`` (group numbers)."""
-    ends = np.append(starts[1:], n)
-    sizes = ends - starts
-    ii, jj = [], []
-    for g in np.flatnonzero(sizes > 1).tolist():
-        rows = order[starts[g] : ends[g]]
-        x, y = np.triu_indices(len(rows), 1)
-        ii.append(rows[x])
-        jj.append(rows[y])
-    single = (sizes[a] == 1) & (sizes[b] == 1)
-    ii.append(order[starts[a[single]]])
-    jj.append(order[starts[b[single]]])
-    for ga, gb in zip(a[~single].tolist(), b[~single].tolist()):
-        ra, rb = order[starts[ga] : ends[ga]], order[starts[gb] : ends[gb]]
-        ii.append(np.repeat(ra, len(rb)))
-        jj.append(np.tile(rb, len(ra)))
+    sizes = np.diff(np.append(starts, n))
+    multi = np.flatnonzero(sizes > 1)
+    # inside groups: every (x, y) of the m x m square, kept where x < y
+    gi, ox, oy = _cross(sizes[multi], sizes[multi])
+    keep = ox < oy
+    first = starts[multi][gi[keep]]
+    ii = [order[first + ox[keep]]]
+    jj = [order[first + oy[keep]]]
+    # between groups: the cross product of each near pair's groups
+    gi, ox, oy = _cross(sizes[a], sizes[b])
+    ii.append(order[starts[a][gi] + ox])
+    jj.append(order[starts[b][gi] + oy])
     return _sorted_pairs(np.concatenate(ii), np.concatenate(jj), n)
+
+
+def _cross(sa: np.ndarray, sb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For item ``g`` with sizes ``sa[g]``, ``sb[g]``: every (g, x, y), x < sa[g], y < sb[g]."""
+    counts = (sa * sb).astype(np.int64)
+    g = np.repeat(np.arange(len(counts)), counts)
+    r = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    width = sb[g]
+    return g, r // width, r % width
 
 
 def brute_force_pairs(hashes: np.ndarray, max_distance: int) -> np.ndarray:

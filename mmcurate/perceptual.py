@@ -5,7 +5,7 @@ the 8x8 bit matrix read row-major, first bit most significant.
 
 Only the conversion to grayscale and the LANCZOS downscale are done image by image (with
 Pillow, exactly as imagehash does them); the DCTs, medians, comparisons and bit packing run
-once over the whole ``(N, h, w)`` stack.
+over the ``(N, h, w)`` stack at once (in blocks of 256 images).
 
 Mirrored hashes (``mirror=True``) flip the small grayscale thumbnail instead of the full
 image. That equals hashing ``ImageOps.mirror(img)`` because the grayscale conversion is

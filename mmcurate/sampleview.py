@@ -7,7 +7,7 @@ from typing import Mapping
 from PIL import Image
 
 from .decode import DecodeError
-from .decode.image import DEFAULT_MAX_PIXELS, decode_image
+from .decode.image import DEFAULT_MAX_PIXELS, TooLarge, decode_image
 from .tarread import Sample
 
 __all__ = ["SampleView"]
@@ -19,7 +19,7 @@ class SampleView:
     def __init__(self, sample: Sample, modalities: Mapping[str, tuple[str, ...]]):
         self.sample = sample
         self.modalities = modalities
-        self._images: dict[int, tuple[Image.Image, str] | DecodeError] = {}
+        self._image: tuple[Image.Image, str] | DecodeError | None = None
 
     @property
     def key(self) -> str:
@@ -42,14 +42,18 @@ class SampleView:
         return found[1]
 
     def image(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, str]:
-        """The decoded upright image and its format, decoded once per sample and limit."""
-        cached = self._images.get(max_pixels)
-        if cached is None:
+        """The decoded upright image and its format. Decoded once per sample: a later call with
+        another pixel limit checks the decoded size instead of decoding again."""
+        cached = self._image
+        if cached is None or (isinstance(cached, TooLarge) and cached.pixels <= max_pixels):
             try:
                 cached = decode_image(self.require("image"), max_pixels)
             except DecodeError as exc:
                 cached = exc
-            self._images[max_pixels] = cached
+            self._image = cached
         if isinstance(cached, DecodeError):
             raise cached
+        width, height = cached[0].size
+        if width * height > max_pixels:
+            raise TooLarge(width, height, max_pixels)
         return cached

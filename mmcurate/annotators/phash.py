@@ -12,7 +12,6 @@ from typing import Callable, ClassVar, Sequence
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image
 
 from .. import perceptual
 from ..decode import DecodeError
@@ -39,19 +38,22 @@ class _PerceptualHash(Annotator):
 
     def annotate(self, batch: Sequence[SampleView]) -> list[Row]:
         rows: list[Row] = [{} for _ in batch]
-        images: list[Image.Image] = []
+        small: list[np.ndarray] = []
         where: list[int] = []
         for i, sample in enumerate(batch):
             try:
                 img, _ = sample.image()  # the decode image_info already did, shared per sample
+                small.append(perceptual.thumbnail(img, self.size))
             except DecodeError as exc:
                 rows[i] = {"error": str(exc)}
                 continue
-            images.append(img)
+            except (OSError, ValueError) as exc:  # a mode Pillow cannot turn to grayscale
+                rows[i] = {"error": f"decode_error: cannot hash {type(exc).__name__}: {exc}"}
+                continue
             where.append(i)
-        if not images:
+        if not small:
             return rows
-        thumbs = perceptual.thumbnails(images, self.size)
+        thumbs = np.stack(small)
         hashes = type(self).hash_pixels(thumbs)
         mirrored = type(self).hash_pixels(thumbs[:, :, ::-1]) if self.config.mirror else None
         for j, i in enumerate(where):

@@ -12,12 +12,20 @@ from PIL import Image, ImageOps
 
 from .errors import DecodeError
 
-__all__ = ["decode_image", "DEFAULT_MAX_PIXELS"]
+__all__ = ["DEFAULT_MAX_PIXELS", "TooLarge", "decode_image"]
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb warning threshold
 
 
 _limit_lock = threading.Lock()
+
+
+class TooLarge(DecodeError):
+    """An image over the pixel limit, refused from its header."""
+
+    def __init__(self, width: int, height: int, max_pixels: int):
+        super().__init__(f"decode_error: image too large ({width}x{height} > {max_pixels} pixels)")
+        self.pixels = width * height
 
 
 @contextmanager
@@ -47,7 +55,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Ima
             img = Image.open(io.BytesIO(data))  # reads the header only
         width, height = img.size
         if width * height > max_pixels:
-            raise DecodeError(f"decode_error: image too large ({width}x{height} > {max_pixels} pixels)")
+            raise TooLarge(width, height, max_pixels)
         fmt = img.format or "unknown"
         img.load()
         ImageOps.exif_transpose(img, in_place=True)
