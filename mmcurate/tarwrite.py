@@ -25,7 +25,8 @@ def write_tar(path: str | os.PathLike[str], members: Iterable[tuple[str, bytes]]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with open(tmp, "wb") as fh:
+        with open(tmp, "wb") as raw:
+            fh = _Md5Writer(raw)
             with tarfile.open(fileobj=fh, mode="w", format=tarfile.GNU_FORMAT) as tar:
                 for name, data in members:
                     info = tarfile.TarInfo(name)
@@ -35,13 +36,26 @@ def write_tar(path: str | os.PathLike[str], members: Iterable[tuple[str, bytes]]
                     info.uid = info.gid = 0
                     info.uname = info.gname = ""
                     tar.addfile(info, io.BytesIO(data))
-            fh.flush()
-            os.fsync(fh.fileno())
+            raw.flush()
+            os.fsync(raw.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    md5 = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            md5.update(block)
-    return path.stat().st_size, md5.hexdigest()
+    return fh.size, fh.md5.hexdigest()
+
+
+class _Md5Writer:
+    """A write-only file that hashes and counts what passes through it."""
+
+    def __init__(self, raw: io.BufferedWriter):
+        self.raw = raw
+        self.md5 = hashlib.md5()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.md5.update(data)
+        self.size += len(data)
+        return self.raw.write(data)
+
+    def tell(self) -> int:
+        return self.size
