@@ -6,11 +6,13 @@ Keys are 9-digit, unique across the dataset: ``shard * 1000 + index`` (``0000000
 long side 256-340 px, JPEG quality 80), ``KEY.txt`` (UTF-8 caption, 3-10 words) and
 ``KEY.json`` (img2dataset-like: key, caption, url, width, height; sorted keys).
 
-Planted samples (37), each with exactly one defect unless noted, spread over the shards::
+Planted samples (41), each with exactly one defect unless noted, spread over the shards::
 
     kind                 s0 s1 s2 s3 total  what
     duplicate             1  2  1  2   6    .jpg bytes identical to an earlier normal sample's
                                             (3 within a shard, 3 across; 000000010 has two copies)
+    near_duplicate        .  1  1  2   4    an earlier normal image upscaled (105-110%) and/or
+                                            re-encoded (quality 30-60), one mirrored
     corrupt_truncated     1  .  1  .   2    valid JPEG cut to its first 40% of bytes
     corrupt_garbage       .  1  .  1   2    random bytes named .jpg (json width/height null)
     tiny                  1  1  1  1   4    short side < 48 px (e.g. 40x32)
@@ -90,9 +92,15 @@ PLAN: dict[tuple[int, int], tuple[str, tuple[int, int] | None]] = {
     (3, 26): ("non_utf8_caption", None),
     (3, 33): ("short_side_150_199", None),
     (3, 45): ("duplicate", (0, 10)),
+    (1, 48): ("near_duplicate", (0, 5)),
+    (2, 45): ("near_duplicate", (1, 12)),
+    (3, 40): ("near_duplicate", (2, 2)),
+    (3, 48): ("near_duplicate", (3, 30)),
 }
+# How each near-duplicate is derived from its source: (scale, JPEG quality, mirrored).
+NEAR_DUPLICATE_EDITS = {(1, 48): (1.1, 50, False), (2, 45): (1.0, 30, False), (3, 40): (1.0, 80, True), (3, 48): (1.05, 60, False)}
 KINDS = (
-    "duplicate", "corrupt_truncated", "corrupt_garbage", "tiny", "extreme_aspect",
+    "duplicate", "near_duplicate", "corrupt_truncated", "corrupt_garbage", "tiny", "extreme_aspect",
     "short_side_150_199", "empty_caption", "whitespace_caption", "non_utf8_caption",
     "one_word_caption", "no_image", "png", "webp",
 )
@@ -141,6 +149,14 @@ def make_sample(
         while caption == source_caption:
             caption = random_caption(rng, 3, 10)
         txt = caption.encode("utf-8")
+    elif kind == "near_duplicate":
+        assert source is not None and source in jpgs, f"{key}: source {source} must be an earlier normal sample"
+        scale, quality, mirrored = NEAR_DUPLICATE_EDITS[(shard, index)]
+        img = Image.open(io.BytesIO(jpgs[source][0])).convert("RGB")
+        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.LANCZOS)
+        if mirrored:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        image, size = jpeg_bytes(img, quality), img.size
     elif kind == "corrupt_garbage":
         image = rng.bytes(int(rng.integers(2000, 6000)))
         assert not image.startswith(b"\xff\xd8"), "garbage must not look like a JPEG"

@@ -83,3 +83,13 @@ def test_errors_are_one_clear_line(tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert err.startswith("mmcurate: error:") and message in err
     assert not (tmp_path / "x").exists()  # nothing written before the inputs and recipe are valid
+
+
+def test_near_dup_recipe_finds_the_planted_near_duplicates(tmp_path):
+    proc = _mmcurate("filter", DEMO, "--recipe", "near-dup", "--out", str(tmp_path / "nd"), "--workers", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "200 samples in, 170 kept, 30 dropped" in proc.stdout
+    assert "dedup_phash (phash): 4 removed in 4 duplicate cluster(s)" in proc.stdout
+    for source, copy in [("000000005", "000001048"), ("000001012", "000002045"), ("000002002", "000003040"), ("000003030", "000003048")]:
+        pair = {source, copy}
+        assert any(set(line.replace(";", "").replace(",", "").split()) >= pair for line in proc.stdout.splitlines() if "cluster of 2" in line)

@@ -61,7 +61,7 @@ def _near_labels(arrays: DedupArrays, max_distance: int) -> tuple[np.ndarray, di
     n = len(hashes)
     if arrays.mirror is not None:  # a row's mirror hash matches other rows' plain hashes
         pairs = near_duplicate_pairs(np.concatenate([hashes, arrays.mirror.astype(np.uint64)]), max_distance) % n
-        pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+        pairs = np.unique(np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1), axis=0)
     else:
         pairs = near_duplicate_pairs(hashes, max_distance)
     return cluster_labels(n, pairs), {"pairs_within_distance": int(len(pairs))}
