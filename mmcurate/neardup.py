@@ -44,19 +44,22 @@ MAX_DISTANCE = 31
 """Largest accepted ``max_distance``: beyond half the bits nearly every pair is "near" and no
 index beats the quadratic scan."""
 
-_CHUNK = 1 << 15  # elements per cache-sized chunk of the element-wise passes (256 KiB)
+_CHUNK = 1 << 17  # elements per cache-sized chunk of the element-wise passes (256 KiB)
 _LONG_RUN = 1024  # runs of equal keys longer than this are searched recursively
 _MAX_TABLES = 20_000
 
-# Cost model, seconds per unit, measured on a 2-core Xeon (AVX-512) with numpy 2.4.
-_C_TABLE = 1.6e-8  # per element per table at 10M elements (permute + sort + scan), scaled by log n
-_C_TABLE_FIXED = 3e-4  # per table (Python overhead)
-_C_CAND = 6e-9  # per candidate pair inside runs
-_C_BRUTE = 1.2e-9  # per pair of the quadratic scan
+# Cost model, seconds per unit, measured on a 2-core Xeon (AVX-512) VM with numpy 2.4 (one thread).
+_C_TABLE = 1.0e-8  # per element per table (permute + sort + scan) up to 1M elements ...
+_C_TABLE_GROWTH = 0.6  # ... and 60% more per tenfold beyond (sorting leaves the cache)
+_C_TABLE_FIXED = 4e-5  # per table (Python overhead)
+_C_CAND = 3e-9  # per candidate pair inside runs
+_C_BRUTE = 2.6e-9  # per pair of the quadratic scan
+_C_BRUTE_FIXED = 2e-5
 
 _U64 = np.uint64
 
-if hasattr(np, "bitwise_count"):  # numpy >= 2.0
+_HAS_COUNT = hasattr(np, "bitwise_count")
+if _HAS_COUNT:  # numpy >= 2.0
 
     def _popcount(x: np.ndarray) -> np.ndarray:
         return np.bitwise_count(x)
@@ -110,11 +113,17 @@ def _widths(nbits: int, blocks: int) -> list[int]:
     return [q + 1] * r + [q] * (blocks - r)
 
 
+def _table_cost(n: int) -> float:
+    """Estimated seconds of one table's permute + sort + scan over ``n`` values."""
+    growth = 1.0 + _C_TABLE_GROWTH * max(0.0, math.log10(max(n, 1)) - 6.0)
+    return n * _C_TABLE * growth + _C_TABLE_FIXED
+
+
 def _plan_cost(n: int, d: int, k: int, nbits: int) -> float:
     """Estimated seconds (one thread) of the table search with ``k`` (``k == 0``: brute force)."""
     pairs = n * (n - 1) / 2
     if k == 0:
-        return pairs * _C_BRUTE
+        return pairs * _C_BRUTE + _C_BRUTE_FIXED
     blocks = d + k
     q, r = divmod(nbits, blocks)
     tables = math.comb(blocks, k)
@@ -123,8 +132,7 @@ def _plan_cost(n: int, d: int, k: int, nbits: int) -> float:
         math.comb(r, j) * math.comb(blocks - r, k - j) * 2.0 ** -(j * (q + 1) + (k - j) * q)
         for j in range(max(0, k - (blocks - r)), min(k, r) + 1)
     )
-    per_elem = _C_TABLE * max(1.0, math.log2(max(n, 2)) / math.log2(1e7))
-    return tables * (n * per_elem + _C_TABLE_FIXED) + pairs * collide * _C_CAND
+    return tables * _table_cost(n) + pairs * collide * _C_CAND
 
 
 def choose_k(n: int, max_distance: int, nbits: int = NBITS) -> int:
@@ -229,47 +237,100 @@ class _Buffers:
     """Per-thread scratch reused across tables (first-touching large arrays is slow)."""
 
     def __init__(self, n: int):
+        m = min(n, _CHUNK)
         self.s = np.empty(n, dtype=np.uint64)
-        self.eq = np.empty(max(n - 1, 0), dtype=bool)
-        self.tmp = np.empty(min(n, _CHUNK), dtype=np.uint64)
-        self.lt = np.empty(min(n, _CHUNK), dtype=bool)
+        self.tmp = np.empty(m, dtype=np.uint64)
+        self.same = np.empty(m, dtype=bool)
+        self.hit = np.empty(m, dtype=bool)
+        self.pc = np.empty(m, dtype=np.uint8)
 
 
 def _brute_distinct(vals: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
     """All pairs ``i < j`` of ``vals`` within distance ``d``: the quadratic scan, in row blocks."""
     n = len(vals)
-    rows = max(1, (1 << 21) // max(n, 1))
+    rows = max(1, min(1024, (1 << 18) // max(n, 1)))
     out_i, out_j = [], []
-    for a in range(0, n - 1, rows):
-        b = min(n - 1, a + rows)
-        x = vals[a:b, None] ^ vals[None, a + 1 :]
-        near = _popcount(x) <= d
-        near &= np.arange(a + 1, n)[None, :] > np.arange(a, b)[:, None]
+    for a in range(0, n, rows):
+        b = min(n, a + rows)
+        block = vals[a:b, None]
+        near = np.triu(_popcount(block ^ vals[None, a:b]) <= d, 1)  # inside the row block
         ii, jj = np.nonzero(near)
         if ii.size:
             out_i.append(ii + a)
-            out_j.append(jj + a + 1)
+            out_j.append(jj + a)
+        if b < n:  # the columns after the block
+            ii, jj = np.nonzero(_popcount(block ^ vals[None, b:]) <= d)
+            if ii.size:
+                out_i.append(ii + a)
+                out_j.append(jj + b)
     if not out_i:
         return _EMPTY, _EMPTY
     return np.concatenate(out_i).astype(np.int64), np.concatenate(out_j).astype(np.int64)
 
 
-def _run_pairs(s: np.ndarray, eq: np.ndarray, d: int) -> tuple[list[np.ndarray], list[np.ndarray], int]:
-    """Pairs of positions ``p < q`` in one run of equal keys (``eq[p]``: key[p] == key[p+1]) within
-    distance ``d``, by offset ``q - p = 1, 2, ...``; returns (ps, qs, candidates checked)."""
+def _run_pairs(s: np.ndarray, thr: np.uint64, d: int, bufs: _Buffers,
+               skip: list[tuple[int, int]]) -> tuple[list[np.ndarray], list[np.ndarray], int]:
+    """Pairs of positions ``p < q`` of sorted ``s`` with equal keys (``s[p] ^ s[q] < thr``: runs
+    are contiguous) within distance ``d``, leaving out the runs ``[lo, hi)`` in ``skip``;
+    returns (ps, qs, candidates checked).
+
+    One pass over cache-sized chunks of ``p``, offset ``q - p = 1, 2, ...``: while many ``p`` of
+    the chunk still have an equal key at ``p + off``, on contiguous slices (no gathers); once
+    few are left, on their indices."""
     n = len(s)
-    act = np.flatnonzero(eq)
-    ps, qs, cand, off = [], [], 0, 1
-    while act.size:
-        q = act + off
-        cand += act.size
-        hit = _popcount(s[act] ^ s[q]) <= d
-        if hit.any():
-            ps.append(act[hit])
-            qs.append(q[hit])
-        act = act[q < n - 1]
-        act = act[eq[act + off]]
-        off += 1
+    ps: list[np.ndarray] = []
+    qs: list[np.ndarray] = []
+    cand = 0
+    skip_lo = np.array([lo for lo, _ in skip], dtype=np.int64)
+    for a in range(0, n - 1, _CHUNK):
+        size = min(n - 1, a + _CHUNK) - a
+        skips = []
+        if skip:
+            first = max(0, int(np.searchsorted(skip_lo, a, "right")) - 1)
+            skips = [(max(lo, a) - a, min(hi, a + size) - a) for lo, hi in skip[first:] if lo < a + size and hi > a]
+            skips = [(lo, hi) for lo, hi in skips if hi > lo]
+        off = 1
+        while True:
+            e = min(size, n - off - a)  # p + off <= n - 1
+            if e <= 0:
+                break
+            x = bufs.tmp[:e]
+            np.bitwise_xor(s[a + off : a + off + e], s[a : a + e], out=x)
+            same = np.less(x, thr, out=bufs.same[:e])
+            for lo, hi in skips:
+                same[lo:hi] = False
+            live = int(np.count_nonzero(same))
+            if not live:
+                break
+            cand += live
+            if live * 16 < e:  # few left: continue on their indices
+                act = np.flatnonzero(same)
+                near = _popcount(x[act]) <= d
+                act += a
+                if near.any():
+                    ps.append(act[near])
+                    qs.append(act[near] + off)
+                off += 1
+                while act.size:
+                    act = act[act + off < n]
+                    x = s[act + off] ^ s[act]
+                    keep = x < thr
+                    act, x = act[keep], x[keep]
+                    cand += act.size
+                    near = _popcount(x) <= d
+                    if near.any():
+                        ps.append(act[near])
+                        qs.append(act[near] + off)
+                    off += 1
+                break
+            pc = np.bitwise_count(x, out=bufs.pc[:e]) if _HAS_COUNT else _popcount(x)
+            hit = np.less_equal(pc, d, out=bufs.hit[:e])
+            if hit.any():
+                hit &= same
+                idx = np.flatnonzero(hit) + a
+                ps.append(idx)
+                qs.append(idx + off)
+            off += 1
     return ps, qs, cand
 
 
@@ -283,37 +344,28 @@ def _table(vals: np.ndarray, nbits: int, d: int, widths: list[int], combo: tuple
     s.sort()
     rest = lay.rest_bits
     thr = _U64(1 << rest)
-    eq = bufs.eq[: n - 1]
-    long_at: list[np.ndarray] = []
-    for a in range(0, n - 1, _CHUNK):
-        b = min(n - 1, a + _CHUNK)
-        t = bufs.tmp[: b - a]
-        np.bitwise_xor(s[a + 1 : b + 1], s[a:b], out=t)
-        np.less(t, thr, out=eq[a:b])
-        e = min(b, n - _LONG_RUN)
-        if e > a and eq[a:b].any():  # a run longer than _LONG_RUN: key[p] == key[p + _LONG_RUN]
-            t = bufs.tmp[: e - a]
-            np.bitwise_xor(s[a + _LONG_RUN : e + _LONG_RUN], s[a:e], out=t)
-            lt = np.less(t, thr, out=bufs.lt[: e - a])
-            if lt.any():
-                long_at.append(np.flatnonzero(lt) + a)
     ps: list[np.ndarray] = []
     qs: list[np.ndarray] = []
     cand = 0
-    if long_at:  # search long runs recursively on their remaining bits; drop them from eq
-        keys = np.sort(s[np.concatenate(long_at)] >> _U64(rest))
-        keys = keys[np.append(True, keys[1:] != keys[:-1])]
-        lo = np.searchsorted(s, keys << _U64(rest), "left")
-        hi = np.searchsorted(s, (keys << _U64(rest)) | (thr - _U64(1)), "right")
-        for lo_, hi_ in zip(lo.tolist(), hi.tolist()):
-            eq[lo_ : hi_ - 1] = False
-            sub = s[lo_:hi_] & (thr - _U64(1))
-            a_, b_, c_ = _search(sub, rest, d, None, 1)
-            cand += c_
-            if a_.size:
-                ps.append(a_ + lo_)
-                qs.append(b_ + lo_)
-    p2, q2, c2 = _run_pairs(s, eq, d)
+    skip: list[tuple[int, int]] = []
+    if n > _LONG_RUN:
+        # Runs of one key longer than 1.5 x _LONG_RUN surely contain a sampled p with
+        # key[p] == key[p + _LONG_RUN] (shorter ones may go either way: both are exact).
+        at = np.arange(0, n - _LONG_RUN, _LONG_RUN // 2)
+        at = at[(s[at] ^ s[at + _LONG_RUN]) < thr]
+        if at.size:  # search these runs recursively on their remaining bits
+            keys = np.unique(s[at] >> _U64(rest))
+            lo = np.searchsorted(s, keys << _U64(rest), "left")
+            hi = np.searchsorted(s, (keys << _U64(rest)) | (thr - _U64(1)), "right")
+            for lo_, hi_ in zip(lo.tolist(), hi.tolist()):
+                skip.append((lo_, hi_))
+                sub = s[lo_:hi_] & (thr - _U64(1))
+                a_, b_, c_ = _search(sub, rest, d, None, 1)
+                cand += c_
+                if a_.size:
+                    ps.append(a_ + lo_)
+                    qs.append(b_ + lo_)
+    p2, q2, c2 = _run_pairs(s, thr, d, bufs, skip)
     ps += p2
     qs += q2
     cand += c2
@@ -391,7 +443,7 @@ def _search(vals: np.ndarray, nbits: int, d: int, k: int | None, threads: int,
     """All pairs ``a < b`` of sorted, distinct ``nbits``-bit ``vals`` within distance ``d``, each
     exactly once; returns (a, b, candidates checked)."""
     n = len(vals)
-    if n < 2:
+    if n < 2 or d == 0:  # distinct values: none are within distance 0
         if stats is not None:
             stats.update(k=0, blocks=0, tables=0, bits=nbits)
         return _EMPTY, _EMPTY, 0
@@ -407,7 +459,7 @@ def _search(vals: np.ndarray, nbits: int, d: int, k: int | None, threads: int,
         raise ValueError(f"k={k} with max_distance={d} needs {d + k} blocks, more than the {nbits} varying bits")
     widths = _widths(nbits, d + k)
     combos = list(combinations(range(d + k), k))
-    per_table = n * _C_TABLE * max(1.0, math.log2(n) / math.log2(1e7)) + _C_TABLE_FIXED
+    per_table = _table_cost(n)
     budget = _Budget(max(2.0 * _plan_cost(n, d, 0, nbits), 0.05))
     local = threading.local()
 

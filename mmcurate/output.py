@@ -104,8 +104,8 @@ def _members(task: WriteTask) -> Iterator[tuple[str, bytes]]:
 def write_shard(task: WriteTask) -> dict[str, Any]:
     """Write one output shard; return its ``wids`` shard-list entry."""
     store = RunStore(task.root)
-    size, md5 = write_tar(store.shards_dir / task.shard.name, _members(task))
-    return {"url": task.shard.name, "nsamples": task.shard.nsamples, "filesize": size, "md5sum": md5}
+    size = write_tar(store.shards_dir / task.shard.name, _members(task))
+    return {"url": task.shard.name, "nsamples": task.shard.nsamples, "filesize": size}
 
 
 def index_json(name: str, entries: list[dict[str, Any]]) -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import tarfile
@@ -18,15 +17,14 @@ def member_bytes(size: int) -> int:
     return 512 + -(-size // 512) * 512
 
 
-def write_tar(path: str | os.PathLike[str], members: Iterable[tuple[str, bytes]]) -> tuple[int, str]:
+def write_tar(path: str | os.PathLike[str], members: Iterable[tuple[str, bytes]]) -> int:
     """Write ``(name, data)`` members in order with fixed headers (mtime 0, uid/gid 0, mode 0644,
-    GNU format) to a temporary file, then rename it to ``path``. Returns (size, md5 hex)."""
+    GNU format) to a temporary file, then rename it to ``path``. Returns its size in bytes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with open(tmp, "wb") as raw:
-            fh = _Md5Writer(raw)
+        with open(tmp, "wb") as fh:
             with tarfile.open(fileobj=fh, mode="w", format=tarfile.GNU_FORMAT) as tar:
                 for name, data in members:
                     info = tarfile.TarInfo(name)
@@ -36,26 +34,7 @@ def write_tar(path: str | os.PathLike[str], members: Iterable[tuple[str, bytes]]
                     info.uid = info.gid = 0
                     info.uname = info.gname = ""
                     tar.addfile(info, io.BytesIO(data))
-            raw.flush()
-            os.fsync(raw.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return fh.size, fh.md5.hexdigest()
-
-
-class _Md5Writer:
-    """A write-only file that hashes and counts what passes through it."""
-
-    def __init__(self, raw: io.BufferedWriter):
-        self.raw = raw
-        self.md5 = hashlib.md5()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.md5.update(data)
-        self.size += len(data)
-        return self.raw.write(data)
-
-    def tell(self) -> int:
-        return self.size
+    return path.stat().st_size
