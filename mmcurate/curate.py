@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import platform
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -16,7 +17,7 @@ from .dedup import DedupReport, PriorRows, run_dedup
 from .funnel import StepCount, format_dedup, format_funnel, funnel
 from .inputs import ShardRef, resolve_inputs
 from .ledger import Ledger
-from .output import WriteTask, assign_shards, index_json, sample_tar_bytes, write_shard
+from .output import PIECES, assemble, assign_shards, index_json, sample_tar_bytes, write_piece, write_tasks
 from .plan import READ_STEP, DedupPlan, Group, Plan, build_plan, digest
 from .recipe import Recipe
 from .runview import open_run
@@ -178,8 +179,13 @@ def _write(
 ) -> tuple[dict[tuple[str, str], str], list[dict]]:
     kept = [(ref, e.key, sample_tar_bytes(e.sizes)) for ref in shards for e in ledger.alive(ref.url)]
     layout = assign_shards(kept, plan.recipe.output)
-    tasks = [WriteTask(s, str(store.root), tuple(plan.annotate_plans()), plan.recipe.output.annotations_member) for s in layout]
-    written = engine.map_tasks(client, write_shard, tasks, "write", lambda t: t.shard.name, quiet) if tasks else []
+    pieces = store.shards_dir / PIECES
+    shutil.rmtree(pieces, ignore_errors=True)  # left by a killed run
+    tasks = write_tasks(layout, str(store.root), tuple(plan.annotate_plans()), plan.recipe.output.annotations_member)
+    if tasks:
+        engine.map_tasks(client, write_piece, tasks, "write", lambda t: f"{t.shard.name} from {t.shard.segments[t.segment][0].url}", quiet)
+    written = [assemble(store, s) for s in layout]
+    shutil.rmtree(pieces, ignore_errors=True)
     store.shards_dir.mkdir(parents=True, exist_ok=True)
     remove_stale(store.shards_dir, [s.name for s in layout], f"{plan.recipe.output.prefix}-*.tar")
     atomic_write_bytes(store.shards_dir / "index.json", index_json(plan.recipe.name, written))

@@ -11,11 +11,12 @@ from .plan import AnnotatePlan
 from .recipe import OutputConfig
 from .store import RunStore
 from .tarread import iter_samples
-from .tarwrite import member_bytes, write_tar
+from .tarwrite import join_tar_pieces, member_bytes, write_tar_piece
 
-__all__ = ["OutputShard", "WriteTask", "assign_shards", "index_json", "write_shard"]
+__all__ = ["OutputShard", "WriteTask", "assemble", "assign_shards", "index_json", "write_piece", "write_tasks"]
 
 ANNOTATIONS_EXT = "mmcurate.json"
+PIECES = ".pieces"
 
 
 @dataclass(frozen=True)
@@ -32,10 +33,21 @@ class OutputShard:
 
 @dataclass(frozen=True)
 class WriteTask:
+    """One piece of an output shard: the kept samples it takes from one input shard.
+
+    Pieces are written in parallel and joined in order (tar members concatenate), so even a
+    single large output shard uses every worker.
+    """
+
     shard: OutputShard
+    segment: int
     root: str
     plans: tuple[AnnotatePlan, ...]
     annotations_member: bool
+
+    @property
+    def piece_name(self) -> str:
+        return f"{self.shard.name}.{self.segment:06d}.piece"
 
 
 def assign_shards(kept: list[tuple[ShardRef, str, int]], config: OutputConfig) -> list[OutputShard]:
@@ -77,9 +89,13 @@ def _annotations(store: RunStore, plans: tuple[AnnotatePlan, ...], ref: ShardRef
     return merged
 
 
+def write_tasks(layout: list[OutputShard], root: str, plans: tuple[AnnotatePlan, ...], annotations_member: bool) -> list[WriteTask]:
+    return [WriteTask(s, i, root, plans, annotations_member) for s in layout for i in range(len(s.segments))]
+
+
 def _members(task: WriteTask) -> Iterator[tuple[str, bytes]]:
     store = RunStore(task.root)
-    for ref, keys in task.shard.segments:
+    for ref, keys in task.shard.segments[task.segment : task.segment + 1]:
         wanted = set(keys)
         notes = _annotations(store, task.plans, ref, wanted) if task.annotations_member else {}
         done: set[str] = set()
@@ -101,11 +117,20 @@ def _members(task: WriteTask) -> Iterator[tuple[str, bytes]]:
             raise RuntimeError(f"{ref.url}: kept samples no longer in the shard (changed during the run?): {missing}")
 
 
-def write_shard(task: WriteTask) -> dict[str, Any]:
-    """Write one output shard; return its ``wids`` shard-list entry."""
+def write_piece(task: WriteTask) -> str:
+    """Write one piece (tar members without the end-of-archive marker); return its name."""
     store = RunStore(task.root)
-    size = write_tar(store.shards_dir / task.shard.name, _members(task))
-    return {"url": task.shard.name, "nsamples": task.shard.nsamples, "filesize": size}
+    write_tar_piece(store.shards_dir / PIECES / task.piece_name, _members(task))
+    return task.piece_name
+
+
+def assemble(store: RunStore, shard: OutputShard) -> dict[str, Any]:
+    """Join a shard's pieces into ``shards/NAME``; return its ``wids`` shard-list entry."""
+    pieces = [store.shards_dir / PIECES / f"{shard.name}.{i:06d}.piece" for i in range(len(shard.segments))]
+    size = join_tar_pieces(store.shards_dir / shard.name, pieces)
+    for piece in pieces:
+        piece.unlink()
+    return {"url": shard.name, "nsamples": shard.nsamples, "filesize": size}
 
 
 def index_json(name: str, entries: list[dict[str, Any]]) -> bytes:

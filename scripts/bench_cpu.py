@@ -56,6 +56,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, features
 
+# Benchmark the checkout this script lives in, not whatever copy the installed package points at
+# (Dask's spawned workers inherit sys.path, so they import the same one).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic import jpeg_bytes, photo_like, random_caption, write_tar  # noqa: E402
 
@@ -392,6 +395,7 @@ def _table(report: dict[str, Any]) -> str:
     rows.append(("Python / Pillow (libjpeg-turbo)", f"{m['python']} / {m['pillow']} ({m['libjpeg_turbo']})"))
     rows.append(("dask workers x threads", f"{w} x 1 (processes)"))
     rows.append(("recipe", report["config"]["recipe"]))
+    rows.append(("mmcurate code", f"{report['code']['mmcurate']} (git {report['code']['git_head']})"))
     rows.append(("", ""))
     passes = ", ".join(f"{x:,.0f}" for x in base["passes_images_per_s"])
     rows.append(("Pillow decode, 1 core (median pass)", f"{base['images_per_s']:,.1f} img/s  ({base['images']:,} x 640x480 JPEG q85, "
@@ -431,6 +435,20 @@ def _table(report: dict[str, Any]) -> str:
     out += [f"{k:<{width}}  {v}" if (k or v) else "" for k, v in rows]
     out.append(line)
     return "\n".join(out)
+
+
+def _git_head() -> str:
+    """Short HEAD commit of the checkout, with ``+dirty`` when mmcurate/ has local changes."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "mmcurate"], cwd=REPO_ROOT, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -475,7 +493,11 @@ def main(argv: list[str] | None = None) -> int:
         "libjpeg_turbo": bool(features.check_feature("libjpeg_turbo")),
         "platform": platform.platform(),
     }
+    import mmcurate
+
+    code = {"mmcurate": str(Path(mmcurate.__file__).parent), "git_head": _git_head()}
     print(f"machine: {machine['cpu_count']} cores ({usable} usable), Python {machine['python']}, Pillow {machine['pillow']}", flush=True)
+    print(f"mmcurate from {code['mmcurate']} (git {code['git_head']})", flush=True)
 
     sizes = [args.samples] + ([] if args.skip_large else [args.large])
     shard_dir = args.out / "shards"
@@ -510,6 +532,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report: dict[str, Any] = {
         "machine": machine,
+        "code": code,
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "generation": generation,
         "pillow_baseline": base,

@@ -1,0 +1,582 @@
+"""Benchmark: how well pHash near-duplicate dedup finds edited copies of real photographs.
+
+Ground truth comes from the photographs bundled with scikit-image (``skimage.data``; public
+domain or permissively licensed, see ``skimage/data/README.txt``). Only images that load
+offline from the installed package are used; ones that need a pooch download are skipped and
+listed. Synthetic graphics (checkerboard, horse, logo, phantoms, blobs) and the 25x25 LFW faces
+are left out; ``cat`` is the same array as ``chelsea`` and is dropped as identical; of
+``stereo_motorcycle`` only the left view is used (the right view is the same scene seen from a
+few centimetres away, a true near-duplicate with no ground-truth label). To reach
+``--min-originals`` distinct originals, random crops are added from the largest photographs:
+one random crop (70-95% of the cell's sides) inside each cell of a 2x2 grid, so crops of one
+photograph never overlap and each covers at most a quarter of it. Crops count as distinct
+originals (a crop matched to its parent photograph counts as a false positive).
+
+Each original gets 11 transformed copies: resize 50% and 25% (LANCZOS), JPEG quality 20,
+centre crop 90% and 80% (of each side), horizontal flip, rotation by 3 degrees (bicubic,
+``expand=False``, black corners), brightness x1.2 then colour x1.3 (``ImageEnhance``), grayscale,
+a text overlay (``ImageDraw.text`` with Pillow's default font, sized to span ~90% of the
+width, white with a black outline, across the middle), and letterboxing to 16:9 with black
+bars. Everything is stored as JPEG (quality 90; the JPEG-20 copy at quality 20), as
+``KEY.jpg`` + ``KEY.txt`` samples in ``--shards`` WebDataset tars (in shuffled order).
+
+Then, for each D in ``--d``:
+
+* **mmcurate** end to end: ``mmcurate.curate`` with a recipe of ``image_info``, ``phash``
+  (``mirror: true``) and ``dedup: phash`` (``mirror: true``), ``max_distance`` set by the
+  override ``dedup_phash.max_distance=D``, all into one run directory with
+  ``overwrite=True``: after the first D the stored hashes are reused (asserted:
+  ``result.computed["phash"] == 0``). Clusters are read back from
+  ``open_run(out).annotations()["dup_cluster"]``. Clusters are connected components, so a
+  copy can be found through a third image (transitively).
+* **imagehash** brute force: ``imagehash.phash`` of every decoded JPEG, all pairs,
+  ``hamming <= D``; plain, and "+mirror", where a pair also matches when
+  ``imagehash.phash(ImageOps.mirror(img))`` of either side is within D of the other (the
+  minimum over the four plain/mirrored combinations, which is the relation mmcurate computes
+  from its concatenated hash + mirror-hash array). Pairwise: no transitive closure.
+
+Metrics (a "predicted pair" is two images in one mmcurate cluster, or within D for imagehash):
+
+* recall per transform: share of originals whose transformed copy is paired with it;
+* precision: share of predicted pairs whose two images come from the same original (over
+  all pairs, and per transform over the predicted pairs with at least one copy of that
+  transform);
+* false-positive rate: predicted pairs / all pairs among images of different originals
+  (over the originals only, and over all images, originals and copies).
+
+It also checks that mmcurate's stored ``phash``/``phash_mirror`` equal imagehash's, and that
+mmcurate's clusters equal the connected components of the imagehash "+mirror" pairs.
+
+Needs scikit-image (``pip install scikit-image``) and imagehash. Runs in well under a minute
+on 2 cores. Run from the repository root::
+
+    python scripts/bench_dedup_accuracy.py                 # D in {2, 4, 6, 8, 10}
+    python scripts/bench_dedup_accuracy.py --d 4 8 --min-originals 40
+
+Writes shards, the mmcurate run and ``results.json`` under ``bench-out/dedup-accuracy/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import logging
+import platform
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synthetic import jpeg_bytes, write_tar  # noqa: E402
+
+DEFAULT_OUT = REPO_ROOT / "bench-out" / "dedup-accuracy"
+
+# skimage.data photographs, in a fixed order. Names missing from the installed version, or
+# needing a download, are skipped. "cat" is chelsea again (removed as identical).
+PHOTOS = (
+    "astronaut", "camera", "coffee", "chelsea", "cat", "rocket", "coins", "moon", "page", "text",
+    "immunohistochemistry", "hubble_deep_field", "retina", "stereo_motorcycle", "grass", "gravel",
+    "brick", "colorwheel", "clock", "cell", "microaneurysms", "eagle", "lily", "kidney", "skin",
+    "human_mitosis",
+)
+
+JPEG_QUALITY = 90
+OVERLAY_TEXT = "SAMPLE WATERMARK  (c) 2024 mmcurate"
+
+
+# --------------------------------------------------------------------------- originals
+
+
+def _to_image(array: np.ndarray) -> Image.Image:
+    a = np.asarray(array)
+    if a.dtype == bool:
+        a = a.astype(np.uint8) * 255
+    elif a.dtype != np.uint8:
+        lo, hi = float(a.min()), float(a.max())
+        a = np.zeros(a.shape, np.uint8) if hi <= lo else ((a - lo) / (hi - lo) * 255).round().astype(np.uint8)
+    if a.ndim == 2:
+        return Image.fromarray(a, "L")
+    if a.shape[2] == 4:
+        return Image.fromarray(a, "RGBA").convert("RGB")
+    return Image.fromarray(a[:, :, :3], "RGB")
+
+
+def load_photos() -> tuple[list[tuple[str, Image.Image]], dict[str, str]]:
+    """Photographs that load offline, minus identical arrays; and {name: why skipped}."""
+    import skimage.data
+
+    photos: list[tuple[str, Image.Image]] = []
+    skipped: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for name in PHOTOS:
+        loader = getattr(skimage.data, name, None)
+        if loader is None:
+            skipped[name] = "not in this scikit-image version"
+            continue
+        try:
+            data = loader()
+        except Exception as exc:  # pooch missing / no network / not bundled
+            skipped[name] = f"does not load offline ({type(exc).__name__})"
+            continue
+        if name == "stereo_motorcycle":
+            data, name = data[0], "motorcycle_left"
+            skipped["motorcycle_right"] = "stereo twin of motorcycle_left (a true near-duplicate, unlabelled)"
+        img = _to_image(data)
+        digest = hashlib.sha256(img.tobytes() + repr(img.size).encode()).hexdigest()
+        if digest in seen:
+            skipped[name] = f"identical to {seen[digest]}"
+            continue
+        seen[digest] = name
+        photos.append((name, img))
+    return photos, skipped
+
+
+def add_crops(photos: list[tuple[str, Image.Image]], minimum: int, rng: np.random.Generator) -> list[tuple[str, Image.Image]]:
+    """Random non-overlapping crops (one per 2x2 grid cell) of the largest photos until ``minimum``."""
+    crops: list[tuple[str, Image.Image]] = []
+    by_area = sorted(photos, key=lambda p: -p[1].size[0] * p[1].size[1])
+    for name, img in by_area:
+        if len(photos) + len(crops) >= minimum:
+            break
+        w, h = img.size
+        cw, ch = w // 2, h // 2
+        for k, (gx, gy) in enumerate([(0, 0), (1, 0), (0, 1), (1, 1)]):
+            if len(photos) + len(crops) >= minimum:
+                break
+            sw, sh = int(cw * rng.uniform(0.7, 0.95)), int(ch * rng.uniform(0.7, 0.95))
+            x = gx * cw + int(rng.integers(0, cw - sw + 1))
+            y = gy * ch + int(rng.integers(0, ch - sh + 1))
+            crops.append((f"{name}_crop{k}", img.crop((x, y, x + sw, y + sh))))
+    return crops
+
+
+# --------------------------------------------------------------------------- transforms
+
+
+def _resize(scale: float) -> Callable[[Image.Image], Image.Image]:
+    def fn(img: Image.Image) -> Image.Image:
+        w, h = img.size
+        return img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
+
+    return fn
+
+
+def _centre_crop(share: float) -> Callable[[Image.Image], Image.Image]:
+    def fn(img: Image.Image) -> Image.Image:
+        w, h = img.size
+        cw, ch = round(w * share), round(h * share)
+        x, y = (w - cw) // 2, (h - ch) // 2
+        return img.crop((x, y, x + cw, y + ch))
+
+    return fn
+
+
+def _enhance(img: Image.Image) -> Image.Image:
+    rgb = img.convert("RGB")
+    return ImageEnhance.Color(ImageEnhance.Brightness(rgb).enhance(1.2)).enhance(1.3)
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)  # scalable default font (Pillow >= 10.1 with FreeType)
+    except (TypeError, ImportError, OSError):
+        return ImageFont.load_default()
+
+
+def _text_overlay(img: Image.Image) -> Image.Image:
+    out = img.convert("RGB")
+    w, h = out.size
+    draw = ImageDraw.Draw(out)
+    size = max(8, h // 10)
+    font = _font(size)
+    length = draw.textlength(OVERLAY_TEXT, font=font)
+    if length > 0 and isinstance(font, ImageFont.FreeTypeFont):
+        font = _font(max(6, int(size * 0.9 * w / length)))  # span ~90% of the width
+    left, top, right, bottom = draw.textbbox((0, 0), OVERLAY_TEXT, font=font)
+    x, y = (w - (right - left)) / 2 - left, (h - (bottom - top)) / 2 - top
+    stroke = max(1, (bottom - top) // 12)
+    draw.text((x, y), OVERLAY_TEXT, font=font, fill=(255, 255, 255), stroke_width=stroke, stroke_fill=(0, 0, 0))
+    return out
+
+
+def _letterbox(img: Image.Image) -> Image.Image:
+    w, h = img.size
+    if w * 9 >= h * 16:  # wider than 16:9: bars above and below
+        W, H = w, round(w * 9 / 16)
+    else:  # bars left and right
+        W, H = round(h * 16 / 9), h
+    canvas = Image.new(img.mode, (W, H), 0)
+    canvas.paste(img, ((W - w) // 2, (H - h) // 2))
+    return canvas
+
+
+# name -> (transform, JPEG quality of the stored copy)
+TRANSFORMS: dict[str, tuple[Callable[[Image.Image], Image.Image], int]] = {
+    "resize_50": (_resize(0.5), JPEG_QUALITY),
+    "resize_25": (_resize(0.25), JPEG_QUALITY),
+    "jpeg_q20": (lambda img: img, 20),
+    "crop_90": (_centre_crop(0.9), JPEG_QUALITY),
+    "crop_80": (_centre_crop(0.8), JPEG_QUALITY),
+    "hflip": (ImageOps.mirror, JPEG_QUALITY),
+    "rotate_3": (lambda img: img.rotate(3, resample=Image.Resampling.BICUBIC, expand=False), JPEG_QUALITY),
+    "bright_colour": (_enhance, JPEG_QUALITY),
+    "grayscale": (lambda img: img.convert("L"), JPEG_QUALITY),
+    "text_overlay": (_text_overlay, JPEG_QUALITY),
+    "letterbox_16x9": (_letterbox, JPEG_QUALITY),
+}
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+def build_dataset(originals: list[tuple[str, Image.Image]], shard_dir: Path, n_shards: int, rng: np.random.Generator) -> dict[str, Any]:
+    """Write the shards; return per image (in a fixed order) key, origin index, transform, JPEG bytes."""
+    keys: list[str] = []
+    origin: list[int] = []
+    transform: list[str] = []
+    blobs: list[bytes] = []
+    for i, (name, img) in enumerate(originals):
+        keys.append(f"o{i:03d}_original")
+        origin.append(i)
+        transform.append("original")
+        blobs.append(jpeg_bytes(img, JPEG_QUALITY))
+        for t, (fn, quality) in TRANSFORMS.items():
+            keys.append(f"o{i:03d}_{t}")
+            origin.append(i)
+            transform.append(t)
+            blobs.append(jpeg_bytes(fn(img), quality))
+    order = rng.permutation(len(keys))
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    for old in shard_dir.glob("*.tar"):
+        old.unlink()
+    paths = []
+    for s, rows in enumerate(np.array_split(order, n_shards)):
+        path = shard_dir / f"accuracy-{s:03d}.tar"
+        samples = [(keys[r], {"jpg": blobs[r], "txt": f"{originals[origin[r]][0]} {transform[r]}".encode()}) for r in rows]
+        write_tar(path, samples)
+        paths.append(path)
+    return {"keys": keys, "origin": np.array(origin), "transform": np.array(transform), "blobs": blobs, "shards": paths}
+
+
+def imagehash_hashes(blobs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """``imagehash.phash`` of each decoded JPEG and of its mirror image, as uint64."""
+    import imagehash
+
+    plain = np.empty(len(blobs), np.uint64)
+    mirror = np.empty(len(blobs), np.uint64)
+    for i, blob in enumerate(blobs):
+        img = Image.open(io.BytesIO(blob))
+        img.load()
+        plain[i] = int(str(imagehash.phash(img)), 16)
+        mirror[i] = int(str(imagehash.phash(ImageOps.mirror(img))), 16)
+    return plain, mirror
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x).astype(np.int64)
+    return np.unpackbits(x.view(np.uint8).reshape(x.shape + (8,)), axis=-1).sum(axis=-1)
+
+
+def distance_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return _popcount(a[:, None] ^ b[None, :])
+
+
+def _components(n: int, adjacency: np.ndarray) -> np.ndarray:
+    """Connected-component label (smallest member) of each node."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    _, labels = connected_components(csr_matrix(adjacency), directed=False)
+    smallest = {}
+    for i, lab in enumerate(labels):
+        smallest.setdefault(lab, i)
+    return np.array([smallest[lab] for lab in labels])
+
+
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.array_equal(a[:, None] == a[None, :], b[:, None] == b[None, :]))
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def evaluate(pred: np.ndarray, origin: np.ndarray, transform: np.ndarray) -> dict[str, Any]:
+    """Metrics of the symmetric boolean "predicted pair" matrix ``pred`` (diagonal ignored)."""
+    n = len(origin)
+    upper = np.triu(np.ones((n, n), bool), 1)
+    same = origin[:, None] == origin[None, :]
+    is_orig = transform == "original"
+    pos = pred & upper
+    out: dict[str, Any] = {}
+    tp = int((pos & same).sum())
+    out["predicted_pairs"] = int(pos.sum())
+    out["precision"] = tp / out["predicted_pairs"] if out["predicted_pairs"] else None
+    out["true_pairs_found"] = tp
+    out["true_pairs"] = int((same & upper).sum())
+    per: dict[str, dict[str, Any]] = {}
+    orig_row = {int(o): int(np.flatnonzero(is_orig & (origin == o))[0]) for o in np.unique(origin)}
+    for t in TRANSFORMS:
+        rows = np.flatnonzero(transform == t)
+        found = np.array([pred[orig_row[int(origin[r])], r] for r in rows])
+        touching = pos & (np.isin(np.arange(n), rows)[:, None] | np.isin(np.arange(n), rows)[None, :])
+        k = int(touching.sum())
+        per[t] = {
+            "recall": float(found.mean()),
+            "found": int(found.sum()),
+            "of": int(len(rows)),
+            "missed": [int(origin[r]) for r in rows[~found]],
+            "precision": int((touching & same).sum()) / k if k else None,
+            "predicted_pairs": k,
+        }
+    out["per_transform"] = per
+    out["recall_all_copies"] = float(np.mean([p["recall"] for p in per.values()]))
+    diff_all = ~same & upper
+    diff_orig = diff_all & is_orig[:, None] & is_orig[None, :]
+    out["fp_originals"] = {"pairs": int(diff_orig.sum()), "false_positives": int((pos & diff_orig).sum())}
+    out["fp_all_images"] = {"pairs": int(diff_all.sum()), "false_positives": int((pos & diff_all).sum())}
+    for key in ("fp_originals", "fp_all_images"):
+        out[key]["rate"] = out[key]["false_positives"] / out[key]["pairs"] if out[key]["pairs"] else None
+    return out
+
+
+# --------------------------------------------------------------------------- mmcurate
+
+
+def recipe_dict(d: int) -> dict[str, Any]:
+    return {
+        "name": "dedup-accuracy",
+        "modalities": {"image": ["jpg"], "text": ["txt"]},
+        "steps": [
+            {"annotate": "image_info"},
+            {"annotate": "phash", "mirror": True},
+            {"dedup": "phash", "max_distance": d, "mirror": True, "keep": "largest resolution"},
+        ],
+    }
+
+
+def run_mmcurate(shards: list[Path], out: Path, ds: list[int], keys: list[str], workers: int) -> dict[int, dict[str, Any]]:
+    import mmcurate
+    from dask.distributed import Client, LocalCluster
+
+    recipe = mmcurate.Recipe.from_dict(recipe_dict(ds[0]), source="bench_dedup_accuracy")
+    dedup_id = recipe.steps[-1].id
+    assert dedup_id == "dedup_phash", dedup_id
+    position = {k: i for i, k in enumerate(keys)}
+    results: dict[int, dict[str, Any]] = {}
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        for j, d in enumerate(ds):
+            t0 = time.perf_counter()
+            res = mmcurate.curate(
+                [str(p) for p in shards], recipe, out, client=client,
+                overrides=[f"{dedup_id}.max_distance={d}"], overwrite=True, quiet=True,
+            )
+            seconds = time.perf_counter() - t0
+            if j > 0:
+                assert res.computed.get("phash") == 0, f"D={d}: phash recomputed {res.computed}"
+            table = mmcurate.open_run(out).annotations().to_pylist()
+            assert len(table) == len(keys), (len(table), len(keys))
+            label = np.full(len(keys), -1, np.int64)
+            phash = np.zeros(len(keys), np.uint64)
+            phash_m = np.zeros(len(keys), np.uint64)
+            for row in table:
+                i = position[row["key"]]
+                label[i] = row["dup_cluster"]  # the kept row's index over all rows: unique per cluster
+                phash[i], phash_m[i] = row["phash"], row["phash_mirror"]
+            assert (label >= 0).all()
+            results[d] = {
+                "labels": label, "phash": phash, "phash_mirror": phash_m, "seconds": seconds,
+                "computed": dict(res.computed), "kept": res.kept, "removed": res.dropped,
+                "clusters": res.dedup[0].clusters if res.dedup else None,
+            }
+    return results
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _pct(x: float | None) -> str:
+    return "   n/a" if x is None else f"{100 * x:5.1f}%"
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for pkg in ("mmcurate", "pillow", "imagehash", "scikit-image", "numpy", "dask", "distributed"):
+        try:
+            found[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="See the module docstring for the method.")
+    parser.add_argument("--d", type=int, nargs="+", default=[2, 4, 6, 8, 10], help="max Hamming distances (default: 2 4 6 8 10)")
+    parser.add_argument("--min-originals", type=int, default=32, help="add random crops of the largest photos until this many originals (default 32)")
+    parser.add_argument("--shards", type=int, default=4, help="tar shards to write (default 4)")
+    parser.add_argument("--workers", type=int, default=2, help="Dask LocalCluster workers (default 2)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the crops and the sample order (default 0)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT.relative_to(REPO_ROOT)})")
+    args = parser.parse_args(argv)
+    ds = sorted(set(args.d))
+
+    try:
+        import skimage  # noqa: F401
+    except ImportError:
+        print("scikit-image is needed for the ground-truth photographs: pip install scikit-image", file=sys.stderr)
+        return 2
+    try:
+        import imagehash  # noqa: F401
+    except ImportError:
+        print("imagehash is needed for the brute-force comparison: pip install imagehash", file=sys.stderr)
+        return 2
+
+    t_start = time.perf_counter()
+    rng = np.random.default_rng(args.seed)
+    photos, skipped = load_photos()
+    crops = add_crops(photos, args.min_originals, rng)
+    originals = photos + crops
+    print(f"photographs used ({len(photos)}): " + ", ".join(f"{n} {im.size[0]}x{im.size[1]}" for n, im in photos))
+    print("skipped: " + "; ".join(f"{n}: {why}" for n, why in skipped.items()))
+    print(f"random crops added as extra distinct originals ({len(crops)}, to reach >= {args.min_originals}): "
+          + ", ".join(f"{n} {im.size[0]}x{im.size[1]}" for n, im in crops))
+
+    data = build_dataset(originals, args.out / "shards", args.shards, rng)
+    keys, origin, transform = data["keys"], data["origin"], data["transform"]
+    n = len(keys)
+    print(f"{len(originals)} originals x (1 + {len(TRANSFORMS)} transforms) = {n} images in {args.shards} shards")
+
+    t0 = time.perf_counter()
+    ih, ih_m = imagehash_hashes(data["blobs"])
+    ih_seconds = time.perf_counter() - t0
+    plain = distance_matrix(ih, ih)
+    mirrored = np.minimum.reduce([plain, distance_matrix(ih_m, ih), distance_matrix(ih, ih_m), distance_matrix(ih_m, ih_m)])
+
+    mm = run_mmcurate(data["shards"], args.out / "run", ds, keys, args.workers)
+    first = mm[ds[0]]
+    hashes_identical = bool(np.array_equal(first["phash"], ih) and np.array_equal(first["phash_mirror"], ih_m))
+
+    # Distances original -> copy, per transform.
+    orig_row = {int(o): int(np.flatnonzero((transform == "original") & (origin == o))[0]) for o in np.unique(origin)}
+    dist_stats: dict[str, dict[str, Any]] = {}
+    for t in TRANSFORMS:
+        rows = np.flatnonzero(transform == t)
+        dp = np.array([plain[orig_row[int(origin[r])], r] for r in rows])
+        dm = np.array([mirrored[orig_row[int(origin[r])], r] for r in rows])
+        dist_stats[t] = {"plain": dp.tolist(), "mirror": dm.tolist()}
+    diff = (origin[:, None] != origin[None, :]) & np.triu(np.ones((n, n), bool), 1)
+    closest = sorted(zip(mirrored[diff].tolist(), *np.nonzero(diff)))[:8]
+
+    results: dict[str, Any] = {"per_d": {}}
+    for d in ds:
+        m = mm[d]
+        pred_mm = m["labels"][:, None] == m["labels"][None, :]
+        components_match = _same_partition(m["labels"], _components(n, mirrored <= d))
+        results["per_d"][str(d)] = {
+            "mmcurate": evaluate(pred_mm, origin, transform),
+            "imagehash": evaluate(plain <= d, origin, transform),
+            "imagehash_mirror": evaluate(mirrored <= d, origin, transform),
+            "mmcurate_run": {k: m[k] for k in ("seconds", "computed", "kept", "removed", "clusters")},
+            "clusters_equal_imagehash_mirror_components": components_match,
+        }
+
+    # ---- print
+    print()
+    print(f"stored mmcurate phash/phash_mirror == imagehash.phash of the image / its mirror: {hashes_identical}")
+    print("phash recomputed per D: " + ", ".join(f"D={d}: {mm[d]['computed'].get('phash')}" for d in ds)
+          + "  (0 after the first D: stored hashes reused)")
+    print("mmcurate clusters == connected components of imagehash +mirror pairs: "
+          + ", ".join(f"D={d}: {results['per_d'][str(d)]['clusters_equal_imagehash_mirror_components']}" for d in ds))
+    print()
+    print("Hamming distance original -> copy (imagehash phash; +mirror = min over plain/mirrored hashes)")
+    print(f"{'transform':<15} {'median':>6} {'p90':>4} {'max':>4}   {'+mirror median':>14} {'p90':>4} {'max':>4}")
+    for t, s in dist_stats.items():
+        p, q = np.array(s["plain"]), np.array(s["mirror"])
+        print(f"{t:<15} {np.median(p):6.1f} {np.percentile(p, 90):4.0f} {p.max():4d}   {np.median(q):14.1f} {np.percentile(q, 90):4.0f} {q.max():4d}")
+    print("closest pairs of different originals (+mirror distance): "
+          + "; ".join(f"{dd}: {keys[i]}~{keys[j]} ({originals[origin[i]][0]} / {originals[origin[j]][0]})" for dd, i, j in closest[:5]))
+
+    methods = (("mmcurate", "mmc"), ("imagehash", "ih"), ("imagehash_mirror", "ih+m"))
+    print()
+    print("Recall per transform (share of originals whose copy is matched to them); mmc = mmcurate clusters,")
+    print("ih = imagehash brute force, ih+m = imagehash brute force with mirrored hashes")
+    head = f"{'transform':<15}" + "".join(f" | D={d:<2} {'mmc':>6} {'ih':>6} {'ih+m':>6}" for d in ds)
+    print(head)
+    print("-" * len(head))
+    for t in TRANSFORMS:
+        line = f"{t:<15}"
+        for d in ds:
+            r = results["per_d"][str(d)]
+            line += " |     " + " ".join(_pct(r[k]["per_transform"][t]["recall"]) for k, _ in methods)
+        print(line)
+    line = f"{'all copies':<15}"
+    for d in ds:
+        r = results["per_d"][str(d)]
+        line += " |     " + " ".join(_pct(r[k]["recall_all_copies"]) for k, _ in methods)
+    print(line)
+
+    print()
+    print("Precision per transform (predicted pairs with >= 1 copy of that transform that are the same original)")
+    print(head)
+    print("-" * len(head))
+    for t in TRANSFORMS:
+        line = f"{t:<15}"
+        for d in ds:
+            r = results["per_d"][str(d)]
+            line += " |     " + " ".join(_pct(r[k]["per_transform"][t]["precision"]) for k, _ in methods)
+        print(line)
+    line = f"{'all pairs':<15}"
+    for d in ds:
+        r = results["per_d"][str(d)]
+        line += " |     " + " ".join(_pct(r[k]["precision"]) for k, _ in methods)
+    print(line)
+
+    print()
+    print("Overall, per D: predicted pairs, precision, false positives among pairs of different originals")
+    print(f"{'D':>3} {'method':<6} {'pairs':>6} {'precision':>9} {'FP origs':>13} {'FP rate':>8} {'FP all imgs':>14} {'FP rate':>8}  mmcurate run")
+    for d in ds:
+        r = results["per_d"][str(d)]
+        for k, short in methods:
+            e = r[k]
+            fo, fa = e["fp_originals"], e["fp_all_images"]
+            run = r["mmcurate_run"]
+            extra = f"  {run['seconds']:.1f} s, {run['removed']} removed in {run['clusters']} clusters" if k == "mmcurate" else ""
+            print(f"{d:>3} {short:<6} {e['predicted_pairs']:>6} {_pct(e['precision']):>9} "
+                  f"{fo['false_positives']:>5}/{fo['pairs']:<7} {100 * fo['rate']:7.3f}% "
+                  f"{fa['false_positives']:>6}/{fa['pairs']:<7} {100 * fa['rate']:7.3f}%{extra}")
+
+    total = time.perf_counter() - t_start
+    report = {
+        "originals": [{"index": i, "name": nm, "size": list(im.size), "crop": i >= len(photos)} for i, (nm, im) in enumerate(originals)],
+        "skipped": skipped,
+        "transforms": list(TRANSFORMS),
+        "images": n,
+        "shards": [str(p) for p in data["shards"]],
+        "run_dir": str(args.out / "run"),
+        "hashes_identical_to_imagehash": hashes_identical,
+        "imagehash_seconds": ih_seconds,
+        "distances_original_to_copy": dist_stats,
+        "closest_different_originals": [{"distance": dd, "a": keys[i], "b": keys[j]} for dd, i, j in closest],
+        "per_d": results["per_d"],
+        "total_seconds": total,
+        "versions": _versions(),
+        "command": " ".join(["python", "scripts/bench_dedup_accuracy.py", *(argv if argv is not None else sys.argv[1:])]),
+    }
+    path = args.out / "results.json"
+    path.write_text(json.dumps(report, indent=1, default=lambda o: o.item() if hasattr(o, "item") else str(o)) + "\n")
+    print()
+    print(f"total {total:.1f} s; wrote {path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Benchmark: exact near-duplicate search over 64-bit hashes at scale (mmcurate.neardup).
+
+For each (N, D) configuration, in a fresh subprocess (so peak memory is that run's own):
+
+1. ``np.random.default_rng(0)`` draws N uniformly random uint64 hashes; then 1% of the rows
+   are overwritten with planted near-duplicates of other rows, each at a random distance
+   1..D (D' distinct random bits flipped). Sources are distinct rows that are not targets, so
+   every planted pair keeps exactly its distance.
+2. ``near_duplicate_pairs(hashes, D)`` then ``cluster_labels(N, pairs)``, each timed by wall
+   clock.
+3. Recall of the planted pairs: the share found among the returned pairs (must be 1.0), and
+   the share whose two rows share a cluster label. Every returned pair is re-checked to be
+   within distance D.
+4. Peak memory of the child: ``VmHWM`` from ``/proc/self/status`` (and ``ru_maxrss``), which
+   includes the input hashes and the planting.
+
+Prints a table (and writes JSON with ``--json``), and the goal check: 10M hashes at D=4 in
+<= 60 s wall (search + clustering) and <= 2 GB peak memory. A configuration that exceeds
+``--timeout`` is reported as timed out, with an estimate scaled from the largest smaller N
+at the same D by the cost model (labelled "est.").
+
+Run from the repository root::
+
+    python scripts/bench_dedup_scale.py                     # N in {1M, 10M}, D in {4, 6, 8}
+    python scripts/bench_dedup_scale.py --n 1e6 --d 4 6     # a subset
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+GOAL_N, GOAL_D, GOAL_SECONDS, GOAL_BYTES = 10_000_000, 4, 60.0, 2_000_000_000
+
+
+def make_hashes(n: int, d: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random hashes with ``share`` of the rows replaced by near-duplicates of other rows at
+    distances 1..d. Returns (hashes, planted source rows, planted target rows)."""
+    rng = np.random.default_rng(seed)
+    h = rng.integers(0, 2**64, n, dtype=np.uint64)
+    m = int(n * share)
+    if m == 0 or d == 0:
+        return h, np.empty(0, np.int64), np.empty(0, np.int64)
+    rows = rng.choice(n, size=2 * m, replace=False)
+    src, dst = rows[:m], rows[m:]
+    dist = rng.integers(1, d + 1, size=m)
+    flips = np.zeros(m, dtype=np.uint64)
+    bits = np.argsort(rng.random((m, 64)), axis=1)[:, :d].astype(np.uint64)  # d distinct bits per row
+    for j in range(d):
+        flips |= np.where(dist > j, np.uint64(1) << bits[:, j], np.uint64(0))
+    h[dst] = h[src] ^ flips
+    return h, src.astype(np.int64), dst.astype(np.int64)
+
+
+def peak_memory() -> dict[str, int]:
+    out = {"ru_maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                out["vmhwm_bytes"] = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return out
+
+
+def child(args: argparse.Namespace) -> None:
+    """One configuration, in this (fresh) process; prints one JSON line."""
+    import scipy.sparse.csgraph  # noqa: F401  (imported up front: not part of the timings)
+
+    from mmcurate.neardup import cluster_labels, near_duplicate_pairs
+
+    n, d = args.child
+    t0 = time.perf_counter()
+    h, src, dst = make_hashes(n, d, args.share, args.seed)
+    gen_s = time.perf_counter() - t0
+    before = peak_memory()
+    stats: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    pairs = near_duplicate_pairs(h, d, k=args.k, threads=args.threads, stats=stats)
+    search_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    labels = cluster_labels(n, pairs)
+    cluster_s = time.perf_counter() - t0
+    mem = peak_memory()
+    # checks (not timed)
+    within = bool((np.bitwise_count(h[pairs[:, 0]] ^ h[pairs[:, 1]]) <= d).all()) if len(pairs) else True
+    lo, hi = np.minimum(src, dst), np.maximum(src, dst)
+    found_keys = (pairs[:, 0].astype(np.uint64) << np.uint64(32)) | pairs[:, 1].astype(np.uint64)
+    planted_keys = (lo.astype(np.uint64) << np.uint64(32)) | hi.astype(np.uint64)
+    pair_recall = float(np.isin(planted_keys, found_keys).mean()) if len(src) else 1.0
+    cluster_recall = float((labels[src] == labels[dst]).mean()) if len(src) else 1.0
+    result = {
+        "n": n, "d": d, "k": stats.get("k"), "tables": stats.get("tables"), "distinct": stats.get("distinct"),
+        "candidates": stats.get("candidates"), "threads": args.threads or os.cpu_count(),
+        "search_s": search_s, "cluster_s": cluster_s, "wall_s": search_s + cluster_s, "generate_s": gen_s,
+        "pairs": int(len(pairs)), "planted": int(len(src)), "pair_recall": pair_recall,
+        "cluster_recall": cluster_recall, "clusters": int(len(np.unique(labels))), "pairs_within_d": within,
+        "peak_bytes": mem.get("vmhwm_bytes", mem["ru_maxrss_bytes"]), "ru_maxrss_bytes": mem["ru_maxrss_bytes"],
+        "rss_before_search_bytes": before.get("vmhwm_bytes", before["ru_maxrss_bytes"]),
+    }
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def run_one(n: int, d: int, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(n), str(d),
+           "--share", str(args.share), "--seed", str(args.seed)]
+    if args.k is not None:
+        cmd += ["--k", str(args.k)]
+    if args.threads is not None:
+        cmd += ["--threads", str(args.threads)]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, cwd=REPO_ROOT)
+    except subprocess.TimeoutExpired:
+        return {"n": n, "d": d, "timed_out": True, "limit_s": args.timeout}
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            result = json.loads(line[len("RESULT "):])
+            result["process_s"] = time.perf_counter() - t0
+            return result
+    raise RuntimeError(f"child failed for n={n} d={d} (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+
+
+def estimate(result: dict[str, Any], done: list[dict[str, Any]]) -> None:
+    """Fill a timed-out result's estimate from the largest finished smaller N at the same D."""
+    from mmcurate.neardup import _plan_cost, choose_k
+
+    smaller = [r for r in done if r["d"] == result["d"] and not r.get("timed_out") and r["n"] < result["n"]]
+    if not smaller:
+        return
+    base = max(smaller, key=lambda r: r["n"])
+    k = choose_k(result["n"], result["d"])
+    ratio = _plan_cost(result["n"], result["d"], k, 64) / _plan_cost(base["n"], result["d"], base["k"], 64)
+    result.update(k=k, est_wall_s=base["search_s"] * ratio + base["cluster_s"] * result["n"] / base["n"],
+                  est_from_n=base["n"])
+
+
+def fmt_n(n: int) -> str:
+    return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n:,}"
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    head = f"{'N':>10} {'D':>2} {'k':>2} {'tables':>6} {'search s':>9} {'cluster s':>9} {'wall s':>8} " \
+           f"{'peak MB':>8} {'pairs':>9} {'planted':>8} {'recall':>7} {'clust.rec':>9}"
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        if r.get("timed_out"):
+            est = ""
+            if "est_wall_s" in r:
+                est = f"est. {r['est_wall_s']:.0f} s (k={r['k']}, scaled from {fmt_n(r['est_from_n'])})"
+            print(f"{fmt_n(r['n']):>10} {r['d']:>2}  timed out after {r['limit_s']:.0f} s  {est}")
+            continue
+        print(f"{fmt_n(r['n']):>10} {r['d']:>2} {r['k']:>2} {r['tables']:>6} {r['search_s']:>9.2f} "
+              f"{r['cluster_s']:>9.2f} {r['wall_s']:>8.2f} {r['peak_bytes'] / 1e6:>8.0f} "
+              f"{r['pairs']:>9,} {r['planted']:>8,} "
+              f"{r['pair_recall']:>7.4f} {r['cluster_recall']:>9.4f}")
+
+
+def goal_check(results: list[dict[str, Any]]) -> bool | None:
+    goal = [r for r in results if r["n"] == GOAL_N and r["d"] == GOAL_D]
+    if not goal:
+        print(f"\ngoal check: not run (needs N={fmt_n(GOAL_N)}, D={GOAL_D})")
+        return None
+    r = goal[0]
+    if r.get("timed_out"):
+        print(f"\ngoal check {fmt_n(GOAL_N)} @ D={GOAL_D}: FAIL (timed out)")
+        return False
+    ok_t, ok_m, ok_r = r["wall_s"] <= GOAL_SECONDS, r["peak_bytes"] <= GOAL_BYTES, r["pair_recall"] == 1.0
+    ok = ok_t and ok_m and ok_r and r["pairs_within_d"]
+    print(f"\ngoal check {fmt_n(GOAL_N)} @ D={GOAL_D}: wall {r['wall_s']:.2f} s <= {GOAL_SECONDS:.0f} s: {ok_t}; "
+          f"peak {r['peak_bytes'] / 1e9:.2f} GB <= {GOAL_BYTES / 1e9:.0f} GB: {ok_m}; recall 1.0: {ok_r} "
+          f"-> {'PASS' if ok else 'FAIL'}")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Each configuration runs in a fresh subprocess; see the module docstring.")
+    p.add_argument("--n", type=float, nargs="+", default=[1e6, 1e7], help="numbers of hashes (default: 1e6 1e7)")
+    p.add_argument("--d", type=int, nargs="+", default=[4, 6, 8], help="max Hamming distances (default: 4 6 8)")
+    p.add_argument("--k", type=int, default=None, help="identical blocks per table (default: chosen by cost model)")
+    p.add_argument("--threads", type=int, default=None, help="worker threads (default: os.cpu_count())")
+    p.add_argument("--share", type=float, default=0.01, help="share of rows overwritten with planted near-duplicates")
+    p.add_argument("--seed", type=int, default=0, help="seed of np.random.default_rng (default 0)")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds per configuration before it is abandoned")
+    p.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    p.add_argument("--child", type=int, nargs=2, metavar=("N", "D"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        child(args)
+        return 0
+
+    print(f"python {platform.python_version()}, numpy {np.__version__}, {os.cpu_count()} CPUs, "
+          f"{platform.processor() or platform.machine()}")
+    results: list[dict[str, Any]] = []
+    for n in sorted(int(x) for x in args.n):
+        for d in args.d:
+            print(f"running N={fmt_n(n)} D={d} ...", flush=True)
+            r = run_one(n, d, args)
+            if r.get("timed_out"):
+                estimate(r, results)
+            results.append(r)
+    print()
+    print_table(results)
+    ok = goal_check(results)
+    bad = [r for r in results if not r.get("timed_out") and (r["pair_recall"] != 1.0 or not r["pairs_within_d"])]
+    if bad:
+        print("RECALL FAILURE in: " + ", ".join(f"N={fmt_n(r['n'])} D={r['d']}" for r in bad))
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "goal_pass": ok}, indent=2))
+    return 1 if bad or ok is False else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
