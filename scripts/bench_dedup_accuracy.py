@@ -510,35 +510,23 @@ def main(argv: list[str] | None = None) -> int:
     print("Recall per transform (share of originals whose copy is matched to them); mmc = mmcurate clusters,")
     print("ih = imagehash brute force, ih+m = imagehash brute force with mirrored hashes")
     head = f"{'transform':<15}" + "".join(f" | D={d:<2} {'mmc':>6} {'ih':>6} {'ih+m':>6}" for d in ds)
-    print(head)
-    print("-" * len(head))
-    for t in TRANSFORMS:
-        line = f"{t:<15}"
-        for d in ds:
-            r = results["per_d"][str(d)]
-            line += " |     " + " ".join(_pct(r[k]["per_transform"][t]["recall"]) for k, _ in methods)
-        print(line)
-    line = f"{'all copies':<15}"
-    for d in ds:
-        r = results["per_d"][str(d)]
-        line += " |     " + " ".join(_pct(r[k]["recall_all_copies"]) for k, _ in methods)
-    print(line)
 
+    def table(metric: str, total_label: str, total_metric: str) -> None:
+        print(head)
+        print("-" * len(head))
+        rows = [(t, lambda r, k, t=t: r[k]["per_transform"][t][metric]) for t in TRANSFORMS]
+        rows.append((total_label, lambda r, k: r[k][total_metric]))
+        for label, value in rows:
+            line = f"{label:<15}"
+            for d in ds:
+                r = results["per_d"][str(d)]
+                line += " |     " + " ".join(_pct(value(r, k)) for k, _ in methods)
+            print(line)
+
+    table("recall", "all copies", "recall_all_copies")
     print()
     print("Precision per transform (predicted pairs with >= 1 copy of that transform that are the same original)")
-    print(head)
-    print("-" * len(head))
-    for t in TRANSFORMS:
-        line = f"{t:<15}"
-        for d in ds:
-            r = results["per_d"][str(d)]
-            line += " |     " + " ".join(_pct(r[k]["per_transform"][t]["precision"]) for k, _ in methods)
-        print(line)
-    line = f"{'all pairs':<15}"
-    for d in ds:
-        r = results["per_d"][str(d)]
-        line += " |     " + " ".join(_pct(r[k]["precision"]) for k, _ in methods)
-    print(line)
+    table("precision", "all pairs", "precision")
 
     print()
     print("Overall, per D: predicted pairs, precision, false positives among pairs of different originals")
