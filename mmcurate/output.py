@@ -95,26 +95,26 @@ def write_tasks(layout: list[OutputShard], root: str, plans: tuple[AnnotatePlan,
 
 def _members(task: WriteTask) -> Iterator[tuple[str, bytes]]:
     store = RunStore(task.root)
-    for ref, keys in task.shard.segments[task.segment : task.segment + 1]:
-        wanted = set(keys)
-        notes = _annotations(store, task.plans, ref, wanted) if task.annotations_member else {}
-        done: set[str] = set()
-        for sample in iter_samples(ref.url):  # kept keys are in tar order: stream, never buffer
-            key = sample.key
-            if key not in wanted or sample.error is not None or key in done:
-                continue
-            done.add(key)
-            for m in sample.members:
-                if not (task.annotations_member and m.ext == ANNOTATIONS_EXT):  # replaced by ours
-                    yield m.name, m.data
-            if task.annotations_member:
-                note = {"source": {"shard": ref.url, "key": key}, "annotations": notes[key]}
-                yield f"{key}.{ANNOTATIONS_EXT}", json.dumps(note, sort_keys=True).encode()
-            if len(done) == len(wanted):
-                break
-        if len(done) != len(wanted):
-            missing = sorted(wanted - done)[:5]
-            raise RuntimeError(f"{ref.url}: kept samples no longer in the shard (changed during the run?): {missing}")
+    ref, keys = task.shard.segments[task.segment]
+    wanted = set(keys)
+    notes = _annotations(store, task.plans, ref, wanted) if task.annotations_member else {}
+    done: set[str] = set()
+    for sample in iter_samples(ref.url):  # kept keys are in tar order: stream, never buffer
+        key = sample.key
+        if key not in wanted or sample.error is not None or key in done:
+            continue
+        done.add(key)
+        for m in sample.members:
+            if not (task.annotations_member and m.ext == ANNOTATIONS_EXT):  # replaced by ours
+                yield m.name, m.data
+        if task.annotations_member:
+            note = {"source": {"shard": ref.url, "key": key}, "annotations": notes[key]}
+            yield f"{key}.{ANNOTATIONS_EXT}", json.dumps(note, sort_keys=True).encode()
+        if len(done) == len(wanted):
+            break
+    if len(done) != len(wanted):
+        missing = sorted(wanted - done)[:5]
+        raise RuntimeError(f"{ref.url}: kept samples no longer in the shard (changed during the run?): {missing}")
 
 
 def write_piece(task: WriteTask) -> str:
