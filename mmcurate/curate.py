@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
 import platform
+import shutil
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -18,7 +18,7 @@ from .funnel import StepCount, format_dedup, format_funnel, funnel
 from .inputs import ShardRef, resolve_inputs
 from .ledger import Ledger
 from .output import PIECES, assemble, assign_shards, index_json, sample_tar_bytes, write_piece, write_tasks
-from .plan import READ_STEP, DedupPlan, Group, Plan, build_plan, digest
+from .plan import DedupPlan, Plan, build_plan, digest, funnel_steps
 from .recipe import Recipe
 from .runview import open_run
 from .shard_task import GroupTask, run_group
@@ -114,8 +114,7 @@ def curate(
 
     decisions = ledger.table(output_of)
     store.write_decisions(decisions)
-    step_ids = [READ_STEP] + [s.id for s in recipe.steps]
-    counts = funnel(decisions, step_ids)
+    counts = funnel(decisions, funnel_steps(recipe))
     kept = sum(decisions.column("kept").to_pylist())
     result = CurateResult(
         out=store.root,

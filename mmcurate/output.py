@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from .inputs import ShardRef
-from .plan import AnnotatePlan
+from .plan import AnnotatePlan, read_annotations
 from .recipe import OutputConfig
 from .store import RunStore
 from .tarread import iter_samples
@@ -80,15 +80,6 @@ def sample_tar_bytes(sizes: tuple[int, ...]) -> int:
     return sum(member_bytes(s) for s in sizes)
 
 
-def _annotations(store: RunStore, plans: tuple[AnnotatePlan, ...], ref: ShardRef, keys: set[str]) -> dict[str, dict[str, Any]]:
-    merged: dict[str, dict[str, Any]] = {k: {} for k in keys}
-    for plan in plans:
-        for key, row in store.read_rows(store.part_path(plan.id, plan.part_name(ref))).items():
-            if key in merged:
-                merged[key].update({c: v for c, v in row.items() if c != "error"})
-    return merged
-
-
 def write_tasks(layout: list[OutputShard], root: str, plans: tuple[AnnotatePlan, ...], annotations_member: bool) -> list[WriteTask]:
     return [WriteTask(s, i, root, plans, annotations_member) for s in layout for i in range(len(s.segments))]
 
@@ -97,7 +88,7 @@ def _members(task: WriteTask) -> Iterator[tuple[str, bytes]]:
     store = RunStore(task.root)
     ref, keys = task.shard.segments[task.segment]
     wanted = set(keys)
-    notes = _annotations(store, task.plans, ref, wanted) if task.annotations_member else {}
+    notes = read_annotations(store, task.plans, ref) if task.annotations_member else {}
     done: set[str] = set()
     for sample in iter_samples(ref.url):  # kept keys are in tar order: stream, never buffer
         key = sample.key

@@ -16,13 +16,14 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Iterable, Union
 
 from . import annotators
 from .inputs import ShardRef
 from .recipe import AnnotateStep, DedupStep, FilterStep, Recipe
+from .store import RunStore
 
-__all__ = ["AnnotatePlan", "DedupPlan", "Group", "Plan", "READ_STEP", "build_plan", "digest"]
+__all__ = ["AnnotatePlan", "DedupPlan", "Group", "Plan", "READ_STEP", "build_plan", "digest", "funnel_steps", "read_annotations"]
 
 READ_STEP = "read"
 READER_VERSION = "1"
@@ -96,6 +97,24 @@ class Plan:
 
     def annotate_plans(self) -> list[AnnotatePlan]:
         return [s for g in self.stages if isinstance(g, Group) for s in g.steps if isinstance(s, AnnotatePlan)]
+
+
+def funnel_steps(recipe: Recipe) -> list[str]:
+    """Step ids in the order samples meet them: the ``read`` pseudo-step, then the recipe's."""
+    return [READ_STEP] + [s.id for s in recipe.steps]
+
+
+def read_annotations(store: RunStore, plans: Iterable[AnnotatePlan], shard: ShardRef) -> dict[str, dict[str, Any]]:
+    """key -> every column the ``plans`` stored for ``shard`` (``error`` only where one failed)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for plan in plans:
+        for key, row in store.read_rows(store.part_path(plan.id, plan.part_name(shard))).items():
+            error = row.pop("error")
+            target = merged.setdefault(key, {})
+            target.update(row)
+            if error:
+                target.setdefault("error", error)
+    return merged
 
 
 def read_part_name(shard: ShardRef) -> str:

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from .funnel import StepCount, funnel
 from .inputs import ShardRef
-from .plan import READ_STEP, build_plan
+from .plan import build_plan, funnel_steps, read_annotations
 from .dedup.step import CLUSTER_FILE
 from .recipe import DedupStep, Recipe
 from .store import RunStore
@@ -58,13 +58,8 @@ class Run:
             types.update(p.annotator.columns)
         for url in self.info["inputs"]:
             ref = _ref(url, self.info)
-            for p in plan.annotate_plans():
-                for key, row in self.store.read_rows(self.store.part_path(p.id, p.part_name(ref))).items():
-                    error = row.pop("error")
-                    merged = rows.setdefault((url, key), {"shard": url, "key": key})
-                    merged.update(row)
-                    if error:
-                        merged.setdefault("error", error)
+            for key, row in read_annotations(self.store, plan.annotate_plans(), ref).items():
+                rows[(url, key)] = {"shard": url, "key": key, **row}
         for step in self.recipe.steps:
             clusters = self.store.part_path(step.id, CLUSTER_FILE)
             if isinstance(step, DedupStep) and clusters.exists():
@@ -86,7 +81,7 @@ class Run:
         return PriorRows(str(self.root), [r["key"] for r in rows], {c: [r.get(c) for r in rows] for c in names})
 
     def funnel(self) -> list[StepCount]:
-        return funnel(self.decisions, [READ_STEP] + [s.id for s in self.recipe.steps])
+        return funnel(self.decisions, funnel_steps(self.recipe))
 
     def top_reasons(self, n: int = 10) -> list[tuple[str, int]]:
         """The most common full drop reasons."""
