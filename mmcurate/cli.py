@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -118,6 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (InputError, RecipeError, RunConflict, TaskFailed, FileNotFoundError) as exc:
         print(f"mmcurate: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into head & co: stop quietly
+        sys.stdout = open(os.devnull, "w")
+        return 0
     except KeyboardInterrupt:
         print("mmcurate: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
