@@ -6,11 +6,13 @@ Python API::
     result = mmcurate.curate("data/{000000..000009}.tar", "default", "curated/")
     run = mmcurate.open_run("curated/")
     run.decisions.to_pandas()
+    wds.WebDataset(urls).compose(mmcurate.select(run="curated/"))  # inside a training loop
 """
 
 from .curate import CurateResult, curate
 from .recipe import Recipe, RecipeError
 from .runview import Run, open_run
+from .stream import select
 
-__all__ = ["CurateResult", "Recipe", "RecipeError", "Run", "curate", "open_run"]
+__all__ = ["CurateResult", "Recipe", "RecipeError", "Run", "curate", "open_run", "select"]
 __version__ = "0.1.0"

@@ -87,7 +87,7 @@ def curate(
     ``against`` names earlier run directories: samples duplicating their kept samples are
     dropped (their stored columns are read, nothing is re-hashed).
     """
-    recipe = recipe.with_overrides(overrides) if isinstance(recipe, Recipe) else Recipe.load(recipe, overrides)
+    recipe = Recipe.resolve(recipe, overrides)
     shards = resolve_inputs([inputs] if isinstance(inputs, str) else list(inputs))
     priors = [open_run(path).kept_rows() for path in against]
     plan = build_plan(recipe)

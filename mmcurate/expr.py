@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Union
 
-__all__ = ["Expr", "ExprError", "parse"]
+__all__ = ["Comparison", "Expr", "ExprError", "parse"]
 
 
 class ExprError(ValueError):
@@ -229,6 +229,53 @@ def _source(node: Node) -> str:
     return text
 
 
+_FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One ``column OP number`` test inside an expression, column first (``64 <= w`` reads ``w >= 64``)."""
+
+    column: str
+    op: str
+    value: float
+
+
+def _number(node: Node) -> bool:
+    return isinstance(node, Literal) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool)
+
+
+def _comparisons(node: Node) -> list[Comparison]:
+    if isinstance(node, BoolOp):
+        return [c for p in node.parts for c in _comparisons(p)]
+    if isinstance(node, Not):
+        return _comparisons(node.part)
+    found = []
+    if isinstance(node, Compare):
+        for op, left, right in zip(node.ops, node.operands, node.operands[1:]):
+            if isinstance(left, Column) and _number(right):
+                found.append(Comparison(left.name, op, right.value))
+            elif _number(left) and isinstance(right, Column):
+                found.append(Comparison(right.name, _FLIPPED[op], left.value))
+    return found
+
+
+def _with_threshold(node: Node, old: Comparison, value: float) -> Node:
+    if isinstance(node, BoolOp):
+        return BoolOp(node.op, tuple(_with_threshold(p, old, value) for p in node.parts))
+    if isinstance(node, Not):
+        return Not(_with_threshold(node.part, old, value))
+    if not isinstance(node, Compare):
+        return node
+    operands = list(node.operands)
+    for i, (op, left, right) in enumerate(zip(node.ops, node.operands, node.operands[1:])):
+        if left == Column(old.column) and _number(right) and (op, right.value) == (old.op, old.value):
+            operands[i + 1] = Literal(value)
+        elif right == Column(old.column) and _number(left) and (_FLIPPED[op], left.value) == (old.op, old.value):
+            operands[i] = Literal(value)
+    return Compare(tuple(operands), node.ops)
+
+
 @dataclass(frozen=True)
 class Expr:
     """A parsed filter expression: ``Expr.parse("width >= 200 and caption_words > 2")``."""
@@ -247,6 +294,15 @@ class Expr:
 
     def __call__(self, row: Mapping[str, Any]) -> bool:
         return _truthy(_evaluate(self.root, row))
+
+    def comparisons(self) -> list[Comparison]:
+        """Every ``column OP number`` test, in reading order: the thresholds a report draws."""
+        return _comparisons(self.root)
+
+    def with_threshold(self, comparison: Comparison, value: float) -> "Expr":
+        """A copy where ``comparison`` (one of :meth:`comparisons`) tests ``value`` instead (what a slider moves)."""
+        root = _with_threshold(self.root, comparison, value)
+        return Expr(_source(root), root)
 
     def failure(self, row: Mapping[str, Any]) -> str | None:
         """None when ``row`` passes; else the failing clause (first failing conjunct of a top-level ``and``)."""

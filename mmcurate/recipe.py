@@ -126,6 +126,11 @@ class Recipe:
         _apply_overrides(data, list(overrides), source)
         return _validate(data, source)
 
+    @classmethod
+    def resolve(cls, spec: "str | Path | Recipe", overrides: Iterable[str] = ()) -> "Recipe":
+        """``spec`` as a recipe: a :class:`Recipe` (overrides applied) or a name or path to load."""
+        return spec.with_overrides(overrides) if isinstance(spec, Recipe) else cls.load(spec, overrides)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data that :meth:`from_dict` turns back into an equal recipe."""
         return {

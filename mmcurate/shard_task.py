@@ -9,18 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import pyarrow as pa
 
-from .annotators import Annotator
+from .annotators import Annotator, Row
 from .inputs import ShardRef
 from .plan import READ_STEP, AnnotatePlan, GroupStep, read_part_name
 from .sampleview import SampleView
 from .store import RunStore, rows_to_table
 from .tarread import Sample, iter_samples
 
-__all__ = ["Entry", "GroupResult", "GroupTask", "read_manifest", "run_group"]
+__all__ = ["Entry", "GroupResult", "GroupTask", "compute_rows", "decide_steps", "read_manifest", "run_group"]
 
 _MANIFEST_COLUMNS: dict[str, pa.DataType] = {"members": pa.list_(pa.string()), "sizes": pa.list_(pa.int64())}
 _instances: dict[str, Annotator] = {}  # per worker process: each annotator is set up once
@@ -102,6 +102,47 @@ def _read(shard: ShardRef) -> Iterator[tuple[Entry, Sample]]:
         yield Entry("<unreadable>", (), (), f"read_error: {exc}"), Sample("<unreadable>")
 
 
+def compute_rows(plan: AnnotatePlan, views: list[SampleView]) -> dict[str, Row]:
+    """key -> row of ``plan``'s annotator over ``views``, normalised through Arrow so fresh rows
+    equal the ones a later run reads back from the store."""
+    rows = _annotator(plan).annotate(views)
+    if len(rows) != len(views):
+        raise RuntimeError(f"annotator {plan.step.annotator} returned {len(rows)} rows for {len(views)} samples")
+    normal = rows_to_table([v.key for v in views], rows, plan.annotator.columns).to_pylist()
+    return {row.pop("key"): row for row in normal}
+
+
+def decide_steps(
+    steps: Sequence[GroupStep], keys: list[str], rows_of: Callable[[AnnotatePlan, list[str]], Mapping[str, Row]]
+) -> tuple[dict[str, tuple[str, str]], dict[str, Row]]:
+    """Run annotate/filter ``steps`` over ``keys`` in order: ``(drops, columns of the survivors)``.
+
+    ``rows_of(plan, alive)`` returns a row for every alive key (stored or freshly computed);
+    a row with an ``error`` drops its sample at that step, a failed filter drops with ``fails CLAUSE``.
+    """
+    alive = list(keys)
+    columns: dict[str, Row] = {k: {} for k in keys}
+    drops: dict[str, tuple[str, str]] = {}
+    for step in steps:
+        survivors = []
+        rows = rows_of(step, alive) if isinstance(step, AnnotatePlan) else None
+        for k in alive:
+            if rows is not None:
+                row = rows[k]
+                verdict = (step.id, row["error"]) if row.get("error") else None
+                if verdict is None:
+                    columns[k].update(row)
+            else:
+                failed = step.expr.failure(columns[k])
+                verdict = None if failed is None else (step.id, f"fails {failed}")
+            if verdict is None:
+                survivors.append(k)
+            else:
+                drops[k] = verdict
+        alive = survivors
+    return drops, {k: columns[k] for k in alive}
+
+
 class _Decider:
     """Runs the group's steps over batches of alive samples, from stored rows when it can."""
 
@@ -114,49 +155,19 @@ class _Decider:
 
     def decide(self, keys: list[str], views: Mapping[str, SampleView] | None) -> dict[str, tuple[str, str]]:
         """Drops among ``keys``; raises _NeedSamples if ``views`` is None and a row is missing."""
-        alive = list(keys)
-        columns: dict[str, dict[str, Any]] = {k: {} for k in keys}
-        drops: dict[str, tuple[str, str]] = {}
-        for step in self.task.steps:
-            if isinstance(step, AnnotatePlan):
-                rows = self.stored[step.id]
-                missing = [k for k in alive if k not in rows]
-                if missing:
-                    if views is None:
-                        raise _NeedSamples
-                    self._compute(step, [views[k] for k in missing])
-                survivors = []
-                for k in alive:
-                    row = rows[k]
-                    if row.get("error"):
-                        drops[k] = (step.id, row["error"])
-                    else:
-                        columns[k].update(row)
-                        survivors.append(k)
-                alive = survivors
-            else:
-                survivors = []
-                for k in alive:
-                    failed = step.expr.failure(columns[k])
-                    if failed is None:
-                        survivors.append(k)
-                    else:
-                        drops[k] = (step.id, f"fails {failed}")
-                alive = survivors
-        return drops
 
-    def _compute(self, plan: AnnotatePlan, views: list[SampleView]) -> None:
-        annotator = _annotator(plan)
-        rows = annotator.annotate(views)
-        if len(rows) != len(views):
-            raise RuntimeError(f"annotator {plan.step.annotator} returned {len(rows)} rows for {len(views)} samples")
-        keys = [v.key for v in views]
-        # Round-trip through Arrow so fresh rows equal the ones a later run reads back.
-        normal = rows_to_table(keys, rows, plan.annotator.columns).to_pylist()
-        for row in normal:
-            key = row.pop("key")
-            self.stored[plan.id][key] = row
-            self.new[plan.id][key] = row
+        def rows_of(step: AnnotatePlan, alive: list[str]) -> Mapping[str, Row]:
+            rows = self.stored[step.id]
+            missing = [k for k in alive if k not in rows]
+            if missing:
+                if views is None:
+                    raise _NeedSamples
+                fresh = compute_rows(step, [views[k] for k in missing])
+                rows.update(fresh)
+                self.new[step.id].update(fresh)
+            return rows
+
+        return decide_steps(self.task.steps, keys, rows_of)[0]
 
     def save(self, store: RunStore, entries: list[Entry]) -> dict[str, int]:
         order = [e.key for e in entries]

@@ -1,0 +1,82 @@
+"""``mmcurate.select``: curating a webdataset stream inside a training loop (PyTorch DataLoader workers)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+import webdataset as wds
+from PIL import Image
+
+import mmcurate
+from conftest import DEMO_SHARDS
+from mmcurate.stream import UnknownSample
+
+URLS = [str(p) for p in DEMO_SHARDS]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, client):
+    result = mmcurate.curate(URLS, "default", tmp_path_factory.mktemp("stream") / "run", client=client, quiet=True)
+    return result, mmcurate.open_run(result.out).decisions.to_pylist()
+
+
+def _loader_keys(dataset) -> list[str]:
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2)
+    return [sample["__key__"] for sample in loader]
+
+
+def test_run_stage_under_two_dataloader_workers_keeps_exactly_the_runs_kept_keys(demo):
+    result, decisions = demo
+    dataset = wds.WebDataset(URLS, shardshuffle=False).compose(mmcurate.select(run=result.out))
+    keys = _loader_keys(dataset)
+    assert len(keys) == len(set(keys)) == result.kept == 174
+    assert set(keys) == {d["key"] for d in decisions if d["kept"]}
+
+
+def test_recipe_stage_applies_per_sample_steps_and_says_it_skips_dedup(demo):
+    _, decisions = demo
+    with pytest.warns(UserWarning, match="dedup_exact skipped"):
+        stage = mmcurate.select(recipe="default")
+    assert stage.skipped == ["dedup_exact"]
+    keys = _loader_keys(wds.WebDataset(URLS, shardshuffle=False).compose(stage))
+    # what the run kept plus the exact duplicates only the global step removes
+    assert sorted(keys) == sorted(d["key"] for d in decisions if d["kept"] or d["step"] == "dedup_exact")
+
+
+@pytest.mark.filterwarnings("ignore:select.recipe=.default.. global step")
+def test_recipe_stage_takes_overrides_like_the_cli():
+    stage = mmcurate.select(recipe=mmcurate.Recipe.load("default"), overrides=["image_size.expr=width >= 300"])
+    samples = list(stage(wds.WebDataset(URLS[:1], shardshuffle=False)))
+    assert samples and all(s["__key__"].startswith("000000") for s in samples)
+    assert all(Image.open(io.BytesIO(s["jpg"])).width >= 300 for s in samples if "jpg" in s)
+
+
+def test_a_sample_the_run_never_saw_is_an_error_unless_asked_otherwise(demo, tmp_path):
+    from conftest import make_shard, simple_samples
+
+    result, _ = demo
+    other = str(make_shard(tmp_path / "other.tar", simple_samples("new", 2)))
+    with pytest.raises(UnknownSample, match="sample 'new00000' from .*other.tar is not in run"):
+        list(mmcurate.select(run=result.out)(wds.WebDataset(other, shardshuffle=False)))
+    assert list(mmcurate.select(run=result.out, unknown="drop")(wds.WebDataset(other, shardshuffle=False))) == []
+    assert len(list(mmcurate.select(run=result.out, unknown="keep")(wds.WebDataset(other, shardshuffle=False)))) == 2
+
+
+@pytest.mark.filterwarnings("ignore:select.recipe=.default.. global step")
+def test_recipe_stage_needs_raw_bytes_and_one_mode():
+    decoded = wds.WebDataset(URLS[:1], shardshuffle=False).decode("pil")
+    with pytest.raises(TypeError, match="before .decode"):
+        list(mmcurate.select(recipe="default", batch_size=4)(decoded))
+    with pytest.raises(TypeError, match="exactly one of run= .* or recipe="):
+        mmcurate.select()
+
+
+def test_curated_output_reads_with_plain_webdataset_and_decodes(demo):
+    result, decisions = demo
+    pattern = str(result.out / "shards" / "curated-{000000..000000}.tar")
+    samples = list(wds.WebDataset(pattern, shardshuffle=False).decode("pil").to_tuple("__key__", "jpg;png;webp", "txt", "mmcurate.json"))
+    assert [k for k, *_ in samples] == [d["key"] for d in decisions if d["kept"]]
+    key, image, caption, note = samples[0]
+    assert image.size[0] >= 64 and isinstance(caption, str) and note["source"]["key"] == key
