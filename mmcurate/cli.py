@@ -13,7 +13,8 @@ from .engine import TaskFailed
 from .funnel import format_dedup, format_funnel
 from .inputs import InputError
 from .recipe import RecipeError, recipe_dirs
-from .runview import open_run
+from .report import ReportOptions, write_report
+from .runview import Run, open_run
 from .store import RunConflict
 
 EXAMPLES = """\
@@ -25,6 +26,9 @@ examples:
   mmcurate filter data/*.tar --recipe default --out runs/demo --set image_size.expr='width >= 256' --overwrite
   mmcurate filter new/*.tar --recipe near-dup --out runs/new --against runs/demo
   mmcurate inspect runs/demo
+  mmcurate inspect runs/demo --sample 000000017        # every annotation and the decision
+  mmcurate inspect runs/demo --dropped-by image_size   # keys and reasons
+  mmcurate report runs/demo                            # rewrite runs/demo/report.html
 """
 
 
@@ -64,6 +68,19 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="show a run's funnel, counts and top drop reasons")
     i.add_argument("out", metavar="DIR", help="a run directory written by 'mmcurate filter'")
     i.add_argument("--top", type=int, default=10, metavar="N", help="how many drop reasons to list (default: 10)")
+    which = i.add_mutually_exclusive_group()
+    which.add_argument("--sample", metavar="KEY", help="show one sample instead: its decision and every stored annotation")
+    which.add_argument("--dropped-by", metavar="STEP", help="list the samples STEP dropped: key, reason, shard (tab-separated)")
+
+    r = sub.add_parser(
+        "report",
+        help="(re)write a run's report.html",
+        description="Write the self-contained HTML report of a run (funnel, histograms with thresholds, "
+        "examples per step, duplicate clusters, errors). Every run writes DIR/report.html; this rewrites it.",
+    )
+    r.add_argument("out", metavar="DIR", help="a run directory written by 'mmcurate filter'")
+    r.add_argument("--to", metavar="FILE", help="write here instead of DIR/report.html")
+    r.add_argument("--thumbs", type=int, default=ReportOptions.thumbs_per_step, metavar="N", help="kept and dropped examples per step (default: %(default)s)")
 
     sub.add_parser("recipes", help="list the built-in recipes")
     return parser
@@ -89,6 +106,12 @@ def _filter(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     run = open_run(args.out)
+    if args.sample is not None:
+        return _inspect_sample(run, args.sample)
+    if args.dropped_by is not None:
+        for row in run.dropped_by(args.dropped_by).to_pylist():
+            print(f"{row['key']}\t{row['reason']}\t{row['shard']}")
+        return 0
     d = run.decisions
     kept = sum(d.column("kept").to_pylist())
     print(f"run {run.root}: {run.info['describe']}, status {run.info.get('status')}")
@@ -104,6 +127,23 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inspect_sample(run: Run, key: str) -> int:
+    for record in run.sample(key):
+        decision = f"kept in {record['output_shard']}" if record["kept"] else f"dropped by {record['step']}: {record['reason']}"
+        print(f"sample {key} from {record['shard']}\n  decision: {decision}")
+        print("  members: " + ", ".join(f"{name} ({size} bytes)" for name, size in record["members"].items()))
+        for step, columns in record["annotations"].items():
+            print(f"  {step}:")
+            for name, value in columns.items():
+                print(f"    {name}: {value}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    print(write_report(args.out, args.to, ReportOptions(thumbs_per_step=args.thumbs)))
+    return 0
+
+
 def _recipes(_: argparse.Namespace) -> int:
     for folder in recipe_dirs():
         for path in sorted(folder.glob("*.yaml")):
@@ -113,11 +153,14 @@ def _recipes(_: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"filter": _filter, "inspect": _inspect, "recipes": _recipes}
+    handlers = {"filter": _filter, "inspect": _inspect, "report": _report, "recipes": _recipes}
     try:
         return handlers[args.command](args)
     except (InputError, RecipeError, RunConflict, TaskFailed, FileNotFoundError) as exc:
         print(f"mmcurate: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyError as exc:  # an unknown sample key or step name; the message says which
+        print(f"mmcurate: error: {exc.args[0]}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into head & co: stop quietly
         sys.stdout = open(os.devnull, "w")

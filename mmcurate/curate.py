@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import sys
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -20,6 +21,7 @@ from .ledger import Ledger
 from .output import PIECES, assemble, assign_shards, index_json, sample_tar_bytes, write_piece, write_tasks
 from .plan import DedupPlan, Plan, build_plan, digest, funnel_steps
 from .recipe import Recipe
+from .report import write_report
 from .runview import open_run
 from .shard_task import GroupTask, run_group
 from .store import RunStore, atomic_write_bytes, remove_stale
@@ -41,6 +43,8 @@ class CurateResult:
     """Rows each annotate step computed in this call (0 where stored rows were reused)."""
     dedup: list[DedupReport] = field(default_factory=list)
     """Per dedup step: how many removed, how many clusters, the largest ones."""
+    report: Path | None = None
+    """``OUT/report.html`` (None if writing it failed; ``mmcurate report OUT`` retries)."""
 
     @property
     def decisions_path(self) -> Path:
@@ -52,6 +56,7 @@ class CurateResult:
             f"{len(self.shards)} output shard(s) in {self.out / 'shards'}\n"
             + format_funnel(self.funnel)
             + "".join("\n" + format_dedup(asdict(r)) for r in self.dedup)
+            + (f"\nreport: {self.report}" if self.report else "")
         )
 
 
@@ -133,7 +138,18 @@ def curate(
         against=[p.source for p in priors],
     )
     store.save_run_info(info)
+    result.report = _write_report(store.root)
     return result
+
+
+def _write_report(root: Path) -> Path | None:
+    """The run's report.html; a failure here is reported but never loses the finished run."""
+    try:
+        path = write_report(root)
+    except Exception as exc:  # the run itself is complete and saved
+        print(f"mmcurate: warning: report.html not written ({type(exc).__name__}: {exc}); retry with `mmcurate report {root}`", file=sys.stderr)
+        return None
+    return path
 
 
 def _decide(

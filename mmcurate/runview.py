@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .funnel import StepCount, funnel
@@ -15,7 +16,10 @@ from .inputs import ShardRef
 from .plan import build_plan, funnel_steps, read_annotations
 from .dedup.step import CLUSTER_FILE
 from .recipe import DedupStep, Recipe
+from .sampleview import SampleView
+from .shard_task import read_manifest
 from .store import RunStore
+from .tarread import Sample, iter_samples
 
 if TYPE_CHECKING:
     from .dedup import PriorRows
@@ -38,6 +42,10 @@ class Run:
     def root(self) -> Path:
         return self.store.root
 
+    def shard_ref(self, url: str) -> ShardRef:
+        """The input shard ``url`` as this run saw it (its identity names the stored parts)."""
+        return ShardRef(url=url, identity=self.info["shard_identities"][url])
+
     @property
     def complete(self) -> bool:
         return self.info.get("status") == "complete"
@@ -57,15 +65,13 @@ class Run:
         for p in plan.annotate_plans():
             types.update(p.annotator.columns)
         for url in self.info["inputs"]:
-            ref = _ref(url, self.info)
+            ref = self.shard_ref(url)
             for key, row in read_annotations(self.store, plan.annotate_plans(), ref).items():
                 rows[(url, key)] = {"shard": url, "key": key, **row}
-        for step in self.recipe.steps:
-            clusters = self.store.part_path(step.id, CLUSTER_FILE)
-            if isinstance(step, DedupStep) and clusters.exists():
-                for row in pq.read_table(clusters).to_pylist():
-                    rows[(row["shard"], row["key"])].update(dup_cluster=row["dup_cluster"], dup_cluster_size=row["dup_cluster_size"])
-                types.update(dup_cluster=pa.int64(), dup_cluster_size=pa.int32())
+        for table in self.clusters().values():
+            for row in table.to_pylist():
+                rows[(row["shard"], row["key"])].update(dup_cluster=row["dup_cluster"], dup_cluster_size=row["dup_cluster_size"])
+            types.update(dup_cluster=pa.int64(), dup_cluster_size=pa.int32())
         types["error"] = pa.string()
         present = {c for r in rows.values() for c in r}
         schema = pa.schema([(c, t) for c, t in types.items() if c in present or c in ("shard", "key")])
@@ -80,16 +86,85 @@ class Run:
         names = {c for r in rows for c in r} - {"shard", "key", "error"}
         return PriorRows(str(self.root), [r["key"] for r in rows], {c: [r.get(c) for r in rows] for c in names})
 
+    def sample(self, key: str) -> list[dict[str, Any]]:
+        """Everything about the input sample(s) called ``key`` (one per shard holding it): shard,
+        kept, step, reason, output_shard, members (name -> bytes), and ``annotations``: per annotate
+        step its stored columns (or its error), per dedup step the sample's duplicate cluster.
+
+        Raises ``KeyError`` naming the run when no input sample has that key.
+        """
+        decisions = self.decisions
+        found = decisions.filter(pc.field("key") == key).to_pylist()
+        if not found:
+            examples = ", ".join(decisions.column("key").to_pylist()[:3])
+            raise KeyError(f"{self.root}: no input sample with key {key!r} (keys look like {examples})")
+        plan = build_plan(self.recipe)
+        for record in found:
+            ref = self.shard_ref(record["shard"])
+            entry = next((e for e in read_manifest(self.store, ref) or () if e.key == key), None)
+            record["members"] = dict(zip(entry.members, entry.sizes)) if entry else {}
+            steps = {}
+            for p in plan.annotate_plans():
+                row = self.store.read_rows(self.store.part_path(p.id, p.part_name(ref))).get(key)
+                if row is not None:
+                    steps[p.id] = {"error": row["error"]} if row.get("error") else {k: v for k, v in row.items() if k != "error"}
+            for step_id, clusters in self.clusters().items():
+                mine = clusters.filter((pc.field("shard") == record["shard"]) & (pc.field("key") == key)).to_pylist()
+                if mine and mine[0]["dup_cluster_size"] > 1:
+                    members = clusters.filter(pc.field("dup_cluster") == mine[0]["dup_cluster"]).column("key").to_pylist()
+                    steps[step_id] = {**{k: mine[0][k] for k in ("dup_cluster", "dup_cluster_size")}, "cluster_keys": members}
+            record["annotations"] = steps
+        return found
+
+    def clusters(self) -> dict[str, pa.Table]:
+        """Per dedup step that ran: shard, key, dup_cluster, dup_cluster_size of every sample it saw."""
+        found = {}
+        for step in self.recipe.steps:
+            path = self.store.part_path(step.id, CLUSTER_FILE)
+            if isinstance(step, DedupStep) and path.exists():
+                found[step.id] = pq.read_table(path)
+        return found
+
+    def dropped_by(self, step: str) -> pa.Table:
+        """shard, key and reason of every sample dropped by ``step``; ``KeyError`` lists the steps."""
+        steps = funnel_steps(self.recipe)
+        if step not in steps:
+            raise KeyError(f"{self.root}: no step {step!r}; steps are {', '.join(steps)}")
+        return self.decisions.filter(pc.field("step") == step).select(["shard", "key", "reason"])
+
+    def read_samples(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Sample]:
+        """The raw samples named by ``(shard, key)``, read from the run's input shards.
+
+        Each shard is streamed only up to the last sample wanted from it; a sample no longer
+        there is missing from the result.
+        """
+        wanted: dict[str, set[str]] = {}
+        for shard, key in pairs:
+            wanted.setdefault(shard, set()).add(key)
+        found: dict[tuple[str, str], Sample] = {}
+        for shard, keys in wanted.items():
+            left = set(keys)
+            try:
+                for sample in iter_samples(shard):
+                    if sample.key in left:
+                        found[(shard, sample.key)] = sample
+                        left.discard(sample.key)
+                    if not left:
+                        break
+            except OSError:
+                continue  # an unreadable shard: its samples were dropped by `read`, nothing to show
+        return found
+
+    def view(self, sample: Sample) -> SampleView:
+        """A :class:`SampleView` of ``sample`` with this run's modalities (for thumbnails, annotators)."""
+        return SampleView(sample, self.recipe.modalities)
+
     def funnel(self) -> list[StepCount]:
         return funnel(self.decisions, funnel_steps(self.recipe))
 
     def top_reasons(self, n: int = 10) -> list[tuple[str, int]]:
         """The most common full drop reasons."""
         return Counter(r for r in self.decisions.column("reason").to_pylist() if r).most_common(n)
-
-
-def _ref(url: str, info: dict[str, Any]) -> ShardRef:
-    return ShardRef(url=url, identity=info["shard_identities"][url])
 
 
 def open_run(out: str | os.PathLike[str]) -> Run:

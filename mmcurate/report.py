@@ -1,0 +1,325 @@
+"""``report.html``: one self-contained page about a run, readable offline.
+
+Sections: the funnel (per step: in, kept, dropped by reason), a histogram of every numeric
+annotation column with the recipe's filter thresholds drawn on it, thumbnails of samples
+each step kept and dropped, duplicate clusters side by side, and the errors table. Charts
+are inline SVG, thumbnails inline base64 (through :mod:`mmcurate.thumbs`, so every modality
+with a thumbnailer shows); there is no script and no external file.
+
+Its cost is bounded whatever the run's size: histograms read only annotation columns; a
+fixed number of thumbnails is drawn from at most ``max_thumb_shards`` input shards, and only
+those shards (plus the few holding the largest duplicate clusters) are read, each streamed
+only up to the last sample wanted from it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections import Counter
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .charts import DROPPED_COLOR, KEPT_COLOR, Threshold, funnel_svg, histogram_svg
+from .funnel import reason_category
+from .plan import READ_STEP, AnnotatePlan, build_plan, funnel_steps, read_annotations
+from .recipe import AnnotateStep, DedupStep, FilterStep
+from .runview import Run, open_run
+from .store import atomic_write_bytes
+from .tarread import Sample
+from .thumbs import sample_html
+
+__all__ = ["ReportOptions", "build_report", "write_report"]
+
+REPORT_NAME = "report.html"
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    thumbs_per_step: int = 6
+    """Kept and dropped examples shown per step (each)."""
+    thumb_size: int = 112
+    max_thumb_shards: int = 8
+    """Step examples are drawn from at most this many input shards (evenly spread)."""
+    clusters: int = 8
+    """Largest duplicate clusters shown per dedup step."""
+    cluster_members: int = 6
+    max_errors: int = 200
+    seed: int = 0
+
+
+def write_report(run: str | os.PathLike[str] | Run, path: str | os.PathLike[str] | None = None, options: ReportOptions = ReportOptions()) -> Path:
+    """Write the report of ``run`` (a run directory or :class:`Run`) to ``path`` (default ``RUN/report.html``)."""
+    run = run if isinstance(run, Run) else open_run(run)
+    target = Path(path) if path is not None else run.root / REPORT_NAME
+    atomic_write_bytes(target, build_report(run, options).encode("utf-8"))
+    return target
+
+
+def build_report(run: Run, options: ReportOptions = ReportOptions()) -> str:
+    """The report of a finished run as one HTML string."""
+    decisions = run.decisions.to_pylist()
+    fate = {(d["shard"], d["key"]): d for d in decisions}
+    examples = _pick_examples(run, decisions, options)
+    clusters = _pick_clusters(run, fate, options)
+    wanted = {pair for picks in examples.values() for rows in picks for pair in ((r["shard"], r["key"]) for r in rows)}
+    wanted |= {(m["shard"], m["key"]) for groups in clusters.values() for group in groups for m in group}
+    samples = run.read_samples(sorted(wanted))
+    values = _AnnotationRows(run)
+    kept = sum(d["kept"] for d in decisions)
+    info = run.info
+    body = [
+        f"<h1>mmcurate run: {escape(str(info.get('describe', run.root)))}</h1>",
+        f'<p class="sum">{len(decisions)} samples in, <b style="color:{KEPT_COLOR}">{kept} kept</b>, '
+        f'<b style="color:{DROPPED_COLOR}">{len(decisions) - kept} dropped</b>; status {escape(str(info.get("status")))}; '
+        f"recipe <code>{escape(run.recipe.name)}</code> ({escape(str(info.get('recipe_source', '')))}); "
+        f"{len(info.get('inputs', []))} input shard(s); output in <code>{escape(str(run.root / 'shards'))}</code></p>",
+        _nav(),
+        _funnel_section(run),
+        _histogram_section(run, fate),
+        _examples_section(run, examples, samples, values, options),
+        _clusters_section(run, clusters, samples, values, options),
+        _errors_section(run, decisions, options),
+    ]
+    return _PAGE.format(title=escape(f"mmcurate report: {run.recipe.name}"), body="\n".join(body))
+
+
+def _nav() -> str:
+    links = [("funnel", "Funnel"), ("annotations", "Annotations"), ("examples", "Examples per step"), ("clusters", "Duplicate clusters"), ("errors", "Errors")]
+    return '<nav>' + " · ".join(f'<a href="#{a}">{t}</a>' for a, t in links) + "</nav>"
+
+
+def _funnel_section(run: Run) -> str:
+    counts = run.funnel()
+    rows = "".join(
+        f"<tr><td>{escape(c.step)}</td><td>{c.n_in}</td><td>{c.kept}</td><td>{c.dropped}</td>"
+        f"<td>{escape(', '.join(f'{r} {n}' for r, n in c.reasons.items()))}</td></tr>"
+        for c in counts
+    )
+    return (
+        '<section id="funnel"><h2>Funnel</h2>'
+        + funnel_svg(counts)
+        + f"<table><tr><th>step</th><th>in</th><th>kept</th><th>dropped</th><th>reasons</th></tr>{rows}</table></section>"
+    )
+
+
+def _thresholds(run: Run) -> dict[str, list[Threshold]]:
+    found: dict[str, list[Threshold]] = {}
+    for step in run.recipe.steps:
+        if isinstance(step, FilterStep):
+            for comparison in step.expr.comparisons():
+                found.setdefault(comparison.column, []).append(Threshold(step.id, comparison))
+    return found
+
+
+def _numeric_columns(run: Run, plan: AnnotatePlan) -> list[tuple[str, pa.DataType]]:
+    """Columns worth a histogram: ints and floats, not 64-bit hash patterns nor dedup-compared values."""
+    compared = {c for s in run.recipe.steps if isinstance(s, DedupStep) for c in (s.config.column, f"{s.config.column}_mirror")}
+    return [
+        (name, dtype)
+        for name, dtype in plan.annotator.columns.items()
+        if (pa.types.is_integer(dtype) or pa.types.is_floating(dtype)) and not pa.types.is_uint64(dtype) and name not in compared
+    ]
+
+
+def _read_columns(run: Run, plan: AnnotatePlan, columns: list[str]) -> tuple[list[tuple[str, str]], dict[str, np.ndarray]]:
+    """(shard, key) pairs and the ``columns`` of every row ``plan`` stored without an error."""
+    pairs: list[tuple[str, str]] = []
+    values: dict[str, list[np.ndarray]] = {c: [] for c in columns}
+    for url in run.info["inputs"]:
+        path = run.store.part_path(plan.id, plan.part_name(run.shard_ref(url)))
+        if not path.exists():
+            continue
+        table = pq.read_table(path, columns=["key", *columns, "error"])
+        table = table.filter(pa.compute.is_null(table.column("error")))
+        pairs += [(url, k) for k in table.column("key").to_pylist()]
+        for c in columns:
+            values[c].append(table.column(c).to_numpy(zero_copy_only=False).astype(np.float64))
+    return pairs, {c: np.concatenate(v) if v else np.zeros(0) for c, v in values.items()}
+
+
+def _histogram_section(run: Run, fate: dict[tuple[str, str], dict[str, Any]]) -> str:
+    thresholds = _thresholds(run)
+    cards = []
+    for plan in build_plan(run.recipe).annotate_plans():
+        columns = _numeric_columns(run, plan)
+        if not columns:
+            continue
+        pairs, values = _read_columns(run, plan, [c for c, _ in columns])
+        kept = np.array([fate[p]["kept"] for p in pairs], dtype=bool)
+        for name, dtype in columns:
+            v = values[name]
+            stats = f"{v.size} values" + (f"; min {v.min():g}, median {np.median(v):g}, max {v.max():g}" if v.size else "")
+            svg = histogram_svg(f"{name} ({plan.id})", v, kept, thresholds.get(name, ()), integer=pa.types.is_integer(dtype))
+            cards.append(f'<div class="card">{svg}<div class="small">{stats}</div></div>')
+    legend = (
+        f'<p class="small">Bars: <span style="color:{KEPT_COLOR}">■ finally kept</span> '
+        f'<span style="color:{DROPPED_COLOR}">■ dropped (by any step)</span>; dashed lines: filter thresholds.</p>'
+    )
+    return '<section id="annotations"><h2>Annotations</h2>' + legend + "".join(cards) + "</section>"
+
+
+def _spread(items: Sequence[Any], n: int) -> list[Any]:
+    if len(items) <= n:
+        return list(items)
+    return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)] if n > 1 else [items[0]]
+
+
+def _pick_examples(run: Run, decisions: list[dict[str, Any]], options: ReportOptions) -> dict[str, tuple[list[dict], list[dict]]]:
+    """step -> (samples that passed it, samples it dropped), drawn from a few input shards."""
+    shards = set(_spread(run.info["inputs"], options.max_thumb_shards))
+    rows = [d for d in decisions if d["shard"] in shards]
+    steps = funnel_steps(run.recipe)
+    order = {s: i for i, s in enumerate(steps)}
+    rng = random.Random(options.seed)
+
+    def draw(pool: list[int]) -> list[dict[str, Any]]:
+        return [rows[i] for i in sorted(rng.sample(pool, min(options.thumbs_per_step, len(pool))))]
+
+    picks = {}
+    for i, step in enumerate(steps):
+        dropped = [n for n, r in enumerate(rows) if r["step"] == step]
+        if dropped:
+            passed = [n for n, r in enumerate(rows) if r["step"] is None or order.get(r["step"], len(steps)) > i]
+            picks[step] = (draw(passed), draw(dropped))
+    return picks
+
+
+class _AnnotationRows:
+    """Stored annotation rows of the few shards the report shows, read once per shard."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.plans = build_plan(run.recipe).annotate_plans()
+        self.cache: dict[str, dict[str, dict[str, Any]]] = {}
+
+    def get(self, shard: str, key: str) -> dict[str, Any]:
+        if shard not in self.cache:
+            self.cache[shard] = read_annotations(self.run.store, self.plans, self.run.shard_ref(shard))
+        return self.cache[shard].get(key, {})
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    text = str(value)
+    return text if len(text) <= 18 else text[:16] + "…"
+
+
+def _step_columns(run: Run, step_id: str) -> list[str]:
+    """The columns worth printing under a step's examples: what its filter reads, or its own."""
+    plans = {p.id: p for p in build_plan(run.recipe).annotate_plans()}
+    for step in run.recipe.steps:
+        if step.id == step_id and isinstance(step, FilterStep):
+            return sorted(step.expr.columns)
+    return list(plans[step_id].annotator.columns)[:4] if step_id in plans else []
+
+
+def _figure(run: Run, row: dict[str, Any], samples: dict[tuple[str, str], Sample], values: _AnnotationRows, columns: Iterable[str], options: ReportOptions, extra: str = "") -> str:
+    pair = (row["shard"], row["key"])
+    notes = [extra] if extra else []
+    if row.get("reason"):
+        notes.append(f'<span class="why">{escape(row["reason"])}</span>')
+    stored = values.get(*pair)
+    shown = [f"{escape(c)} {escape(_fmt(stored[c]))}" for c in columns if stored.get(c) is not None]
+    if shown:
+        notes.append(", ".join(shown))
+    sample = samples.get(pair)
+    if sample is None:
+        return f'<figure class="thumb"><div class="ph" style="width:{options.thumb_size}px">not readable</div><figcaption><b>{escape(row["key"])}</b><br>{"<br>".join(notes)}</figcaption></figure>'
+    return sample_html(run.view(sample), options.thumb_size, "<br>".join(notes))
+
+
+def _examples_section(run: Run, examples: dict, samples: dict, values: _AnnotationRows, options: ReportOptions) -> str:
+    parts = ['<section id="examples"><h2>Examples per step</h2>'
+             f'<p class="small">Up to {options.thumbs_per_step} samples each step let through and dropped, drawn from '
+             f"at most {options.max_thumb_shards} input shards. Steps that dropped nothing are left out.</p>"]
+    for step, (passed, dropped) in examples.items():
+        columns = _step_columns(run, step)
+        parts.append(f"<h3>{escape(step)}</h3>")
+        parts.append('<div class="row"><div class="label kept">passed</div>' + "".join(_figure(run, {**r, "reason": None}, samples, values, columns, options) for r in passed) + "</div>")
+        parts.append('<div class="row"><div class="label dropped">dropped</div>' + "".join(_figure(run, r, samples, values, columns, options) for r in dropped) + "</div>")
+    return "".join(parts) + "</section>"
+
+
+def _pick_clusters(run: Run, fate: dict[tuple[str, str], dict[str, Any]], options: ReportOptions) -> dict[str, list[list[dict[str, Any]]]]:
+    """dedup step -> its largest clusters, each a list of members, the one the step kept first."""
+    picked = {}
+    for step, table in run.clusters().items():
+        rows = [r for r in table.to_pylist() if r["dup_cluster_size"] > 1]
+        sizes = Counter(r["dup_cluster"] for r in rows)
+        largest = sorted(sizes, key=lambda c: (-sizes[c], c))[: options.clusters]
+        groups = []
+        for cluster in largest:
+            members = [dict(r, **fate[(r["shard"], r["key"])]) for r in rows if r["dup_cluster"] == cluster]
+            members.sort(key=lambda m: m["step"] == step)  # the survivor of this step first
+            groups.append(members[: options.cluster_members])
+        picked[step] = groups
+    return picked
+
+
+def _clusters_section(run: Run, clusters: dict, samples: dict, values: _AnnotationRows, options: ReportOptions) -> str:
+    parts = ['<section id="clusters"><h2>Duplicate clusters</h2>']
+    if not clusters:
+        parts.append("<p>No dedup step in this recipe.</p>")
+    for step, groups in clusters.items():
+        parts.append(f"<h3>{escape(step)}: the {len(groups)} largest cluster(s)</h3>")
+        if not groups:
+            parts.append("<p>No duplicates found.</p>")
+        for group in groups:
+            figures = []
+            for m in group:
+                label = '<span class="kept">kept by this step</span>' if m["step"] != step else '<span class="dropped">duplicate</span>'
+                figures.append(_figure(run, {**m, "reason": None}, samples, values, (), options, label))
+            parts.append(f'<div class="row"><div class="label">{group[0]["dup_cluster_size"]} samples</div>{"".join(figures)}</div>')
+    return "".join(parts) + "</section>"
+
+
+def _errors_section(run: Run, decisions: list[dict[str, Any]], options: ReportOptions) -> str:
+    """Samples dropped because they could not be read or annotated (annotators never decide)."""
+    error_steps = {READ_STEP} | {s.id for s in run.recipe.steps if isinstance(s, AnnotateStep)}
+    errors = [d for d in decisions if d["step"] in error_steps]
+    parts = [f'<section id="errors"><h2>Errors ({len(errors)})</h2>']
+    if not errors:
+        parts.append("<p>No sample failed to read or decode.</p>")
+    else:
+        summary = Counter((d["step"], reason_category(d["reason"] or "")) for d in errors)
+        parts.append("<table><tr><th>step</th><th>error</th><th>samples</th></tr>")
+        parts += [f"<tr><td>{escape(s)}</td><td>{escape(r)}</td><td>{n}</td></tr>" for (s, r), n in summary.most_common()]
+        parts.append("</table><table><tr><th>shard</th><th>key</th><th>step</th><th>reason</th></tr>")
+        for d in errors[: options.max_errors]:
+            parts.append(f"<tr><td>{escape(Path(d['shard']).name)}</td><td>{escape(d['key'])}</td><td>{escape(d['step'])}</td><td>{escape(d['reason'] or '')}</td></tr>")
+        parts.append("</table>")
+        if len(errors) > options.max_errors:
+            parts.append(f"<p>… and {len(errors) - options.max_errors} more (all in decisions.parquet).</p>")
+    return "".join(parts) + "</section>"
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px; color: #222; padding: 0 1em; }}
+h1 {{ font-size: 1.4em; }} h2 {{ border-bottom: 1px solid #ddd; margin-top: 1.6em; }} h3 {{ font-size: 1em; margin: 1em 0 .3em; }}
+table {{ border-collapse: collapse; margin: .6em 0; font-size: 13px; }}
+td, th {{ border: 1px solid #ddd; padding: 2px 8px; text-align: left; }}
+.card {{ display: inline-block; vertical-align: top; margin: 4px; padding: 4px; border: 1px solid #eee; }}
+.small {{ font-size: 12px; color: #555; }}
+.row {{ display: flex; flex-wrap: wrap; align-items: flex-start; gap: 6px; margin: 4px 0; }}
+.label {{ width: 80px; font-size: 12px; font-weight: 600; padding-top: 4px; }}
+.kept {{ color: {kept}; }} .dropped, .why {{ color: {dropped}; }}
+figure.thumb {{ margin: 0; width: 150px; font-size: 11px; overflow-wrap: anywhere; }}
+figure.thumb img {{ display: block; border: 1px solid #ccc; }}
+.ph {{ display: flex; align-items: center; justify-content: center; text-align: center; background: #f1f1f1;
+       border: 1px dashed #bbb; color: #777; font-size: 11px; padding: 4px; box-sizing: border-box; min-height: 60px; }}
+nav {{ font-size: 13px; }}
+</style></head>
+<body>
+{body}
+</body></html>
+""".replace("{kept}", KEPT_COLOR).replace("{dropped}", DROPPED_COLOR)

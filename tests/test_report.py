@@ -1,0 +1,81 @@
+"""report.html: written by every run, self-contained, and rendered with its images by headless Chromium."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import mmcurate
+from conftest import DEMO_SHARDS
+from mmcurate.report import ReportOptions, write_report
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+PROBE = """<script>window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  document.body.setAttribute('data-probe', imgs.filter(i => i.complete && i.naturalWidth > 0).length + '/' + imgs.length);
+});</script>"""
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, client):
+    return mmcurate.curate([str(p) for p in DEMO_SHARDS], "default", tmp_path_factory.mktemp("report") / "run", client=client, quiet=True)
+
+
+def _chromium(*args: str) -> str:
+    proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_every_run_writes_a_self_contained_report(demo):
+    assert demo.report == demo.out / "report.html" and f"report: {demo.report}" in demo.summary()
+    html = demo.report.read_text()
+    assert "<script" not in html and "<link" not in html and "http://" not in html.replace("http://www.w3.org/2000/svg", "")
+    images = re.findall(r'<img src="([^"]+)"', html)
+    assert len(images) > 20 and all(src.startswith("data:image/jpeg;base64,") for src in images)
+    # the funnel with counts and reasons, as `mmcurate filter` prints it
+    assert "<td>image_size</td><td>195</td><td>188</td><td>7</td><td>fails width &gt;= 64 4, fails aspect_ratio &lt;= 4 3</td>" in html
+    # a histogram per numeric annotation column, thresholds drawn from the recipe's filters
+    for column in ("width", "height", "aspect_ratio", "image_bytes", "caption_chars", "caption_words"):
+        assert f"{column} (" in html
+    for threshold in (">= 64 (image_size)", "&lt;= 4 (image_size)", ">= 1 (caption)"):
+        assert threshold.replace(">", "&gt;") in html
+    # the largest duplicate cluster side by side, and the errors table
+    cluster = html[html.index('id="clusters"') :]
+    assert cluster.index("000000010") < cluster.index("000001002") < cluster.index("000003045")
+    errors = html[html.index('id="errors"') :]
+    assert "Errors (5)" in errors and "missing_image" in errors and "decode_error: not a recognised image format" in errors
+
+
+def test_report_cost_is_bounded_by_its_options(demo, tmp_path):
+    small = write_report(demo.out, tmp_path / "small.html", ReportOptions(thumbs_per_step=1, clusters=1, cluster_members=2, max_thumb_shards=1))
+    html = small.read_text()
+    examples = html[html.index('id="examples"') : html.index('id="clusters"')]
+    assert examples.count('<figure class="thumb">') <= 2 * 4  # one passed, one dropped, for each step that dropped any
+    assert "demo-000001" not in examples and html.count('<figure class="thumb">') < demo.report.read_text().count('<figure class="thumb">')
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium; .ci/run installs it)")
+def test_report_renders_in_headless_chromium_with_its_images(demo, tmp_path):
+    probed = tmp_path / "probed.html"
+    probed.write_text(demo.report.read_text().replace("</body>", PROBE + "</body>"))
+    dom = _chromium("--virtual-time-budget=5000", "--dump-dom", probed.as_uri())
+    decoded, total = map(int, re.search(r'data-probe="(\d+)/(\d+)"', dom).groups())
+    assert total > 20 and decoded == total
+    # the probe notices an image that does not decode
+    broken = tmp_path / "broken.html"
+    broken.write_text(probed.read_text().replace("<h1>", '<img src="data:image/jpeg;base64,AAAA"><h1>', 1))
+    decoded, total = map(int, re.search(r'data-probe="(\d+)/(\d+)"', _chromium("--virtual-time-budget=5000", "--dump-dom", broken.as_uri())).groups())
+    assert decoded == total - 1
+    # and the page is drawn: a screenshot with the funnel's green and red, not a blank page
+    shot = tmp_path / "shot.png"
+    _chromium("--window-size=1200,1400", f"--screenshot={shot}", demo.report.as_uri())
+    pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3).astype(int)
+    green = np.all(np.abs(pixels - (0x3A, 0x7D, 0x44)) < 8, axis=1).sum()
+    red = np.all(np.abs(pixels - (0xC8, 0x55, 0x3D)) < 8, axis=1).sum()
+    assert green > 5000 and red > 200 and len(np.unique(pixels, axis=0)) > 1000
