@@ -93,3 +93,46 @@ def test_near_dup_recipe_finds_the_planted_near_duplicates(tmp_path):
     for source, copy in [("000000005", "000001048"), ("000001012", "000002045"), ("000002002", "000003040"), ("000003030", "000003048")]:
         pair = {source, copy}
         assert any(set(line.replace(";", "").replace(",", "").split()) >= pair for line in proc.stdout.splitlines() if "cluster of 2" in line)
+
+
+def test_inspect_one_sample_shows_every_annotation_and_the_decision(demo_run):
+    out, _ = demo_run
+    proc = _mmcurate("inspect", str(out), "--sample", "000001002")
+    assert proc.returncode == 0, proc.stderr
+    assert "decision: dropped by dedup_exact: duplicate_of:000000010" in proc.stdout
+    assert "000001002.jpg (" in proc.stdout
+    for line in ("width: 305", "caption_words: 6", "caption_valid_utf8: True", "dup_cluster_size: 3"):
+        assert line in proc.stdout
+    kept = _mmcurate("inspect", str(out), "--sample", "000000010").stdout
+    assert "decision: kept in curated-000000.tar" in kept
+    broken = _mmcurate("inspect", str(out), "--sample", "000000012").stdout
+    assert "decision: dropped by image_info: decode_error" in broken and "error: decode_error" in broken
+
+
+def test_inspect_dropped_by_lists_keys_and_reasons(demo_run):
+    out, _ = demo_run
+    proc = _mmcurate("inspect", str(out), "--dropped-by", "image_size")
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split("\t") for line in proc.stdout.splitlines()]
+    assert len(rows) == 7 and all(len(r) == 3 for r in rows)
+    assert ["000000017", "fails width >= 64"] == rows[0][:2] and rows[0][2].endswith("demo-000000.tar")
+    assert sum(r[1] == "fails aspect_ratio <= 4" for r in rows) == 3
+
+
+@pytest.mark.parametrize(
+    "flag,value,message",
+    [("--sample", "nosuchkey", "no input sample with key 'nosuchkey' (keys look like 000000000"), ("--dropped-by", "nostep", "no step 'nostep'; steps are read, image_info")],
+)
+def test_inspect_names_an_unknown_key_or_step(demo_run, capsys, flag, value, message):
+    out, _ = demo_run
+    assert main(["inspect", str(out), flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mmcurate: error:") and message in err
+
+
+def test_report_command_rewrites_the_report(demo_run, tmp_path):
+    out, proc = demo_run
+    assert f"report: {out / 'report.html'}" in proc.stdout
+    target = tmp_path / "again.html"
+    assert main(["report", str(out), "--to", str(target), "--thumbs", "2"]) == 0
+    assert "Duplicate clusters" in target.read_text()
