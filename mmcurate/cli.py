@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Sequence
 
-from . import __version__
+from . import __version__, annotators
 from .curate import curate
 from .engine import TaskFailed
 from .funnel import format_dedup, format_funnel
@@ -83,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--thumbs", type=int, default=ReportOptions.thumbs_per_step, metavar="N", help="kept and dropped examples per step (default: %(default)s)")
 
     sub.add_parser("recipes", help="list the built-in recipes")
+    sub.add_parser("annotators", help="list the annotators a recipe can name: built-in and from installed packages (entry point group 'mmcurate.annotators')")
     return parser
 
 
@@ -144,6 +145,13 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _annotators(_: argparse.Namespace) -> int:
+    for name in annotators.names():
+        cls = annotators.get(name)
+        print(f"{name:<20} {annotators.origin(name)}\n{'':<20} columns: {', '.join(cls.columns)}")
+    return 0
+
+
 def _recipes(_: argparse.Namespace) -> int:
     for folder in recipe_dirs():
         for path in sorted(folder.glob("*.yaml")):
@@ -153,7 +161,7 @@ def _recipes(_: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"filter": _filter, "inspect": _inspect, "report": _report, "recipes": _recipes}
+    handlers = {"filter": _filter, "inspect": _inspect, "report": _report, "recipes": _recipes, "annotators": _annotators}
     try:
         return handlers[args.command](args)
     except (InputError, RecipeError, RunConflict, TaskFailed, FileNotFoundError) as exc:

@@ -144,6 +144,44 @@ class Recipe:
         """A copy with ``STEP.PARAM=VALUE`` overrides applied (re-validated)."""
         return Recipe.from_dict(self.to_dict(), source=self.source, overrides=overrides)
 
+    def to_yaml(self) -> str:
+        """The recipe as YAML that :meth:`load` (and ``mmcurate filter --recipe FILE``) reads back."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def step(self, step_id: str) -> Step:
+        """The step called ``step_id``; :class:`RecipeError` lists the ids."""
+        return self.steps[self._index(step_id)]
+
+    def with_step(self, step: Mapping[str, Any], *, after: str | None = None, before: str | None = None) -> "Recipe":
+        """A copy with ``step`` (a mapping as in YAML, e.g. ``{"filter": "width >= 256"}``) inserted
+        after or before the step with that id, or appended; the result is validated whole."""
+        if after is not None and before is not None:
+            raise RecipeError("with_step: give after= or before=, not both")
+        at = len(self.steps) if after is None and before is None else self._index(after or before) + (after is not None)
+        return self._edited(at, at, step)
+
+    def replace_step(self, step_id: str, step: Mapping[str, Any]) -> "Recipe":
+        """A copy where ``step_id`` is replaced by ``step`` (which keeps the id unless it names one)."""
+        at = self._index(step_id)
+        return self._edited(at, at + 1, {"id": step_id, **step})
+
+    def without_step(self, step_id: str) -> "Recipe":
+        """A copy without the step ``step_id`` (validated: later steps may need its columns)."""
+        at = self._index(step_id)
+        return self._edited(at, at + 1, None)
+
+    def _index(self, step_id: str) -> int:
+        ids = [s.id for s in self.steps]
+        if step_id not in ids:
+            raise RecipeError(f"{self.source}: no step {step_id!r}; steps are {', '.join(ids)}")
+        return ids.index(step_id)
+
+    def _edited(self, start: int, stop: int, step: Mapping[str, Any] | None) -> "Recipe":
+        data = self.to_dict()
+        data["steps"][start:stop] = [] if step is None else [dict(step)]
+        source = self.source if self.source.endswith("(edited)") else f"{self.source} (edited)"
+        return Recipe.from_dict(data, source=source)
+
 
 def recipe_dirs() -> list[Path]:
     """Where recipe names are looked up: the installed package's copy, then the source tree's."""

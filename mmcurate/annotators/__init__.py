@@ -10,14 +10,18 @@ from .image_info import ImageInfo
 from .phash import DHash, PHash
 from .sha256 import Sha256
 
-__all__ = ["Annotator", "NoConfig", "Row", "get", "names", "register"]
+__all__ = ["Annotator", "NoConfig", "Row", "get", "names", "origin", "register"]
 
 _REGISTRY: dict[str, type[Annotator]] = {cls.name: cls for cls in (ImageInfo, CaptionInfo, Sha256, PHash, DHash)}
+
+
+_ORIGINS: dict[str, str] = {}
 
 
 def register(cls: type[Annotator]) -> type[Annotator]:
     """Add an annotator class under ``cls.name`` (usable as a decorator)."""
     _REGISTRY[cls.name] = cls
+    _ORIGINS[cls.name] = f"registered in Python ({cls.__module__}.{cls.__qualname__})"
     return cls
 
 
@@ -25,6 +29,14 @@ def _load_entry_points() -> None:
     for ep in entry_points(group="mmcurate.annotators"):
         if ep.name not in _REGISTRY:
             _REGISTRY[ep.name] = ep.load()
+            dist = getattr(ep, "dist", None)
+            _ORIGINS[ep.name] = f"entry point of {dist.name} {dist.version}" if dist else f"entry point {ep.value}"
+
+
+def origin(name: str) -> str:
+    """Where the annotator ``name`` comes from: built-in, registered in Python, or which package's entry point."""
+    get(name)
+    return _ORIGINS.get(name, "built-in")
 
 
 def get(name: str) -> type[Annotator]:
