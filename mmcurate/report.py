@@ -20,20 +20,19 @@ from collections import Counter
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .browse import STYLE, Gallery
 from .charts import DROPPED_COLOR, KEPT_COLOR, Threshold, funnel_svg, histogram_svg
 from .funnel import reason_category
-from .plan import READ_STEP, AnnotatePlan, build_plan, funnel_steps, read_annotations
+from .plan import READ_STEP, AnnotatePlan, build_plan, funnel_steps
 from .recipe import AnnotateStep, DedupStep, FilterStep
 from .runview import Run, open_run
 from .store import atomic_write_bytes
-from .tarread import Sample
-from .thumbs import sample_html
 
 __all__ = ["ReportOptions", "build_report", "write_report"]
 
@@ -70,8 +69,8 @@ def build_report(run: Run, options: ReportOptions = ReportOptions()) -> str:
     clusters = _pick_clusters(run, fate, options)
     wanted = {pair for picks in examples.values() for rows in picks for pair in ((r["shard"], r["key"]) for r in rows)}
     wanted |= {(m["shard"], m["key"]) for groups in clusters.values() for group in groups for m in group}
-    samples = run.read_samples(sorted(wanted))
-    values = _AnnotationRows(run)
+    gallery = Gallery(run, options.thumb_size)
+    gallery.load(wanted)
     kept = sum(d["kept"] for d in decisions)
     info = run.info
     body = [
@@ -83,8 +82,8 @@ def build_report(run: Run, options: ReportOptions = ReportOptions()) -> str:
         _nav(),
         _funnel_section(run),
         _histogram_section(run, fate),
-        _examples_section(run, examples, samples, values, options),
-        _clusters_section(run, clusters, samples, values, options),
+        _examples_section(run, examples, gallery, options),
+        _clusters_section(clusters, gallery),
         _errors_section(run, decisions, options),
     ]
     return _PAGE.format(title=escape(f"mmcurate report: {run.recipe.name}"), body="\n".join(body))
@@ -191,27 +190,6 @@ def _pick_examples(run: Run, decisions: list[dict[str, Any]], options: ReportOpt
     return picks
 
 
-class _AnnotationRows:
-    """Stored annotation rows of the few shards the report shows, read once per shard."""
-
-    def __init__(self, run: Run):
-        self.run = run
-        self.plans = build_plan(run.recipe).annotate_plans()
-        self.cache: dict[str, dict[str, dict[str, Any]]] = {}
-
-    def get(self, shard: str, key: str) -> dict[str, Any]:
-        if shard not in self.cache:
-            self.cache[shard] = read_annotations(self.run.store, self.plans, self.run.shard_ref(shard))
-        return self.cache[shard].get(key, {})
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    text = str(value)
-    return text if len(text) <= 18 else text[:16] + "…"
-
-
 def _step_columns(run: Run, step_id: str) -> list[str]:
     """The columns worth printing under a step's examples: what its filter reads, or its own."""
     plans = {p.id: p for p in build_plan(run.recipe).annotate_plans()}
@@ -221,30 +199,15 @@ def _step_columns(run: Run, step_id: str) -> list[str]:
     return list(plans[step_id].annotator.columns)[:4] if step_id in plans else []
 
 
-def _figure(run: Run, row: dict[str, Any], samples: dict[tuple[str, str], Sample], values: _AnnotationRows, columns: Iterable[str], options: ReportOptions, extra: str = "") -> str:
-    pair = (row["shard"], row["key"])
-    notes = [extra] if extra else []
-    if row.get("reason"):
-        notes.append(f'<span class="why">{escape(row["reason"])}</span>')
-    stored = values.get(*pair)
-    shown = [f"{escape(c)} {escape(_fmt(stored[c]))}" for c in columns if stored.get(c) is not None]
-    if shown:
-        notes.append(", ".join(shown))
-    sample = samples.get(pair)
-    if sample is None:
-        return f'<figure class="thumb"><div class="ph" style="width:{options.thumb_size}px">not readable</div><figcaption><b>{escape(row["key"])}</b><br>{"<br>".join(notes)}</figcaption></figure>'
-    return sample_html(run.view(sample), options.thumb_size, "<br>".join(notes))
-
-
-def _examples_section(run: Run, examples: dict, samples: dict, values: _AnnotationRows, options: ReportOptions) -> str:
+def _examples_section(run: Run, examples: dict[str, tuple[list[dict], list[dict]]], gallery: Gallery, options: ReportOptions) -> str:
     parts = ['<section id="examples"><h2>Examples per step</h2>'
              f'<p class="small">Up to {options.thumbs_per_step} samples each step let through and dropped, drawn from '
              f"at most {options.max_thumb_shards} input shards. Steps that dropped nothing are left out.</p>"]
     for step, (passed, dropped) in examples.items():
         columns = _step_columns(run, step)
         parts.append(f"<h3>{escape(step)}</h3>")
-        parts.append('<div class="row"><div class="label kept">passed</div>' + "".join(_figure(run, {**r, "reason": None}, samples, values, columns, options) for r in passed) + "</div>")
-        parts.append('<div class="row"><div class="label dropped">dropped</div>' + "".join(_figure(run, r, samples, values, columns, options) for r in dropped) + "</div>")
+        parts.append(gallery.row([{**r, "reason": None} for r in passed], columns, "passed", "kept"))
+        parts.append(gallery.row(dropped, columns, "dropped", "dropped"))
     return "".join(parts) + "</section>"
 
 
@@ -264,7 +227,7 @@ def _pick_clusters(run: Run, fate: dict[tuple[str, str], dict[str, Any]], option
     return picked
 
 
-def _clusters_section(run: Run, clusters: dict, samples: dict, values: _AnnotationRows, options: ReportOptions) -> str:
+def _clusters_section(clusters: dict[str, list[list[dict[str, Any]]]], gallery: Gallery) -> str:
     parts = ['<section id="clusters"><h2>Duplicate clusters</h2>']
     if not clusters:
         parts.append("<p>No dedup step in this recipe.</p>")
@@ -276,8 +239,8 @@ def _clusters_section(run: Run, clusters: dict, samples: dict, values: _Annotati
             figures = []
             for m in group:
                 label = '<span class="kept">kept by this step</span>' if m["step"] != step else '<span class="dropped">duplicate</span>'
-                figures.append(_figure(run, {**m, "reason": None}, samples, values, (), options, label))
-            parts.append(f'<div class="row"><div class="label">{group[0]["dup_cluster_size"]} samples</div>{"".join(figures)}</div>')
+                figures.append(gallery.figure({**m, "reason": None}, extra=label))
+            parts.append(f'<div class="mmc-row"><div class="label">{group[0]["dup_cluster_size"]} samples</div>{"".join(figures)}</div>')
     return "".join(parts) + "</section>"
 
 
@@ -310,16 +273,11 @@ table {{ border-collapse: collapse; margin: .6em 0; font-size: 13px; }}
 td, th {{ border: 1px solid #ddd; padding: 2px 8px; text-align: left; }}
 .card {{ display: inline-block; vertical-align: top; margin: 4px; padding: 4px; border: 1px solid #eee; }}
 .small {{ font-size: 12px; color: #555; }}
-.row {{ display: flex; flex-wrap: wrap; align-items: flex-start; gap: 6px; margin: 4px 0; }}
-.label {{ width: 80px; font-size: 12px; font-weight: 600; padding-top: 4px; }}
-.kept {{ color: {kept}; }} .dropped, .why {{ color: {dropped}; }}
-figure.thumb {{ margin: 0; width: 150px; font-size: 11px; overflow-wrap: anywhere; }}
-figure.thumb img {{ display: block; border: 1px solid #ccc; }}
-.ph {{ display: flex; align-items: center; justify-content: center; text-align: center; background: #f1f1f1;
-       border: 1px dashed #bbb; color: #777; font-size: 11px; padding: 4px; box-sizing: border-box; min-height: 60px; }}
+.kept {{ color: {kept}; }} .dropped {{ color: {dropped}; }}
 nav {{ font-size: 13px; }}
+{gallery_style}
 </style></head>
 <body>
 {body}
 </body></html>
-""".replace("{kept}", KEPT_COLOR).replace("{dropped}", DROPPED_COLOR)
+""".replace("{kept}", KEPT_COLOR).replace("{dropped}", DROPPED_COLOR).replace("{gallery_style}", STYLE.replace("{", "{{").replace("}", "}}"))

@@ -44,7 +44,10 @@ def get(name: str) -> type[Annotator]:
     if name not in _REGISTRY:
         _load_entry_points()
     if name not in _REGISTRY:
-        raise KeyError(f"unknown annotator {name!r}; known: {', '.join(names())}")
+        raise KeyError(
+            f"unknown annotator {name!r}; known: {', '.join(names())} (register your own with "
+            f"mmcurate.annotators.register, or install the package that provides it)"
+        )
     return _REGISTRY[name]
 
 
