@@ -49,3 +49,11 @@ def client():
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
         with Client(cluster) as c:
             yield c
+
+
+@pytest.fixture(scope="session")
+def demo_default(tmp_path_factory, client):
+    """The demo shards curated with the default recipe (the README's run), shared read-only."""
+    import mmcurate
+
+    return mmcurate.curate([str(p) for p in DEMO_SHARDS], "default", tmp_path_factory.mktemp("demo-default") / "run", client=client, quiet=True)

@@ -45,3 +45,14 @@ def test_failure_names_the_first_failing_clause():
 def test_anything_outside_the_grammar_is_refused(text):
     with pytest.raises(ExprError):
         parse(text)
+
+
+def test_comparisons_list_each_threshold_column_first_and_sliders_move_one():
+    from mmcurate.expr import Comparison
+
+    expr = parse("width >= 64 and 64 <= height and (2 <= x < 5.5 or not ok) and kind == 'jpg'")
+    found = expr.comparisons()
+    assert found == [Comparison("width", ">=", 64), Comparison("height", ">=", 64), Comparison("x", ">=", 2), Comparison("x", "<", 5.5)]
+    moved = expr.with_threshold(found[3], 9).with_threshold(found[1], 10)
+    assert moved.text == "width >= 64 and 10 <= height and (2 <= x < 9 or not ok) and kind == 'jpg'"
+    assert moved({"width": 64, "height": 10, "x": 8, "ok": False, "kind": "jpg"}) and not expr({"width": 64, "height": 10, "x": 8, "ok": False, "kind": "jpg"})

@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import mmcurate
-from conftest import DEMO_SHARDS
 from mmcurate.report import ReportOptions, write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -22,8 +20,8 @@ PROBE = """<script>window.addEventListener('load', () => {
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory, client):
-    return mmcurate.curate([str(p) for p in DEMO_SHARDS], "default", tmp_path_factory.mktemp("report") / "run", client=client, quiet=True)
+def demo(demo_default):
+    return demo_default
 
 
 def _chromium(*args: str) -> str:

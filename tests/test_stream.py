@@ -17,9 +17,8 @@ URLS = [str(p) for p in DEMO_SHARDS]
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory, client):
-    result = mmcurate.curate(URLS, "default", tmp_path_factory.mktemp("stream") / "run", client=client, quiet=True)
-    return result, mmcurate.open_run(result.out).decisions.to_pylist()
+def demo(demo_default):
+    return demo_default, mmcurate.open_run(demo_default.out).decisions.to_pylist()
 
 
 def _loader_keys(dataset) -> list[str]:
