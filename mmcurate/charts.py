@@ -18,6 +18,7 @@ __all__ = ["KEPT_COLOR", "DROPPED_COLOR", "Threshold", "funnel_svg", "histogram_
 
 KEPT_COLOR = "#3a7d44"
 DROPPED_COLOR = "#c8553d"
+_EDGE_SHIFT = {">=": -0.5, "<": -0.5, ">": 0.5, "<=": 0.5}
 _FONT = 'font-family="system-ui, sans-serif" font-size="11"'
 
 
@@ -91,6 +92,8 @@ def histogram_svg(
         parts.append(f'<text x="{left}" y="{top + 20}">no values</text>')
     else:
         edges = _bins(values, thresholds, integer, max_bins)
+        unit_bins = integer and np.allclose(np.diff(edges), 1)
+        # on one-bin-per-integer charts a threshold sits on the bin edge it cuts at (>= 1: left of bar 1)
         n_kept, _ = np.histogram(values[kept], edges)
         n_drop, _ = np.histogram(values[~kept], edges)
         peak = max(int((n_kept + n_drop).max()), 1)
@@ -109,7 +112,7 @@ def histogram_svg(
                 f'<rect x="{x:.1f}" y="{base - hk - hd:.1f}" width="{w:.1f}" height="{hd:.1f}" fill="{DROPPED_COLOR}"><title>{tip}</title></rect>'
             )
         for i, t in enumerate(thresholds):
-            x = x_of(t.comparison.value)
+            x = x_of(t.comparison.value + (_EDGE_SHIFT.get(t.comparison.op, 0.0) if unit_bins else 0.0))
             parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top - 4}" y2="{top + plot_h}" stroke="#111" stroke-dasharray="4 3" stroke-width="1.5"/>')
             anchor = "end" if x > left + plot_w / 2 else "start"
             dx = -3 if anchor == "end" else 3
