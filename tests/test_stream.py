@@ -1,4 +1,8 @@
-"""``mmcurate.select``: curating a webdataset stream inside a training loop (PyTorch DataLoader workers)."""
+"""``mmcurate.select``: curating a webdataset stream inside a training loop (PyTorch DataLoader workers).
+
+Also run by ``.ci/compat`` beside open_clip's training extra (webdataset 0.2.86), so it uses only
+what both webdataset lines offer (``compose``, ``decode``, ``to_tuple``).
+"""
 
 from __future__ import annotations
 
