@@ -21,11 +21,14 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Mapping
 
+import pyarrow.parquet as pq
+
 from .plan import Group, build_plan
 from .recipe import Recipe
-from .runview import Run, open_run
+from .runview import Run
 from .sampleview import SampleView
 from .shard_task import AnnotatePlan, compute_rows, decide_steps
+from .store import RunStore
 from .tarread import Member, Sample
 
 __all__ = ["RecipeSelect", "RunSelect", "UnknownSample", "select"]
@@ -65,7 +68,7 @@ def select(
     if run is not None:
         if tuple(overrides):
             raise TypeError("select(run=...): overrides apply to recipe=; re-run the recipe with --set to change a run")
-        return RunSelect(run if isinstance(run, Run) else open_run(run), unknown)
+        return RunSelect(run, unknown)
     return RecipeSelect(Recipe.resolve(recipe, overrides), batch_size)
 
 
@@ -78,14 +81,18 @@ def _normal_url(url: str) -> str:
 class RunSelect:
     """Keeps the samples a finished run kept; see :func:`select`."""
 
-    def __init__(self, run: Run, unknown: Unknown = "error"):
+    def __init__(self, run: str | os.PathLike[str] | Run, unknown: Unknown = "error"):
         if unknown not in ("error", "drop", "keep"):
             raise ValueError(f"unknown={unknown!r}: expected 'error', 'drop' or 'keep'")
-        decisions = run.decisions.select(["shard", "key", "kept"]).to_pydict()
+        # decisions.parquet alone: a training machine needs no annotator (plugin) the run used
+        store = run.store if isinstance(run, Run) else RunStore(run)
+        if not store.decisions_path.exists():
+            raise FileNotFoundError(f"{store.root}: no decisions.parquet; not a finished mmcurate run")
+        decisions = pq.read_table(store.decisions_path, columns=["shard", "key", "kept"]).to_pydict()
         urls = sorted(set(decisions["shard"]))
         names = [Path(u).name for u in urls]
         self.by_name = len(set(names)) == len(names)
-        self.source = str(run.root)
+        self.source = str(store.root)
         self.unknown = unknown
         self.kept: dict[tuple[str, str], bool] = {
             (self._shard_id(url), key): kept for url, key, kept in zip(decisions["shard"], decisions["key"], decisions["kept"])

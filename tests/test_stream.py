@@ -83,3 +83,13 @@ def test_curated_output_reads_with_plain_webdataset_and_decodes(demo):
     assert [k for k, *_ in samples] == [d["key"] for d in decisions if d["kept"]]
     key, image, caption, note = samples[0]
     assert image.size[0] >= 64 and isinstance(caption, str) and note["source"]["key"] == key
+
+
+def test_run_stage_needs_only_the_decisions_and_names_a_missing_run(demo, tmp_path):
+    result, _ = demo
+    bare = tmp_path / "decisions-only"
+    bare.mkdir()
+    (bare / "decisions.parquet").write_bytes((result.out / "decisions.parquet").read_bytes())  # no run.json, no recipe
+    assert len(list(mmcurate.select(run=bare)(wds.WebDataset(URLS, shardshuffle=False)))) == 174
+    with pytest.raises(FileNotFoundError, match="no decisions.parquet; not a finished mmcurate run"):
+        mmcurate.select(run=tmp_path / "nothing")
