@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .browse import STYLE, Gallery
@@ -63,25 +64,24 @@ def write_report(run: str | os.PathLike[str] | Run, path: str | os.PathLike[str]
 
 def build_report(run: Run, options: ReportOptions = ReportOptions()) -> str:
     """The report of a finished run as one HTML string."""
-    decisions = run.decisions.to_pylist()
-    fate = {(d["shard"], d["key"]): d for d in decisions}
+    decisions = run.decisions  # Arrow all the way: a run of millions of samples stays cheap
     examples = _pick_examples(run, decisions, options)
-    clusters = _pick_clusters(run, fate, options)
+    clusters = _pick_clusters(run, decisions, options)
     wanted = {pair for picks in examples.values() for rows in picks for pair in ((r["shard"], r["key"]) for r in rows)}
     wanted |= {(m["shard"], m["key"]) for groups in clusters.values() for group in groups for m in group}
     gallery = Gallery(run, options.thumb_size)
     gallery.load(wanted)
-    kept = sum(d["kept"] for d in decisions)
+    kept = pc.sum(decisions["kept"]).as_py() or 0
     info = run.info
     body = [
         f"<h1>mmcurate run: {escape(str(info.get('describe', run.root)))}</h1>",
-        f'<p class="sum">{len(decisions)} samples in, <b style="color:{KEPT_COLOR}">{kept} kept</b>, '
-        f'<b style="color:{DROPPED_COLOR}">{len(decisions) - kept} dropped</b>; status {escape(str(info.get("status")))}; '
+        f'<p class="sum">{decisions.num_rows} samples in, <b style="color:{KEPT_COLOR}">{kept} kept</b>, '
+        f'<b style="color:{DROPPED_COLOR}">{decisions.num_rows - kept} dropped</b>; status {escape(str(info.get("status")))}; '
         f"recipe <code>{escape(run.recipe.name)}</code> ({escape(str(info.get('recipe_source', '')))}); "
         f"{len(info.get('inputs', []))} input shard(s); output in <code>{escape(str(run.root / 'shards'))}</code></p>",
         _nav(),
         _funnel_section(run),
-        _histogram_section(run, fate),
+        _histogram_section(run, decisions.select(["shard", "key", "kept"])),
         _examples_section(run, examples, gallery, options),
         _clusters_section(clusters, gallery),
         _errors_section(run, decisions, options),
@@ -127,35 +127,30 @@ def _numeric_columns(run: Run, plan: AnnotatePlan) -> list[tuple[str, pa.DataTyp
     ]
 
 
-def _read_columns(run: Run, plan: AnnotatePlan, columns: list[str]) -> tuple[list[tuple[str, str]], dict[str, np.ndarray]]:
-    """(shard, key) pairs and the ``columns`` of every row ``plan`` stored without an error."""
-    pairs: list[tuple[str, str]] = []
-    values: dict[str, list[np.ndarray]] = {c: [] for c in columns}
+def _read_columns(run: Run, plan: AnnotatePlan, columns: list[str], kept: pa.Table) -> pa.Table | None:
+    """``columns`` and the final ``kept`` flag of every row ``plan`` stored without an error."""
+    parts = []
     for url in run.info["inputs"]:
         path = run.store.part_path(plan.id, plan.part_name(run.shard_ref(url)))
-        if not path.exists():
-            continue
-        table = pq.read_table(path, columns=["key", *columns, "error"])
-        table = table.filter(pa.compute.is_null(table.column("error")))
-        pairs += [(url, k) for k in table.column("key").to_pylist()]
-        for c in columns:
-            values[c].append(table.column(c).to_numpy(zero_copy_only=False).astype(np.float64))
-    return pairs, {c: np.concatenate(v) if v else np.zeros(0) for c, v in values.items()}
+        if path.exists():
+            table = pq.read_table(path, columns=["key", *columns, "error"]).filter(pc.field("error").is_null())
+            parts.append(table.drop_columns(["error"]).append_column("shard", pa.array([url] * table.num_rows, pa.string())))
+    return pa.concat_tables(parts).join(kept, keys=["shard", "key"]) if parts else None
 
 
-def _histogram_section(run: Run, fate: dict[tuple[str, str], dict[str, Any]]) -> str:
+def _histogram_section(run: Run, kept: pa.Table) -> str:
     thresholds = _thresholds(run)
     cards = []
     for plan in build_plan(run.recipe).annotate_plans():
         columns = _numeric_columns(run, plan)
-        if not columns:
+        table = _read_columns(run, plan, [c for c, _ in columns], kept) if columns else None
+        if table is None:
             continue
-        pairs, values = _read_columns(run, plan, [c for c, _ in columns])
-        kept = np.array([fate[p]["kept"] for p in pairs], dtype=bool)
+        flags = table.column("kept").to_numpy(zero_copy_only=False).astype(bool)
         for name, dtype in columns:
-            v = values[name]
-            stats = f"{v.size} values" + (f"; min {v.min():g}, median {np.median(v):g}, max {v.max():g}" if v.size else "")
-            svg = histogram_svg(f"{name} ({plan.id})", v, kept, thresholds.get(name, ()), integer=pa.types.is_integer(dtype))
+            v = table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+            stats = f"{v.size} values" + (f"; min {np.nanmin(v):g}, median {np.nanmedian(v):g}, max {np.nanmax(v):g}" if v.size else "")
+            svg = histogram_svg(f"{name} ({plan.id})", v, flags, thresholds.get(name, ()), integer=pa.types.is_integer(dtype))
             cards.append(f'<div class="card">{svg}<div class="small">{stats}</div></div>')
     legend = (
         f'<p class="small">Bars: <span style="color:{KEPT_COLOR}">■ finally kept</span> '
@@ -170,10 +165,10 @@ def _spread(items: Sequence[Any], n: int) -> list[Any]:
     return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)] if n > 1 else [items[0]]
 
 
-def _pick_examples(run: Run, decisions: list[dict[str, Any]], options: ReportOptions) -> dict[str, tuple[list[dict], list[dict]]]:
+def _pick_examples(run: Run, decisions: pa.Table, options: ReportOptions) -> dict[str, tuple[list[dict], list[dict]]]:
     """step -> (samples that passed it, samples it dropped), drawn from a few input shards."""
-    shards = set(_spread(run.info["inputs"], options.max_thumb_shards))
-    rows = [d for d in decisions if d["shard"] in shards]
+    shards = pa.array(_spread(run.info["inputs"], options.max_thumb_shards), pa.string())
+    rows = decisions.filter(pc.is_in(decisions["shard"], value_set=shards)).to_pylist()
     steps = funnel_steps(run.recipe)
     order = {s: i for i, s in enumerate(steps)}
     rng = random.Random(options.seed)
@@ -211,18 +206,22 @@ def _examples_section(run: Run, examples: dict[str, tuple[list[dict], list[dict]
     return "".join(parts) + "</section>"
 
 
-def _pick_clusters(run: Run, fate: dict[tuple[str, str], dict[str, Any]], options: ReportOptions) -> dict[str, list[list[dict[str, Any]]]]:
+def _pick_clusters(run: Run, decisions: pa.Table, options: ReportOptions) -> dict[str, list[list[dict[str, Any]]]]:
     """dedup step -> its largest clusters, each a list of members, the one the step kept first."""
     picked = {}
     for step, table in run.clusters().items():
-        rows = [r for r in table.to_pylist() if r["dup_cluster_size"] > 1]
-        sizes = Counter(r["dup_cluster"] for r in rows)
-        largest = sorted(sizes, key=lambda c: (-sizes[c], c))[: options.clusters]
+        multi = table.filter(pc.field("dup_cluster_size") > 1)
+        largest = multi.group_by("dup_cluster").aggregate([("dup_cluster_size", "max")])
+        largest = largest.sort_by([("dup_cluster_size_max", "descending"), ("dup_cluster", "ascending")]).slice(0, options.clusters)
+        ids = largest.column("dup_cluster").to_pylist()
+        members = multi.filter(pc.is_in(multi["dup_cluster"], value_set=pa.array(ids, pa.int64()))).to_pylist()
+        keys = pa.array(sorted({m["key"] for m in members}), pa.string())
+        fate = {(d["shard"], d["key"]): d for d in decisions.filter(pc.is_in(decisions["key"], value_set=keys)).to_pylist()}
         groups = []
-        for cluster in largest:
-            members = [dict(r, **fate[(r["shard"], r["key"])]) for r in rows if r["dup_cluster"] == cluster]
-            members.sort(key=lambda m: m["step"] == step)  # the survivor of this step first
-            groups.append(members[: options.cluster_members])
+        for cluster in ids:
+            group = [dict(m, **fate[(m["shard"], m["key"])]) for m in members if m["dup_cluster"] == cluster]
+            group.sort(key=lambda m: m["step"] == step)  # the survivor of this step first
+            groups.append(group[: options.cluster_members])
         picked[step] = groups
     return picked
 
@@ -244,10 +243,10 @@ def _clusters_section(clusters: dict[str, list[list[dict[str, Any]]]], gallery: 
     return "".join(parts) + "</section>"
 
 
-def _errors_section(run: Run, decisions: list[dict[str, Any]], options: ReportOptions) -> str:
+def _errors_section(run: Run, decisions: pa.Table, options: ReportOptions) -> str:
     """Samples dropped because they could not be read or annotated (annotators never decide)."""
-    error_steps = {READ_STEP} | {s.id for s in run.recipe.steps if isinstance(s, AnnotateStep)}
-    errors = [d for d in decisions if d["step"] in error_steps]
+    error_steps = pa.array([READ_STEP] + [s.id for s in run.recipe.steps if isinstance(s, AnnotateStep)], pa.string())
+    errors = decisions.filter(pc.is_in(decisions["step"], value_set=error_steps)).select(["shard", "key", "step", "reason"]).to_pylist()
     parts = [f'<section id="errors"><h2>Errors ({len(errors)})</h2>']
     if not errors:
         parts.append("<p>No sample failed to read or decode.</p>")
