@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 import pyarrow as pa
 
 from .ledger import DECISIONS_SCHEMA
-from .plan import READ_STEP, Group, build_plan, read_annotations
+from .plan import READ_STEP, build_plan, read_annotations
 from .recipe import Recipe
 from .runview import Run
 from .shard_task import AnnotatePlan, decide_steps, read_manifest
@@ -117,7 +117,7 @@ def preview(run: Run, recipe: Recipe | Iterable[str]) -> pa.Table:
     dropped with reason :data:`NOT_ANNOTATED`; ``curate(..., overwrite=True)`` decides it for real.
     """
     recipe = recipe if isinstance(recipe, Recipe) else run.recipe.with_overrides(recipe)
-    steps = [s for stage in build_plan(recipe).stages if isinstance(stage, Group) for s in stage.steps]
+    steps = build_plan(recipe).per_sample_steps()
     columns: dict[str, list[Any]] = {name: [] for name in DECISIONS_SCHEMA.names}
     for url in run.info["inputs"]:
         ref = run.shard_ref(url)

@@ -98,6 +98,10 @@ class Plan:
     def annotate_plans(self) -> list[AnnotatePlan]:
         return [s for g in self.stages if isinstance(g, Group) for s in g.steps if isinstance(s, AnnotatePlan)]
 
+    def per_sample_steps(self) -> list[GroupStep]:
+        """Every annotate and filter step in order, without the global (dedup) stages between them."""
+        return [s for g in self.stages if isinstance(g, Group) for s in g.steps]
+
 
 def funnel_steps(recipe: Recipe) -> list[str]:
     """Step ids in the order samples meet them: the ``read`` pseudo-step, then the recipe's."""

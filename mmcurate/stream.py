@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator, Literal, Mapping
 
 import pyarrow.parquet as pq
 
-from .plan import Group, build_plan
+from .plan import build_plan
 from .recipe import Recipe
 from .runview import Run
 from .sampleview import SampleView
@@ -120,9 +120,8 @@ class RecipeSelect:
     """Applies a recipe's per-sample annotators and filters to the stream; see :func:`select`."""
 
     def __init__(self, recipe: Recipe, batch_size: int = 32):
-        plan = build_plan(recipe)
         self.recipe = recipe
-        self.steps = tuple(step for stage in plan.stages if isinstance(stage, Group) for step in stage.steps)
+        self.steps = build_plan(recipe).per_sample_steps()
         per_sample = {step.id for step in self.steps}
         self.skipped = [s.id for s in recipe.steps if s.id not in per_sample]
         self.batch_size = batch_size
