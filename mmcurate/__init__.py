@@ -7,6 +7,8 @@ Python API::
     run = mmcurate.open_run("curated/")
     run.decisions.to_pandas()
     wds.WebDataset(urls).compose(mmcurate.select(run="curated/"))  # inside a training loop
+
+Every run also writes ``curated/report.html``; see ``docs/api.md`` and the notebooks in ``docs/``.
 """
 
 from .curate import CurateResult, curate

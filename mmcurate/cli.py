@@ -65,7 +65,15 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--overwrite", action="store_true", help="replace a different run already in --out (its stored annotations are reused where they match)")
     f.add_argument("--quiet", action="store_true", help="no progress bars or funnel")
 
-    i = sub.add_parser("inspect", help="show a run's funnel, counts and top drop reasons")
+    i = sub.add_parser(
+        "inspect",
+        help="show a run's funnel, counts and top drop reasons",
+        description="Read a run back: its funnel, counts and top drop reasons; or everything about one "
+        "sample (--sample KEY); or the samples one step dropped, with why (--dropped-by STEP).",
+        epilog="examples:\n  mmcurate inspect runs/demo\n  mmcurate inspect runs/demo --sample 000000017\n"
+        "  mmcurate inspect runs/demo --dropped-by caption | cut -f2 | sort | uniq -c",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     i.add_argument("out", metavar="DIR", help="a run directory written by 'mmcurate filter'")
     i.add_argument("--top", type=int, default=10, metavar="N", help="how many drop reasons to list (default: 10)")
     which = i.add_mutually_exclusive_group()

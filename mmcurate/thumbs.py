@@ -46,8 +46,9 @@ def data_uri(mime: str, data: bytes) -> str:
 @register("image")
 def image_thumbnail(view: SampleView, size: int) -> str:
     img, _ = view.image()
-    small = img.convert("RGB")
-    small.thumbnail((size, size))
+    small = img.copy()
+    small.thumbnail((size, size))  # shrink first: converting a large image would cost more
+    small = small.convert("RGB")
     buf = io.BytesIO()
     small.save(buf, format="JPEG", quality=80)
     return f'<img src="{data_uri("image/jpeg", buf.getvalue())}" width="{small.width}" height="{small.height}" alt="{escape(view.key)}">'
