@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 from PIL import Image
 
@@ -11,6 +11,8 @@ from .decode.image import DEFAULT_MAX_PIXELS, ImageMeta, TooLarge, decode_image,
 from .tarread import Sample
 
 __all__ = ["SampleView"]
+
+T = TypeVar("T")
 
 
 class SampleView:
@@ -24,8 +26,8 @@ class SampleView:
         self.sample = sample
         self.modalities = modalities
         self.pixels = pixels
-        self._image: tuple[Image.Image, str] | DecodeError | None = None
-        self._meta: ImageMeta | DecodeError | None = None
+        self._decoded: dict[str, Any] = {}
+        """Decode results (or the DecodeError) by kind: ``"image"`` (pixels) or ``"meta"``."""
 
     @property
     def key(self) -> str:
@@ -50,35 +52,29 @@ class SampleView:
     def image(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, str]:
         """The decoded upright image and its format. Decoded once per sample: a later call with
         another pixel limit checks the decoded size instead of decoding again."""
-        cached = self._image
-        if cached is None or (isinstance(cached, TooLarge) and cached.pixels <= max_pixels):
-            try:
-                cached = decode_image(self.require("image"), max_pixels)
-            except DecodeError as exc:
-                cached = exc
-            self._image = cached
-        if isinstance(cached, DecodeError):
-            raise cached
-        width, height = cached[0].size
-        if width * height > max_pixels:
-            raise TooLarge(width, height, max_pixels)
-        return cached
+        return self._decode_once("image", decode_image, lambda found: found[0].size, max_pixels)
 
     def image_meta(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageMeta:
         """Upright size, mode and format of a verified decode: from :meth:`image` when pixels are
         wanted (or already decoded), else from :func:`measure_image`, once per sample."""
-        if self.pixels or self._image is not None:
+        if self.pixels or "image" in self._decoded:
             img, fmt = self.image(max_pixels)
             return ImageMeta(img.width, img.height, img.mode, fmt)
-        cached = self._meta
+        return self._decode_once("meta", measure_image, lambda meta: (meta.width, meta.height), max_pixels)
+
+    def _decode_once(self, kind: str, decode: Callable[[bytes, int], T], size: Callable[[T], tuple[int, int]], max_pixels: int) -> T:
+        """``decode(image bytes, max_pixels)``, remembered (failures too) under ``kind``; redone
+        only when an earlier call refused the image as too large and this limit admits it."""
+        cached = self._decoded.get(kind)
         if cached is None or (isinstance(cached, TooLarge) and cached.pixels <= max_pixels):
             try:
-                cached = measure_image(self.require("image"), max_pixels)
+                cached = decode(self.require("image"), max_pixels)
             except DecodeError as exc:
                 cached = exc
-            self._meta = cached
+            self._decoded[kind] = cached
         if isinstance(cached, DecodeError):
             raise cached
-        if cached.width * cached.height > max_pixels:
-            raise TooLarge(cached.width, cached.height, max_pixels)
+        width, height = size(cached)
+        if width * height > max_pixels:
+            raise TooLarge(width, height, max_pixels)
         return cached
