@@ -127,6 +127,7 @@ def _encode_answer(meta: Meta, arrays: list[np.ndarray]) -> bytes:
 
 
 def _decode_answer(meta: Meta, payload: bytes) -> tuple[Meta, list[np.ndarray]]:
+    payload = bytearray(payload)  # writable arrays (torch.from_numpy warns on read-only ones)
     arrays, offset = [], 0
     for spec in meta.pop("_arrays"):
         dtype = np.dtype(spec["dtype"])

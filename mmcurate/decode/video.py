@@ -107,6 +107,8 @@ def probe_video(data: bytes) -> VideoInfo:
     try:
         meta = _open_torchcodec(data, seek_mode="approximate").metadata
     except Exception as exc:  # torchcodec raises RuntimeError/ValueError with FFmpeg's message
+        if "best video stream is unknown" in str(exc):  # the container opened: no video in it
+            raise DecodeError("decode_error: no video stream" + (" (audio only)" if _has_audio(data) else "")) from None
         raise DecodeError(f"decode_error: no readable video stream ({one_line(exc)})") from None
     fps = float(meta.average_fps or 0.0)
     duration = float(meta.duration_seconds or 0.0)
