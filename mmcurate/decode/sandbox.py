@@ -81,6 +81,7 @@ def _op_audio(data: bytes, params: Meta) -> tuple[Meta, list[np.ndarray]]:
 
 
 _OPS: dict[str, Op] = {"video_info": _op_video_info, "video_frames": _op_video_frames, "audio": _op_audio}
+_MEDIA = {"video_info": "video", "video_frames": "video", "audio": "audio"}
 
 
 # --------------------------------------------------------------------------- typed entry points
@@ -106,6 +107,8 @@ def decode_audio_limited(data: bytes, sample_rate: int | None = None, timeout_s:
 
 
 def _call(op: str, data: bytes, params: Meta, timeout_s: float | None) -> tuple[Meta, list[np.ndarray]]:
+    if not data:  # known without a decoder
+        raise DecodeError(f"decode_error: empty {_MEDIA[op]} member")
     if timeout_s is None:
         return _OPS[op](data, params)
     if not timeout_s > 0:
