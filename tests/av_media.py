@@ -41,9 +41,9 @@ def broken_videos() -> dict[str, bytes]:
 
 
 @lru_cache(maxsize=None)
-def audio(fmt: str = "wav", **kwargs) -> bytes:
+def audio(fmt: str = "wav", codec_args: tuple[str, ...] | None = None, **kwargs) -> bytes:
     """A 1 s 440 Hz tone at 1/8 of full scale (keyword arguments as in ``make_audio``)."""
-    return make_audio(fmt, **kwargs)
+    return make_audio(fmt, codec_args=None if codec_args is None else list(codec_args), **kwargs)
 
 
 def wav_bytes(samples: np.ndarray, rate: int = 16000) -> bytes:
