@@ -19,7 +19,6 @@ of audio decoded per wall second by ``decode_audio`` (torchaudio) and by ``ffmpe
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile

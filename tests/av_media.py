@@ -56,3 +56,18 @@ def wav_bytes(samples: np.ndarray, rate: int = 16000) -> bytes:
         w.setframerate(rate)
         w.writeframes(pcm.tobytes())
     return buf.getvalue()
+
+
+def run_demo_shard(client, tmp_path: Path, name: str, recipe: str) -> tuple[dict[str, str], dict[str, str | None], object]:
+    """Curate ``shards/NAME-000000.tar`` with ``recipe`` through the engine; return each key's
+    planted kind (from its ``KEY.json``), the step that dropped it (None: kept), and the result."""
+    import json
+
+    import mmcurate
+    from mmcurate.tarread import iter_samples
+
+    shard = Path(__file__).resolve().parent.parent / "shards" / f"{name}-000000.tar"
+    result = mmcurate.curate(str(shard), recipe, tmp_path / "run", client=client, quiet=True)
+    planted = {s.key: json.loads(s.get("json"))["planted"] for s in iter_samples(str(shard))}
+    steps = {r["key"]: r["step"] for r in mmcurate.open_run(result.out).decisions.to_pylist()}
+    return planted, steps, result

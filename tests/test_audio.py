@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 import pytest
 
 import mmcurate
-from av_media import AUDIO_FORMATS, audio, wav_bytes
-from conftest import REPO, make_shard
+from av_media import AUDIO_FORMATS, audio, run_demo_shard, wav_bytes
+from conftest import make_shard
 from mmcurate.annotators.audio_info import AudioInfo, AudioInfoConfig
-from mmcurate.decode import DecodeError
 from mmcurate.decode.sandbox import decode_audio_limited
 from mmcurate.sampleview import SampleView
-from mmcurate.tarread import Member, Sample, iter_samples
+from mmcurate.tarread import Member, Sample
 
 TONE_LUFS = -0.691 + 10 * math.log10((1 / 8) ** 2 / 2)
 """BS.1770 loudness of a mono sine at 1/8 full scale (K-weighting is ~0 dB at 440 Hz)."""
@@ -133,13 +131,10 @@ def test_audio_run_end_to_end(client, tmp_path):
 
 
 def test_audio_demo_shard_drops_exactly_what_was_planted(client, tmp_path):
-    shard = REPO / "shards" / "audio-000000.tar"
-    result = mmcurate.curate(str(shard), "audio-default", tmp_path / "run", client=client, quiet=True)
+    planted, steps, _ = run_demo_shard(client, tmp_path, "audio", "audio-default")
     expected = {
         "normal": None, "float_stereo": None, "same_pcm": "dedup_exact", "copy": "dedup_exact",
         "silent": "audio_quality", "clipped": "audio_quality", "too_short": "audio_length",
         "too_long": "audio_length", "truncated": "audio_info", "garbage": "audio_info", "empty": "audio_info",
     }
-    planted = {s.key: json.loads(s.get("json"))["planted"] for s in iter_samples(str(shard))}
-    decided = {r["key"]: r["step"] for r in mmcurate.open_run(result.out).decisions.to_pylist()}
-    assert decided == {k: expected[kind] for k, kind in planted.items()}
+    assert steps == {k: expected[kind] for k, kind in planted.items()}

@@ -3,7 +3,6 @@ the time limit, frame sampling, and video near-duplicates through the real engin
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,8 +14,8 @@ import numpy as np
 import pytest
 
 import mmcurate
-from av_media import CODECS, broken_videos, video
-from conftest import REPO, make_shard
+from av_media import CODECS, broken_videos, run_demo_shard, video
+from conftest import make_shard
 from mmcurate.decode import DecodeError
 from mmcurate.decode.sandbox import (
     DecodeTimeout,
@@ -210,21 +209,55 @@ def test_decode_timeout_drops_each_sample_and_accounting_holds(client, tmp_path)
 
 
 def test_video_demo_shard_drops_exactly_what_was_planted(client, tmp_path):
-    shard = REPO / "shards" / "video-000000.tar"
-    result = mmcurate.curate(str(shard), "video-default", tmp_path / "run", client=client, quiet=True)
+    planted, steps, result = run_demo_shard(client, tmp_path, "video", "video-default")
     expected = {
         "normal": None, "rotated": None, "reencoded": "dedup_video_phash", "trimmed": "dedup_video_phash",
         "letterboxed": "dedup_video_phash", "copy": "dedup_exact", "too_short": "video_shape",
         "too_long": "video_shape", "tiny": "video_shape", "truncated": "video_info", "garbage": "video_info",
         "empty": "video_info", "audio_only": "video_info", "empty_caption": "caption",
     }
-    planted = _planted(shard)
-    decided = _decisions(result)
-    assert {k: decided[k][1] for k in planted} == {k: expected[kind] for k, kind in planted.items()}
+    assert steps == {k: expected[kind] for k, kind in planted.items()}
     assert result.samples_in == len(planted) == result.kept + result.dropped
 
 
-def _planted(shard: Path) -> dict[str, str]:
-    from mmcurate.tarread import iter_samples
+def _arrays(videos, score=None, prior=None):
+    from mmcurate.dedup.compute import DedupArrays
 
-    return {s.key: json.loads(s.get("json"))["planted"] for s in iter_samples(str(shard))}
+    n = len(videos)
+    return DedupArrays(
+        [np.asarray(v, dtype=np.uint64) for v in videos],
+        None,
+        np.zeros(n) if score is None else np.asarray(score, dtype=float),
+        np.zeros(n, bool) if prior is None else np.asarray(prior),
+    )
+
+
+def test_video_dedup_links_videos_sharing_most_frames_and_honours_keep_and_prior():
+    from mmcurate.dedup.compute import find_parents
+    from mmcurate.dedup.config import VideoNearConfig
+
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 2**63, 10, dtype=np.uint64)
+    near = a ^ np.uint64(0b111)  # every frame 3 bits away
+    trim = a[3:7]  # a part of a: all of its frames match
+    other = rng.integers(0, 2**63, 10, dtype=np.uint64)
+    one_shared = np.concatenate([other[:1], rng.integers(0, 2**63, 4, dtype=np.uint64)])  # 1 of 5 frames
+    videos = [a, near, trim, other, one_shared, []]
+    config = VideoNearConfig(max_distance=4, min_shared=0.5)
+    assert find_parents("video_phash", config, _arrays(videos)).parent.tolist() == [0, 0, 0, 3, 4, 5]
+    assert find_parents("video_phash", VideoNearConfig(max_distance=2), _arrays(videos)).parent.tolist() == [0, 1, 0, 3, 4, 5]
+    assert find_parents("video_phash", VideoNearConfig(max_distance=4, min_shared=0.2), _arrays(videos)).parent.tolist() == [0, 0, 0, 3, 3, 5]
+    kept_by_score = find_parents("video_phash", config, _arrays(videos, score=[1, 5, 2, 0, 0, 0])).parent
+    assert kept_by_score.tolist() == [1, 1, 1, 3, 4, 5]
+    prior = find_parents("video_phash", config, _arrays(videos, prior=[False, False, True, False, False, False])).parent
+    assert prior.tolist() == [2, 2, 2, 3, 4, 5]
+
+
+def test_video_dedup_settings_are_checked_when_the_recipe_loads():
+    with pytest.raises(mmcurate.RecipeError, match="min_shared must be in"):
+        mmcurate.Recipe.from_dict(
+            {"name": "x", "modalities": {"video": ["mp4"]},
+             "steps": [{"annotate": "video_phash"}, {"dedup": "video_phash", "min_shared": 1.5}]}
+        )
+    with pytest.raises(mmcurate.RecipeError, match="column 'video_phash' is not produced"):
+        mmcurate.Recipe.from_dict({"name": "x", "steps": [{"annotate": "video_info"}, {"dedup": "video_phash"}]})
