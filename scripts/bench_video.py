@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="1280x720", help="clip resolution WxH (default: %(default)s)")
     parser.add_argument("--fps", type=int, default=30, help="clip frame rate (default: %(default)s)")
     parser.add_argument("--codec", default="h264", choices=sorted(_CONTAINER), help="video codec (default: %(default)s)")
+    parser.add_argument("--gop", type=int, default=None, help="keyframe interval in frames (default: the encoder's, 250 for h264)")
     parser.add_argument("--audio-clips", type=int, default=4, help="audio clips of 30 s, flac and mp3 (default: %(default)s)")
     parser.add_argument("--repeat", type=int, default=2, help="timing repeats, best kept (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -67,10 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     container = _CONTAINER[args.codec]
 
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"generating {args.clips} clip(s): {args.seconds:g} s, {width}x{height}, {args.fps} fps, {args.codec}/{container} ...", flush=True)
+        print(f"generating {args.clips} clip(s): {args.seconds:g} s, {width}x{height}, {args.fps} fps, {args.codec}/{container}, keyframe every {args.gop or 'default'} frames ...", flush=True)
         clips = []
         for i in range(args.clips):
-            data = make_video(args.seconds, (width, height), args.fps, args.codec, container, _SOURCES[i % len(_SOURCES)])
+            gop = ["-g", str(args.gop)] if args.gop else None
+            data = make_video(args.seconds, (width, height), args.fps, args.codec, container, _SOURCES[i % len(_SOURCES)], encoder_args=gop)
             path = Path(tmp) / f"clip{i}.{container}"
             path.write_bytes(data)
             clips.append((path, data, probe_video(data)))

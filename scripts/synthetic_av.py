@@ -63,12 +63,14 @@ def make_video(
     video_filter: str | None = None,
     rotation: int | None = None,
     start_s: float = 0.0,
+    encoder_args: list[str] | None = None,
 ) -> bytes:
     """A clip of lavfi ``source`` (e.g. ``testsrc``, ``mandelbrot``, ``smptebars``).
 
     ``video_filter`` is applied after the source (``pad=...`` for letterboxing), ``start_s``
     skips the first seconds of the source (a trimmed copy), ``rotation`` writes display-matrix
-    rotation metadata (mp4/mov), ``audio`` adds a 440 Hz tone track.
+    rotation metadata (mp4/mov), ``audio`` adds a 440 Hz tone track, ``encoder_args`` go
+    after the codec's (e.g. ``["-g", "30"]`` for a keyframe every 30 frames).
     """
     width, height = size
     src = f"{source}{':' if '=' in source else '='}size={width}x{height}:rate={rate}"
@@ -78,7 +80,7 @@ def make_video(
     filters = ([f"trim=start={start_s}", "setpts=PTS-STARTPTS"] if start_s else []) + ([video_filter] if video_filter else [])
     if filters:
         args += ["-vf", ",".join(filters)]
-    args += ["-t", f"{seconds}", *VIDEO_CODECS[codec]]
+    args += ["-t", f"{seconds}", *VIDEO_CODECS[codec], *(encoder_args or [])]
     if audio:
         args += ["-c:a", "aac", "-b:a", "32k"] if container in ("mp4", "mov", "mkv") else ["-c:a", "libopus", "-b:a", "24k"]
     data = ffmpeg(args, container)

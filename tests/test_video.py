@@ -261,3 +261,36 @@ def test_video_dedup_settings_are_checked_when_the_recipe_loads():
         )
     with pytest.raises(mmcurate.RecipeError, match="column 'video_phash' is not produced"):
         mmcurate.Recipe.from_dict({"name": "x", "steps": [{"annotate": "video_info"}, {"dedup": "video_phash"}]})
+
+
+@pytest.mark.parametrize(
+    "step,message",
+    [
+        ({"annotate": "video_info", "timeout_s": 0}, "timeout_s must be > 0"),
+        ({"annotate": "video_phash", "every_s": 0}, "every_s must be > 0"),
+        ({"annotate": "video_phash", "size": 0}, "size must be >= 1"),
+    ],
+)
+def test_bad_decode_settings_fail_when_the_recipe_loads(step, message):
+    with pytest.raises(mmcurate.RecipeError, match=message):
+        mmcurate.Recipe.from_dict({"name": "x", "modalities": {"video": ["mp4"]}, "steps": [step]})
+
+
+def test_timeout_null_decodes_in_process():
+    recipe = mmcurate.Recipe.from_dict(
+        {"name": "x", "modalities": {"video": ["mp4"]}, "steps": [{"annotate": "video_info", "timeout_s": None}]}
+    )
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mmcurate.annotators import get
+    from mmcurate.decode import sandbox
+
+    def annotate_in_a_fresh_thread():
+        view = SampleView(Sample("k", [Member("k.mp4", "mp4", video())]), {"video": ("mp4",)})
+        row = get("video_info")(recipe.steps[0].config).annotate_one(view)
+        return row, getattr(sandbox._local, "child", None)
+
+    with ThreadPoolExecutor(1) as pool:
+        row, child = pool.submit(annotate_in_a_fresh_thread).result()
+    assert (row["frames"], row["codec"]) == (20, "h264")
+    assert child is None  # no decode process was started

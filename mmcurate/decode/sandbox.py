@@ -42,6 +42,7 @@ from .video import FrameRequest, VideoFrames, VideoInfo, probe_video, sample_fra
 __all__ = [
     "DEFAULT_TIMEOUT_S",
     "DecodeTimeout",
+    "check_timeout",
     "decode_audio_limited",
     "probe_video_limited",
     "sample_frames_limited",
@@ -106,13 +107,18 @@ def decode_audio_limited(data: bytes, sample_rate: int | None = None, timeout_s:
     return Audio(arrays[0], meta["sample_rate"])
 
 
+def check_timeout(timeout_s: float | None) -> None:
+    """ValueError unless ``timeout_s`` is a positive number of seconds or None (no child, no limit)."""
+    if timeout_s is not None and not timeout_s > 0:
+        raise ValueError(f"timeout_s must be > 0 seconds, or null to decode in-process without a limit; not {timeout_s}")
+
+
 def _call(op: str, data: bytes, params: Meta, timeout_s: float | None) -> tuple[Meta, list[np.ndarray]]:
     if not data:  # known without a decoder
         raise DecodeError(f"decode_error: empty {_MEDIA[op]} member")
+    check_timeout(timeout_s)
     if timeout_s is None:
         return _OPS[op](data, params)
-    if not timeout_s > 0:
-        raise ValueError(f"timeout_s must be > 0 or None, not {timeout_s}")
     return _child().call(op, data, params, timeout_s)
 
 

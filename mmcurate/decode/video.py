@@ -100,8 +100,9 @@ def _open_torchcodec(data: bytes, **kwargs: Any) -> Any:
     return VideoDecoder(data, dimension_order="NHWC", **kwargs)
 
 
-def probe_video(data: bytes) -> VideoInfo:
-    """Container metadata of a video (header only, no frame decoded)."""
+def probe_video(data: bytes, audio: bool = True) -> VideoInfo:
+    """Container metadata of a video (header only, no frame decoded); ``audio=False`` skips
+    the audio-stream probe (``has_audio`` is then False)."""
     if not data:
         raise DecodeError("decode_error: empty video member")
     try:
@@ -121,7 +122,7 @@ def probe_video(data: bytes) -> VideoInfo:
         height=int(meta.height or 0),
         codec=str(meta.codec or "unknown"),
         rotation=_normal_rotation(meta.rotation),
-        has_audio=_has_audio(data),
+        has_audio=audio and _has_audio(data),
     )
 
 
@@ -160,7 +161,7 @@ def target_size(width: int, height: int, size: int | None) -> tuple[int, int]:
 
 def sample_frames(data: bytes, request: FrameRequest) -> VideoFrames:
     """Decode the frames ``request`` asks for; :class:`DecodeError` when neither decoder can."""
-    info = probe_video(data)
+    info = probe_video(data, audio=False)
     indices = frame_indices(info, request)
     width, height = target_size(info.width, info.height, request.size)
     try:
