@@ -133,6 +133,19 @@ def test_a_hung_decoder_is_killed_at_the_deadline():
     assert probe_video_limited(data, timeout_s=30).frames == 20
 
 
+def test_a_decoder_crash_is_this_members_error_and_the_next_member_decodes():
+    import threading
+
+    data = video()
+    probe_video_limited(data, timeout_s=30)
+    pid = _child().pid
+    os.kill(pid, signal.SIGSTOP)  # mid-request from here on ...
+    threading.Timer(0.5, os.kill, (pid, signal.SIGKILL)).start()  # ... then it "crashes"
+    with pytest.raises(DecodeError, match=r"^decode_error: decoder process died during video_info \(signal SIGKILL\)"):
+        probe_video_limited(data, timeout_s=30)
+    assert probe_video_limited(data, timeout_s=30).frames == 20
+
+
 def test_sampleview_caches_frames_per_request():
     view = SampleView(Sample("k", [Member("k.mp4", "mp4", video())]), {"video": ("mp4",)})
     a = view.video_frames(n=3, size=32)
