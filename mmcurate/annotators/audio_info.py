@@ -69,6 +69,7 @@ class AudioInfo(Annotator):
 
     name = "audio_info"
     Config = AudioInfoConfig
+    needs_pixels = False  # image pixels, that is
     columns = {
         "duration_s": pa.float64(),
         "sample_rate": pa.int32(),

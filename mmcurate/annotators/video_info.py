@@ -28,6 +28,7 @@ class VideoInfo(Annotator):
 
     name = "video_info"
     Config = VideoInfoConfig
+    needs_pixels = False  # image pixels, that is
     columns = {
         "duration_s": pa.float64(),
         "fps": pa.float64(),

@@ -67,6 +67,7 @@ class VideoPHash(Annotator):
 
     name = "video_phash"
     Config = VideoPHashConfig
+    needs_pixels = False  # image pixels, that is
     columns = {"video_phash": pa.list_(pa.uint64()), "video_phash_frames": pa.int32()}
 
     def annotate_one(self, sample: SampleView) -> Row:
