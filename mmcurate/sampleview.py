@@ -7,7 +7,10 @@ from typing import Any, Callable, Mapping, TypeVar
 from PIL import Image
 
 from .decode import DecodeError
+from .decode.audio import Audio
 from .decode.image import DEFAULT_MAX_PIXELS, ImageMeta, TooLarge, decode_image, measure_image
+from .decode.sandbox import DEFAULT_TIMEOUT_S, decode_audio_limited, probe_video_limited, sample_frames_limited
+from .decode.video import FrameRequest, VideoFrames, VideoInfo
 from .tarread import Sample
 
 __all__ = ["SampleView"]
@@ -26,8 +29,9 @@ class SampleView:
         self.sample = sample
         self.modalities = modalities
         self.pixels = pixels
-        self._decoded: dict[str, Any] = {}
-        """Decode results (or the DecodeError) by kind: ``"image"`` (pixels) or ``"meta"``."""
+        self._decoded: dict[Any, Any] = {}
+        """Decode results (or the DecodeError) by kind: ``"image"`` (pixels), ``"meta"``, or a
+        video/audio request tuple (see :meth:`_once`)."""
 
     @property
     def key(self) -> str:
@@ -78,3 +82,44 @@ class SampleView:
         if width * height > max_pixels:
             raise TooLarge(width, height, max_pixels)
         return cached
+
+    def _once(self, key: tuple[Any, ...], decode: Callable[[], T]) -> T:
+        """``decode()`` once per ``key`` per sample; a DecodeError is remembered and re-raised."""
+        if key not in self._decoded:
+            try:
+                self._decoded[key] = decode()
+            except DecodeError as exc:
+                self._decoded[key] = exc
+        found = self._decoded[key]
+        if isinstance(found, DecodeError):
+            raise found
+        return found
+
+    def video_info(self, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> VideoInfo:
+        """Container facts of the ``video`` member (header only), probed once per sample."""
+        return self._once(("video_info",), lambda: probe_video_limited(self.require("video"), timeout_s))
+
+    def video_frames(
+        self,
+        n: int | None = None,
+        every_s: float | None = None,
+        size: int | None = None,
+        max_frames: int = 64,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
+    ) -> VideoFrames:
+        """Upright RGB frames of the ``video`` member: ``n`` spaced uniformly, or one every
+        ``every_s`` seconds (at most ``max_frames``), short side ``size`` px (None: native).
+
+        Decoded in a killable child process under ``timeout_s`` (``decode_timeout: ...``
+        past it; None decodes in this process without a limit), decord first, torchcodec for
+        what decord cannot read. Cached per sample and request: annotators asking for the
+        same frames share one decode. ``.frames`` is ``(N, H, W, 3)`` uint8; ``.images()``
+        gives PIL images; ``.timestamps_s`` the frame times.
+        """
+        request = FrameRequest(n=n, every_s=every_s, size=size, max_frames=max_frames)
+        return self._once(("video_frames", request), lambda: sample_frames_limited(self.require("video"), request, timeout_s))
+
+    def audio(self, sample_rate: int | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> Audio:
+        """The ``audio`` member decoded to float32 ``(channels, samples)``, resampled to
+        ``sample_rate`` Hz when given; under ``timeout_s``, once per sample and rate."""
+        return self._once(("audio", sample_rate), lambda: decode_audio_limited(self.require("audio"), sample_rate, timeout_s))
