@@ -8,6 +8,7 @@ Grammar::
     not     := "not" not | compare
     compare := atom (OP atom)*          OP: == != < <= > >=  (chains like 2 <= x <= 60)
     atom    := NUMBER | STRING | NAME | true | false | null | "(" expr ")"
+    NUMBER  := optional "-", digits, optional fraction and exponent (-45, 0.5, 1e3)
 
 An ordering comparison with a null value (or between a string and a number) is false,
 so a sample whose column is missing fails the filter instead of crashing it;
@@ -30,7 +31,7 @@ class ExprError(ValueError):
 
 _TOKEN = re.compile(
     r"""\s*(?:
-        (?P<number>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)
+        (?P<number>-?(?:\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?))
       | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
       | (?P<op>==|!=|<=|>=|<|>|\(|\))
       | (?P<name>[A-Za-z_][A-Za-z0-9_.]*)

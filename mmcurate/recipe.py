@@ -346,7 +346,10 @@ def _build_config(cls: type, params: Mapping[str, Any], where: str) -> Any:
             raise RecipeError(
                 f"{where}: field {name!r}: expected {getattr(hints[name], '__name__', hints[name])}, got {value!r}"
             ) from None
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ValueError as exc:  # a config's own range checks (__post_init__)
+        raise RecipeError(f"{where}: {exc}") from None
 
 
 def _coerce(value: Any, hint: Any) -> Any:

@@ -149,6 +149,8 @@ class _Decider:
     def __init__(self, task: GroupTask, store: RunStore):
         self.task = task
         self.annotates = [s for s in task.steps if isinstance(s, AnnotatePlan)]
+        self.pixels = any(p.annotator.needs_pixels for p in self.annotates)
+        """Whether some annotator of the group reads decoded pixels (else images are only verified)."""
         self.paths = {p.id: store.part_path(p.id, p.part_name(task.shard)) for p in self.annotates}
         self.stored = {p.id: store.read_rows(self.paths[p.id]) for p in self.annotates}
         self.new: dict[str, dict[str, dict[str, Any]]] = {p.id: {} for p in self.annotates}
@@ -208,7 +210,7 @@ def run_group(task: GroupTask) -> GroupResult:
         fresh.extend(batch_entries)
         keys = entering(batch_entries)
         wanted = set(keys)
-        views = {s.key: SampleView(s, task.modalities) for e, s in batch if e.key in wanted and e.error is None}
+        views = {s.key: SampleView(s, task.modalities, decider.pixels) for e, s in batch if e.key in wanted and e.error is None}
         drops.update(decider.decide(keys, views))
     if entries is None:
         _write_manifest(store, task.shard, fresh)

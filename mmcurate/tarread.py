@@ -8,20 +8,35 @@ here: members are raw bytes.
 Bad input never raises out of :func:`iter_samples`; it yields a :class:`Sample` whose
 ``error`` says what went wrong (unsafe member name, truncated tar, duplicate member), so
 the caller can account for it.
+
+Headers are parsed here rather than by :mod:`tarfile`, whose per-member cost was as large
+as the rest of a cheap recipe: ustar, GNU (long names, base-256 sizes) and pax (``path``,
+``size``) headers, plain or gzip/bzip2/xz-compressed streams.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import re
-import tarfile
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 import fsspec
 
 __all__ = ["Member", "Sample", "iter_samples", "split_key"]
 
 _KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
+BLOCK = 512
+_REGULAR = {b"0", b"\0", b"7", b"S"}  # regular file, old regular file, contiguous, GNU sparse
+_POSIX_MAGIC = b"ustar\x0000"
+_GNU_LONGNAME, _GNU_LONGLINK, _PAX_LOCAL, _PAX_GLOBAL = b"L", b"K", b"x", b"g"
+_COMPRESSED: tuple[tuple[bytes, Callable[[Any], BinaryIO]], ...] = (
+    (b"\x1f\x8b", lambda fh: gzip.GzipFile(fileobj=fh)),
+    (b"BZh", bz2.BZ2File),
+    (b"\xfd7zXZ\x00", lzma.LZMAFile),
+)
 
 
 @dataclass(frozen=True)
@@ -62,14 +77,135 @@ def _unsafe(name: str) -> bool:
     return name.startswith("/") or ".." in name.split("/") or "\\" in name or "\x00" in name
 
 
-def _cut_inside_header(tar: tarfile.TarFile) -> bool:
-    """True when the tar ended partway through a 512-byte header, which ``tarfile`` ignores.
+class _Damaged(Exception):
+    """The tar cannot be read past this point; ``str()`` says why."""
 
-    After the last member, tarfile reads one block where the next header would be: a whole
-    zero block is the end-of-archive marker; fewer bytes mean the file was cut there.
-    """
-    consumed = getattr(tar.fileobj, "pos", None)
-    return consumed is not None and 0 < consumed - tar.offset < tarfile.BLOCKSIZE
+
+class _CutInData(_Damaged):
+    """The stream ended inside a member's data."""
+
+
+class _CutInHeader(_Damaged):
+    """The stream ended inside a 512-byte header block."""
+
+
+def _number(field_: bytes) -> int:
+    """A numeric header field: octal text, or GNU base-256 when the high bit is set."""
+    if field_[:1] and field_[0] & 0x80:
+        value = int.from_bytes(field_[1:], "big")
+        return value - (1 << (8 * len(field_) - 8)) if field_[0] == 0xFF else value
+    text = field_.split(b"\0", 1)[0].strip()
+    try:
+        return int(text or b"0", 8)
+    except ValueError:
+        raise _Damaged(f"invalid number {bytes(field_)!r} in a member header") from None
+
+
+def _text(field_: bytes) -> str:
+    return field_.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _checksum_ok(header: bytes) -> bool:
+    stored = _number(header[148:156])
+    unsigned = sum(header) - sum(header[148:156]) + 8 * 32
+    if stored == unsigned:
+        return True
+    signed = sum(b - 256 if b > 127 else b for b in header[:148] + header[156:]) + 8 * 32  # old tars
+    return stored == signed
+
+
+def _pax_records(data: bytes) -> dict[str, str]:
+    """``"LEN key=value\\n"`` records of a pax extended header."""
+    records: dict[str, str] = {}
+    pos = 0
+    while pos < len(data):
+        space = data.find(b" ", pos)
+        if space < 0:
+            break
+        length = int(data[pos:space] or b"0")
+        if length <= 0:
+            break
+        key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
+        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return records
+
+
+def _read_exact(fh: BinaryIO, size: int) -> bytes:
+    data = fh.read(size)
+    while len(data) < size:  # compressed streams may return short reads
+        more = fh.read(size - len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+def _members(fh: BinaryIO) -> Iterator[tuple[str, bytes]]:
+    """``(name, data)`` of each regular member, in order, until the end-of-archive marker or
+    the end of the stream. Raises :class:`_Damaged` (or a subclass) where the tar breaks."""
+    long_name: str | None = None
+    pax: dict[str, str] = {}
+    first = True
+    while True:
+        header = _read_exact(fh, BLOCK)
+        if not header and first:
+            raise _Damaged("empty file")
+        first = False
+        if not header or header == bytes(BLOCK):
+            return  # end of stream, or the end-of-archive marker
+        if len(header) < BLOCK:
+            raise _CutInHeader("cut inside a member header")
+        if not _checksum_ok(header):
+            raise _Damaged("bad checksum in a member header")
+        kind = header[156:157]
+        size = int(pax["size"]) if "size" in pax else _number(header[124:136])
+        name = _text(header[0:100])
+        if header[257:265] == _POSIX_MAGIC and header[345:346] != b"\0":
+            name = f"{_text(header[345:500])}/{name}"
+        name = pax.get("path", long_name or name)
+        if size < 0:
+            raise _Damaged(f"negative size for {name}")
+        data = _read_exact(fh, size)
+        if len(data) < size:
+            raise _CutInData(name)
+        padding = -size % BLOCK
+        cut = bool(padding) and len(_read_exact(fh, padding)) < padding
+        if kind == _GNU_LONGNAME:
+            long_name = _text(data)
+        elif kind == _PAX_LOCAL:
+            pax = _pax_records(data)
+        elif kind not in (_GNU_LONGLINK, _PAX_GLOBAL):
+            long_name, pax = None, {}
+            if kind in _REGULAR and not (kind == b"\0" and name.endswith("/")):
+                yield name, data
+        if cut:
+            raise _CutInHeader("cut inside the padding after a member")
+
+
+class _Prefixed:
+    """A stream that returns ``head`` before the rest of ``fh`` (to sniff compression)."""
+
+    def __init__(self, head: bytes, fh: BinaryIO):
+        self.head, self.fh = head, fh
+
+    def read(self, size: int = -1) -> bytes:
+        if not self.head:
+            return self.fh.read(size)
+        if size < 0:
+            data, self.head = self.head + self.fh.read(), b""
+            return data
+        data, self.head = self.head[:size], self.head[size:]
+        return data if len(data) == size else data + self.fh.read(size - len(data))
+
+
+def _uncompressed(fh: BinaryIO) -> BinaryIO:
+    head = fh.read(BLOCK)
+    stream: BinaryIO = _Prefixed(head, fh)  # type: ignore[assignment]
+    for magic, opener in _COMPRESSED:
+        if head.startswith(magic):
+            return opener(stream)
+    return stream
 
 
 def iter_samples(url: str) -> Iterator[Sample]:
@@ -78,32 +214,34 @@ def iter_samples(url: str) -> Iterator[Sample]:
     Raises only if the shard cannot be opened at all (missing file, not a tar).
     """
     with fsspec.open(url, "rb") as fh:
-        try:
-            tar = tarfile.open(fileobj=fh, mode="r|*")
-        except tarfile.TarError as exc:
-            raise OSError(f"{url}: not a readable tar file ({exc})") from exc
-        yield from _group(tar)
+        yield from _group(url, _members(_uncompressed(fh)))
 
 
-def _group(tar: tarfile.TarFile) -> Iterator[Sample]:
+def _group(url: str, members: Iterator[tuple[str, bytes]]) -> Iterator[Sample]:
     current: Sample | None = None
     while True:
         try:
-            info = tar.next()
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            if current is not None:
-                current.error = current.error or f"read_error: tar damaged after {current.key} ({exc})"
+            found = next(members, None)
+        except _CutInData as exc:
+            name = str(exc)
+            key = (split_key(name) or (name, ""))[0]
+            if current is not None and current.key != key:
                 yield current
-            else:
-                yield Sample(key="<unreadable>", error=f"read_error: tar damaged ({exc})")
+                current = None
+            current = current or Sample(key=key)
+            current.error = f"read_error: truncated tar inside {name} (unexpected end of data)"
+            yield current
             return
-        if info is None:
-            if current is not None and _cut_inside_header(tar):
-                current.error = current.error or f"read_error: truncated tar after {current.key} (cut inside a member header)"
+        except (_Damaged, OSError, EOFError, ValueError, lzma.LZMAError) as exc:
+            if current is None:
+                raise OSError(f"{url}: not a readable tar file ({exc})") from None
+            kind = "truncated tar" if isinstance(exc, _CutInHeader) else "tar damaged"
+            current.error = current.error or f"read_error: {kind} after {current.key} ({exc})"
+            yield current
+            return
+        if found is None:
             break
-        if not info.isreg():
-            continue
-        name = info.name
+        name, data = found
         if "/" not in name and name.startswith("__") and name.endswith("__"):
             continue  # webdataset's meta members; not sample data
         parts = split_key(name)
@@ -115,15 +253,6 @@ def _group(tar: tarfile.TarFile) -> Iterator[Sample]:
             current = None
         if current is None:
             current = Sample(key=key)
-        try:
-            reader = tar.extractfile(info)
-            data = reader.read() if reader is not None else b""
-            if len(data) != info.size:
-                raise tarfile.ReadError("unexpected end of data")
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            current.error = f"read_error: truncated tar inside {name} ({exc})"
-            yield current
-            return
         if _unsafe(name):
             current.error = current.error or f"unsafe_name: {name}"
         elif any(m.ext == ext.lower() for m in current.members):

@@ -17,7 +17,23 @@ def member_bytes(size: int) -> int:
     return 512 + -(-size // 512) * 512
 
 
+_PLAIN_FIELDS = b"0000644\x000000000\x000000000\x00"  # mode, uid, gid
+_MAX_OCTAL_SIZE = 8**11 - 1  # larger sizes need GNU base-256, left to tarfile
+
+
 def _header(name: str, size: int) -> bytes:
+    """The member header: built directly for the common case (a name of at most 100 bytes, a
+    size below 8 GiB), byte-identical to what :mod:`tarfile` writes, which handles the rest."""
+    encoded = name.encode(tarfile.ENCODING, "surrogateescape")
+    if len(encoded) > 100 or size > _MAX_OCTAL_SIZE:
+        return _tarfile_header(name, size)
+    head = encoded.ljust(100, b"\0") + _PLAIN_FIELDS + b"%011o\x00" % size + b"00000000000\x00"
+    tail = b"0" + bytes(100) + b"ustar  \x00" + bytes(512 - 265)
+    checksum = sum(head) + sum(tail) + 8 * 32
+    return head + b"%06o\x00 " % checksum + tail
+
+
+def _tarfile_header(name: str, size: int) -> bytes:
     info = tarfile.TarInfo(name)
     info.size = size
     info.mtime = 0

@@ -19,6 +19,9 @@ from mmcurate.expr import ExprError, parse
         ("x >= 1.5e2", {"x": 150}, True),
         ("x == null", {}, True),
         ("x != null", {"x": 0}, True),
+        ("loudness_lufs >= -45", {"loudness_lufs": -23.5}, True),
+        ("loudness_lufs >= -45", {"loudness_lufs": -50.0}, False),
+        ("-0.5 < x < -.25", {"x": -0.3}, True),
     ],
 )
 def test_expressions_evaluate_like_their_text_reads(text, row, expected):
@@ -40,7 +43,7 @@ def test_failure_names_the_first_failing_clause():
 
 @pytest.mark.parametrize(
     "text",
-    ["", "width >", "width >= 200 and", "__import__('os').system('x')", "a + b", "(a > 1", "a b", "lambda: 1", "x[0] > 1"],
+    ["", "width >", "width >= 200 and", "__import__('os').system('x')", "a + b", "a - 1 > 0", "--1 < a", "(a > 1", "a b", "lambda: 1", "x[0] > 1"],
 )
 def test_anything_outside_the_grammar_is_refused(text):
     with pytest.raises(ExprError):

@@ -6,6 +6,7 @@ training extra), so they use only what both webdataset lines offer.
 
 from __future__ import annotations
 
+import io
 import json
 import tarfile
 
@@ -121,3 +122,46 @@ def test_same_input_and_recipe_give_identical_bytes(tmp_path, client):
     second = mmcurate.curate(str(shard), "default", tmp_path / "b", client=client, quiet=True)
     assert [p.read_bytes() for p in first.shards] == [p.read_bytes() for p in second.shards]
     assert (first.out / "decisions.parquet").read_bytes() == (second.out / "decisions.parquet").read_bytes()
+
+
+def _tarfile_members(path):
+    with tarfile.open(path) as tar:
+        return [(m.name, tar.extractfile(m).read()) for m in tar.getmembers() if m.isreg()]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode"),
+    [(tarfile.USTAR_FORMAT, "w"), (tarfile.GNU_FORMAT, "w"), (tarfile.PAX_FORMAT, "w"), (tarfile.PAX_FORMAT, "w:gz"),
+     (tarfile.GNU_FORMAT, "w:bz2"), (tarfile.GNU_FORMAT, "w:xz")],
+    ids=["ustar", "gnu", "pax", "pax-gzip", "gnu-bzip2", "gnu-xz"],
+)
+def test_reader_agrees_with_tarfile_on_every_header_format(tmp_path, fmt, mode):
+    """Long names (ustar prefix, GNU long-name members, pax path records), non-ASCII names,
+    directories and links (skipped), empty members and compressed streams."""
+    deep = "/".join(["d" * 40] * 3)  # 122 characters of directories: beyond the 100-byte name field
+    names = [f"{deep}/000.jpg", f"{deep}/000.txt", "caf\u00e9/001.jpg", "caf\u00e9/001.json", "x/002.txt"]
+    payloads = [image_bytes(seed=1), b"a caption", image_bytes(seed=2), b"{}", b""]
+    path = tmp_path / "s.tar"
+    with tarfile.open(path, mode, format=fmt) as tar:
+        folder = tarfile.TarInfo("x")
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)
+        for name, data in zip(names, payloads):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("x/003.jpg")
+        link.type = tarfile.SYMTYPE
+        link.linkname = "/etc/passwd"
+        tar.addfile(link)
+    ours = [(m.name, m.data) for s in iter_samples(str(path)) for m in s.members]
+    assert ours == _tarfile_members(path) == list(zip(names, payloads))
+    assert all(s.error is None for s in iter_samples(str(path)))
+
+
+@pytest.mark.parametrize("name", ["a/000.jpg", "x" * 96 + ".jpg", "y" * 120 + ".jpg", "caf\u00e9/1.txt", "k.__key__.json"])
+@pytest.mark.parametrize("size", [0, 1, 512, 123_456_789])
+def test_member_headers_equal_tarfiles(name, size):
+    from mmcurate.tarwrite import _header, _tarfile_header
+
+    assert _header(name, size) == _tarfile_header(name, size)

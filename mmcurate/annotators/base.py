@@ -36,6 +36,10 @@ class Annotator:
     version: ClassVar[str] = "1"
     columns: ClassVar[dict[str, pa.DataType]]
     Config: ClassVar[type] = NoConfig
+    needs_pixels: ClassVar[bool] = True
+    """Whether ``annotate`` reads decoded pixels (``sample.image()``). Annotators that need at
+    most ``sample.image_meta()`` set False: a group of only such annotators verifies JPEGs
+    with a reduced-scale decode, about twice as fast."""
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()

@@ -13,6 +13,7 @@ class CaptionInfo(Annotator):
     """Counts are taken on the stripped caption; invalid UTF-8 is decoded with replacement."""
 
     name = "caption_info"
+    needs_pixels = False
     columns = {
         "caption_chars": pa.int32(),
         "caption_words": pa.int32(),

@@ -19,9 +19,14 @@ class ImageInfoConfig:
 
 
 class ImageInfo(Annotator):
-    """Decodes each image once with Pillow (EXIF orientation applied) and records its shape."""
+    """Decodes each image once with Pillow (EXIF orientation applied) and records its shape.
+
+    It reads no pixels itself, so in a group where no other annotator does, JPEGs are verified
+    with a reduced-scale decode (see :func:`mmcurate.decode.image.measure_image`).
+    """
 
     name = "image_info"
+    needs_pixels = False
     Config = ImageInfoConfig
     columns = {
         "width": pa.int32(),
@@ -34,15 +39,15 @@ class ImageInfo(Annotator):
 
     def annotate_one(self, sample: SampleView) -> Row:
         try:
-            img, fmt = sample.image(self.config.max_pixels)
+            meta = sample.image_meta(self.config.max_pixels)
         except DecodeError as exc:
             return {"error": str(exc)}
-        width, height = img.size
+        width, height = meta.width, meta.height
         return {
             "width": width,
             "height": height,
             "aspect_ratio": max(width, height) / max(1, min(width, height)),
-            "mode": img.mode,
-            "format": fmt,
+            "mode": meta.mode,
+            "format": meta.format,
             "image_bytes": len(sample.require("image")),
         }

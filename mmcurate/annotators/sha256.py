@@ -20,6 +20,7 @@ class Sha256Config:
 
 class Sha256(Annotator):
     name = "sha256"
+    needs_pixels = False
     Config = Sha256Config
     columns = {"sha256": pa.string()}
 

@@ -1,2 +1,19 @@
+import re
+
+
 class DecodeError(ValueError):
     """A member that cannot be decoded; ``str(err)`` is the reason recorded for the sample."""
+
+
+_NOISE = re.compile(
+    r"Failed to create \w+ for <[^>]*>: "  # torchcodec's wrapper, with an object address
+    r"|\w+, \S+\.(?:cpp|cc|h):\d+,? "  # C++ class and source location
+    r"|\[\d\d:\d\d:\d\d\] "  # decord's log timestamp
+)
+
+
+def one_line(exc: BaseException, limit: int = 160) -> str:
+    """An exception message on one short line, without the source paths, timestamps and
+    object addresses decoders put in them (so equal failures give equal drop reasons)."""
+    text = _NOISE.sub("", " ".join(str(exc).split())) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

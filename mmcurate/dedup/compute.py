@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import ExactConfig, NearConfig, SemanticConfig
+from .config import ExactConfig, NearConfig, SemanticConfig, VideoNearConfig
 
 __all__ = ["DedupArrays", "DedupOutcome", "find_parents"]
 
@@ -20,7 +20,7 @@ __all__ = ["DedupArrays", "DedupOutcome", "find_parents"]
 class DedupArrays:
     """What travels to the dedup task: the compared values, keep scores, and prior flags."""
 
-    values: Any  # list of hashable (exact), uint64 array (phash), float32 (n, d) (semantic)
+    values: Any  # hashables (exact), uint64 (n,) (phash), float32 (n, d) (semantic), uint64 arrays (video_phash)
     mirror: np.ndarray | None
     score: np.ndarray  # higher is kept first; zeros for keep: first
     prior: np.ndarray  # bool
@@ -67,6 +67,32 @@ def _near_labels(arrays: DedupArrays, max_distance: int) -> tuple[np.ndarray, di
     return cluster_labels(n, pairs), {"pairs_within_distance": int(len(pairs))}
 
 
+def _video_labels(arrays: DedupArrays, config: VideoNearConfig) -> tuple[np.ndarray, dict[str, Any]]:
+    """Videos linked when most distinct frame hashes of one have a near hash in the other,
+    then clustered. Every near pair of frames is expanded (identical hashes across ``m``
+    videos give ``m^2`` pairs); repeated hashes within one video count once."""
+    from ..neardup import cluster_labels, near_duplicate_pairs
+
+    lists = [np.unique(np.asarray(v, dtype=np.uint64)) for v in arrays.values]
+    n = len(lists)
+    counts = np.array([len(v) for v in lists], dtype=np.int64)
+    owner = np.repeat(np.arange(n, dtype=np.int64), counts)
+    flat = np.concatenate(lists) if n else np.empty(0, np.uint64)
+    frames = near_duplicate_pairs(flat, config.max_distance, all_duplicate_pairs=True)
+    x, y = owner[frames[:, 0]], owner[frames[:, 1]]
+    across = x != y
+    # (video, other video, frame of video) for both directions; distinct rows count matches.
+    rows = np.concatenate(
+        [np.stack([x, y, frames[:, 0]], axis=1)[across], np.stack([y, x, frames[:, 1]], axis=1)[across]]
+    )
+    matched = np.unique(rows, axis=0)[:, :2]
+    ordered, hits = np.unique(matched, axis=0, return_counts=True)
+    enough = hits >= config.min_shared * counts[ordered[:, 0]]
+    pairs = np.unique(np.sort(ordered[enough], axis=1), axis=0)
+    stats = {"frame_pairs_within_distance": int(across.sum()), "video_pairs": int(len(pairs))}
+    return cluster_labels(n, pairs), stats
+
+
 def _semantic(arrays: DedupArrays, config: SemanticConfig) -> DedupOutcome:
     import faiss
 
@@ -107,6 +133,8 @@ def find_parents(method: str, config: Any, arrays: DedupArrays) -> DedupOutcome:
         return _semantic(arrays, config)
     if isinstance(config, NearConfig):
         labels, stats = _near_labels(arrays, config.max_distance)
+    elif isinstance(config, VideoNearConfig):
+        labels, stats = _video_labels(arrays, config)
     elif isinstance(config, ExactConfig):
         labels, stats = _exact_labels(list(arrays.values)), {}
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ExactConfig", "KeepPolicy", "METHODS", "NearConfig", "SemanticConfig"]
+__all__ = ["ExactConfig", "KeepPolicy", "METHODS", "NearConfig", "SemanticConfig", "VideoNearConfig"]
 
 
 @dataclass(frozen=True)
@@ -65,4 +65,25 @@ class SemanticConfig:
     """Also count how many samples each of these eps values would remove (for the report)."""
 
 
-METHODS: dict[str, type] = {"exact": ExactConfig, "phash": NearConfig, "semantic": SemanticConfig}
+@dataclass(frozen=True)
+class VideoNearConfig:
+    """Videos as lists of frame hashes (the ``video_phash`` annotator): two videos are
+    duplicates when at least ``min_shared`` of the hashed frames of one of them have a frame
+    of the other within ``max_distance`` bits; duplicates of duplicates join one cluster."""
+
+    column: str = "video_phash"
+    max_distance: int = 8
+    min_shared: float = 0.5
+    keep: str = "first"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_shared <= 1:
+            raise ValueError(f"min_shared must be in (0, 1], not {self.min_shared}")
+
+
+METHODS: dict[str, type] = {
+    "exact": ExactConfig,
+    "phash": NearConfig,
+    "semantic": SemanticConfig,
+    "video_phash": VideoNearConfig,
+}

@@ -24,7 +24,12 @@ from .compute import DedupArrays, find_parents
 
 __all__ = ["DedupReport", "PriorRows", "REASONS", "run_dedup"]
 
-REASONS = {"exact": "duplicate_of", "phash": "near_duplicate_of", "semantic": "semantic_duplicate_of"}
+REASONS = {
+    "exact": "duplicate_of",
+    "phash": "near_duplicate_of",
+    "semantic": "semantic_duplicate_of",
+    "video_phash": "video_near_duplicate_of",
+}
 CLUSTER_FILE = "dataset.parquet"
 
 
@@ -89,6 +94,8 @@ def _arrays(plan: DedupPlan, columns: dict[str, list[Any]], prior: np.ndarray) -
         values = np.asarray(values, dtype=np.uint64)
     elif plan.step.method == "semantic":
         values = np.asarray(values, dtype=np.float32)
+    elif plan.step.method == "video_phash":
+        values = [np.asarray(v or [], dtype=np.uint64) for v in values]
     mirror = np.asarray(columns[f"{config.column}_mirror"], dtype=np.uint64) if getattr(config, "mirror", False) else None
     return DedupArrays(values=values, mirror=mirror, score=score, prior=prior)
 

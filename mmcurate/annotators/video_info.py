@@ -1,0 +1,49 @@
+"""``video_info``: container facts of the video member (duration, rate, size, codec, ...)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from ..decode import DecodeError
+from ..decode.sandbox import DEFAULT_TIMEOUT_S, check_timeout
+from ..sampleview import SampleView
+from .base import Annotator, Row
+
+
+@dataclass(frozen=True)
+class VideoInfoConfig:
+    timeout_s: float | None = DEFAULT_TIMEOUT_S
+    """Time limit for reading one video's header; past it the sample drops as ``decode_timeout``
+    (null: decode in this process, without a limit, for trusted data)."""
+
+    def __post_init__(self) -> None:
+        check_timeout(self.timeout_s)
+
+
+class VideoInfo(Annotator):
+    """Reads the container header only (torchcodec); width and height are of the upright frame
+    (``rotation`` applied), so ``width >= 256 and height >= 256`` bounds the short side."""
+
+    name = "video_info"
+    Config = VideoInfoConfig
+    needs_pixels = False  # image pixels, that is
+    columns = {
+        "duration_s": pa.float64(),
+        "fps": pa.float64(),
+        "frames": pa.int64(),
+        "width": pa.int32(),
+        "height": pa.int32(),
+        "codec": pa.string(),
+        "rotation": pa.int16(),
+        "has_audio": pa.bool_(),
+        "video_bytes": pa.int64(),
+    }
+
+    def annotate_one(self, sample: SampleView) -> Row:
+        try:
+            info = sample.video_info(self.config.timeout_s)
+        except DecodeError as exc:
+            return {"error": str(exc)}
+        return {**info.to_dict(), "video_bytes": len(sample.require("video"))}

@@ -1,0 +1,84 @@
+"""``video_phash``: one 64-bit pHash per sampled frame, for video-level near-duplicate search.
+
+Frames are sampled one every ``every_s`` seconds from the start (so a trimmed copy shares
+most of its frames' times with the original) and hashed exactly as the image ``phash``
+annotator hashes an image (:mod:`mmcurate.perceptual`). Black borders that stay dark in every
+sampled frame (letterboxing, pillarboxing) are cropped first, so a letterboxed copy hashes
+like its source. Flat frames (a fade to black, a blank title card) carry no pattern to
+compare and are left out. The ``video_phash`` dedup method groups videos by these lists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+
+from .. import perceptual
+from ..decode import DecodeError
+from ..decode.sandbox import DEFAULT_TIMEOUT_S, check_timeout
+from ..decode.video import FrameRequest
+from ..sampleview import SampleView
+from .base import Annotator, Row
+
+__all__ = ["VideoPHash", "VideoPHashConfig", "crop_dark_borders"]
+
+_DARK = 32
+"""Luma at or below which a border row/column counts as black (video black is ~16)."""
+_FLAT_STD = 2.0
+"""Thumbnails with a smaller grey-level standard deviation are flat: not hashed."""
+
+
+@dataclass(frozen=True)
+class VideoPHashConfig:
+    every_s: float = 1.0
+    """Seconds between sampled frames."""
+    max_frames: int = 32
+    """At most this many frames per video (the first ``max_frames * every_s`` seconds)."""
+    size: int = 64
+    """Short side of the decoded frames in pixels (the hash reads a 32x32 thumbnail)."""
+    crop_borders: bool = True
+    """Crop borders that are black in every sampled frame before hashing."""
+    timeout_s: float | None = DEFAULT_TIMEOUT_S
+    """Time limit for one video's decode; past it the sample drops as ``decode_timeout``
+    (null: decode in this process, without a limit, for trusted data)."""
+
+    def __post_init__(self) -> None:
+        check_timeout(self.timeout_s)
+        FrameRequest(every_s=self.every_s, size=self.size, max_frames=self.max_frames)  # same checks
+
+
+def crop_dark_borders(gray: np.ndarray) -> tuple[slice, slice]:
+    """Rows and columns to keep of ``(N, H, W)`` luma frames: the bounding box of pixels
+    brighter than black in any frame (the whole frame when that box is under a tenth of it)."""
+    lit = gray.max(axis=0) > _DARK
+    rows, cols = np.flatnonzero(lit.any(axis=1)), np.flatnonzero(lit.any(axis=0))
+    height, width = lit.shape
+    if not len(rows) or (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1) < height * width / 10:
+        return slice(0, height), slice(0, width)
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
+class VideoPHash(Annotator):
+    """Columns ``video_phash`` (list of uint64, in time order) and ``video_phash_frames``
+    (frames sampled, flat ones included)."""
+
+    name = "video_phash"
+    Config = VideoPHashConfig
+    needs_pixels = False  # image pixels, that is
+    columns = {"video_phash": pa.list_(pa.uint64()), "video_phash_frames": pa.int32()}
+
+    def annotate_one(self, sample: SampleView) -> Row:
+        c = self.config
+        try:
+            got = sample.video_frames(every_s=c.every_s, max_frames=c.max_frames, size=c.size, timeout_s=c.timeout_s)
+        except DecodeError as exc:
+            return {"error": str(exc)}
+        gray = np.stack([np.asarray(Image.fromarray(f).convert("L")) for f in got.frames])
+        rows, cols = crop_dark_borders(gray) if c.crop_borders else (slice(None), slice(None))
+        thumbs = np.stack([perceptual.thumbnail(Image.fromarray(np.ascontiguousarray(g[rows, cols])), perceptual.PHASH_SIZE) for g in gray])
+        patterned = thumbs.reshape(len(thumbs), -1).std(axis=1) >= _FLAT_STD
+        hashes = perceptual.phash_pixels(thumbs[patterned]) if patterned.any() else np.empty(0, np.uint64)
+        return {"video_phash": [int(h) for h in hashes], "video_phash_frames": len(thumbs)}

@@ -1,0 +1,325 @@
+"""Decode under a time limit in a killable child process, so one bad file cannot stall a worker.
+
+decord and FFmpeg can hang (or crash) inside C code, where neither a Python thread timeout
+nor a signal handler reaches. So media decoding runs in a long-lived child process
+(``python -m mmcurate.decode.sandbox``), one per calling thread, started on first use:
+
+* The parent sends a request (op name, JSON parameters, the member's bytes) over the
+  child's stdin and waits for the answer on its stdout, with ``select`` and a deadline on
+  both the write and the read.
+* Past the deadline the parent kills the child (SIGKILL), reaps it, and raises
+  :class:`DecodeTimeout` (reason ``decode_timeout: ...``); the next request starts a fresh
+  child. A child that dies mid-request (a decoder crash) gives ``decode_error: ...``.
+* Answers carry JSON metadata and raw numpy arrays (dtype and shape in the JSON):
+  nothing is pickled, in either direction.
+* The child dies with its parent (stdin closes; on Linux also ``PR_SET_PDEATHSIG``) and
+  sends FFmpeg's and decord's log output to /dev/null (its stdout is kept for answers).
+
+``timeout_s=None`` decodes in the calling process instead (benchmarks, trusted data).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import select
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+import numpy as np
+
+from .audio import Audio, decode_audio
+from .errors import DecodeError, one_line
+from .video import FrameRequest, VideoFrames, VideoInfo, probe_video, sample_frames
+
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "DecodeTimeout",
+    "check_timeout",
+    "decode_audio_limited",
+    "probe_video_limited",
+    "sample_frames_limited",
+]
+
+DEFAULT_TIMEOUT_S = 60.0
+"""Default time limit for decoding one member (seconds)."""
+STARTUP_TIMEOUT_S = 120.0
+"""How long a fresh child may take to import its decoders (not counted against a member)."""
+
+_HEADER = struct.Struct("<IQ")  # JSON length, payload length
+_READY = b"R"
+
+Meta = dict[str, Any]
+Op = Callable[[bytes, Meta], tuple[Meta, list[np.ndarray]]]
+
+
+class DecodeTimeout(DecodeError):
+    """Decoding one member took longer than its time limit; the child was killed."""
+
+
+# --------------------------------------------------------------------------- ops (run in the child)
+
+
+def _op_video_info(data: bytes, params: Meta) -> tuple[Meta, list[np.ndarray]]:
+    return probe_video(data).to_dict(), []
+
+
+def _op_video_frames(data: bytes, params: Meta) -> tuple[Meta, list[np.ndarray]]:
+    got = sample_frames(data, FrameRequest(**params))
+    return {"timestamps_s": got.timestamps_s, "decoder": got.decoder}, [got.frames]
+
+
+def _op_audio(data: bytes, params: Meta) -> tuple[Meta, list[np.ndarray]]:
+    got = decode_audio(data, params.get("sample_rate"))
+    return {"sample_rate": got.sample_rate}, [got.waveform]
+
+
+_OPS: dict[str, Op] = {"video_info": _op_video_info, "video_frames": _op_video_frames, "audio": _op_audio}
+_MEDIA = {"video_info": "video", "video_frames": "video", "audio": "audio"}
+
+
+# --------------------------------------------------------------------------- typed entry points
+
+
+def probe_video_limited(data: bytes, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> VideoInfo:
+    """:func:`~mmcurate.decode.video.probe_video` under a time limit."""
+    meta, _ = _call("video_info", data, {}, timeout_s)
+    return VideoInfo(**meta)
+
+
+def sample_frames_limited(data: bytes, request: FrameRequest, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> VideoFrames:
+    """:func:`~mmcurate.decode.video.sample_frames` under a time limit."""
+    params = {k: getattr(request, k) for k in ("n", "every_s", "size", "max_frames")}
+    meta, arrays = _call("video_frames", data, params, timeout_s)
+    return VideoFrames(arrays[0], meta["timestamps_s"], meta["decoder"])
+
+
+def decode_audio_limited(data: bytes, sample_rate: int | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> Audio:
+    """:func:`~mmcurate.decode.audio.decode_audio` under a time limit."""
+    meta, arrays = _call("audio", data, {"sample_rate": sample_rate}, timeout_s)
+    return Audio(arrays[0], meta["sample_rate"])
+
+
+def check_timeout(timeout_s: float | None) -> None:
+    """ValueError unless ``timeout_s`` is a positive number of seconds or None (no child, no limit)."""
+    if timeout_s is not None and not timeout_s > 0:
+        raise ValueError(f"timeout_s must be > 0 seconds, or null to decode in-process without a limit; not {timeout_s}")
+
+
+def _call(op: str, data: bytes, params: Meta, timeout_s: float | None) -> tuple[Meta, list[np.ndarray]]:
+    if not data:  # known without a decoder
+        raise DecodeError(f"decode_error: empty {_MEDIA[op]} member")
+    check_timeout(timeout_s)
+    if timeout_s is None:
+        return _OPS[op](data, params)
+    return _child().call(op, data, params, timeout_s)
+
+
+# --------------------------------------------------------------------------- wire format
+
+
+def _encode(meta: Meta, payload: bytes) -> bytes:
+    blob = json.dumps(meta).encode()
+    return _HEADER.pack(len(blob), len(payload)) + blob + payload
+
+
+def _encode_answer(meta: Meta, arrays: list[np.ndarray]) -> bytes:
+    specs = [{"dtype": a.dtype.str, "shape": list(a.shape)} for a in arrays]
+    return _encode({**meta, "_arrays": specs}, b"".join(np.ascontiguousarray(a).tobytes() for a in arrays))
+
+
+def _decode_answer(meta: Meta, payload: bytes) -> tuple[Meta, list[np.ndarray]]:
+    payload = bytearray(payload)  # writable arrays (torch.from_numpy warns on read-only ones)
+    arrays, offset = [], 0
+    for spec in meta.pop("_arrays"):
+        dtype = np.dtype(spec["dtype"])
+        count = int(np.prod(spec["shape"], dtype=np.int64))
+        arrays.append(np.frombuffer(payload, dtype, count, offset).reshape(spec["shape"]))
+        offset += count * dtype.itemsize
+    return meta, arrays
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+class _Expired(Exception):
+    pass
+
+
+class _Child:
+    """One decode child process and the calling thread's channel to it."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[2])  # this mmcurate, whatever is installed
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mmcurate.decode.sandbox"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        os.set_blocking(proc.stdin.fileno(), False)
+        os.set_blocking(proc.stdout.fileno(), False)
+        self.proc = proc
+        try:
+            if _read_exact(proc.stdout.fileno(), 1, time.monotonic() + STARTUP_TIMEOUT_S) != _READY:
+                raise EOFError
+        except (_Expired, EOFError):
+            code = self.kill()
+            raise RuntimeError(f"mmcurate decode process did not start (exit status {code})") from None
+        return proc
+
+    def kill(self) -> int | None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        proc.kill()
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                stream.close()
+        return proc.wait()
+
+    def call(self, op: str, data: bytes, params: Meta, timeout_s: float) -> tuple[Meta, list[np.ndarray]]:
+        proc = self.proc if self.proc is not None and self.proc.poll() is None else self._start()
+        assert proc.stdin is not None and proc.stdout is not None
+        deadline = time.monotonic() + timeout_s
+        try:
+            _write_all(proc.stdin.fileno(), _encode({"op": op, "params": params}, data), deadline)
+            json_len, payload_len = _HEADER.unpack(_read_exact(proc.stdout.fileno(), _HEADER.size, deadline))
+            meta = json.loads(_read_exact(proc.stdout.fileno(), json_len, deadline))
+            payload = _read_exact(proc.stdout.fileno(), payload_len, deadline)
+        except _Expired:
+            self.kill()
+            raise DecodeTimeout(f"decode_timeout: {op} took longer than {timeout_s:g} s (decoder killed)") from None
+        except (EOFError, BrokenPipeError):
+            code = self.kill()
+            how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit status {code}"
+            raise DecodeError(f"decode_error: decoder process died during {op} ({how})") from None
+        if "error" in meta:
+            raise DecodeError(meta["error"])
+        return _decode_answer(meta, payload)
+
+
+def _wait(fd: int, write: bool, deadline: float) -> None:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise _Expired
+    ready = select.select([], [fd], [], remaining)[1] if write else select.select([fd], [], [], remaining)[0]
+    if not ready:
+        raise _Expired
+
+
+def _write_all(fd: int, data: bytes, deadline: float) -> None:
+    view = memoryview(data)
+    while view:
+        _wait(fd, True, deadline)
+        try:
+            view = view[os.write(fd, view[: 1 << 20]) :]
+        except BlockingIOError:
+            continue
+
+
+def _read_exact(fd: int, n: int, deadline: float) -> bytes:
+    chunks, got = [], 0
+    while got < n:
+        _wait(fd, False, deadline)
+        try:
+            chunk = os.read(fd, min(n - got, 1 << 22))
+        except BlockingIOError:
+            continue
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+_local = threading.local()
+_children: list[_Child] = []
+_children_lock = threading.Lock()
+
+
+def _child() -> _Child:
+    """The calling thread's decode child (Dask runs one task per thread)."""
+    child = getattr(_local, "child", None)
+    if child is None:
+        child = _local.child = _Child()
+        with _children_lock:
+            _children.append(child)
+    return child
+
+
+@atexit.register
+def _stop_children() -> None:
+    with _children_lock:
+        for child in _children:
+            child.kill()
+
+
+# --------------------------------------------------------------------------- child side
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass
+
+
+def _read_stream(stream: BinaryIO, n: int) -> bytes:
+    data = stream.read(n) if n else b""
+    if len(data) != n:
+        raise EOFError
+    return data
+
+
+def _serve() -> None:
+    """Child main loop: answer requests on stdin until it closes."""
+    _die_with_parent()
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # C libraries printing to stdout cannot corrupt answers
+    requests = sys.stdin.buffer
+    import decord  # noqa: F401  (imported before the first deadline starts)
+    import torchcodec.decoders  # noqa: F401
+
+    answers.write(_READY)
+    answers.flush()
+    while True:
+        try:
+            json_len, payload_len = _HEADER.unpack(_read_stream(requests, _HEADER.size))
+            request = json.loads(_read_stream(requests, json_len))
+            data = _read_stream(requests, payload_len)
+        except EOFError:
+            return
+        try:
+            meta, arrays = _OPS[request["op"]](data, request["params"])
+            answer = _encode_answer(meta, arrays)
+        except DecodeError as exc:
+            answer = _encode({"error": str(exc)}, b"")
+        except Exception as exc:  # a decoder bug is this member's error, not the child's end
+            answer = _encode({"error": f"decode_error: {type(exc).__name__}: {one_line(exc)}"}, b"")
+        answers.write(answer)
+        answers.flush()
+
+
+if __name__ == "__main__":
+    _serve()
