@@ -24,15 +24,17 @@ from .shard_task import AnnotatePlan, decide_steps, read_manifest
 from .tarread import Sample
 from .thumbs import placeholder, sample_html
 
-__all__ = ["NOT_ANNOTATED", "STYLE", "Gallery", "preview", "with_style"]
+__all__ = ["NOT_ANNOTATED", "STYLE", "Gallery", "labelled_row", "preview", "with_style"]
 
 STYLE = """
 .mmc-row { display: flex; flex-wrap: wrap; align-items: flex-start; gap: 6px; margin: 4px 0; }
-.mmc-row .label { width: 80px; font-size: 12px; font-weight: 600; padding-top: 4px; }
-figure.thumb { margin: 0; width: 150px; font-size: 11px; overflow-wrap: anywhere; font-family: system-ui, sans-serif; }
+.mmc-row .label { width: 80px; flex: none; font-size: 12px; font-weight: 600; padding-top: 4px; }
+.mmc-row .items { display: flex; flex-wrap: wrap; align-items: flex-start; gap: 6px; flex: 1; }
+figure.thumb { margin: 0; width: min-content; min-width: 150px; font-size: 11px; overflow-wrap: anywhere; font-family: system-ui, sans-serif; }
 figure.thumb img { display: block; border: 1px solid #ccc; }
+figure.thumb .strip { display: flex; gap: 1px; }
 .ph { display: flex; align-items: center; justify-content: center; text-align: center; background: #f1f1f1;
-      border: 1px dashed #bbb; color: #777; font-size: 11px; padding: 4px; box-sizing: border-box; min-height: 60px; }
+      border: 1px dashed #bbb; color: #777; font-size: 11px; padding: 4px; box-sizing: border-box; min-height: 60px; overflow: hidden; }
 .why { color: #c8553d; }
 """
 
@@ -42,6 +44,12 @@ NOT_ANNOTATED = "not_annotated: the run never computed this annotation for the s
 def with_style(html: str) -> str:
     """``html`` (gallery rows) with the stylesheet they need, for ``IPython.display.HTML``."""
     return f"<style>{STYLE}</style>{html}"
+
+
+def labelled_row(figures: Iterable[str], label: str = "", label_class: str = "") -> str:
+    """Figures side by side (wrapping), with an optional label on the left."""
+    head = f'<div class="label {label_class}">{escape(label)}</div>' if label else ""
+    return f'<div class="mmc-row">{head}<div class="items">{"".join(figures)}</div></div>'
 
 
 def _fmt(value: Any) -> str:
@@ -99,8 +107,7 @@ class Gallery:
         """A wrapping row of figures, with an optional label on the left."""
         rows, columns = list(rows), list(columns)
         self.load((r["shard"], r["key"]) for r in rows)
-        head = f'<div class="label {label_class}">{escape(label)}</div>' if label else ""
-        return f'<div class="mmc-row">{head}{"".join(self.figure(r, columns) for r in rows)}</div>'
+        return labelled_row([self.figure(r, columns) for r in rows], label, label_class)
 
     def grid(self, rows: Iterable[Mapping[str, Any]], columns: Iterable[str] = (), label: str = "") -> str:
         """:meth:`row` with its stylesheet: a standalone HTML fragment (``IPython.display.HTML``)."""

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .browse import STYLE, Gallery
+from .browse import STYLE, Gallery, labelled_row
 from .charts import DROPPED_COLOR, KEPT_COLOR, Threshold, funnel_svg, histogram_svg
 from .funnel import reason_category
 from .plan import READ_STEP, AnnotatePlan, build_plan, funnel_steps
@@ -239,7 +239,7 @@ def _clusters_section(clusters: dict[str, list[list[dict[str, Any]]]], gallery: 
             for m in group:
                 label = '<span class="kept">kept by this step</span>' if m["step"] != step else '<span class="dropped">duplicate</span>'
                 figures.append(gallery.figure({**m, "reason": None}, extra=label))
-            parts.append(f'<div class="mmc-row"><div class="label">{group[0]["dup_cluster_size"]} samples</div>{"".join(figures)}</div>')
+            parts.append(labelled_row(figures, f'{group[0]["dup_cluster_size"]} samples'))
     return "".join(parts) + "</section>"
 
 

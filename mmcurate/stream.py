@@ -122,6 +122,7 @@ class RecipeSelect:
     def __init__(self, recipe: Recipe, batch_size: int = 32):
         self.recipe = recipe
         self.steps = build_plan(recipe).per_sample_steps()
+        self.pixels = any(s.annotator.needs_pixels for s in self.steps if isinstance(s, AnnotatePlan))
         per_sample = {step.id for step in self.steps}
         self.skipped = [s.id for s in recipe.steps if s.id not in per_sample]
         self.batch_size = batch_size
@@ -143,7 +144,7 @@ class RecipeSelect:
                     f"not raw bytes; put the stage before .decode()"
                 )
             members.append(Member(name=f"{sample['__key__']}.{ext}", ext=ext.lower(), data=bytes(value)))
-        return SampleView(Sample(str(sample["__key__"]), members), self.recipe.modalities)
+        return SampleView(Sample(str(sample["__key__"]), members), self.recipe.modalities, self.pixels)
 
     def _kept(self, batch: list[WdsSample]) -> list[WdsSample]:
         views = {str(sample["__key__"]): self._view(sample) for sample in batch}

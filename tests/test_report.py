@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import mmcurate
+from conftest import REPO
 from mmcurate.report import ReportOptions, write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -58,17 +60,42 @@ def test_report_cost_is_bounded_by_its_options(demo, tmp_path):
     assert "demo-000001" not in examples and html.count('<figure class="thumb">') < demo.report.read_text().count('<figure class="thumb">')
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium; .ci/run installs it)")
-def test_report_renders_in_headless_chromium_with_its_images(demo, tmp_path):
-    probed = tmp_path / "probed.html"
-    probed.write_text(demo.report.read_text().replace("</body>", PROBE + "</body>"))
+@pytest.fixture(scope="module")
+def video(tmp_path_factory, client):
+    return mmcurate.curate(str(REPO / "shards" / "video-000000.tar"), "video-default", tmp_path_factory.mktemp("video") / "run", client=client, quiet=True)
+
+
+def test_video_and_audio_samples_show_frame_strips_and_waveforms(video, tmp_path, client):
+    html = video.report.read_text()
+    strips = re.findall(r'<div class="strip">(.*?)</div>', html)
+    assert len(strips) > 10 and all(s.count('<img src="data:image/jpeg;base64,') == 4 for s in strips)
+    assert "decode_error: empty video member" in html and "video_near_duplicate_of" in html
+    audio = mmcurate.curate(str(REPO / "shards" / "audio-000000.tar"), "audio-default", tmp_path / "audio", client=client, quiet=True)
+    html = audio.report.read_text()
+    examples = html[html.index('id="examples"') : html.index('id="clusters"')]
+    assert examples.count("<polygon") >= 10 and examples.count('<audio controls preload="none"') == examples.count("<polygon")
+    assert "decode_error: empty audio member" in examples
+
+
+def _decoded_images(path, tmp_path) -> tuple[int, int]:
+    """(images decoded, images) once Chromium has loaded the page at ``path``."""
+    probed = tmp_path / f"probed-{path.name}"
+    probed.write_text(path.read_text().replace("</body>", PROBE + "</body>"))
     dom = _chromium("--virtual-time-budget=5000", "--dump-dom", probed.as_uri())
-    decoded, total = map(int, re.search(r'data-probe="(\d+)/(\d+)"', dom).groups())
+    decoded, total = re.search(r'data-probe="(\d+)/(\d+)"', dom).groups()
+    return int(decoded), int(total)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium; .ci/run installs it)")
+def test_report_renders_in_headless_chromium_with_its_images(demo, video, tmp_path):
+    decoded, total = _decoded_images(demo.report, tmp_path)
     assert total > 20 and decoded == total
+    decoded, total = _decoded_images(video.report, tmp_path)  # frame strips too
+    assert total > 40 and decoded == total
     # the probe notices an image that does not decode
     broken = tmp_path / "broken.html"
-    broken.write_text(probed.read_text().replace("<h1>", '<img src="data:image/jpeg;base64,AAAA"><h1>', 1))
-    decoded, total = map(int, re.search(r'data-probe="(\d+)/(\d+)"', _chromium("--virtual-time-budget=5000", "--dump-dom", broken.as_uri())).groups())
+    broken.write_text(demo.report.read_text().replace("<h1>", '<img src="data:image/jpeg;base64,AAAA"><h1>', 1))
+    decoded, total = _decoded_images(broken, tmp_path)
     assert decoded == total - 1
     # and the page is drawn: a screenshot with the funnel's green and red, not a blank page
     shot = tmp_path / "shot.png"
