@@ -133,6 +133,9 @@ def _inspect(args: argparse.Namespace) -> int:
         print("\ntop drop reasons:")
         for reason, n in reasons:
             print(f"  {n:>8}  {reason}")
+    report = run.root / "report.html"
+    if report.exists():
+        print(f"\nreport: {report}")
     return 0
 
 

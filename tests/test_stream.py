@@ -25,8 +25,8 @@ def demo(demo_default):
     return demo_default, mmcurate.open_run(demo_default.out).decisions.to_pylist()
 
 
-def _loader_keys(dataset) -> list[str]:
-    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2)
+def _loader_keys(dataset, workers: int = 2) -> list[str]:
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers)
     return [sample["__key__"] for sample in loader]
 
 
@@ -93,3 +93,16 @@ def test_run_stage_needs_only_the_decisions_and_names_a_missing_run(demo, tmp_pa
     assert len(list(mmcurate.select(run=bare)(wds.WebDataset(URLS, shardshuffle=False)))) == 174
     with pytest.raises(FileNotFoundError, match="no decisions.parquet; not a finished mmcurate run"):
         mmcurate.select(run=tmp_path / "nothing")
+
+
+@pytest.mark.filterwarnings("ignore:.*global step")
+def test_recipe_stage_decodes_video_in_a_dataloader_worker_like_a_run(tmp_path, client):
+    from conftest import REPO
+
+    shard = str(REPO / "shards" / "video-000000.tar")
+    run = mmcurate.curate(shard, "video-default", tmp_path / "video", client=client, quiet=True)
+    decisions = mmcurate.open_run(run.out).decisions.to_pylist()
+    stage = mmcurate.select(recipe="video-default")
+    assert stage.skipped == ["dedup_exact", "dedup_video_phash"]
+    keys = _loader_keys(wds.WebDataset(shard, shardshuffle=False).compose(stage), workers=1)
+    assert sorted(keys) == sorted(d["key"] for d in decisions if d["kept"] or d["step"] in stage.skipped)
