@@ -69,7 +69,7 @@ class Gallery:
     def __init__(self, run: Run, size: int = 128):
         self.run = run
         self.size = size
-        self.plans = build_plan(run.recipe).annotate_plans()
+        self.plans = run.plan.annotate_plans()
         self.samples: dict[tuple[str, str], Sample | None] = {}
         self.annotations: dict[str, dict[str, dict[str, Any]]] = {}
 
@@ -124,7 +124,7 @@ def preview(run: Run, recipe: Recipe | Iterable[str]) -> pa.Table:
     dropped with reason :data:`NOT_ANNOTATED`; ``curate(..., overwrite=True)`` decides it for real.
     """
     recipe = recipe if isinstance(recipe, Recipe) else run.recipe.with_overrides(recipe)
-    steps = build_plan(recipe).per_sample_steps()
+    steps = build_plan(recipe, run.info.get("resolved")).per_sample_steps()
     columns: dict[str, list[Any]] = {name: [] for name in DECISIONS_SCHEMA.names}
     for url in run.info["inputs"]:
         ref = run.shard_ref(url)

@@ -9,9 +9,11 @@ from typing import Sequence
 
 from . import __version__, annotators
 from .curate import curate
+from .annotators import AnnotatorUnavailable
 from .engine import TaskFailed
 from .funnel import format_dedup, format_funnel
 from .inputs import InputError
+from .keep_top import format_keep_top
 from .recipe import RecipeError, recipe_dirs
 from .report import ReportOptions, write_report
 from .runview import Run, open_run
@@ -25,6 +27,9 @@ examples:
       --out curated/ --scheduler tcp://10.0.0.5:8786
   mmcurate filter data/*.tar --recipe default --out runs/demo --set image_size.expr='width >= 256' --overwrite
   mmcurate filter new/*.tar --recipe near-dup --out runs/new --against runs/demo
+  mmcurate filter data/*.tar --recipe laion2b --out runs/laion --set clip_score.batch_size=512
+  mmcurate filter data/*.tar --recipe laion2b --out runs/laion \
+      --set clip_score.checkpoint=/models/ViT-B-32-openai.pt
   mmcurate inspect runs/demo
   mmcurate inspect runs/demo --sample 000000017        # every annotation and the decision
   mmcurate inspect runs/demo --dropped-by image_size   # keys and reasons
@@ -61,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--scheduler", metavar="ADDRESS", help="join this Dask scheduler (e.g. tcp://host:8786) instead of starting a local cluster")
     f.add_argument("--workers", type=int, metavar="N", help="local cluster worker processes (default: one per CPU core)")
     f.add_argument("--threads-per-worker", type=int, default=1, metavar="N", help="threads per local worker (default: 1)")
+    f.add_argument("--gpus", type=int, metavar="N", help="local GPU workers for GPU steps such as clip_score, one per device (default: every CUDA device when the recipe has a GPU step; 0: none)")
     f.add_argument("--against", action="append", default=[], metavar="PREVIOUS_OUT", help="deduplicate against the kept samples of an earlier run directory (its stored hashes are reused; repeatable)")
     f.add_argument("--overwrite", action="store_true", help="replace a different run already in --out (its stored annotations are reused where they match)")
     f.add_argument("--quiet", action="store_true", help="no progress bars or funnel")
@@ -107,6 +113,7 @@ def _filter(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         quiet=args.quiet,
         against=args.against,
+        gpus=args.gpus,
     )
     if not args.quiet:
         print(result.summary())
@@ -128,6 +135,8 @@ def _inspect(args: argparse.Namespace) -> int:
     print(format_funnel(run.funnel()))
     for report in run.info.get("dedup", []):
         print("\n" + format_dedup(report))
+    for report in run.info.get("keep_top", []):
+        print("\n" + format_keep_top(report))
     reasons = run.top_reasons(args.top)
     if reasons:
         print("\ntop drop reasons:")
@@ -159,7 +168,7 @@ def _report(args: argparse.Namespace) -> int:
 def _annotators(_: argparse.Namespace) -> int:
     for name in annotators.names():
         cls = annotators.get(name)
-        print(f"{name:<20} {annotators.origin(name)}\n{'':<20} columns: {', '.join(cls.columns)}")
+        print(f"{name:<20} {annotators.origin(name)}\n{'':<20} columns: {', '.join(cls.columns_for(cls.Config()))}")
     return 0
 
 
@@ -175,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"filter": _filter, "inspect": _inspect, "report": _report, "recipes": _recipes, "annotators": _annotators}
     try:
         return handlers[args.command](args)
-    except (InputError, RecipeError, RunConflict, TaskFailed, FileNotFoundError) as exc:
+    except (InputError, RecipeError, RunConflict, TaskFailed, AnnotatorUnavailable, FileNotFoundError) as exc:
         print(f"mmcurate: error: {exc}", file=sys.stderr)
         return 2
     except KeyError as exc:  # an unknown sample key or step name; the message says which

@@ -9,24 +9,28 @@ import sys
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from dask.distributed import Client
 
-from . import engine
+from . import annotators, engine
 from .dedup import DedupReport, PriorRows, run_dedup
 from .funnel import StepCount, format_dedup, format_funnel, funnel
 from .inputs import ShardRef, resolve_inputs
+from .keep_top import KeepTopReport, format_keep_top, run_keep_top
 from .ledger import Ledger
 from .output import PIECES, assemble, assign_shards, index_json, sample_tar_bytes, write_piece, write_tasks
-from .plan import DedupPlan, Plan, build_plan, digest, funnel_steps
-from .recipe import Recipe
+from .plan import GlobalPlan, Group, Plan, build_plan, digest, funnel_steps
+from .recipe import AnnotateStep, DedupStep, KeepTopStep, Recipe
 from .report import write_report
 from .runview import open_run
 from .shard_task import GroupTask, run_group
 from .store import RunStore, atomic_write_bytes, remove_stale
 
 __all__ = ["CurateResult", "curate"]
+
+GLOBAL_RUNNERS = {DedupStep: run_dedup, KeepTopStep: run_keep_top}
+"""How each kind of global step runs: (client, store, plan, ledger, shards, priors) -> (drops per shard, report)."""
 
 
 @dataclass
@@ -45,6 +49,8 @@ class CurateResult:
     """Per dedup step: how many removed, how many clusters, the largest ones."""
     report: Path | None = None
     """``OUT/report.html`` (None if writing it failed; ``mmcurate report OUT`` retries)."""
+    top: list[KeepTopReport] = field(default_factory=list)
+    """Per keep_top step: how many kept and the threshold that resulted."""
 
     @property
     def decisions_path(self) -> Path:
@@ -57,6 +63,7 @@ class CurateResult:
             + format_funnel(self.funnel)
             + "".join("\n" + format_dedup(asdict(r)) for r in self.dedup)
             + (f"\nreport: {self.report}" if self.report else "")
+            + "".join("\n" + format_keep_top(asdict(r)) for r in self.top)
         )
 
 
@@ -84,6 +91,7 @@ def curate(
     quiet: bool = False,
     batch_size: int = 64,
     against: Sequence[str | os.PathLike[str]] = (),
+    gpus: int | None = None,
 ) -> CurateResult:
     """Curate ``inputs`` (paths, globs, ``{000..009}`` ranges, fsspec URLs) with ``recipe`` into ``out``.
 
@@ -91,11 +99,17 @@ def curate(
     ``workers`` processes. Re-running the same call resumes and reuses stored annotations.
     ``against`` names earlier run directories: samples duplicating their kept samples are
     dropped (their stored columns are read, nothing is re-hashed).
+
+    Before any work, every annotator checks (or fetches) what it needs, e.g. model weights,
+    and raises :class:`~mmcurate.annotators.AnnotatorUnavailable` when it cannot. A local
+    cluster gets ``gpus`` extra GPU workers (default: one per CUDA device when the recipe has
+    a GPU step); steps that ask for a GPU run on them.
     """
     recipe = Recipe.resolve(recipe, overrides)
     shards = resolve_inputs([inputs] if isinstance(inputs, str) else list(inputs))
     priors = [open_run(path).kept_rows() for path in against]
-    plan = build_plan(recipe)
+    resolved = _prepare_annotators(recipe)
+    plan = build_plan(recipe, resolved)
     store = RunStore(out)
     identity = digest({"inputs": [s.url for s in shards], "recipe": recipe.to_dict(), "against": [p.source for p in priors]}, 32)
     describe = f"recipe {recipe.name!r} on {len(shards)} shard(s)"
@@ -109,11 +123,14 @@ def curate(
         "recipe": recipe.to_dict(),
         "recipe_source": recipe.source,
         "steps": {p.id: p.fingerprint for p in plan.annotate_plans()},
+        "resolved": resolved,
         "versions": _versions(),
     }
     store.save_run_info(info)
 
-    with engine.connect(scheduler, workers, threads_per_worker, client, quiet) as dask_client:
+    wants_gpu = any("GPU" in s.resources for s in plan.stages if isinstance(s, Group))
+    gpu_workers = (engine.cuda_device_count() if gpus is None else gpus) if wants_gpu else 0
+    with engine.connect(scheduler, workers, threads_per_worker, client, quiet, gpus=gpu_workers) as dask_client:
         ledger, computed, reports = _decide(dask_client, plan, shards, store, batch_size, quiet, priors)
         output_of, written = _write(dask_client, plan, shards, ledger, store, quiet)
 
@@ -129,12 +146,14 @@ def curate(
         funnel=counts,
         shards=[store.shards_dir / w["url"] for w in written],
         computed=computed,
-        dedup=reports,
+        dedup=[r for r in reports if isinstance(r, DedupReport)],
+        top=[r for r in reports if isinstance(r, KeepTopReport)],
     )
     info.update(
         status="complete",
         counts={"samples_in": result.samples_in, "kept": kept, "dropped": result.dropped},
-        dedup=[asdict(r) for r in reports],
+        dedup=[asdict(r) for r in result.dedup],
+        keep_top=[asdict(r) for r in result.top],
         against=[p.source for p in priors],
     )
     store.save_run_info(info)
@@ -150,18 +169,23 @@ def _write_report(root: Path) -> Path | None:
         print(f"mmcurate: warning: report.html not written ({type(exc).__name__}: {exc}); retry with `mmcurate report {root}`", file=sys.stderr)
         return None
     return path
+def _prepare_annotators(recipe: Recipe) -> dict[str, Any]:
+    """Each annotate step's ``prepare()``: fail now, before any work, if a resource is missing."""
+    return {
+        step.id: annotators.get(step.annotator).prepare(step.config) for step in recipe.steps if isinstance(step, AnnotateStep)
+    }
 
 
 def _decide(
     client: Client, plan: Plan, shards: list[ShardRef], store: RunStore, batch_size: int, quiet: bool, priors: list[PriorRows]
-) -> tuple[Ledger, dict[str, int], list[DedupReport]]:
+) -> tuple[Ledger, dict[str, int], list[Any]]:
     ledger = Ledger(shards)
     computed: dict[str, int] = {}
-    reports: list[DedupReport] = []
+    reports: list[Any] = []
     first = True
     for number, stage in enumerate(plan.stages, start=1):
-        if isinstance(stage, DedupPlan):
-            all_drops, report = run_dedup(client, store, stage, ledger, shards, priors)
+        if isinstance(stage, GlobalPlan):
+            all_drops, report = GLOBAL_RUNNERS[type(stage.step)](client, store, stage, ledger, shards, priors)
             for url, drops in all_drops.items():
                 ledger.drop(url, drops)
             reports.append(report)
@@ -173,12 +197,13 @@ def _decide(
                 modalities=dict(plan.recipe.modalities),
                 steps=stage.steps,
                 alive=None if first else frozenset(e.key for e in ledger.alive(ref.url)),
-                batch_size=batch_size,
+                batch_size=stage.batch_size(batch_size),
             )
             for ref in shards
         ]
         label = f"stage {number}/{len(plan.stages)}: " + ", ".join(s.id for s in stage.steps)
-        results = engine.map_tasks(client, run_group, tasks, label, lambda t: t.shard.url, quiet)
+        resources = stage.resources if engine.offers(client, stage.resources) else None
+        results = engine.map_tasks(client, run_group, tasks, label, lambda t: t.shard.url, quiet, resources)
         for ref, result in zip(shards, results):
             if first:
                 ledger.record_read(ref.url, result.entries)

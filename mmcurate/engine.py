@@ -1,8 +1,14 @@
-"""Dask engine: start a LocalCluster or join a scheduler, and map tasks with a progress bar."""
+"""Dask engine: start a LocalCluster or join a scheduler, and map tasks with a progress bar.
+
+A local cluster can hold GPU workers beside the CPU ones: one process per CUDA device,
+which sees only its device (``CUDA_VISIBLE_DEVICES``) and offers the Dask resource ``GPU``.
+Tasks that ask for ``GPU`` run only there; other tasks run anywhere.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import sys
@@ -11,7 +17,7 @@ from typing import Any, Callable, Iterator, Sequence
 from dask.distributed import Client, LocalCluster, as_completed
 from tqdm import tqdm
 
-__all__ = ["TaskFailed", "connect", "map_tasks"]
+__all__ = ["TaskFailed", "connect", "cuda_device_count", "map_tasks", "offers"]
 
 
 class TaskFailed(RuntimeError):
@@ -22,6 +28,36 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def cuda_device_count() -> int:
+    """CUDA devices this machine has (0 without torch or CUDA)."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def offers(client: Client, resources: dict[str, float] | None) -> bool:
+    """Whether some worker of ``client``'s cluster offers all of ``resources`` (False for none)."""
+    if not resources:
+        return False
+    for worker in client.scheduler_info(n_workers=-1)["workers"].values():
+        have = worker.get("resources", {})
+        if all(have.get(name, 0) >= amount for name, amount in resources.items()):
+            return True
+    return False
+
+
+def _add_gpu_workers(cluster: LocalCluster, gpus: int) -> None:
+    """Add one worker process per CUDA device, offering resource ``GPU`` and seeing only its device."""
+    template = next(iter(cluster.worker_spec.values()))
+    for device in range(gpus):
+        spec = copy.deepcopy(template)
+        spec["options"].update(nthreads=1, resources={"GPU": 1}, env={"CUDA_VISIBLE_DEVICES": str(device)})
+        cluster.worker_spec[f"gpu-{device}"] = spec
+    cluster.scale(len(cluster.worker_spec))  # starts the specs just added, keeps the others
+
+
 @contextlib.contextmanager
 def connect(
     scheduler: str | None = None,
@@ -29,8 +65,10 @@ def connect(
     threads_per_worker: int = 1,
     client: Client | None = None,
     quiet: bool = False,
+    gpus: int = 0,
 ) -> Iterator[Client]:
-    """Yield a client: the one given, one joined to ``scheduler``, or a new LocalCluster's."""
+    """Yield a client: the one given, one joined to ``scheduler``, or a new LocalCluster's
+    (``workers`` CPU workers plus ``gpus`` GPU workers)."""
     if client is not None:
         yield client
         return
@@ -48,7 +86,11 @@ def connect(
         dashboard_address=":8787",
         silence_logs=logging.ERROR,
     ) as cluster, Client(cluster) as local:
-        _say(f"local Dask cluster: {n} workers x {threads_per_worker} threads; dashboard {local.dashboard_link}", quiet)
+        if gpus:
+            _add_gpu_workers(cluster, gpus)
+            local.wait_for_workers(n + gpus, timeout=120)
+        extra = f" + {gpus} GPU worker(s)" if gpus else ""
+        _say(f"local Dask cluster: {n} workers x {threads_per_worker} threads{extra}; dashboard {local.dashboard_link}", quiet)
         yield local
 
 
@@ -64,9 +106,11 @@ def map_tasks(
     label: str,
     describe: Callable[[Any], str],
     quiet: bool = False,
+    resources: dict[str, float] | None = None,
 ) -> list[Any]:
-    """Run ``fn`` on every item (retried if a worker dies), in order, showing progress."""
-    futures = client.map(fn, items, pure=False, retries=2)
+    """Run ``fn`` on every item (retried if a worker dies), in order, showing progress; with
+    ``resources``, only on workers that offer them."""
+    futures = client.map(fn, items, pure=False, retries=2, resources=resources)
     index = {f.key: i for i, f in enumerate(futures)}
     results: list[Any] = [None] * len(items)
     with tqdm(total=len(items), desc=label, unit="shard", disable=quiet, file=sys.stderr, leave=True) as bar:

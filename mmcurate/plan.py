@@ -1,11 +1,13 @@
 """From a recipe to stages of work, and the fingerprints that name stored annotations.
 
-Consecutive annotate/filter steps form a *group*, run as one task per input shard; a
-dedup step is *global* and runs once over small columns of the whole dataset.
+Consecutive annotate/filter steps form a *group*, run as one task per input shard; a new
+group starts where an annotator asks for other worker resources (a GPU), so cheap steps run
+on every worker and the GPU step only on the survivors. Dedup and keep_top steps are
+*global*: they run once over small columns of the whole dataset.
 
-An annotation part is named by a fingerprint of the annotator (name, version, config),
-the recipe's modalities, the fingerprints of the annotate steps before it, and the input
-shard's identity. Filters are not part of it: annotators are pure per-sample functions,
+An annotation part is named by a fingerprint of the annotator (name, version, config,
+identity of resolved resources such as a checkpoint file), the recipe's modalities, the
+fingerprints of the annotate steps before it, and the input shard's identity. Filters are not part of it: annotators are pure per-sample functions,
 so a new threshold reuses every stored row (rows missing for newly surviving samples are
 computed and added).
 """
@@ -16,14 +18,16 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable, Union
+from typing import Any, Iterable, Mapping, Union
+
+import pyarrow as pa
 
 from . import annotators
 from .inputs import ShardRef
-from .recipe import AnnotateStep, DedupStep, FilterStep, Recipe
+from .recipe import AnnotateStep, FilterStep, GlobalStep, Recipe
 from .store import RunStore
 
-__all__ = ["AnnotatePlan", "DedupPlan", "Group", "Plan", "READ_STEP", "build_plan", "digest", "funnel_steps", "read_annotations"]
+__all__ = ["AnnotatePlan", "GlobalPlan", "Group", "Plan", "READ_STEP", "build_plan", "digest", "funnel_steps", "read_annotations"]
 
 READ_STEP = "read"
 READER_VERSION = "1"
@@ -51,6 +55,14 @@ class AnnotatePlan:
     def id(self) -> str:
         return self.step.id
 
+    @property
+    def columns(self) -> dict[str, pa.DataType]:
+        return self.annotator.columns_for(self.step.config)
+
+    @property
+    def resources(self) -> dict[str, float]:
+        return self.annotator.resources_for(self.step.config)
+
     def part_name(self, shard: ShardRef) -> str:
         return f"{shard.name}-{digest([self.fingerprint, shard.identity])}.parquet"
 
@@ -67,12 +79,26 @@ class Group:
 
     steps: tuple[GroupStep, ...]
 
+    @property
+    def resources(self) -> dict[str, float]:
+        """Worker resources its tasks ask for (those of its annotators)."""
+        found: dict[str, float] = {}
+        for step in self.steps:
+            if isinstance(step, AnnotatePlan):
+                found.update(step.resources)
+        return found
+
+    def batch_size(self, default: int) -> int:
+        """Samples per batch: ``default``, or more where an annotator wants bigger batches."""
+        wanted = [s.annotator.batch_size_for(s.step.config) for s in self.steps if isinstance(s, AnnotatePlan)]
+        return max([default] + [w for w in wanted if w])
+
 
 @dataclass(frozen=True)
-class DedupPlan:
-    """A global dedup step and, per column it reads, the annotate step that stored it."""
+class GlobalPlan:
+    """A global step (dedup, keep_top) and, per column it reads, the annotate step that stored it."""
 
-    step: DedupStep
+    step: GlobalStep
     sources: dict[str, AnnotatePlan]
 
     @property
@@ -81,13 +107,10 @@ class DedupPlan:
 
     @property
     def columns(self) -> list[str]:
-        """The compared column(s) first (value, then ``_mirror``), then the keep policy's."""
-        config = self.step.config
-        cols = [config.column] + ([f"{config.column}_mirror"] if getattr(config, "mirror", False) else [])
-        return cols + [c for c in self.step.keep.columns if c not in cols]
+        return self.step.columns
 
 
-Stage = Union[Group, DedupPlan]
+Stage = Union[Group, GlobalPlan]
 
 
 @dataclass(frozen=True)
@@ -125,7 +148,10 @@ def read_part_name(shard: ShardRef) -> str:
     return f"{shard.name}-{digest([READER_VERSION, shard.identity])}.parquet"
 
 
-def build_plan(recipe: Recipe) -> Plan:
+def build_plan(recipe: Recipe, identities: Mapping[str, Mapping[str, Any]] | None = None) -> Plan:
+    """Stages of ``recipe``; ``identities`` maps an annotate step id to what its annotator's
+    ``prepare()`` resolved (part of the fingerprint; :func:`mmcurate.curate` passes them)."""
+    identities = identities or {}
     modalities = {k: list(v) for k, v in recipe.modalities.items()}
     stages: list[Stage] = []
     current: list[GroupStep] = []
@@ -141,11 +167,15 @@ def build_plan(recipe: Recipe) -> Plan:
                     "config": dataclasses.asdict(step.config),
                     "modalities": modalities,
                     "upstream": upstream,
+                    **({"resolved": dict(identities[step.id])} if identities.get(step.id) else {}),
                 }
             )
             upstream = upstream + [fp]
             plan = AnnotatePlan(step, fp, cls)
-            produced.update({column: plan for column in cls.columns})
+            produced.update({column: plan for column in plan.columns})
+            if any(isinstance(s, AnnotatePlan) for s in current) and plan.resources != Group(tuple(current)).resources:
+                stages.append(Group(tuple(current)))
+                current = []
             current.append(plan)
         elif isinstance(step, FilterStep):
             current.append(step)
@@ -153,7 +183,7 @@ def build_plan(recipe: Recipe) -> Plan:
             if current:
                 stages.append(Group(tuple(current)))
                 current = []
-            stages.append(DedupPlan(step, dict(produced)))
+            stages.append(GlobalPlan(step, dict(produced)))
     if current:
         stages.append(Group(tuple(current)))
     return Plan(recipe, tuple(stages))

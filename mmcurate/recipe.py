@@ -24,6 +24,8 @@ __all__ = [
     "AnnotateStep",
     "DedupStep",
     "FilterStep",
+    "GlobalStep",
+    "KeepTopStep",
     "OutputConfig",
     "Recipe",
     "RecipeError",
@@ -78,11 +80,37 @@ class DedupStep:
     def keep(self) -> KeepPolicy:
         return KeepPolicy.parse(self.config.keep)
 
+    @property
+    def columns(self) -> list[str]:
+        """Columns it reads: the compared one(s) (value, then ``_mirror``), then the keep policy's."""
+        cols = [self.config.column] + ([f"{self.config.column}_mirror"] if getattr(self.config, "mirror", False) else [])
+        return cols + [c for c in self.keep.columns if c not in cols]
+
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "dedup": self.method, **dataclasses.asdict(self.config)}
 
 
-Step = Union[AnnotateStep, FilterStep, DedupStep]
+@dataclass(frozen=True)
+class KeepTopStep:
+    """Global step: keep the ``fraction`` of all surviving samples with the highest ``column``
+    (ties go to the earlier sample in input order); the rest are dropped."""
+
+    id: str
+    column: str
+    fraction: float
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.column]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "keep_top": self.column, "fraction": self.fraction}
+
+
+GlobalStep = Union[DedupStep, KeepTopStep]
+"""Steps that see every surviving sample of the dataset at once."""
+Step = Union[AnnotateStep, FilterStep, DedupStep, KeepTopStep]
+_KINDS = ("annotate", "filter", "dedup", "keep_top")
 
 
 @dataclass(frozen=True)
@@ -225,12 +253,12 @@ def _apply_overrides(data: dict[str, Any], overrides: list[str], source: str) ->
 
 
 def _step_kind(step: Mapping[str, Any]) -> str | None:
-    kinds = [k for k in ("annotate", "filter", "dedup") if k in step]
+    kinds = [k for k in _KINDS if k in step]
     return kinds[0] if len(kinds) == 1 else None
 
 
 def _step_ids(steps: list[Any]) -> list[str]:
-    """Explicit ``id`` or a default: the annotator's name, ``filter_N``, ``dedup_METHOD``."""
+    """Explicit ``id`` or a default: the annotator's name, ``filter_N``, ``dedup_METHOD``, ``keep_top_COLUMN``."""
     ids: list[str] = []
     filters = 0
     for step in steps:
@@ -248,6 +276,8 @@ def _step_ids(steps: list[Any]) -> list[str]:
             ids.append(f"filter_{filters}")
         elif kind == "dedup":
             ids.append(f"dedup_{step['dedup']}")
+        elif kind == "keep_top":
+            ids.append(f"keep_top_{step['keep_top']}")
         else:
             ids.append(f"step_{len(ids) + 1}")
     return ids
@@ -270,12 +300,12 @@ def _validate(data: dict[str, Any], source: str) -> Recipe:
     for index, (raw, step_id) in enumerate(zip(steps_data, ids), start=1):
         where = f"{source}: step {index} ({step_id})"
         if not isinstance(raw, dict) or _step_kind(raw) is None:
-            raise RecipeError(f"{where}: a step is a mapping with exactly one of 'annotate', 'filter', 'dedup'")
+            raise RecipeError(f"{where}: a step is a mapping with exactly one of {', '.join(repr(k) for k in _KINDS)}")
         if step_id in _RESERVED_IDS or ids.count(step_id) > 1:
             raise RecipeError(f"{where}: field 'id': {step_id!r} is reserved or used twice; give the step a unique 'id'")
         step = _validate_step(raw, step_id, where, columns)
         if isinstance(step, AnnotateStep):
-            columns |= set(annotators.get(step.annotator).columns)
+            columns |= set(annotators.get(step.annotator).columns_for(step.config))
         steps.append(step)
     output = _build_config(OutputConfig, data.get("output") or {}, f"{source}: output")
     return Recipe(name=name, steps=tuple(steps), modalities=modalities, output=output, source=source)
@@ -312,6 +342,8 @@ def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: set[s
                 f"annotate step (available: {', '.join(sorted(columns)) or 'none'})"
             )
         return FilterStep(id=step_id, expr=expr)
+    if "keep_top" in raw:
+        return _validate_keep_top(params, step_id, where, columns)
     method = str(params.pop("dedup"))
     if method not in DEDUP_METHODS:
         raise RecipeError(f"{where}: field 'dedup': unknown method {method!r}; known: {', '.join(DEDUP_METHODS)}")
@@ -328,6 +360,19 @@ def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: set[s
             if col not in columns:
                 raise RecipeError(f"{where}: field {name!r}: column {col!r} is not produced by an earlier annotate step")
     return DedupStep(id=step_id, method=method, config=config)
+
+
+def _validate_keep_top(params: dict[str, Any], step_id: str, where: str, columns: set[str]) -> KeepTopStep:
+    unknown = sorted(set(params) - {"keep_top", "fraction"})
+    if unknown:
+        raise RecipeError(f"{where}: unknown field(s) {', '.join(unknown)} (allowed: keep_top, fraction)")
+    column = str(params["keep_top"])
+    if column not in columns:
+        raise RecipeError(f"{where}: field 'keep_top': column {column!r} is not produced by an earlier annotate step")
+    fraction = params.get("fraction")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise RecipeError(f"{where}: field 'fraction': expected a number in (0, 1], e.g. 0.3 for the top 30%, got {fraction!r}")
+    return KeepTopStep(id=step_id, column=column, fraction=float(fraction))
 
 
 def _build_config(cls: type, params: Mapping[str, Any], where: str) -> Any:

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from .browse import STYLE, Gallery, labelled_row
 from .charts import DROPPED_COLOR, KEPT_COLOR, Threshold, funnel_svg, histogram_svg
 from .funnel import reason_category
-from .plan import READ_STEP, AnnotatePlan, build_plan, funnel_steps
+from .plan import READ_STEP, AnnotatePlan, funnel_steps
 from .recipe import AnnotateStep, DedupStep, FilterStep
 from .runview import Run, open_run
 from .store import atomic_write_bytes
@@ -122,7 +122,7 @@ def _numeric_columns(run: Run, plan: AnnotatePlan) -> list[tuple[str, pa.DataTyp
     compared = {c for s in run.recipe.steps if isinstance(s, DedupStep) for c in (s.config.column, f"{s.config.column}_mirror")}
     return [
         (name, dtype)
-        for name, dtype in plan.annotator.columns.items()
+        for name, dtype in plan.columns.items()
         if (pa.types.is_integer(dtype) or pa.types.is_floating(dtype)) and not pa.types.is_uint64(dtype) and name not in compared
     ]
 
@@ -141,7 +141,7 @@ def _read_columns(run: Run, plan: AnnotatePlan, columns: list[str], kept: pa.Tab
 def _histogram_section(run: Run, kept: pa.Table) -> str:
     thresholds = _thresholds(run)
     cards = []
-    for plan in build_plan(run.recipe).annotate_plans():
+    for plan in run.plan.annotate_plans():
         columns = _numeric_columns(run, plan)
         table = _read_columns(run, plan, [c for c, _ in columns], kept) if columns else None
         if table is None:
@@ -187,11 +187,11 @@ def _pick_examples(run: Run, decisions: pa.Table, options: ReportOptions) -> dic
 
 def _step_columns(run: Run, step_id: str) -> list[str]:
     """The columns worth printing under a step's examples: what its filter reads, or its own."""
-    plans = {p.id: p for p in build_plan(run.recipe).annotate_plans()}
+    plans = {p.id: p for p in run.plan.annotate_plans()}
     for step in run.recipe.steps:
         if step.id == step_id and isinstance(step, FilterStep):
             return sorted(step.expr.columns)
-    return list(plans[step_id].annotator.columns)[:4] if step_id in plans else []
+    return list(plans[step_id].columns)[:4] if step_id in plans else []
 
 
 def _examples_section(run: Run, examples: dict[str, tuple[list[dict], list[dict]]], gallery: Gallery, options: ReportOptions) -> str:

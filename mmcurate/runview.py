@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from .funnel import StepCount, funnel
 from .inputs import ShardRef
-from .plan import build_plan, funnel_steps, read_annotations
+from .plan import Plan, build_plan, funnel_steps, read_annotations
 from .dedup.step import CLUSTER_FILE
 from .recipe import DedupStep, Recipe
 from .sampleview import SampleView
@@ -57,13 +57,18 @@ class Run:
             raise FileNotFoundError(f"{self.root}: no decisions.parquet yet (the run did not finish)")
         return pq.read_table(self.store.decisions_path)
 
+    @property
+    def plan(self) -> Plan:
+        """The run's plan, fingerprinted with what its annotators resolved then (``run.json``)."""
+        return build_plan(self.recipe, self.info.get("resolved"))
+
     def annotations(self) -> pa.Table:
         """Every stored annotation column, one row per sample that has any (shard, key, columns...)."""
-        plan = build_plan(self.recipe)
+        plan = self.plan
         rows: dict[tuple[str, str], dict[str, Any]] = {}
         types: dict[str, pa.DataType] = {"shard": pa.string(), "key": pa.string()}
         for p in plan.annotate_plans():
-            types.update(p.annotator.columns)
+            types.update(p.columns)
         for url in self.info["inputs"]:
             ref = self.shard_ref(url)
             for key, row in read_annotations(self.store, plan.annotate_plans(), ref).items():
@@ -98,7 +103,7 @@ class Run:
         if not found:
             examples = ", ".join(decisions.column("key").to_pylist()[:3])
             raise KeyError(f"{self.root}: no input sample with key {key!r} (keys look like {examples})")
-        plan = build_plan(self.recipe)
+        plan = self.plan
         for record in found:
             ref = self.shard_ref(record["shard"])
             entry = next((e for e in read_manifest(self.store, ref) or () if e.key == key), None)

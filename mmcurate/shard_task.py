@@ -108,7 +108,7 @@ def compute_rows(plan: AnnotatePlan, views: list[SampleView]) -> dict[str, Row]:
     rows = _annotator(plan).annotate(views)
     if len(rows) != len(views):
         raise RuntimeError(f"annotator {plan.step.annotator} returned {len(rows)} rows for {len(views)} samples")
-    normal = rows_to_table([v.key for v in views], rows, plan.annotator.columns).to_pylist()
+    normal = rows_to_table([v.key for v in views], rows, plan.columns).to_pylist()
     return {row.pop("key"): row for row in normal}
 
 
@@ -179,7 +179,7 @@ class _Decider:
             if self.new[plan.id]:
                 rows = self.stored[plan.id]
                 keys = [k for k in order if k in rows]
-                store.write_rows(self.paths[plan.id], keys, [rows[k] for k in keys], plan.annotator.columns)
+                store.write_rows(self.paths[plan.id], keys, [rows[k] for k in keys], plan.columns)
         return computed
 
 

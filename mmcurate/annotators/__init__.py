@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 
 from .audio_info import AudioInfo
-from .base import Annotator, NoConfig, Row
+from .base import Annotator, AnnotatorUnavailable, NoConfig, Row
 from .caption_info import CaptionInfo
 from .image_info import ImageInfo
 from .phash import DHash, PHash
@@ -13,7 +13,7 @@ from .sha256 import Sha256
 from .video_info import VideoInfo
 from .video_phash import VideoPHash
 
-__all__ = ["Annotator", "NoConfig", "Row", "get", "names", "origin", "register"]
+__all__ = ["Annotator", "AnnotatorUnavailable", "NoConfig", "Row", "get", "names", "origin", "register"]
 
 _REGISTRY: dict[str, type[Annotator]] = {cls.name: cls for cls in (ImageInfo, CaptionInfo, Sha256, PHash, DHash)}
 _REGISTRY.update({cls.name: cls for cls in (VideoInfo, VideoPHash, AudioInfo)})

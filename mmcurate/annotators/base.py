@@ -7,16 +7,20 @@ string instead of an exception (``decode_error: ...``); the engine drops it with
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import pyarrow as pa
 
 from ..sampleview import SampleView
 
-__all__ = ["Annotator", "NoConfig", "Row"]
+__all__ = ["Annotator", "AnnotatorUnavailable", "NoConfig", "Row"]
 
 Row = dict[str, Any]
 """One sample's output: the declared columns, plus ``"error"`` (str) when it failed."""
+
+
+class AnnotatorUnavailable(RuntimeError):
+    """What an annotator needs (weights, a device) is missing; the message says how to provide it."""
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,8 @@ class Annotator:
 
     ``__init__`` stays cheap and picklable; ``setup()`` runs once per worker process before
     the first batch (load models there). Bump ``version`` when the output changes, so
-    stored annotations are recomputed.
+    stored annotations are recomputed. The classmethods below have defaults that fit a
+    cheap CPU annotator with fixed columns; model annotators override them.
     """
 
     name: ClassVar[str]
@@ -40,6 +45,30 @@ class Annotator:
     """Whether ``annotate`` reads decoded pixels (``sample.image()``). Annotators that need at
     most ``sample.image_meta()`` set False: a group of only such annotators verifies JPEGs
     with a reduced-scale decode, about twice as fast."""
+
+    @classmethod
+    def columns_for(cls, config: Any) -> dict[str, pa.DataType]:
+        """The columns this annotator writes with ``config`` (default: the fixed ``columns``)."""
+        return dict(cls.columns)
+
+    @classmethod
+    def prepare(cls, config: Any) -> Mapping[str, Any]:
+        """Run once in the driver before any work: check, or fetch, what ``config`` needs
+        (model weights...) and raise :class:`AnnotatorUnavailable` saying how to provide it.
+        Returns JSON-able identity of the resolved resources, added to the step's fingerprint
+        (so replacing a checkpoint file recomputes its rows). Default: nothing to check."""
+        return {}
+
+    @classmethod
+    def resources_for(cls, config: Any) -> dict[str, float]:
+        """Dask worker resources a task running this annotator asks for, e.g. ``{"GPU": 1}``;
+        requested only when the cluster has workers offering them. Default: none."""
+        return {}
+
+    @classmethod
+    def batch_size_for(cls, config: Any) -> int | None:
+        """Samples per ``annotate()`` call this annotator wants (None: the engine's default)."""
+        return None
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()

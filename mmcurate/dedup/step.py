@@ -18,7 +18,8 @@ from dask.distributed import Client
 
 from ..inputs import ShardRef
 from ..ledger import Ledger
-from ..plan import AnnotatePlan, DedupPlan
+from ..gather import gather_columns
+from ..plan import GlobalPlan
 from ..store import RunStore, atomic_write_table
 from .compute import DedupArrays, find_parents
 
@@ -54,31 +55,7 @@ class DedupReport:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def _gather(store: RunStore, plan: DedupPlan, ledger: Ledger, shards: list[ShardRef]) -> tuple[list[str], list[str], dict[str, list[Any]]]:
-    urls: list[str] = []
-    keys: list[str] = []
-    columns: dict[str, list[Any]] = {c: [] for c in plan.columns}
-    by_source: dict[str, tuple[AnnotatePlan, list[str]]] = {}
-    for col in plan.columns:
-        source = plan.sources[col]
-        by_source.setdefault(source.id, (source, []))[1].append(col)
-    for ref in shards:
-        alive = [e.key for e in ledger.alive(ref.url)]
-        if not alive:
-            continue
-        urls += [ref.url] * len(alive)
-        keys += alive
-        for source, cols in by_source.values():
-            table = pq.read_table(store.part_path(source.id, source.part_name(ref)), columns=["key", *cols])
-            position = {k: i for i, k in enumerate(table.column("key").to_pylist())}
-            rows = [position[k] for k in alive]
-            for col in cols:
-                values = table.column(col).to_pylist()
-                columns[col] += [values[i] for i in rows]
-    return urls, keys, columns
-
-
-def _arrays(plan: DedupPlan, columns: dict[str, list[Any]], prior: np.ndarray) -> DedupArrays:
+def _arrays(plan: GlobalPlan, columns: dict[str, list[Any]], prior: np.ndarray) -> DedupArrays:
     config = plan.step.config
     keep = plan.step.keep
     n = len(prior)
@@ -101,10 +78,10 @@ def _arrays(plan: DedupPlan, columns: dict[str, list[Any]], prior: np.ndarray) -
 
 
 def run_dedup(
-    client: Client, store: RunStore, plan: DedupPlan, ledger: Ledger, shards: list[ShardRef], priors: list[PriorRows]
+    client: Client, store: RunStore, plan: GlobalPlan, ledger: Ledger, shards: list[ShardRef], priors: list[PriorRows]
 ) -> tuple[dict[str, dict[str, tuple[str, str]]], DedupReport]:
     """Run one dedup step over all alive samples; return drops per shard URL and a report."""
-    urls, keys, columns = _gather(store, plan, ledger, shards)
+    urls, keys, columns = gather_columns(store, plan, ledger, shards)
     prior_keys: list[str] = []
     for prior in priors:
         missing = [c for c in plan.columns if c not in prior.columns]
