@@ -171,9 +171,14 @@ def _write_report(root: Path) -> Path | None:
     return path
 def _prepare_annotators(recipe: Recipe) -> dict[str, Any]:
     """Each annotate step's ``prepare()``: fail now, before any work, if a resource is missing."""
-    return {
-        step.id: annotators.get(step.annotator).prepare(step.config) for step in recipe.steps if isinstance(step, AnnotateStep)
-    }
+    resolved = {}
+    for step in recipe.steps:
+        if isinstance(step, AnnotateStep):
+            try:
+                resolved[step.id] = annotators.get(step.annotator).prepare(step.config)
+            except annotators.AnnotatorUnavailable as exc:
+                raise annotators.AnnotatorUnavailable(f"{recipe.source}: step {step.id} ({step.annotator}): {exc}") from None
+    return resolved
 
 
 def _decide(

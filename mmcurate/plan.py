@@ -148,6 +148,13 @@ def read_part_name(shard: ShardRef) -> str:
     return f"{shard.name}-{digest([READER_VERSION, shard.identity])}.parquet"
 
 
+def _fingerprinted(config: Any) -> dict[str, Any]:
+    """The config's fields, less those marked ``metadata={"fingerprint": False}`` (settings
+    such as a batch size, which change how fast rows are computed, never their values)."""
+    values = dataclasses.asdict(config)
+    return {f.name: values[f.name] for f in dataclasses.fields(config) if f.metadata.get("fingerprint", True)}
+
+
 def build_plan(recipe: Recipe, identities: Mapping[str, Mapping[str, Any]] | None = None) -> Plan:
     """Stages of ``recipe``; ``identities`` maps an annotate step id to what its annotator's
     ``prepare()`` resolved (part of the fingerprint; :func:`mmcurate.curate` passes them)."""
@@ -164,7 +171,7 @@ def build_plan(recipe: Recipe, identities: Mapping[str, Mapping[str, Any]] | Non
                 {
                     "annotator": cls.name,
                     "version": cls.version,
-                    "config": dataclasses.asdict(step.config),
+                    "config": _fingerprinted(step.config),
                     "modalities": modalities,
                     "upstream": upstream,
                     **({"resolved": dict(identities[step.id])} if identities.get(step.id) else {}),

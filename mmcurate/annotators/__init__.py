@@ -7,6 +7,7 @@ from importlib.metadata import entry_points
 from .audio_info import AudioInfo
 from .base import Annotator, AnnotatorUnavailable, NoConfig, Row
 from .caption_info import CaptionInfo
+from .clip import ClipScore, ClipTags
 from .image_info import ImageInfo
 from .phash import DHash, PHash
 from .sha256 import Sha256
@@ -17,6 +18,7 @@ __all__ = ["Annotator", "AnnotatorUnavailable", "NoConfig", "Row", "get", "names
 
 _REGISTRY: dict[str, type[Annotator]] = {cls.name: cls for cls in (ImageInfo, CaptionInfo, Sha256, PHash, DHash)}
 _REGISTRY.update({cls.name: cls for cls in (VideoInfo, VideoPHash, AudioInfo)})
+_REGISTRY.update({cls.name: cls for cls in (ClipScore, ClipTags)})
 
 
 _ORIGINS: dict[str, str] = {}
