@@ -123,3 +123,8 @@ class SampleView:
         """The ``audio`` member decoded to float32 ``(channels, samples)``, resampled to
         ``sample_rate`` Hz when given; under ``timeout_s``, once per sample and rate."""
         return self._once(("audio", sample_rate), lambda: decode_audio_limited(self.require("audio"), sample_rate, timeout_s))
+
+    def forget_image(self) -> None:
+        """Drop the decoded image (a later :meth:`image` decodes again). For annotators that keep
+        only something derived from it, so a large batch does not hold every decoded image."""
+        self._decoded.pop("image", None)

@@ -114,6 +114,7 @@ class PixelMaker:
         for i in which:
             try:
                 out[i] = self.preprocess(image_input(samples[i]))
+                samples[i].forget_image()  # keep the small tensor, not the decoded picture
             except DecodeError as exc:
                 out[i] = str(exc)
             except (OSError, ValueError) as exc:  # a mode Pillow cannot convert to RGB
