@@ -36,7 +36,7 @@ def image_input(sample: SampleView) -> Image.Image:
 
 
 def tensor_transform(preprocess: Callable) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """open_clip's preprocess as steps on a decoded uint8 RGB tensor (C, H, W), or None when it
+    """open_clip's preprocess as steps on decoded uint8 RGB tensors (N, C, H, W), or None when it
     holds a step that has no tensor equivalent here (then every image takes the Pillow path)."""
     import torchvision.transforms as T
     import torchvision.transforms.functional as F
@@ -139,7 +139,15 @@ class PixelMaker:
                 except RuntimeError:
                     decoded.append(None)
         assert self.tensor_steps is not None
-        return {i: self.tensor_steps(img) for i, img in zip(which, decoded) if img is not None}
+        same_shape: dict[tuple[int, ...], list[int]] = {}  # one batched resize per image size
+        for j, img in enumerate(decoded):
+            if img is not None:
+                same_shape.setdefault(tuple(img.shape), []).append(j)
+        out: dict[int, torch.Tensor] = {}
+        for js in same_shape.values():
+            prepared = self.tensor_steps(torch.stack([decoded[j] for j in js]))  # type: ignore[misc]
+            out.update((which[j], x) for j, x in zip(js, prepared))
+        return out
 
     @staticmethod
     def _stack(out: dict[int, torch.Tensor | str], n: int) -> PixelBatch:
