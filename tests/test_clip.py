@@ -328,6 +328,25 @@ def test_unknown_tag_and_missing_checkpoint_are_named(tmp_path, tiny_clip):
         _recipe({"annotate": "clip_score", **tiny_clip.fields, "device": "tpu"})
 
 
+def test_cached_pretrained_weights_resolve_without_network(tmp_path, monkeypatch):
+    """A tag whose weights sit in the Hugging Face cache resolves offline, to that file."""
+    from huggingface_hub import constants
+
+    from mmcurate.clip import weights
+
+    snapshot = tmp_path / "hub" / "models--timm--vit_base_patch32_clip_224.openai" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "open_clip_model.safetensors").write_bytes(b"weights")
+    (tmp_path / "hub" / "models--timm--vit_base_patch32_clip_224.openai" / "refs").mkdir()
+    (tmp_path / "hub" / "models--timm--vit_base_patch32_clip_224.openai" / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = ClipScoreConfig(model="ViT-B-32", pretrained="openai")
+    assert weights.weights_file(config) == str(snapshot / "open_clip_model.safetensors")
+    assert ClipScore.prepare(config) == {"weights_file": "open_clip_model.safetensors"}
+    assert weights.pretrained_cfg(config)["quick_gelu"]  # the loader forces QuickGELU for OpenAI weights
+
+
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +21,9 @@ from ..clip.config import ClipModelConfig
 from ..decode import DecodeError
 from ..sampleview import SampleView
 from .base import Annotator, Row
+
+if TYPE_CHECKING:
+    from ..clip.images import PixelBatch
 
 __all__ = ["ClipScore", "ClipScoreConfig", "ClipTags", "ClipTagsConfig", "Concept"]
 
@@ -121,7 +124,7 @@ class _ClipAnnotator(Annotator):
                 rows[start + i] = row
         return rows
 
-    def _prepare(self, chunk: Sequence[SampleView]):
+    def _prepare(self, chunk: Sequence[SampleView]) -> tuple["PixelBatch", Any]:
         """(pixels, token ids of the captions of the decodable samples) for one chunk."""
         texts: dict[int, str | DecodeError] = {}
         if self.needs_text:
