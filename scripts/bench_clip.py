@@ -12,7 +12,7 @@ What it does, in order:
    loading happens once per worker whatever the dataset size), then times
    ``mmcurate.curate(shards, recipe with clip_score, out)``: read, decode, preprocess, model,
    stored annotations, output shards.
-4. Model only, in the same worker processes at once: ``encode_image`` + ``encode_text`` on
+4. Model only, as one task per CLIP worker at once: ``encode_image`` + ``encode_text`` on
    ready tensors already on the device, same batch size and precision; the rates of all CLIP
    workers are summed.
 5. Prints the device, samples/s end to end, model-only samples/s and their ratio, and writes
@@ -139,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         e2e = result.samples_in / e2e_s
         print(f"end to end: {result.samples_in:,} samples in {e2e_s:.1f} s = {e2e:,.1f} samples/s", flush=True)
 
-        rates = client.run(_model_only, config, args.model_batches, workers=targets)
+        # As tasks (like the CLIP step itself), one per CLIP worker, all at once.
+        futures = {w: client.submit(_model_only, config, args.model_batches, workers=[w], allow_other_workers=False, pure=False) for w in targets}
+        rates = {w: f.result() for w, f in futures.items()}
         model_only = sum(rates.values())
         print(f"model only (image + text encoders, ready tensors, batch {args.batch_size}): {model_only:,.1f} samples/s "
               f"({', '.join(f'{r:,.1f}' for r in rates.values())} per worker)", flush=True)

@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..annotators.base import AnnotatorUnavailable
 from .config import ClipModelConfig
 from .weights import pretrained_cfg, register_model_config, weights_file
 
@@ -20,6 +21,8 @@ def resolve_device(config: ClipModelConfig) -> torch.device:
     """``auto``: CUDA when this process sees a device (a GPU worker sees exactly one), else CPU."""
     if config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise AnnotatorUnavailable("device: cuda, but this worker sees no CUDA device; use device: auto or cpu")
     return torch.device("cuda")
 
 
