@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +23,7 @@ from PIL import Image
 import mmcurate
 from conftest import REPO, image_bytes, make_shard
 from mmcurate import annotators, engine, shard_task
-from mmcurate.annotators.clip import ClipScore, ClipScoreConfig, ClipTags, ClipTagsConfig
+from mmcurate.annotators.clip import ClipScore, ClipScoreConfig
 from mmcurate.plan import Group, build_plan
 from mmcurate.sampleview import SampleView
 from mmcurate.tarread import Member, Sample

@@ -13,12 +13,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from dask.distributed import Client
 
 from ..inputs import ShardRef
-from ..ledger import Ledger
 from ..gather import gather_columns
+from ..ledger import Ledger
 from ..plan import GlobalPlan
 from ..store import RunStore, atomic_write_table
 from .compute import DedupArrays, find_parents
