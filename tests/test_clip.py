@@ -43,8 +43,9 @@ class TinyClip:
 
     @property
     def fields(self) -> dict[str, str]:
-        """Recipe fields selecting the tiny model."""
-        return {"model": TINY_NAME, "model_config": self.config, "checkpoint": self.checkpoint}
+        """Recipe fields selecting the tiny model, on the CPU: the exact fp32 path on any
+        machine (tests of the GPU placement and the CUDA path set ``device`` themselves)."""
+        return {"model": TINY_NAME, "model_config": self.config, "checkpoint": self.checkpoint, "device": "cpu"}
 
     def reference(self):
         """(model, preprocess, tokenizer) straight from open_clip, fp32 on CPU."""
@@ -278,7 +279,7 @@ def test_gpu_workers_run_the_gpu_group(tmp_path, tiny_clip):
     """With GPU workers (here one, on a machine that may have no CUDA: the mechanism is the
     same), the CLIP group runs only there and the cheap group anywhere."""
     shards = [str(make_shard(tmp_path / f"{i:06d}.tar", _samples(3, f"k{i}_", seed=i))) for i in range(3)]
-    steps = [{"annotate": "image_info"}, {"annotate": "clip_score", **tiny_clip.fields}]
+    steps = [{"annotate": "image_info"}, {"annotate": "clip_score", **tiny_clip.fields, "device": "auto"}]
     with engine.connect(workers=1, gpus=1, quiet=True) as c:
         result = mmcurate.curate(shards, _recipe(*steps), tmp_path / "run", client=c, quiet=True)
         seen = c.run(lambda: (os.environ.get("CUDA_VISIBLE_DEVICES"), sorted(type(a).name for a in shard_task._instances.values())))
@@ -354,7 +355,7 @@ def test_gpu_decode_matches_the_pillow_path(tiny_clip):
     from mmcurate.clip.encoder import load_encoder
     from mmcurate.clip.images import PixelMaker
 
-    config = ClipScoreConfig(**tiny_clip.fields, device="cuda", precision="fp32")
+    config = ClipScoreConfig(**{**tiny_clip.fields, "device": "cuda", "precision": "fp32"})
     encoder = load_encoder(config)
     views = [_view(f"k{i}", {"jpg": image_bytes(200 + 7 * i, 150 + 3 * i, seed=i)}) for i in range(6)]
     views.append(_view("bad", {"jpg": b"\xff\xd8\xff\xe0 broken"}))
@@ -366,7 +367,7 @@ def test_gpu_decode_matches_the_pillow_path(tiny_clip):
     # pixels agree to a few grey levels, scores to well under a CLIP threshold step.
     assert (on_gpu.wait() - pillow.wait()).abs().mean() < 0.05
     a, b = encoder.encode_images(on_gpu.wait()), encoder.encode_images(pillow.wait())
-    assert torch.allclose((a * b).sum(-1), torch.ones(6, device=a.device), atol=1e-3)
+    assert torch.allclose((a * b).sum(-1), torch.ones(6, device=a.device), atol=5e-3)
 
 
 @needs_cuda
@@ -374,7 +375,8 @@ def test_fp16_on_cuda_scores_close_to_fp32_reference(tmp_path, tiny_clip):
     samples = _samples(10)
     shard = str(make_shard(tmp_path / "000000.tar", samples))
     reference = _reference_scores(tiny_clip, samples)
-    result = mmcurate.curate(shard, _recipe({"annotate": "clip_score", **tiny_clip.fields, "batch_size": 4}), tmp_path / "run", workers=1, quiet=True)
+    step = {"annotate": "clip_score", **tiny_clip.fields, "device": "auto", "batch_size": 4}  # fp16 on the GPU worker
+    result = mmcurate.curate(shard, _recipe(step), tmp_path / "run", workers=1, quiet=True)
     rows = _annotations(result)
     for key, (score, _, _) in reference.items():
         assert rows[key]["clip_score"] == pytest.approx(score, abs=1e-2)
