@@ -169,6 +169,8 @@ def _write_report(root: Path) -> Path | None:
         print(f"mmcurate: warning: report.html not written ({type(exc).__name__}: {exc}); retry with `mmcurate report {root}`", file=sys.stderr)
         return None
     return path
+
+
 def _prepare_annotators(recipe: Recipe) -> dict[str, Any]:
     """Each annotate step's ``prepare()``: fail now, before any work, if a resource is missing."""
     resolved = {}

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((f"mmcurate {label}", frames, wall))
             sample_frames_limited(clips[0][1], request, timeout_s=120)  # start the child outside the timing
             wall = sum(_timed(lambda d=d: sample_frames_limited(d, request, timeout_s=120), args.repeat) for _, d, _ in clips)
-            rows.append((f"  same, in the time-limited child", frames, wall))
+            rows.append(("  same, in the time-limited child", frames, wall))
 
         base_rate = total_s / rows[0][2]
         print(f"{'video (one core)':48} {'frames':>7} {'wall s':>8} {'frames/s':>9} {'video s/s':>10} {'vs ffmpeg':>10}")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-import sys
 from pathlib import Path
 from typing import Iterable, Mapping
 
