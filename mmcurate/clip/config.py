@@ -33,7 +33,8 @@ class ClipModelConfig:
     precision: str = "auto"
     """``auto`` (fp16 on CUDA, fp32 on CPU), ``fp32`` or ``fp16`` (CUDA only)."""
     batch_size: int = field(default=256, metadata={"fingerprint": False})
-    """Samples per forward pass (not in the fingerprint: it does not change the scores)."""
+    """Samples per forward pass; a video sample brings ``frames`` pictures to it (not in the
+    fingerprint: it does not change the scores)."""
     gpu_decode: bool = True
     """On CUDA, decode JPEGs on the GPU (nvJPEG, batched); Pillow for what it cannot decode."""
     frames: int = 8
