@@ -31,7 +31,9 @@ def _videos() -> list[tuple[str, dict[str, bytes]]]:
 
 
 def _images() -> list[tuple[str, dict[str, bytes]]]:
-    return [(f"img{i}", {"jpg": image_bytes(50 + 10 * i, 40, seed=i), "txt": f"a photo number {i}".encode()}) for i in range(2)]
+    """Two images, and a video sample with a poster image: scored on the image."""
+    images = [(f"img{i}", {"jpg": image_bytes(50 + 10 * i, 40, seed=i), "txt": f"a photo number {i}".encode()}) for i in range(2)]
+    return images + [("poster", {"jpg": image_bytes(64, 48, seed=7), "mp4": video(source="testsrc"), "txt": b"a poster"})]
 
 
 def _recipe(*steps) -> mmcurate.Recipe:
@@ -50,7 +52,7 @@ def _reference(tiny: TinyClip, samples) -> dict[str, dict]:
     out = {}
     for key, members in samples:
         view = SampleView(Sample(key, [Member(f"{key}.{ext}", ext, data) for ext, data in members.items()]), {k: tuple(v) for k, v in MODALITIES.items()})
-        pictures = view.video_frames(n=FRAMES, size=size, max_frames=FRAMES).images() if view.member("video") else [view.image()[0]]
+        pictures = [view.image()[0]] if view.member("image") else view.video_frames(n=FRAMES, size=size, max_frames=FRAMES).images()
         with torch.no_grad():
             img = torch.nn.functional.normalize(model.encode_image(torch.stack([preprocess(p) for p in pictures])), dim=-1)
             txt = torch.nn.functional.normalize(model.encode_text(tokenizer([members["txt"].decode()])), dim=-1)[0]
@@ -84,11 +86,11 @@ def test_video_scores_are_open_clips_mean_and_max_over_the_same_frames(tmp_path,
     samples = _videos() + _images()
     shard = str(make_shard(tmp_path / "000000.tar", samples))
     reference = _reference(tiny_clip, samples)
-    assert [reference[k]["pictures"] for k, _ in samples] == [FRAMES] * 3 + [1] * 2
+    assert [reference[k]["pictures"] for k, _ in samples] == [FRAMES] * 3 + [1] * 3
     model = {**tiny_clip.fields, "batch_size": batch_size, "frames": FRAMES}
     recipe = _recipe({"annotate": "clip_score", **model, "embeddings": True}, {"annotate": "clip_tags", **model, "concepts": CONCEPTS})
     result = mmcurate.curate(shard, recipe, tmp_path / "run", client=client, quiet=True)
-    assert result.computed == {"clip_score": 5, "clip_tags": 5}
+    assert result.computed == {"clip_score": 6, "clip_tags": 6}
     rows = _rows(result)
     for key, ref in reference.items():
         row = rows[key]
