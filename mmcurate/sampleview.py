@@ -124,7 +124,9 @@ class SampleView:
         ``sample_rate`` Hz when given; under ``timeout_s``, once per sample and rate."""
         return self._once(("audio", sample_rate), lambda: decode_audio_limited(self.require("audio"), sample_rate, timeout_s))
 
-    def forget_image(self) -> None:
-        """Drop the decoded image (a later :meth:`image` decodes again). For annotators that keep
-        only something derived from it, so a large batch does not hold every decoded image."""
-        self._decoded.pop("image", None)
+    def forget_pixels(self) -> None:
+        """Drop the decoded image and sampled video frames (a later call decodes again). For
+        annotators that keep only something derived from them, so a large batch does not
+        hold every decoded picture."""
+        for key in [k for k in self._decoded if k == "image" or (isinstance(k, tuple) and k[0] == "video_frames")]:
+            del self._decoded[key]

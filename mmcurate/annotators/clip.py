@@ -6,6 +6,12 @@ model once per worker process (shared between the two when they name the same mo
 and batch ``batch_size`` samples per forward pass, in fp16 on CUDA and fp32 on CPU.
 Within a call, the next chunk is decoded and tokenised in a background thread while the
 model runs on the current one.
+
+A sample with an image member is scored on its image; one with a video member instead is
+scored on ``frames`` frames spaced uniformly over the video (:func:`mmcurate.clip.images.clip_inputs`),
+and each of its values is the mean over the frames (``clip_score_max`` the maximum), so
+thresholds mean the same for both. Its ``image_embedding`` is the re-normalised mean of
+the frame embeddings.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from ..sampleview import SampleView
 from .base import Annotator, Row
 
 if TYPE_CHECKING:
+    import torch
+
     from ..clip.images import PixelBatch
 
 __all__ = ["ClipScore", "ClipScoreConfig", "ClipTags", "ClipTagsConfig", "Concept"]
@@ -107,7 +115,7 @@ class _ClipAnnotator(Annotator):
         from ..clip.images import PixelMaker
 
         self.encoder = load_encoder(self.config)
-        self.pixel_maker = PixelMaker(self.encoder, self.config.gpu_decode)
+        self.pixel_maker = PixelMaker(self.encoder, self.config.gpu_decode, self.config.frames, self.config.timeout_s)
 
     def annotate(self, batch: Sequence[SampleView]) -> list[Row]:
         from ..clip.overlap import prepared_chunks
@@ -119,8 +127,9 @@ class _ClipAnnotator(Annotator):
             images = pixels.wait()
             if images is None:
                 continue
-            scored = self._score(self.encoder.encode_images(images), tokens)
-            for i, row in zip(pixels.positions, scored):
+            owner = pixels.owners(self.encoder.device)
+            scored = self._score(self.encoder.encode_images(images), owner, len(pixels.samples), tokens)
+            for i, row in zip(pixels.samples, scored):
                 rows[start + i] = row
         return rows
 
@@ -138,20 +147,25 @@ class _ClipAnnotator(Annotator):
         pixels = self.pixel_maker([chunk[i] for i in usable])
         pixels.positions = [usable[p] for p in pixels.positions]
         pixels.errors = {**failed, **{usable[p]: e for p, e in pixels.errors.items()}}
-        tokens = self.encoder.tokenizer([texts[i] for i in pixels.positions]) if self.needs_text and pixels.positions else None
+        tokens = self.encoder.tokenizer([texts[i] for i in pixels.samples]) if self.needs_text and pixels.positions else None
         return pixels, tokens
 
-    def _score(self, images: Any, tokens: Any) -> list[Row]:
+    def _score(self, images: "torch.Tensor", owner: "torch.Tensor", count: int, tokens: Any) -> list[Row]:
+        """One row per sample from the normalised embeddings of the pixel rows (``owner[row]``:
+        the row's sample, in ``range(count)``) and the token ids of the samples' captions."""
         raise NotImplementedError
 
 
 class ClipScore(_ClipAnnotator):
     """``clip_score``: cosine similarity of the normalised image and caption embeddings (the
-    scale LAION's 0.28 and DataComp's 0.25 thresholds use); optionally the embeddings."""
+    scale LAION's 0.28 and DataComp's 0.25 thresholds use); for a video the mean over its
+    frames. ``clip_score_max``: the best frame's (for an image, equal to ``clip_score``).
+    Optionally the embeddings."""
 
     name = "clip_score"
+    version = "2"  # clip_score_max; video samples
     Config = ClipScoreConfig
-    columns = {"clip_score": pa.float32()}
+    columns = {"clip_score": pa.float32(), "clip_score_max": pa.float32()}
     needs_text = True
 
     @classmethod
@@ -163,21 +177,26 @@ class ClipScore(_ClipAnnotator):
         vector = pa.list_(pa.float16(), embed_dim(config))
         return {**cls.columns, "image_embedding": vector, "text_embedding": vector}
 
-    def _score(self, images: Any, tokens: Any) -> list[Row]:
-        texts = self.encoder.encode_texts(tokens)
-        scores = (images * texts).sum(dim=-1).cpu().numpy()
-        if not self.config.embeddings:
-            return [{"clip_score": float(s)} for s in scores]
-        image_vectors = images.half().cpu().numpy()
-        text_vectors = texts.half().cpu().numpy()
-        return [
-            {"clip_score": float(s), "image_embedding": iv, "text_embedding": tv}
-            for s, iv, tv in zip(scores, image_vectors, text_vectors)
-        ]
+    def _score(self, images: "torch.Tensor", owner: "torch.Tensor", count: int, tokens: Any) -> list[Row]:
+        import torch
+
+        from ..clip.images import per_sample
+
+        texts = self.encoder.encode_texts(tokens)  # (count, dim)
+        scores = (images * texts[owner]).sum(dim=-1)  # one per pixel row
+        means = per_sample(scores, owner, count, "mean").cpu().numpy()
+        tops = per_sample(scores, owner, count, "amax").cpu().numpy()
+        rows: list[Row] = [{"clip_score": float(m), "clip_score_max": float(t)} for m, t in zip(means, tops)]
+        if self.config.embeddings:
+            image_vectors = torch.nn.functional.normalize(per_sample(images, owner, count), dim=-1).half().cpu().numpy()
+            for row, iv, tv in zip(rows, image_vectors, texts.half().cpu().numpy()):
+                row.update(image_embedding=iv, text_embedding=tv)
+        return rows
 
 
 class ClipTags(_ClipAnnotator):
-    """``clip_tags``: per concept, column ``tag_NAME`` in [0, 1] (zero-shot, no extra weights)."""
+    """``clip_tags``: per concept, column ``tag_NAME`` in [0, 1] (zero-shot, no extra weights);
+    for a video the mean over its frames."""
 
     name = "clip_tags"
     Config = ClipTagsConfig
@@ -193,10 +212,13 @@ class ClipTags(_ClipAnnotator):
         prompts = [p for c in self.config.parsed for p in (c.positive, c.negative)]
         self.prompts = self.encoder.encode_texts(self.encoder.tokenizer(prompts))  # (2 * concepts, dim)
 
-    def _score(self, images: Any, tokens: Any) -> list[Row]:
+    def _score(self, images: "torch.Tensor", owner: "torch.Tensor", count: int, tokens: Any) -> list[Row]:
         import torch
 
-        logits = self.encoder.logit_scale * images @ self.prompts.T  # (n, 2 * concepts)
-        probs = torch.softmax(logits.view(len(images), -1, 2), dim=-1)[..., 0].cpu().numpy().astype(np.float64)
+        from ..clip.images import per_sample
+
+        logits = self.encoder.logit_scale * images @ self.prompts.T  # (rows, 2 * concepts)
+        per_row = torch.softmax(logits.view(len(images), -1, 2), dim=-1)[..., 0]
+        probs = per_sample(per_row, owner, count).cpu().numpy().astype(np.float64)
         names = [f"tag_{c.name}" for c in self.config.parsed]
         return [dict(zip(names, map(float, row))) for row in probs]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..decode.sandbox import DEFAULT_TIMEOUT_S, check_timeout
+
 __all__ = ["ClipModelConfig", "DEVICES", "PRECISIONS"]
 
 DEVICES = ("auto", "cuda", "cpu")
@@ -31,9 +33,17 @@ class ClipModelConfig:
     precision: str = "auto"
     """``auto`` (fp16 on CUDA, fp32 on CPU), ``fp32`` or ``fp16`` (CUDA only)."""
     batch_size: int = field(default=256, metadata={"fingerprint": False})
-    """Samples per forward pass (not in the fingerprint: it does not change the scores)."""
+    """Samples per forward pass; a video sample brings ``frames`` pictures to it (not in the
+    fingerprint: it does not change the scores)."""
     gpu_decode: bool = True
     """On CUDA, decode JPEGs on the GPU (nvJPEG, batched); Pillow for what it cannot decode."""
+    frames: int = 8
+    """A sample without an image member but with a video member is scored on this many frames
+    spaced uniformly over the video (decoded with the short side at the model's input size);
+    its scores are the means over the frames."""
+    timeout_s: float | None = DEFAULT_TIMEOUT_S
+    """Time limit for decoding one video's frames; past it the sample drops as
+    ``decode_timeout`` (null: decode in this process, without a limit, for trusted data)."""
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -42,6 +52,9 @@ class ClipModelConfig:
             raise ValueError(f"field 'precision': expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.batch_size < 1:
             raise ValueError(f"field 'batch_size': must be at least 1, got {self.batch_size}")
+        if self.frames < 1:
+            raise ValueError(f"field 'frames': must be at least 1, got {self.frames}")
+        check_timeout(self.timeout_s)
         if self.device == "cpu" and self.precision == "fp16":
             raise ValueError("field 'precision': fp16 needs device cuda or auto (CPU runs fp32)")
         if not self.pretrained and not self.checkpoint and not self.model.startswith(("hf-hub:", "local-dir:")):

@@ -1,10 +1,15 @@
 """From samples to CLIP pixels: open_clip's own preprocess, with JPEGs decoded on the GPU there.
 
-On CPU (or for anything nvJPEG cannot take) each sample's picture comes from
-:func:`image_input` and goes through open_clip's preprocess unchanged. On CUDA, baseline
-RGB/grey JPEGs without an EXIF rotation are decoded in one batched ``decode_jpeg`` call on
-the GPU and the same transform steps (resize, crop, scale, normalise) run on the tensors;
-a JPEG the GPU cannot decode falls back to Pillow on its own.
+A sample contributes one pixel row per picture it is scored on (:func:`clip_inputs`): its
+image, or for a video sample (no image member) a few frames spaced uniformly over the
+video, decoded with the short side at the model's input size. The annotators reduce the
+rows of a sample to its values (:func:`per_sample`).
+
+On CPU (and for video frames, or anything nvJPEG cannot take) each picture goes through
+open_clip's preprocess unchanged. On CUDA, baseline RGB/grey JPEGs without an EXIF rotation
+are decoded in one batched ``decode_jpeg`` call on the GPU and the same transform steps
+(resize, crop, scale, normalise) run on the tensors; a JPEG the GPU cannot decode falls
+back to Pillow on its own.
 """
 
 from __future__ import annotations
@@ -19,20 +24,56 @@ from PIL import Image
 
 from ..decode import DecodeError
 from ..decode.image import DEFAULT_MAX_PIXELS
+from ..decode.sandbox import DEFAULT_TIMEOUT_S
 from ..sampleview import SampleView
 from .encoder import ClipEncoder
 
-__all__ = ["PixelBatch", "PixelMaker", "image_input", "tensor_transform"]
+__all__ = ["PixelBatch", "PixelMaker", "VideoSampling", "clip_inputs", "input_size", "per_sample", "tensor_transform"]
 
 _EXIF_ORIENTATION = 0x0112
 
 
-def image_input(sample: SampleView) -> Image.Image:
-    """The picture CLIP scores for ``sample``: its decoded, upright image (decoded once per
-    sample, shared with the other annotators). The one place a sample becomes CLIP input on
-    the Pillow path; video frames would be added here."""
+@dataclass(frozen=True)
+class VideoSampling:
+    """How a video sample becomes CLIP input: ``frames`` frames spaced uniformly over the video,
+    short side ``size`` px (None: native), decoded under ``timeout_s``."""
+
+    frames: int = 8
+    size: int | None = None
+    timeout_s: float | None = DEFAULT_TIMEOUT_S
+
+
+def clip_inputs(sample: SampleView, video: VideoSampling) -> list[Image.Image]:
+    """The pictures CLIP scores for ``sample``, upright RGB: its image when it has an image
+    member (decoded once per sample, shared with the other annotators); else, when it has a
+    video member (or the recipe names no image modality), the frames ``video`` asks for, as
+    :meth:`SampleView.video_frames` returns them. The one place a sample becomes CLIP input
+    on the Pillow path; a :class:`DecodeError` names what is missing or broken."""
+    if sample.member("image") is None and (sample.member("video") is not None or "image" not in sample.modalities):
+        got = sample.video_frames(n=video.frames, size=video.size, max_frames=video.frames, timeout_s=video.timeout_s)
+        return got.images()
     img, _ = sample.image()
-    return img
+    return [img]
+
+
+def input_size(preprocess: Callable) -> int | None:
+    """The short side, in pixels, that open_clip's ``preprocess`` resizes a picture to (its
+    first resize or crop step; None when it has neither): larger video frames would only be
+    shrunk again, so frames are decoded at this size."""
+    import torchvision.transforms as T
+
+    for t in getattr(preprocess, "transforms", [preprocess]):
+        if isinstance(t, (T.Resize, T.CenterCrop)):
+            size = t.size
+            return int(size) if isinstance(size, int) else int(max(size))
+    return None
+
+
+def per_sample(values: torch.Tensor, owner: torch.Tensor, count: int, reduce: str = "mean") -> torch.Tensor:
+    """Rows of ``values`` reduced to one per sample: ``owner[row]`` (in ``range(count)``) names
+    the row's sample; ``reduce`` is ``"mean"`` or ``"amax"``. A sample of one row keeps it."""
+    out = values.new_zeros((count, *values.shape[1:]))
+    return out.index_reduce_(0, owner, values, reduce, include_self=False)
 
 
 def tensor_transform(preprocess: Callable) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -66,10 +107,11 @@ def tensor_transform(preprocess: Callable) -> Callable[[torch.Tensor], torch.Ten
 
 @dataclass
 class PixelBatch:
-    """Pixels of the samples of a chunk that could be decoded, and why the others could not."""
+    """Pixel rows of the samples of a chunk that could be decoded, and why the others could not.
+    An image is one row; a video sample has one row per frame, consecutive."""
 
     positions: list[int]
-    """Indices (into the chunk) of the samples in ``pixels``, in order."""
+    """For each row of ``pixels``, the index (into the chunk) of its sample; ascending."""
     pixels: torch.Tensor | None
     errors: dict[int, str] = field(default_factory=dict)
     ready: torch.cuda.Event | None = None
@@ -83,11 +125,23 @@ class PixelBatch:
             self.pixels.record_stream(current)
         return self.pixels
 
+    @property
+    def samples(self) -> list[int]:
+        """Indices (into the chunk) of the samples that have rows, in order, each once."""
+        return list(dict.fromkeys(self.positions))
+
+    def owners(self, device: torch.device) -> torch.Tensor:
+        """For each row, the index into :attr:`samples` of its sample (see :func:`per_sample`)."""
+        index = {sample: k for k, sample in enumerate(self.samples)}
+        return torch.tensor([index[p] for p in self.positions], dtype=torch.long, device=device)
+
 
 class PixelMaker:
-    """Turns samples into a batch of preprocessed pixels for one encoder (see the module doc)."""
+    """Turns samples into a batch of preprocessed pixel rows for one encoder (see the module doc);
+    video samples are sampled as ``frames`` frames, each decode under ``timeout_s``."""
 
-    def __init__(self, encoder: ClipEncoder, gpu_decode: bool):
+    def __init__(self, encoder: ClipEncoder, gpu_decode: bool, frames: int = 8, timeout_s: float | None = DEFAULT_TIMEOUT_S):
+        self.video = VideoSampling(frames, input_size(encoder.preprocess), timeout_s)
         self.preprocess = encoder.preprocess
         self.device = encoder.device
         on_cuda = encoder.device.type == "cuda"
@@ -113,8 +167,8 @@ class PixelMaker:
         out: dict[int, torch.Tensor | str] = {}
         for i in which:
             try:
-                out[i] = self.preprocess(image_input(samples[i]))
-                samples[i].forget_image()  # keep the small tensor, not the decoded picture
+                out[i] = torch.stack([self.preprocess(picture) for picture in clip_inputs(samples[i], self.video)])
+                samples[i].forget_pixels()  # keep the small tensors, not the decoded pictures
             except DecodeError as exc:
                 out[i] = str(exc)
             except (OSError, ValueError) as exc:  # a mode Pillow cannot convert to RGB
@@ -146,14 +200,16 @@ class PixelMaker:
         out: dict[int, torch.Tensor] = {}
         for js in same_shape.values():
             prepared = self.tensor_steps(torch.stack([decoded[j] for j in js]))  # type: ignore[misc]
-            out.update((which[j], x) for j, x in zip(js, prepared))
+            out.update((which[j], prepared[k : k + 1]) for k, j in enumerate(js))
         return out
 
     @staticmethod
     def _stack(out: dict[int, torch.Tensor | str], n: int) -> PixelBatch:
-        positions = [i for i in range(n) if isinstance(out.get(i), torch.Tensor)]
+        """``out`` maps a sample to its rows ``(k, C, H, W)`` or to why it has none."""
+        tensors = {i: v for i, v in sorted(out.items()) if isinstance(v, torch.Tensor)}
+        positions = [i for i, rows in tensors.items() for _ in range(len(rows))]
         errors = {i: v for i, v in out.items() if isinstance(v, str)}
-        pixels = torch.stack([out[i] for i in positions]) if positions else None  # type: ignore[misc]
+        pixels = torch.cat(list(tensors.values())) if tensors else None
         return PixelBatch(positions, pixels, errors)
 
 
