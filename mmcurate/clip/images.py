@@ -73,7 +73,8 @@ def per_sample(values: torch.Tensor, owner: torch.Tensor, count: int, reduce: st
     """Rows of ``values`` reduced to one per sample: ``owner[row]`` (in ``range(count)``) names
     the row's sample; ``reduce`` is ``"mean"`` or ``"amax"``. A sample of one row keeps it."""
     out = values.new_zeros((count, *values.shape[1:]))
-    return out.index_reduce_(0, owner, values, reduce, include_self=False)
+    index = owner.view(-1, *([1] * (values.dim() - 1))).expand_as(values)
+    return out.scatter_reduce_(0, index, values, reduce, include_self=False)
 
 
 def tensor_transform(preprocess: Callable) -> Callable[[torch.Tensor], torch.Tensor] | None:
