@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Union
 
+import pyarrow as pa
 import yaml
 
 from . import annotators
@@ -297,6 +298,7 @@ def _validate(data: dict[str, Any], source: str) -> Recipe:
     ids = _step_ids(steps_data)
     steps: list[Step] = []
     columns: set[str] = set()
+    numeric: set[str] = set()
     for index, (raw, step_id) in enumerate(zip(steps_data, ids), start=1):
         where = f"{source}: step {index} ({step_id})"
         if not isinstance(raw, dict) or _step_kind(raw) is None:
@@ -305,7 +307,11 @@ def _validate(data: dict[str, Any], source: str) -> Recipe:
             raise RecipeError(f"{where}: field 'id': {step_id!r} is reserved or used twice; give the step a unique 'id'")
         step = _validate_step(raw, step_id, where, columns)
         if isinstance(step, AnnotateStep):
-            columns |= set(annotators.get(step.annotator).columns_for(step.config))
+            produced = annotators.get(step.annotator).columns_for(step.config)
+            columns |= set(produced)
+            numeric |= {c for c, t in produced.items() if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)}
+        elif isinstance(step, KeepTopStep) and step.column not in numeric:
+            raise RecipeError(f"{where}: field 'keep_top': column {step.column!r} is not numeric; rank by a number column such as clip_score")
         steps.append(step)
     output = _build_config(OutputConfig, data.get("output") or {}, f"{source}: output")
     return Recipe(name=name, steps=tuple(steps), modalities=modalities, output=output, source=source)

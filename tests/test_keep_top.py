@@ -93,3 +93,5 @@ def test_bad_keep_top_steps_are_refused():
         _recipe(1.5)
     with pytest.raises(mmcurate.RecipeError, match="column 'clip_score' is not produced"):
         mmcurate.Recipe.from_dict({"name": "t", "steps": [{"annotate": "image_info"}, {"keep_top": "clip_score", "fraction": 0.3}]})
+    with pytest.raises(mmcurate.RecipeError, match="step 2 .*column 'format' is not numeric"):
+        mmcurate.Recipe.from_dict({"name": "t", "steps": [{"annotate": "image_info"}, {"keep_top": "format", "fraction": 0.3}]})
