@@ -15,10 +15,12 @@ from mmcurate.clip.images import input_size
 from mmcurate.plan import Group, build_plan
 from mmcurate.sampleview import SampleView
 from mmcurate.tarread import Member, Sample
-from test_clip import TINY, TinyClip, pq_rows, tiny_clip  # noqa: F401  (tiny_clip: the fixture)
+import test_clip
+from test_clip import TINY, TinyClip, pq_rows
 
 MODALITIES = {"image": ["jpg"], "video": ["mp4", "webm"], "text": ["txt"]}
 FRAMES = 4
+tiny_clip = test_clip.tiny_clip  # the session fixture, shared with test_clip
 CONCEPTS = ["red: a red photo | a blue photo", "busy: a busy pattern | a plain wall"]
 
 
