@@ -27,7 +27,7 @@ from .inputs import ShardRef
 from .recipe import AnnotateStep, FilterStep, GlobalStep, Recipe
 from .store import RunStore
 
-__all__ = ["AnnotatePlan", "GlobalPlan", "Group", "Plan", "READ_STEP", "build_plan", "digest", "funnel_steps", "read_annotations"]
+__all__ = ["AnnotatePlan", "GlobalPlan", "Group", "Plan", "READ_STEP", "build_plan", "digest", "funnel_steps", "read_annotations", "reads_pixels"]
 
 READ_STEP = "read"
 READER_VERSION = "1"
@@ -71,6 +71,12 @@ class AnnotatePlan:
 
 
 GroupStep = Union[AnnotatePlan, FilterStep]
+
+
+def reads_pixels(steps: Iterable[GroupStep]) -> bool:
+    """Whether some annotator among ``steps`` reads decoded image pixels (else images are only
+    verified, see :meth:`SampleView.image_meta`)."""
+    return any(s.annotator.needs_pixels for s in steps if isinstance(s, AnnotatePlan))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from .annotators import Annotator, Row
 from .inputs import ShardRef
-from .plan import READ_STEP, AnnotatePlan, GroupStep, read_part_name
+from .plan import READ_STEP, AnnotatePlan, GroupStep, read_part_name, reads_pixels
 from .sampleview import SampleView
 from .store import RunStore, rows_to_table
 from .tarread import Sample, iter_samples
@@ -149,8 +149,7 @@ class _Decider:
     def __init__(self, task: GroupTask, store: RunStore):
         self.task = task
         self.annotates = [s for s in task.steps if isinstance(s, AnnotatePlan)]
-        self.pixels = any(p.annotator.needs_pixels for p in self.annotates)
-        """Whether some annotator of the group reads decoded pixels (else images are only verified)."""
+        self.pixels = reads_pixels(task.steps)
         self.paths = {p.id: store.part_path(p.id, p.part_name(task.shard)) for p in self.annotates}
         self.stored = {p.id: store.read_rows(self.paths[p.id]) for p in self.annotates}
         self.new: dict[str, dict[str, dict[str, Any]]] = {p.id: {} for p in self.annotates}

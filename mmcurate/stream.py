@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator, Literal, Mapping
 
 import pyarrow.parquet as pq
 
-from .plan import build_plan
+from .plan import build_plan, reads_pixels
 from .recipe import Recipe
 from .runview import Run
 from .sampleview import SampleView
@@ -122,7 +122,7 @@ class RecipeSelect:
     def __init__(self, recipe: Recipe, batch_size: int = 32):
         self.recipe = recipe
         self.steps = build_plan(recipe).per_sample_steps()
-        self.pixels = any(s.annotator.needs_pixels for s in self.steps if isinstance(s, AnnotatePlan))
+        self.pixels = reads_pixels(self.steps)
         per_sample = {step.id for step in self.steps}
         self.skipped = [s.id for s in recipe.steps if s.id not in per_sample]
         self.batch_size = batch_size

@@ -23,14 +23,12 @@ import torch
 from PIL import Image
 
 from ..decode import DecodeError
-from ..decode.image import DEFAULT_MAX_PIXELS
+from ..decode.image import DEFAULT_MAX_PIXELS, EXIF_ORIENTATION
 from ..decode.sandbox import DEFAULT_TIMEOUT_S
 from ..sampleview import SampleView
 from .encoder import ClipEncoder
 
 __all__ = ["PixelBatch", "PixelMaker", "VideoSampling", "clip_inputs", "input_size", "per_sample", "tensor_transform"]
-
-_EXIF_ORIENTATION = 0x0112
 
 
 @dataclass(frozen=True)
@@ -227,7 +225,7 @@ def _gpu_decodable(sample: SampleView) -> bool:
             header.format == "JPEG"
             and header.mode in ("RGB", "L")
             and width * height <= DEFAULT_MAX_PIXELS
-            and header.getexif().get(_EXIF_ORIENTATION, 1) == 1
+            and header.getexif().get(EXIF_ORIENTATION, 1) == 1
         )
     except Exception:  # anything odd: Pillow decides, and names the error
         return False

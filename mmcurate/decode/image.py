@@ -17,7 +17,7 @@ __all__ = ["DEFAULT_MAX_PIXELS", "ImageMeta", "TooLarge", "decode_image", "measu
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb warning threshold
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
-_EXIF_ORIENTATION = 0x0112
+EXIF_ORIENTATION = 0x0112  # the EXIF tag holding the orientation
 
 _limit_lock = threading.Lock()
 
@@ -99,7 +99,7 @@ def measure_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageMet
     """
     with _decoding(data, max_pixels) as (img, fmt):
         width, height = img.size
-        orientation = img.getexif().get(_EXIF_ORIENTATION)
+        orientation = img.getexif().get(EXIF_ORIENTATION)
         img.draft(None, (1, 1))  # JPEG only; a no-op for other formats
         img.load()
     if orientation in _TRANSPOSED_ORIENTATIONS:
