@@ -3,7 +3,7 @@
 Any container and codec the installed FFmpeg reads works: wav (integer and float PCM),
 flac, mp3, ogg/vorbis, opus, m4a/aac, ... Samples come back as float32 in [-1, 1],
 shape ``(channels, samples)``, optionally resampled with ``torchaudio.functional.resample``.
-Annotators call :func:`decode_audio` through :func:`mmcurate.decode.sandbox.run_limited`
+Annotators call :func:`decode_audio` through :func:`mmcurate.decode.sandbox.decode_audio_limited`
 (a killable child process under a time limit), like video.
 """
 

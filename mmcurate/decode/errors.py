@@ -1,3 +1,7 @@
+"""DecodeError, and one_line(): decoder messages cut to short, stable drop reasons."""
+
+from __future__ import annotations
+
 import re
 
 

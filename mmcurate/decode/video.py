@@ -1,7 +1,8 @@
 """Video decoding: container metadata and sampled frames, decord first, torchcodec as fallback.
 
 These functions decode *in the calling process*; annotators reach them through
-:func:`mmcurate.decode.sandbox.run_limited`, which runs them in a killable child process
+:func:`~mmcurate.decode.sandbox.probe_video_limited` and
+:func:`~mmcurate.decode.sandbox.sample_frames_limited`, which run them in a killable child process
 under a time limit (decord can hang inside C code, where no Python timeout reaches).
 
 * :func:`probe_video` reads the container header with torchcodec (decord reports neither the
