@@ -104,6 +104,7 @@ class Run:
             examples = ", ".join(decisions.column("key").to_pylist()[:3])
             raise KeyError(f"{self.root}: no input sample with key {key!r} (keys look like {examples})")
         plan = self.plan
+        clusters_by_step = self.clusters()
         for record in found:
             ref = self.shard_ref(record["shard"])
             entry = next((e for e in read_manifest(self.store, ref) or () if e.key == key), None)
@@ -113,7 +114,7 @@ class Run:
                 row = self.store.read_rows(self.store.part_path(p.id, p.part_name(ref))).get(key)
                 if row is not None:
                     steps[p.id] = {"error": row["error"]} if row.get("error") else {k: v for k, v in row.items() if k != "error"}
-            for step_id, clusters in self.clusters().items():
+            for step_id, clusters in clusters_by_step.items():
                 mine = clusters.filter((pc.field("shard") == record["shard"]) & (pc.field("key") == key)).to_pylist()
                 if mine and mine[0]["dup_cluster_size"] > 1:
                     members = clusters.filter(pc.field("dup_cluster") == mine[0]["dup_cluster"]).column("key").to_pylist()
