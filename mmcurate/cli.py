@@ -28,7 +28,7 @@ examples:
   mmcurate filter data/*.tar --recipe default --out runs/demo --set image_size.expr='width >= 256' --overwrite
   mmcurate filter new/*.tar --recipe near-dup --out runs/new --against runs/demo
   mmcurate filter data/*.tar --recipe laion2b --out runs/laion --set clip_score.batch_size=512
-  mmcurate filter data/*.tar --recipe laion2b --out runs/laion \
+  mmcurate filter data/*.tar --recipe laion2b --out runs/laion \\
       --set clip_score.checkpoint=/models/ViT-B-32-openai.pt
   mmcurate inspect runs/demo
   mmcurate inspect runs/demo --sample 000000017        # every annotation and the decision
