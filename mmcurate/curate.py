@@ -62,8 +62,8 @@ class CurateResult:
             f"{len(self.shards)} output shard(s) in {self.out / 'shards'}\n"
             + format_funnel(self.funnel)
             + "".join("\n" + format_dedup(asdict(r)) for r in self.dedup)
-            + (f"\nreport: {self.report}" if self.report else "")
             + "".join("\n" + format_keep_top(asdict(r)) for r in self.top)
+            + (f"\nreport: {self.report}" if self.report else "")
         )
 
 
