@@ -131,14 +131,24 @@ def _pax_records(data: bytes) -> dict[str, str]:
     return records
 
 
+_MAX_READ = 1 << 26
+"""Bytes asked of the stream per read: a corrupt size field cannot make one read allocate
+more than this (the member then ends as truncated, naming it)."""
+
+
 def _read_exact(fh: BinaryIO, size: int) -> bytes:
-    data = fh.read(size)
-    while len(data) < size:  # compressed streams may return short reads
-        more = fh.read(size - len(data))
+    """``size`` bytes, or fewer where the stream ends (compressed streams may return short reads)."""
+    data = fh.read(min(size, _MAX_READ))
+    if len(data) == size:
+        return data
+    parts, got = [data], len(data)
+    while got < size:
+        more = fh.read(min(size - got, _MAX_READ))
         if not more:
             break
-        data += more
-    return data
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
 
 
 def _members(fh: BinaryIO) -> Iterator[tuple[str, bytes]]:

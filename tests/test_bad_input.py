@@ -279,6 +279,24 @@ def test_tar_cut_inside_a_member_header(tmp_path, client):
     _check(result, rows, 3, {"h00002": ("read", "read_error")})
 
 
+def test_corrupt_member_size_drops_that_sample_without_exhausting_memory(tmp_path, client):
+    """A header whose size field claims a petabyte (checksum still valid) ends the shard as
+    truncated at that member instead of asking for the memory (a MemoryError killed the task)."""
+    shard = make_shard(tmp_path / "000000.tar", simple_samples("z", 3, seed=4))
+    victim = [m for m in _members_of(shard) if m.name == "z00001.jpg"][0]
+    raw = bytearray(shard.read_bytes())
+    header = slice(victim.offset, victim.offset + 512)
+    block = raw[header]
+    block[124:136] = b"\x80" + (1 << 50).to_bytes(11, "big")  # GNU base-256 size
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\x00 " % sum(block)
+    raw[header] = block
+    shard.write_bytes(bytes(raw))
+    result, rows = _curate(tmp_path, client, [shard])
+    _check(result, rows, 2, {"z00001": ("read", "read_error")})
+    assert "truncated tar inside z00001.jpg" in _by_key(rows)["z00001"]["reason"]
+
+
 def test_shard_that_is_not_a_tar(tmp_path, client):
     a = make_shard(tmp_path / "a.tar", simple_samples("a", 2, seed=1))
     junk = tmp_path / "x.tar"
