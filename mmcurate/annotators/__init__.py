@@ -16,11 +16,8 @@ from .video_phash import VideoPHash
 
 __all__ = ["Annotator", "AnnotatorUnavailable", "NoConfig", "Row", "get", "names", "origin", "register"]
 
-_REGISTRY: dict[str, type[Annotator]] = {cls.name: cls for cls in (ImageInfo, CaptionInfo, Sha256, PHash, DHash)}
-_REGISTRY.update({cls.name: cls for cls in (VideoInfo, VideoPHash, AudioInfo)})
-_REGISTRY.update({cls.name: cls for cls in (ClipScore, ClipTags)})
-
-
+_BUILT_IN = (ImageInfo, CaptionInfo, Sha256, PHash, DHash, VideoInfo, VideoPHash, AudioInfo, ClipScore, ClipTags)
+_REGISTRY: dict[str, type[Annotator]] = {cls.name: cls for cls in _BUILT_IN}
 _ORIGINS: dict[str, str] = {}
 
 
