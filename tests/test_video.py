@@ -146,6 +146,28 @@ def test_a_decoder_crash_is_this_members_error_and_the_next_member_decodes():
     assert probe_video_limited(data, timeout_s=30).frames == 20
 
 
+def test_a_short_lived_threads_decode_child_is_reaped():
+    """The kernel kills a thread's child when the thread ends (as CLIP's preparing thread does
+    after each call); the next thread's first decode reaps it, so no zombie piles up per call."""
+    import threading
+
+    data = video()
+    pids = []
+
+    def decode_in_a_new_thread():
+        probe_video_limited(data, timeout_s=30)
+        pids.append(_child().pid)
+
+    for _ in range(3):
+        thread = threading.Thread(target=decode_in_a_new_thread)
+        thread.start()
+        thread.join()
+    assert len(set(pids)) == 3
+    for pid in pids[:2]:  # reaped: no longer our child, not even a zombie
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
 def test_sampleview_caches_frames_per_request():
     view = SampleView(Sample("k", [Member("k.mp4", "mp4", video())]), {"video": ("mp4",)})
     a = view.video_frames(n=3, size=32)

@@ -158,6 +158,8 @@ class _Child:
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
+        self.thread = threading.current_thread()
+        """The thread it serves (and whose end kills the process)."""
 
     @property
     def pid(self) -> int | None:
@@ -262,6 +264,11 @@ def _child() -> _Child:
     if child is None:
         child = _local.child = _Child()
         with _children_lock:
+            # The kernel kills a child when the thread that started it ends (PR_SET_PDEATHSIG),
+            # e.g. a short-lived preparing thread's; reap those, or each stays a zombie.
+            for ended in [c for c in _children if not c.thread.is_alive()]:
+                ended.kill()
+                _children.remove(ended)
             _children.append(child)
     return child
 
