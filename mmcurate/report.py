@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from .browse import STYLE, Gallery, labelled_row
 from .charts import DROPPED_COLOR, KEPT_COLOR, Threshold, funnel_svg, histogram_svg
-from .funnel import reason_category
+from .funnel import funnel, reason_category
 from .plan import READ_STEP, AnnotatePlan, funnel_steps
 from .recipe import AnnotateStep, DedupStep, FilterStep
 from .runview import Run, open_run
@@ -80,7 +80,7 @@ def build_report(run: Run, options: ReportOptions = ReportOptions()) -> str:
         f"recipe <code>{escape(run.recipe.name)}</code> ({escape(str(info.get('recipe_source', '')))}); "
         f"{len(info.get('inputs', []))} input shard(s); output in <code>{escape(str(run.root / 'shards'))}</code></p>",
         _nav(),
-        _funnel_section(run),
+        _funnel_section(run, decisions),
         _histogram_section(run, decisions.select(["shard", "key", "kept"])),
         _examples_section(run, examples, gallery, options),
         _clusters_section(clusters, gallery),
@@ -94,8 +94,8 @@ def _nav() -> str:
     return '<nav>' + " · ".join(f'<a href="#{a}">{t}</a>' for a, t in links) + "</nav>"
 
 
-def _funnel_section(run: Run) -> str:
-    counts = run.funnel()
+def _funnel_section(run: Run, decisions: pa.Table) -> str:
+    counts = funnel(decisions, funnel_steps(run.recipe))
     rows = "".join(
         f"<tr><td>{escape(c.step)}</td><td>{c.n_in}</td><td>{c.kept}</td><td>{c.dropped}</td>"
         f"<td>{escape(', '.join(f'{r} {n}' for r, n in c.reasons.items()))}</td></tr>"
