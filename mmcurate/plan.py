@@ -128,7 +128,7 @@ class Plan:
         return [s for g in self.stages if isinstance(g, Group) for s in g.steps if isinstance(s, AnnotatePlan)]
 
     def per_sample_steps(self) -> list[GroupStep]:
-        """Every annotate and filter step in order, without the global (dedup) stages between them."""
+        """Every annotate and filter step in order, without the global stages (dedup, keep_top) between them."""
         return [s for g in self.stages if isinstance(g, Group) for s in g.steps]
 
 
