@@ -17,6 +17,7 @@ the frame embeddings.
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
@@ -116,12 +117,15 @@ class _ClipAnnotator(Annotator):
 
         self.encoder = load_encoder(self.config)
         self.pixel_maker = PixelMaker(self.encoder, self.config.gpu_decode, self.config.frames, self.config.timeout_s)
+        self.prepare_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-prepare")
+        """One preparing thread for the worker's life (a thread per call would start a new
+        video decode child each call)."""
 
     def annotate(self, batch: Sequence[SampleView]) -> list[Row]:
         from ..clip.overlap import prepared_chunks
 
         rows: list[Row] = [{} for _ in batch]
-        for start, (pixels, tokens) in prepared_chunks(batch, self.config.batch_size, self._prepare):
+        for start, (pixels, tokens) in prepared_chunks(batch, self.config.batch_size, self._prepare, self.prepare_pool):
             for i, error in pixels.errors.items():
                 rows[start + i] = {"error": error}
             images = pixels.wait()
