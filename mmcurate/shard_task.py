@@ -8,7 +8,6 @@ into the step's part and written atomically, so a killed task loses nothing it f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import pyarrow as pa
@@ -182,8 +181,21 @@ class _Decider:
         return computed
 
 
-def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
-    while batch := list(islice(items, size)):
+BATCH_BYTES = 256 << 20
+"""A batch also ends once its samples hold this many bytes, so large members (video) keep a
+task's memory flat whatever batch size an annotator asks for (CLIP asks for thousands)."""
+
+
+def _batches(items: Iterator[tuple[Entry, Sample]], size: int, max_bytes: int) -> Iterator[list[tuple[Entry, Sample]]]:
+    batch: list[tuple[Entry, Sample]] = []
+    nbytes = 0
+    for item in items:
+        batch.append(item)
+        nbytes += item[0].nbytes
+        if len(batch) >= size or nbytes >= max_bytes:
+            yield batch
+            batch, nbytes = [], 0
+    if batch:
         yield batch
 
 
@@ -204,7 +216,7 @@ def run_group(task: GroupTask) -> GroupResult:
             pass
     fresh: list[Entry] = []
     drops = {}
-    for batch in _batches(_read(task.shard), task.batch_size):
+    for batch in _batches(_read(task.shard), task.batch_size, BATCH_BYTES):
         batch_entries = [e for e, _ in batch]
         fresh.extend(batch_entries)
         keys = entering(batch_entries)

@@ -117,3 +117,36 @@ def test_a_worker_dying_mid_task_is_retried_with_the_same_result(tmp_path, clien
     reference = mmcurate.curate(shards, recipe(clean), tmp_path / "reference", client=client, quiet=True)
     assert result.kept == reference.kept == 12
     assert [p.read_bytes() for p in result.shards] == [p.read_bytes() for p in reference.shards]
+
+
+class BatchBytes(Annotator):
+    """Records the bytes of the samples each annotate() call holds."""
+
+    name = "batch_bytes"
+    needs_pixels = False
+    columns = {"n": pa.int32()}
+    calls: list[int] = []
+
+    def annotate(self, batch):
+        BatchBytes.calls.append(sum(v.sample.nbytes for v in batch))
+        return [{"n": len(batch)} for _ in batch]
+
+
+def test_a_batch_of_large_samples_ends_at_the_byte_budget(tmp_path, monkeypatch):
+    """However many samples an annotator asks for per call (CLIP asks for thousands), a shard
+    task holds at most about BATCH_BYTES of sample bytes at once: large video members stay flat."""
+    from mmcurate import shard_task
+    from mmcurate.inputs import resolve_inputs
+    from mmcurate.plan import build_plan
+
+    annotators.register(BatchBytes)
+    monkeypatch.setattr(shard_task, "BATCH_BYTES", 300_000)
+    samples = [(f"v{i}", {"mp4": os.urandom(100_000), "txt": b"a clip"}) for i in range(10)]
+    (shard,) = resolve_inputs(str(make_shard(tmp_path / "000000.tar", samples)))
+    recipe = mmcurate.Recipe.from_dict({"name": "t", "modalities": {"video": ["mp4"], "text": ["txt"]}, "steps": [{"annotate": "batch_bytes"}]})
+    (group,) = build_plan(recipe).stages
+    BatchBytes.calls.clear()
+    task = shard_task.GroupTask(shard, str(tmp_path / "run"), dict(recipe.modalities), group.steps, batch_size=1000)
+    result = shard_task.run_group(task)
+    assert len(result.entries) == 10 and not result.drops
+    assert BatchBytes.calls == [300_018] * 3 + [100_006]  # 3 samples (bytes + captions) per call, then the last one
