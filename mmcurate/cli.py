@@ -168,7 +168,11 @@ def _report(args: argparse.Namespace) -> int:
 def _annotators(_: argparse.Namespace) -> int:
     for name in annotators.names():
         cls = annotators.get(name)
-        print(f"{name:<20} {annotators.origin(name)}\n{'':<20} columns: {', '.join(cls.columns_for(cls.Config()))}")
+        try:
+            columns = ", ".join(cls.columns_for(cls.Config()))
+        except (TypeError, ValueError):  # a plugin whose config has required fields
+            columns = "(depend on the step's settings)"
+        print(f"{name:<20} {annotators.origin(name)}\n{'':<20} columns: {columns}")
     return 0
 
 

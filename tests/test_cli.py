@@ -136,3 +136,26 @@ def test_report_command_rewrites_the_report(demo_run, tmp_path):
     target = tmp_path / "again.html"
     assert main(["report", str(out), "--to", str(target), "--thumbs", "2"]) == 0
     assert "Duplicate clusters" in target.read_text()
+
+
+def test_annotators_lists_one_whose_config_has_required_fields(capsys):
+    from dataclasses import dataclass
+
+    import pyarrow as pa
+
+    from mmcurate import annotators
+
+    @dataclass(frozen=True)
+    class NeedsPath:
+        path: str
+
+    @annotators.register
+    class ModelScore(annotators.Annotator):
+        name = "test_needs_path"
+        Config = NeedsPath
+        columns = {"model_score": pa.float32()}
+
+    assert main(["annotators"]) == 0
+    out = capsys.readouterr().out
+    assert "test_needs_path      registered in Python" in out and "columns: (depend on the step's settings)" in out
+    assert "clip_tags" in out and "columns: tag_watermark, tag_text_heavy, tag_nsfw" in out
