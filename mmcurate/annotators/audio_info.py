@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from ..decode import DecodeError
 from ..decode.audio import Audio
-from ..decode.sandbox import DEFAULT_TIMEOUT_S, check_timeout
+from ..decode.sandbox import TimeLimit
 from ..sampleview import SampleView
 from .base import Annotator, Row
 
@@ -20,17 +20,11 @@ __all__ = ["AudioInfo", "AudioInfoConfig", "pcm_sha256"]
 
 
 @dataclass(frozen=True)
-class AudioInfoConfig:
+class AudioInfoConfig(TimeLimit):
     silence_db: float = -60.0
     """A 20 ms window whose RMS (all channels) is below this many dBFS counts as silent."""
     clip_level: float = 0.999
     """Samples at or above this magnitude (full scale 1.0) count as clipped."""
-    timeout_s: float | None = DEFAULT_TIMEOUT_S
-    """Time limit for one member's decode; past it the sample drops as ``decode_timeout``
-    (null: decode in this process, without a limit, for trusted data)."""
-
-    def __post_init__(self) -> None:
-        check_timeout(self.timeout_s)
 
 
 def pcm_sha256(audio: Audio) -> str:

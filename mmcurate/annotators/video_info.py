@@ -7,19 +7,14 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from ..decode import DecodeError
-from ..decode.sandbox import DEFAULT_TIMEOUT_S, check_timeout
+from ..decode.sandbox import TimeLimit
 from ..sampleview import SampleView
 from .base import Annotator, Row
 
 
 @dataclass(frozen=True)
-class VideoInfoConfig:
-    timeout_s: float | None = DEFAULT_TIMEOUT_S
-    """Time limit for reading one video's header; past it the sample drops as ``decode_timeout``
-    (null: decode in this process, without a limit, for trusted data)."""
-
-    def __post_init__(self) -> None:
-        check_timeout(self.timeout_s)
+class VideoInfoConfig(TimeLimit):
+    """``timeout_s`` bounds reading one video's container header."""
 
 
 class VideoInfo(Annotator):

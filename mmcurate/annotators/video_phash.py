@@ -18,7 +18,7 @@ from PIL import Image
 
 from .. import perceptual
 from ..decode import DecodeError
-from ..decode.sandbox import DEFAULT_TIMEOUT_S, check_timeout
+from ..decode.sandbox import TimeLimit
 from ..decode.video import FrameRequest
 from ..sampleview import SampleView
 from .base import Annotator, Row
@@ -32,7 +32,7 @@ _FLAT_STD = 2.0
 
 
 @dataclass(frozen=True)
-class VideoPHashConfig:
+class VideoPHashConfig(TimeLimit):
     every_s: float = 1.0
     """Seconds between sampled frames."""
     max_frames: int = 32
@@ -41,12 +41,9 @@ class VideoPHashConfig:
     """Short side of the decoded frames in pixels (the hash reads a 32x32 thumbnail)."""
     crop_borders: bool = True
     """Crop borders that are black in every sampled frame before hashing."""
-    timeout_s: float | None = DEFAULT_TIMEOUT_S
-    """Time limit for one video's decode; past it the sample drops as ``decode_timeout``
-    (null: decode in this process, without a limit, for trusted data)."""
 
     def __post_init__(self) -> None:
-        check_timeout(self.timeout_s)
+        super().__post_init__()
         FrameRequest(every_s=self.every_s, size=self.size, max_frames=self.max_frames)  # same checks
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..decode.sandbox import DEFAULT_TIMEOUT_S, check_timeout
+from ..decode.sandbox import TimeLimit
 
 __all__ = ["ClipModelConfig", "DEVICES", "PRECISIONS"]
 
@@ -13,7 +13,7 @@ PRECISIONS = ("auto", "fp32", "fp16")
 
 
 @dataclass(frozen=True)
-class ClipModelConfig:
+class ClipModelConfig(TimeLimit):
     """An open_clip model and its weights. Every field but ``batch_size`` is part of the step's
     fingerprint (with the checkpoint file's size and mtime), so another model, tag,
     checkpoint or precision never reuses stored scores."""
@@ -41,11 +41,9 @@ class ClipModelConfig:
     """A sample without an image member but with a video member is scored on this many frames
     spaced uniformly over the video (decoded with the short side at the model's input size);
     its scores are the means over the frames."""
-    timeout_s: float | None = DEFAULT_TIMEOUT_S
-    """Time limit for decoding one video's frames; past it the sample drops as
-    ``decode_timeout`` (null: decode in this process, without a limit, for trusted data)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.device not in DEVICES:
             raise ValueError(f"field 'device': expected one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.precision not in PRECISIONS:
@@ -54,7 +52,6 @@ class ClipModelConfig:
             raise ValueError(f"field 'batch_size': must be at least 1, got {self.batch_size}")
         if self.frames < 1:
             raise ValueError(f"field 'frames': must be at least 1, got {self.frames}")
-        check_timeout(self.timeout_s)
         if self.device == "cpu" and self.precision == "fp16":
             raise ValueError("field 'precision': fp16 needs device cuda or auto (CPU runs fp32)")
         if not self.pretrained and not self.checkpoint and not self.model.startswith(("hf-hub:", "local-dir:")):

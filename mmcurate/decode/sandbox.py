@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
@@ -42,6 +43,7 @@ from .video import FrameRequest, VideoFrames, VideoInfo, probe_video, sample_fra
 __all__ = [
     "DEFAULT_TIMEOUT_S",
     "DecodeTimeout",
+    "TimeLimit",
     "check_timeout",
     "decode_audio_limited",
     "probe_video_limited",
@@ -105,6 +107,18 @@ def decode_audio_limited(data: bytes, sample_rate: int | None = None, timeout_s:
     """:func:`~mmcurate.decode.audio.decode_audio` under a time limit."""
     meta, arrays = _call("audio", data, {"sample_rate": sample_rate}, timeout_s)
     return Audio(arrays[0], meta["sample_rate"])
+
+
+@dataclass(frozen=True)
+class TimeLimit:
+    """Base of the configs of annotators that decode media: a per-member time limit."""
+
+    timeout_s: float | None = DEFAULT_TIMEOUT_S
+    """Seconds one member's decode may take; past it the sample drops as ``decode_timeout``
+    (null: decode in this process, without a limit, for trusted data)."""
+
+    def __post_init__(self) -> None:
+        check_timeout(self.timeout_s)
 
 
 def check_timeout(timeout_s: float | None) -> None:
