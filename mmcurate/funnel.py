@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 __all__ = ["StepCount", "format_dedup", "format_funnel", "funnel", "reason_category"]
 
@@ -26,18 +26,25 @@ def reason_category(reason: str) -> str:
 
 
 def funnel(decisions: pa.Table, step_ids: list[str]) -> list[StepCount]:
-    """Counts per step, in recipe order, from a decisions table."""
-    total = decisions.num_rows
-    by_step: dict[str, Counter] = {s: Counter() for s in step_ids}
-    for step, reason in zip(decisions.column("step").to_pylist(), decisions.column("reason").to_pylist()):
-        if step is not None:
-            by_step.setdefault(step, Counter())[reason_category(reason or "")] += 1
+    """Counts per step, in recipe order, from a decisions table (counted in Arrow: no Python
+    loop over samples). Within a step, reasons go by count, ties by first appearance."""
+    dropped = decisions.select(["step", "reason"]).filter(pc.is_valid(decisions.column("step")))
+    category = pc.list_element(pc.split_pattern(pc.fill_null(dropped.column("reason"), ""), ":", max_splits=1), 0)
+    groups = (
+        pa.table({"step": dropped.column("step"), "reason": category, "row": pa.array(range(dropped.num_rows), pa.int64())})
+        .group_by(["step", "reason"])
+        .aggregate([("row", "count"), ("row", "min")])
+        .sort_by([("row_count", "descending"), ("row_min", "ascending")])
+    )
+    by_step: dict[str, dict[str, int]] = {s: {} for s in step_ids}
+    for step, reason, count in zip(*(groups.column(c).to_pylist() for c in ("step", "reason", "row_count"))):
+        by_step.setdefault(step, {})[reason] = count
     counts = []
-    n = total
+    n = decisions.num_rows
     for step in step_ids + [s for s in by_step if s not in step_ids]:
-        dropped = sum(by_step[step].values())
-        counts.append(StepCount(step, n, n - dropped, dropped, dict(by_step[step].most_common())))
-        n -= dropped
+        gone = sum(by_step[step].values())
+        counts.append(StepCount(step, n, n - gone, gone, by_step[step]))
+        n -= gone
     return counts
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import cached_property
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
@@ -57,7 +58,7 @@ class Run:
             raise FileNotFoundError(f"{self.root}: no decisions.parquet yet (the run did not finish)")
         return pq.read_table(self.store.decisions_path)
 
-    @property
+    @cached_property
     def plan(self) -> Plan:
         """The run's plan, fingerprinted with what its annotators resolved then (``run.json``)."""
         return build_plan(self.recipe, self.info.get("resolved"))
