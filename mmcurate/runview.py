@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from functools import cached_property
 from collections import Counter
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -12,10 +12,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .dedup.step import CLUSTER_FILE
 from .funnel import StepCount, funnel
 from .inputs import ShardRef
 from .plan import Plan, build_plan, funnel_steps, read_annotations
-from .dedup.step import CLUSTER_FILE
 from .recipe import DedupStep, Recipe
 from .sampleview import SampleView
 from .shard_task import read_manifest
