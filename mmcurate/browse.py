@@ -16,8 +16,8 @@ from typing import Any, Iterable, Mapping
 
 import pyarrow as pa
 
-from .ledger import DECISIONS_SCHEMA
-from .plan import READ_STEP, build_plan, read_annotations
+from .ledger import Ledger
+from .plan import build_plan, read_annotations
 from .recipe import Recipe
 from .runview import Run
 from .shard_task import AnnotatePlan, decide_steps, read_manifest
@@ -125,19 +125,16 @@ def preview(run: Run, recipe: Recipe | Iterable[str]) -> pa.Table:
     """
     recipe = recipe if isinstance(recipe, Recipe) else run.recipe.with_overrides(recipe)
     steps = build_plan(recipe, run.info.get("resolved")).per_sample_steps()
-    columns: dict[str, list[Any]] = {name: [] for name in DECISIONS_SCHEMA.names}
-    for url in run.info["inputs"]:
-        ref = run.shard_ref(url)
+    ledger = Ledger([run.shard_ref(url) for url in run.info["inputs"]])
+    for ref in ledger.shards:
         entries = read_manifest(run.store, ref) or []
+        ledger.record_read(ref.url, entries)
         stored = {s.id: run.store.read_rows(run.store.part_path(s.id, s.part_name(ref))) for s in steps if isinstance(s, AnnotatePlan)}
 
         def rows_of(plan: AnnotatePlan, alive: list[str]) -> dict[str, dict[str, Any]]:
             rows = stored[plan.id]
             return {k: rows.get(k) or {"error": NOT_ANNOTATED} for k in alive}
 
-        drops, _ = decide_steps(steps, [e.key for e in entries if not e.error], rows_of)
-        for entry in entries:
-            verdict = (READ_STEP, entry.error) if entry.error else drops.get(entry.key)
-            for name, value in zip(columns, (url, entry.key, verdict is None, *(verdict or (None, None)), None)):
-                columns[name].append(value)
-    return pa.table(columns, schema=DECISIONS_SCHEMA)
+        drops, _ = decide_steps(steps, [e.key for e in ledger.alive(ref.url)], rows_of)
+        ledger.drop(ref.url, drops)
+    return ledger.table({})
