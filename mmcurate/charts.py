@@ -35,6 +35,10 @@ class Threshold:
         return f"{self.comparison.op} {value:g} ({self.step})"
 
 
+def _svg(width: int, height: int, parts: Sequence[str]) -> str:
+    return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" {_FONT}>' + "".join(parts) + "</svg>"
+
+
 def funnel_svg(counts: Sequence[StepCount], width: int = 720) -> str:
     """One bar per step: samples kept (green) and dropped (red) of those that came in."""
     label_w, row_h = 130, 22
@@ -53,11 +57,7 @@ def funnel_svg(counts: Sequence[StepCount], width: int = 720) -> str:
             f'<text x="{label_w + kept_w + drop_w + 6:.1f}" y="{y + 14}">{c.kept} kept, {c.dropped} dropped</text>'
         )
     height = len(counts) * row_h + 8
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" {_FONT}>'
-        + "".join(rows)
-        + "</svg>"
-    )
+    return _svg(width, height, rows)
 
 
 def _bins(values: np.ndarray, thresholds: Sequence[Threshold], integer: bool, max_bins: int) -> np.ndarray:
@@ -122,8 +122,4 @@ def histogram_svg(
         parts.append(f'<text x="{left}" y="{height - 8}">{edges[0]:g}</text>')
         parts.append(f'<text x="{left + plot_w}" y="{height - 8}" text-anchor="end">{edges[-1]:g}</text>')
         parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="#888"/>')
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" {_FONT}>'
-        + "".join(parts)
-        + "</svg>"
-    )
+    return _svg(width, height, parts)
