@@ -7,9 +7,9 @@ on every worker and the GPU step only on the survivors. Dedup and keep_top steps
 
 An annotation part is named by a fingerprint of the annotator (name, version, config,
 identity of resolved resources such as a checkpoint file), the recipe's modalities, the
-fingerprints of the annotate steps before it, and the input shard's identity. Filters are not part of it: annotators are pure per-sample functions,
-so a new threshold reuses every stored row (rows missing for newly surviving samples are
-computed and added).
+fingerprints of the annotate steps before it, and the input shard's identity. Filters are
+not part of it: annotators are pure per-sample functions, so a new threshold reuses every
+stored row (rows missing for newly surviving samples are computed and added).
 """
 
 from __future__ import annotations
