@@ -24,12 +24,14 @@ from PIL import Image
 
 __all__ = [
     "DHASH_SIZE",
+    "border_box",
     "PHASH_SIZE",
     "dhash_batch",
     "dhash_pixels",
     "hamming",
     "phash_batch",
     "phash_pixels",
+    "robust_thumbnails",
     "thumbnail",
     "thumbnails",
 ]
@@ -131,3 +133,87 @@ def _popcount_lut(x: np.ndarray) -> np.ndarray:
     flat = np.ascontiguousarray(x, dtype=np.uint64).reshape(-1)
     counts = _POPCOUNT8[flat.view(np.uint8)].reshape(-1, 8).sum(axis=1, dtype=np.uint8)
     return counts.reshape(np.shape(x))
+
+
+# --------------------------------------------------------------------------- fast, robust hashing
+#
+# The fast mode hashes the small grayscale image of a reduced-scale decode
+# (:func:`mmcurate.decode.image.decode_reduced`), not the full-size one: with the borders trimmed
+# first, and optionally with extra "variant" hashes of the rotated image, so copies that were
+# letterboxed, padded or turned still match. Not bit-identical to imagehash.
+
+BORDER_TOLERANCE = 6
+"""Grey levels a border line may deviate from its band's colour (JPEG ringing, noise)."""
+BORDER_MAX_SHARE = 0.6
+"""At most this share of a side's length is trimmed in total (two thirds of the picture stays)."""
+_INSIDE_LINES = 4
+_CONTRAST = 4.0
+"""The lines just inside a border (as many as the band, at least ``_INSIDE_LINES``) vary at least
+this many times as much as the band does."""
+_FLAT_STD = 2.0
+"""A trimmed region flatter than this (grey-level standard deviation) is not trusted: kept whole."""
+
+
+def _band(lines: np.ndarray, limit: int) -> int:
+    """How many of ``lines`` (outermost first, shape (L, length)) form a border: each line
+    within :data:`BORDER_TOLERANCE` of the outermost line's median everywhere, and the lines
+    just inside clearly less flat than the band (a wall or a sky fades in; a picture starts)."""
+    colour = float(np.median(lines[0]))
+    flat = np.abs(lines[:limit].astype(np.int16) - colour).max(axis=1) <= BORDER_TOLERANCE
+    depth = int(np.argmin(flat)) if not flat.all() else len(flat)
+    if depth == 0 or depth == len(lines):
+        return depth
+    inside = lines[depth : depth + max(depth, _INSIDE_LINES)]
+    return depth if inside.std() >= _CONTRAST * max(float(lines[:depth].std()), 1.0) else 0
+
+
+def border_box(gray: np.ndarray) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of ``gray`` (H, W) uint8 once uniform borders are trimmed.
+
+    A border is a run of whole rows (columns) at an edge, each within
+    :data:`BORDER_TOLERANCE` grey levels of one colour everywhere: letterbox and pillarbox bars
+    and padding of any colour. Real content stays: a band must be flat along its entire length
+    and the picture inside it much less flat (a photographed wall has lighting gradients and
+    texture that go on past any flat edge), all sides together may trim at most
+    :data:`BORDER_MAX_SHARE` of a side, and when what would remain is itself flat (a blank
+    wall, a solid colour) nothing is trimmed.
+    """
+    h, w = gray.shape
+    box = (0, 0, w, h)
+    if h < 4 or w < 4:
+        return box
+    top = _band(gray, h)
+    if top == h:  # the whole picture is one flat band
+        return box
+    bottom = _band(gray[::-1], h - top)
+    left = _band(gray.T, w)
+    right = _band(gray.T[::-1], w - left)
+    if top + bottom > BORDER_MAX_SHARE * h:
+        top = bottom = 0
+    if left + right > BORDER_MAX_SHARE * w:
+        left = right = 0
+    inner = gray[top : h - bottom, left : w - right]
+    if inner.std() < _FLAT_STD:
+        return box
+    return left, top, w - right, h - bottom
+
+
+def robust_thumbnails(gray: Image.Image, size: tuple[int, int], trim: bool = True, rotations: Sequence[float] = ()) -> np.ndarray:
+    """Hash thumbnails (``size`` = (w, h)) of a small grayscale image: first of the image itself
+    (uniform borders trimmed when ``trim``, see :func:`border_box`), then of it turned by each
+    angle of ``rotations`` (degrees, counter-clockwise; right angles turn the whole picture,
+    other angles keep the canvas, as ``Image.rotate`` does: corners turning in are black).
+    (1 + len(rotations), h, w) uint8."""
+    if gray.mode != "L":
+        gray = gray.convert("L")
+    box = border_box(np.asarray(gray)) if trim else (0, 0, gray.width, gray.height)
+    region = gray.crop(box) if box != (0, 0, gray.width, gray.height) else gray
+    out = np.empty((1 + len(rotations), size[1], size[0]), dtype=np.uint8)
+    out[0] = np.asarray(region.resize(size, _LANCZOS))
+    if rotations:  # turned at twice the thumbnail's size, keeping the aspect ratio (cheap)
+        scale = min(1.0, 2 * max(size) / max(region.size))
+        small = region.resize((max(1, round(region.width * scale)), max(1, round(region.height * scale))), _LANCZOS)
+        for i, angle in enumerate(rotations, start=1):
+            turned = small.rotate(angle, resample=Image.Resampling.BICUBIC, expand=angle % 90 == 0)
+            out[i] = np.asarray(turned.resize(size, _LANCZOS))
+    return out

@@ -76,7 +76,7 @@ GroupStep = Union[AnnotatePlan, FilterStep]
 def reads_pixels(steps: Iterable[GroupStep]) -> bool:
     """Whether some annotator among ``steps`` reads decoded image pixels (else images are only
     verified, see :meth:`SampleView.image_meta`)."""
-    return any(s.annotator.needs_pixels for s in steps if isinstance(s, AnnotatePlan))
+    return any(s.annotator.needs_pixels_for(s.step.config) for s in steps if isinstance(s, AnnotatePlan))
 
 
 @dataclass(frozen=True)

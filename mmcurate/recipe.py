@@ -83,8 +83,8 @@ class DedupStep:
 
     @property
     def columns(self) -> list[str]:
-        """Columns it reads: the compared one(s) (value, then ``_mirror``), then the keep policy's."""
-        cols = [self.config.column] + ([f"{self.config.column}_mirror"] if getattr(self.config, "mirror", False) else [])
+        """Columns it reads: the compared one(s) (value, then ``_mirror``, ``_variants``), then the keep policy's."""
+        cols = [self.config.column] + list(getattr(self.config, "extra_columns", []))
         return cols + [c for c in self.keep.columns if c not in cols]
 
     def to_dict(self) -> dict[str, Any]:
@@ -359,8 +359,8 @@ def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: set[s
     except ValueError as exc:
         raise RecipeError(f"{where}: field 'keep': {exc}") from None
     needed = {"column": [config.column], "keep": list(keep.columns)}
-    if getattr(config, "mirror", False):
-        needed["mirror"] = [f"{config.column}_mirror"]
+    for extra in getattr(config, "extra_columns", []):
+        needed[extra.rsplit("_", 1)[1]] = [extra]
     for name, cols in needed.items():
         for col in cols:
             if col not in columns:

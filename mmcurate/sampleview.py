@@ -8,7 +8,7 @@ from PIL import Image
 
 from .decode import DecodeError
 from .decode.audio import Audio
-from .decode.image import DEFAULT_MAX_PIXELS, ImageMeta, TooLarge, decode_image, measure_image
+from .decode.image import DEFAULT_MAX_PIXELS, ImageMeta, Reduced, TooLarge, decode_image, decode_reduced
 from .decode.sandbox import DEFAULT_TIMEOUT_S, decode_audio_limited, probe_video_limited, sample_frames_limited
 from .decode.video import FrameRequest, VideoFrames, VideoInfo
 from .tarread import Sample
@@ -30,7 +30,7 @@ class SampleView:
         self.modalities = modalities
         self.pixels = pixels
         self._decoded: dict[Any, Any] = {}
-        """Decode results (or the DecodeError) by kind: ``"image"`` (pixels), ``"meta"``, or a
+        """Decode results (or the DecodeError) by kind: ``"image"`` (pixels), ``"reduced"``, or a
         video/audio request tuple (see :meth:`_once`)."""
 
     @property
@@ -60,11 +60,21 @@ class SampleView:
 
     def image_meta(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageMeta:
         """Upright size, mode and format of a verified decode: from :meth:`image` when pixels are
-        wanted (or already decoded), else from :func:`measure_image`, once per sample."""
+        wanted (or already decoded), else from :meth:`image_small`'s decode, once per sample."""
         if self.pixels or "image" in self._decoded:
             img, fmt = self.image(max_pixels)
             return ImageMeta(img.width, img.height, img.mode, fmt)
-        return self._decode_once("meta", measure_image, lambda meta: (meta.width, meta.height), max_pixels)
+        return self._reduced(max_pixels).meta
+
+    def image_small(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+        """A small upright grayscale copy of the image from a reduced-scale decode
+        (:func:`~mmcurate.decode.image.decode_reduced`), once per sample. Always that decode,
+        even when the full image is decoded too, so what is computed from it does not depend
+        on the other steps of a recipe."""
+        return self._reduced(max_pixels).gray
+
+    def _reduced(self, max_pixels: int) -> Reduced:
+        return self._decode_once("reduced", decode_reduced, lambda r: (r.meta.width, r.meta.height), max_pixels)
 
     def _decode_once(self, kind: str, decode: Callable[[bytes, int], T], size: Callable[[T], tuple[int, int]], max_pixels: int) -> T:
         """``decode(image bytes, max_pixels)``, remembered (failures too) under ``kind``; redone

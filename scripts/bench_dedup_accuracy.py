@@ -207,15 +207,53 @@ def _text_overlay(img: Image.Image) -> Image.Image:
     return out
 
 
-def _letterbox(img: Image.Image) -> Image.Image:
-    w, h = img.size
-    if w * 9 >= h * 16:  # wider than 16:9: bars above and below
-        W, H = w, round(w * 9 / 16)
-    else:  # bars left and right
-        W, H = round(h * 16 / 9), h
-    canvas = Image.new(img.mode, (W, H), 0)
-    canvas.paste(img, ((W - w) // 2, (H - h) // 2))
-    return canvas
+def _pad(sides: str, colour: int) -> Callable[[Image.Image], Image.Image]:
+    """Bars of ``colour`` taking a quarter of the new frame: above and below (``sides="tb"``,
+    letterbox, as a 2.39:1 film in 16:9) or left and right (``"lr"``, pillarbox, as 4:3 in 16:9)."""
+
+    def fn(img: Image.Image) -> Image.Image:
+        w, h = img.size
+        W, H = (w, round(h * 4 / 3)) if sides == "tb" else (round(w * 4 / 3), h)
+        canvas = Image.new("RGB", (W, H), (colour,) * 3)
+        canvas.paste(img.convert("RGB"), ((W - w) // 2, (H - h) // 2))
+        return canvas
+
+    return fn
+
+
+def _rotate(angle: float) -> Callable[[Image.Image], Image.Image]:
+    """Turned counter-clockwise on the same canvas (black corners), as ``Image.rotate``; right
+    angles turn the whole picture."""
+    return lambda img: img.rotate(angle, resample=Image.Resampling.BICUBIC, expand=angle % 90 == 0)
+
+
+def _crop_area(share: float) -> Callable[[Image.Image], Image.Image]:
+    """Centre crop keeping ``share`` of the area (both sides scaled by its square root)."""
+    return _centre_crop(share**0.5)
+
+
+def _banner(img: Image.Image) -> Image.Image:
+    """A dark caption bar over the bottom sixth with white text (a reposted meme/caption)."""
+    out = img.convert("RGB")
+    w, h = out.size
+    draw = ImageDraw.Draw(out)
+    bar = max(8, h // 6)
+    draw.rectangle((0, h - bar, w, h), fill=(20, 20, 20))
+    font = _font(max(6, bar // 2))
+    draw.text((w // 20, h - bar + bar // 4), "shared via example.com", font=font, fill=(255, 255, 255))
+    return out
+
+
+def _logo(img: Image.Image) -> Image.Image:
+    """An opaque coloured logo (a sixth of the width) in the bottom-right corner."""
+    out = img.convert("RGB")
+    w, h = out.size
+    side = max(8, min(w, h) // 6)
+    x, y = w - side - w // 40, h - side - h // 40
+    draw = ImageDraw.Draw(out)
+    draw.ellipse((x, y, x + side, y + side), fill=(230, 40, 40), outline=(255, 255, 255), width=max(1, side // 12))
+    draw.text((x + side // 4, y + side // 3), "TV", font=_font(max(6, side // 3)), fill=(255, 255, 255))
+    return out
 
 
 # name -> (transform, JPEG quality of the stored copy)
@@ -223,14 +261,23 @@ TRANSFORMS: dict[str, tuple[Callable[[Image.Image], Image.Image], int]] = {
     "resize_50": (_resize(0.5), JPEG_QUALITY),
     "resize_25": (_resize(0.25), JPEG_QUALITY),
     "jpeg_q20": (lambda img: img, 20),
-    "crop_90": (_centre_crop(0.9), JPEG_QUALITY),
-    "crop_80": (_centre_crop(0.8), JPEG_QUALITY),
-    "hflip": (ImageOps.mirror, JPEG_QUALITY),
-    "rotate_3": (lambda img: img.rotate(3, resample=Image.Resampling.BICUBIC, expand=False), JPEG_QUALITY),
     "bright_colour": (_enhance, JPEG_QUALITY),
     "grayscale": (lambda img: img.convert("L"), JPEG_QUALITY),
+    "hflip": (ImageOps.mirror, JPEG_QUALITY),
+    "letterbox_black": (_pad("tb", 0), JPEG_QUALITY),
+    "letterbox_white": (_pad("tb", 255), JPEG_QUALITY),
+    "pillarbox_black": (_pad("lr", 0), JPEG_QUALITY),
+    "pillarbox_white": (_pad("lr", 255), JPEG_QUALITY),
+    "rotate_2": (_rotate(2), JPEG_QUALITY),
+    "rotate_5": (_rotate(5), JPEG_QUALITY),
+    "rotate_10": (_rotate(10), JPEG_QUALITY),
+    "rotate_90": (_rotate(90), JPEG_QUALITY),
     "text_overlay": (_text_overlay, JPEG_QUALITY),
-    "letterbox_16x9": (_letterbox, JPEG_QUALITY),
+    "text_banner": (_banner, JPEG_QUALITY),
+    "corner_logo": (_logo, JPEG_QUALITY),
+    "crop_90": (_crop_area(0.9), JPEG_QUALITY),
+    "crop_80": (_crop_area(0.8), JPEG_QUALITY),
+    "crop_70": (_crop_area(0.7), JPEG_QUALITY),
 }
 
 

@@ -223,19 +223,20 @@ def test_annotator_rows(cls, reference):
     col, mcol = cls.name, f"{cls.name}_mirror"
     assert cls.columns == {col: pa.uint64(), mcol: pa.uint64()}
 
-    rows = cls().annotate(views)
+    exact = HashConfig(mode="exact")
+    rows = cls(exact).annotate(views)
     assert [sorted(r) for r in rows] == [[col, mcol], ["error"], [col, mcol], ["error"]]
     assert rows[1]["error"].startswith("decode_error") and rows[3]["error"].startswith("missing_image")
     for i in (0, 2):
         img, _ = views[i].image()
         assert rows[i][col] == _ref(reference, img) and rows[i][mcol] is None
 
-    rows = cls(HashConfig(mirror=True)).annotate(views)
+    rows = cls(HashConfig(mode="exact", mirror=True)).annotate(views)
     for i in (0, 2):
         img, _ = views[i].image()
         assert rows[i][col] == _ref(reference, img)
         assert rows[i][mcol] == _ref(reference, ImageOps.mirror(img))
-    assert cls().annotate([views[1]]) == [{"error": rows[1]["error"]}]
+    assert cls(exact).annotate([views[1]]) == [{"error": rows[1]["error"]}]
     assert cls().annotate([]) == []
 
 
@@ -245,7 +246,7 @@ def test_phash_through_the_engine(tmp_path, client):
     shard0 = simple_samples("a", 6, seed=1)
     shard0.insert(3, ("a_corrupt", {"jpg": b"\xff\xd8\xff\xe0 definitely not a jpeg", "txt": b"broken", "json": b"{}"}))
     shards = [make_shard(src / "000000.tar", shard0), make_shard(src / "000001.tar", simple_samples("b", 5, seed=2))]
-    recipe = mmcurate.Recipe.from_dict({"name": "t", "steps": [{"annotate": "image_info"}, {"annotate": "phash", "mirror": True}]})
+    recipe = mmcurate.Recipe.from_dict({"name": "t", "steps": [{"annotate": "image_info"}, {"annotate": "phash", "mode": "exact", "mirror": True}]})
     out = tmp_path / "run"
     result = mmcurate.curate([str(s) for s in shards], recipe, out, client=client, quiet=True)
     assert (result.samples_in, result.kept, result.dropped) == (12, 11, 1)

@@ -52,6 +52,11 @@ class Annotator:
         return dict(cls.columns)
 
     @classmethod
+    def needs_pixels_for(cls, config: Any) -> bool:
+        """Whether ``annotate`` reads decoded pixels with ``config`` (default: ``needs_pixels``)."""
+        return cls.needs_pixels
+
+    @classmethod
     def prepare(cls, config: Any) -> Mapping[str, Any]:
         """Run once in the driver before any work: check, or fetch, what ``config`` needs
         (model weights...) and raise :class:`AnnotatorUnavailable` saying how to provide it.

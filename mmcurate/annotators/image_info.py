@@ -22,7 +22,7 @@ class ImageInfo(Annotator):
     """Decodes each image once with Pillow (EXIF orientation applied) and records its shape.
 
     It reads no pixels itself, so in a group where no other annotator does, JPEGs are verified
-    with a reduced-scale decode (see :func:`mmcurate.decode.image.measure_image`).
+    with a reduced-scale decode (see :func:`mmcurate.decode.image.decode_reduced`).
     """
 
     name = "image_info"

@@ -1,14 +1,24 @@
-"""``phash`` and ``dhash``: 64-bit perceptual hashes of the decoded image, for near-duplicate search.
+"""``phash`` and ``dhash``: 64-bit perceptual hashes of the image, for near-duplicate search.
 
-Values equal ``int(str(imagehash.phash(img)), 16)`` (respectively ``dhash``) on the image
-as decoded by ``image_info`` (EXIF orientation applied), stored as uint64. Compare two
-hashes with :func:`mmcurate.perceptual.hamming`.
+Two modes (part of the step's fingerprint):
+
+* ``fast`` (default): hashes the small grayscale copy of a reduced-scale decode
+  (:meth:`SampleView.image_small`, about a third of a full JPEG decode, and the same decode
+  ``image_info`` verifies with), after trimming uniform borders (letterbox, pillarbox,
+  padding; :func:`mmcurate.perceptual.border_box`). ``rotate: [...]`` adds one hash per angle
+  to the list column ``<name>_variants``, so turned copies match (``dedup: phash`` with
+  ``variants: true`` searches them).
+* ``exact``: ``int(str(imagehash.phash(img)), 16)`` (respectively ``dhash``) of the fully
+  decoded image (EXIF orientation applied), bit for bit.
+
+``mirror: true`` also hashes the mirrored picture into ``<name>_mirror``. Hashes are stored as
+uint64; compare two with :func:`mmcurate.perceptual.hamming`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -20,21 +30,54 @@ from .base import Annotator, Row
 
 __all__ = ["DHash", "HashConfig", "PHash"]
 
+MODES = ("fast", "exact")
+
 
 @dataclass(frozen=True)
 class HashConfig:
+    mode: str = "fast"
+    """``fast``: from a reduced-scale decode, borders trimmed; ``exact``: imagehash's value."""
     mirror: bool = False
     """Also hash the horizontally mirrored image, so mirrored copies match."""
+    rotate: tuple[float, ...] = ()
+    """``fast`` only: also hash the image turned by these angles (degrees, counter-clockwise),
+    stored in ``<name>_variants``; e.g. ``[-6, 6, 90, 180, 270]``."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.rotate and self.mode != "fast":
+            raise ValueError("rotate needs mode: fast (the exact mode hashes only what imagehash hashes)")
 
 
 class _PerceptualHash(Annotator):
-    """Shared by :class:`PHash` and :class:`DHash`: columns ``<name>`` and ``<name>_mirror``."""
+    """Shared by :class:`PHash` and :class:`DHash`: columns ``<name>``, ``<name>_mirror`` and,
+    with ``rotate``, ``<name>_variants``."""
 
     Config = HashConfig
+    version = "2"
     size: ClassVar[tuple[int, int]]
     """(width, height) of the grayscale thumbnail the hash is computed from."""
     hash_pixels: ClassVar[Callable[[np.ndarray], np.ndarray]]
     """(N, height, width) uint8 thumbnails -> (N,) uint64 hashes."""
+
+    @classmethod
+    def columns_for(cls, config: Any) -> dict[str, pa.DataType]:
+        cols = dict(cls.columns)
+        if config.rotate:
+            cols[f"{cls.name}_variants"] = pa.list_(pa.uint64())
+        return cols
+
+    @classmethod
+    def needs_pixels_for(cls, config: Any) -> bool:
+        return config.mode == "exact"
+
+    def _thumbnails(self, sample: SampleView) -> np.ndarray:
+        """(1 + len(rotate), h, w): the hashed picture, then its turned variants."""
+        if self.config.mode == "exact":
+            img, _ = sample.image()  # the decode image_info already did, shared per sample
+            return perceptual.thumbnail(img, self.size)[None]
+        return perceptual.robust_thumbnails(sample.image_small(), self.size, rotations=self.config.rotate)
 
     def annotate(self, batch: Sequence[SampleView]) -> list[Row]:
         rows: list[Row] = [{} for _ in batch]
@@ -42,8 +85,7 @@ class _PerceptualHash(Annotator):
         where: list[int] = []
         for i, sample in enumerate(batch):
             try:
-                img, _ = sample.image()  # the decode image_info already did, shared per sample
-                small.append(perceptual.thumbnail(img, self.size))
+                small.append(self._thumbnails(sample))
             except DecodeError as exc:
                 rows[i] = {"error": str(exc)}
                 continue
@@ -53,14 +95,15 @@ class _PerceptualHash(Annotator):
             where.append(i)
         if not small:
             return rows
-        thumbs = np.stack(small)
-        hashes = type(self).hash_pixels(thumbs)
-        mirrored = type(self).hash_pixels(thumbs[:, :, ::-1]) if self.config.mirror else None
+        thumbs = np.stack(small)  # (N, 1 + variants, h, w)
+        hash_pixels = type(self).hash_pixels
+        hashes = hash_pixels(thumbs.reshape(-1, *thumbs.shape[2:])).reshape(thumbs.shape[:2])
+        mirrored = hash_pixels(thumbs[:, 0, :, ::-1]) if self.config.mirror else None
         for j, i in enumerate(where):
-            rows[i] = {
-                self.name: int(hashes[j]),
-                f"{self.name}_mirror": None if mirrored is None else int(mirrored[j]),
-            }
+            row = {self.name: int(hashes[j, 0]), f"{self.name}_mirror": None if mirrored is None else int(mirrored[j])}
+            if self.config.rotate:
+                row[f"{self.name}_variants"] = [int(h) for h in hashes[j, 1:]]
+            rows[i] = row
         return rows
 
 

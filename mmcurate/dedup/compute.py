@@ -21,7 +21,8 @@ class DedupArrays:
     """What travels to the dedup task: the compared values, keep scores, and prior flags."""
 
     values: Any  # hashables (exact), uint64 (n,) (phash), float32 (n, d) (semantic), uint64 arrays (video_phash)
-    mirror: np.ndarray | None
+    extra: tuple[np.ndarray, np.ndarray] | None
+    """phash: more hashes per row (mirrored, turned), as (rows int64 (m,), hashes uint64 (m,))."""
     score: np.ndarray  # higher is kept first; zeros for keep: first
     prior: np.ndarray  # bool
 
@@ -59,8 +60,10 @@ def _near_labels(arrays: DedupArrays, max_distance: int) -> tuple[np.ndarray, di
 
     hashes = np.asarray(arrays.values, dtype=np.uint64)
     n = len(hashes)
-    if arrays.mirror is not None:  # a row's mirror hash matches other rows' plain hashes
-        pairs = near_duplicate_pairs(np.concatenate([hashes, arrays.mirror.astype(np.uint64)]), max_distance) % n
+    if arrays.extra is not None:  # a row's extra hashes match other rows' hashes, plain or extra
+        rows, extra = arrays.extra
+        owner = np.concatenate([np.arange(n, dtype=np.int64), rows])
+        pairs = owner[near_duplicate_pairs(np.concatenate([hashes, extra.astype(np.uint64)]), max_distance)]
         pairs = np.unique(np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1), axis=0)
     else:
         pairs = near_duplicate_pairs(hashes, max_distance)

@@ -51,6 +51,14 @@ class NearConfig:
     keep: str = "first"
     mirror: bool = False
     """Also match against ``<column>_mirror`` (from ``mirror: true`` on the hash annotator)."""
+    variants: bool = False
+    """Also match against the hashes in ``<column>_variants`` (from ``rotate: [...]`` on the
+    hash annotator): a row matches when any of its hashes is near any hash of the other."""
+
+    @property
+    def extra_columns(self) -> list[str]:
+        """The columns of extra hashes per row this step searches besides ``column``."""
+        return [f"{self.column}_{name}" for name, on in (("mirror", self.mirror), ("variants", self.variants)) if on]
 
 
 @dataclass(frozen=True)

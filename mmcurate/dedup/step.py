@@ -72,8 +72,23 @@ def _arrays(plan: GlobalPlan, columns: dict[str, list[Any]], prior: np.ndarray) 
         values = np.asarray(values, dtype=np.float32)
     elif plan.step.method == "video_phash":
         values = [np.asarray(v or [], dtype=np.uint64) for v in values]
-    mirror = np.asarray(columns[f"{config.column}_mirror"], dtype=np.uint64) if getattr(config, "mirror", False) else None
-    return DedupArrays(values=values, mirror=mirror, score=score, prior=prior)
+    return DedupArrays(values=values, extra=_extra_hashes(config, columns, n), score=score, prior=prior)
+
+
+def _extra_hashes(config: Any, columns: dict[str, list[Any]], n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(row, hash) of every extra hash a phash step searches: ``<column>_mirror`` holds one per
+    row, ``<column>_variants`` a list per row."""
+    rows: list[np.ndarray] = []
+    hashes: list[np.ndarray] = []
+    for col in getattr(config, "extra_columns", []):
+        if col.endswith("_mirror"):
+            rows.append(np.arange(n, dtype=np.int64))
+            hashes.append(np.asarray(columns[col], dtype=np.uint64))
+        else:
+            lists = [v or [] for v in columns[col]]
+            rows.append(np.repeat(np.arange(n, dtype=np.int64), [len(v) for v in lists]))
+            hashes.append(np.asarray([h for v in lists for h in v], dtype=np.uint64))
+    return (np.concatenate(rows), np.concatenate(hashes)) if rows else None
 
 
 def run_dedup(

@@ -1,0 +1,116 @@
+"""Near-duplicates that survive borders and rotations (``phash`` fast mode), and what is
+never trimmed or matched: real photographs-like images, real shards, the real engine."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import mmcurate
+from conftest import REPO, make_shard
+from mmcurate import perceptual
+from mmcurate.annotators.phash import HashConfig, PHash
+from mmcurate.decode.image import decode_reduced
+
+sys.path.insert(0, str(REPO / "scripts"))
+from synthetic import jpeg_bytes, photo_like  # noqa: E402
+
+
+def _pad(img: Image.Image, colour: int, sides: str) -> Image.Image:
+    w, h = img.size
+    size = (w, h * 4 // 3) if sides == "tb" else (w * 4 // 3, h)
+    canvas = Image.new("RGB", size, (colour,) * 3)
+    canvas.paste(img, ((size[0] - w) // 2, (size[1] - h) // 2))
+    return canvas
+
+
+def _white_wall(rng: np.random.Generator, width: int = 640, height: int = 480) -> Image.Image:
+    """A photographed white wall: near-white everywhere, lit unevenly, with plaster texture and
+    sensor noise, and a small dark picture hook."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    light = 236 + 14 * np.exp(-(((x - 0.7 * width) / width) ** 2 + ((y - 0.3 * height) / height) ** 2) * 3)
+    grain = np.asarray(Image.fromarray(rng.integers(0, 256, (height // 8, width // 8), dtype=np.uint8)).resize((width, height), Image.BICUBIC), np.float32)
+    wall = light + (grain - 128) / 32 + rng.normal(0, 1.5, (height, width))
+    wall[200:212, 400:404] = 60
+    gray = np.clip(wall, 0, 255).astype(np.uint8)
+    return Image.fromarray(np.stack([gray, gray, (gray * 0.97).astype(np.uint8)], axis=2))
+
+
+def _small(img: Image.Image) -> np.ndarray:
+    return np.asarray(decode_reduced(jpeg_bytes(img, 90)).gray)
+
+
+@pytest.mark.parametrize(("colour", "sides"), [(0, "tb"), (255, "tb"), (0, "lr"), (128, "lr")])
+def test_uniform_borders_of_any_colour_are_trimmed_to_the_picture(colour, sides):
+    photo = photo_like(np.random.default_rng(1), 512, 384)
+    small = _small(_pad(photo, colour, sides))
+    h, w = small.shape
+    left, top, right, bottom = perceptual.border_box(small)
+    if sides == "tb":  # the picture fills the middle three quarters of the height
+        assert (left, right) == (0, w) and abs(top - h / 8) <= 1 and abs(h - bottom - h / 8) <= 1
+    else:
+        assert (top, bottom) == (0, h) and abs(left - w / 8) <= 1 and abs(w - right - w / 8) <= 1
+
+
+def test_real_content_is_never_trimmed():
+    rng = np.random.default_rng(2)
+    for img in (_white_wall(rng), photo_like(rng, 512, 384), Image.new("RGB", (300, 200), (250, 250, 250))):
+        small = _small(img)
+        assert perceptual.border_box(small) == (0, 0, small.shape[1], small.shape[0])
+
+
+def test_letterboxed_and_turned_copies_hash_close_to_the_original():
+    photo = photo_like(np.random.default_rng(3), 640, 480)
+    other = photo_like(np.random.default_rng(4), 640, 480)
+
+    def hashes(img, rotate=()):
+        gray = decode_reduced(jpeg_bytes(img, 90)).gray
+        return perceptual.phash_pixels(perceptual.robust_thumbnails(gray, perceptual.PHASH_SIZE, rotations=rotate))
+
+    base = hashes(photo, rotate=(-6, -3, 3, 6, 90))
+    letterboxed = hashes(_pad(photo, 255, "tb"))[0]
+    turned = hashes(photo.rotate(5, resample=Image.Resampling.BICUBIC))[0]
+    quarter = hashes(photo.rotate(90, expand=True))[0]
+    assert perceptual.hamming(base[0], letterboxed) <= 4
+    assert perceptual.hamming(base[0], turned) > 4  # the plain hash alone misses it ...
+    assert perceptual.hamming(base, turned).min() <= 4  # ... a turned variant finds it
+    assert perceptual.hamming(base, quarter).min() <= 4
+    assert perceptual.hamming(base, hashes(other)[0]).min() > 4
+
+
+def test_fast_mode_reads_the_reduced_decode_and_needs_no_full_pixels():
+    assert not PHash.needs_pixels_for(HashConfig()) and PHash.needs_pixels_for(HashConfig(mode="exact"))
+    assert set(PHash.columns_for(HashConfig(rotate=(90,)))) == {"phash", "phash_mirror", "phash_variants"}
+    with pytest.raises(ValueError, match="mode"):
+        HashConfig(mode="quick")
+    with pytest.raises(ValueError, match="rotate needs mode: fast"):
+        HashConfig(mode="exact", rotate=(5,))
+
+
+@pytest.mark.timeout(180)
+def test_near_dup_recipe_drops_bordered_and_turned_copies_and_keeps_distinct_photos(tmp_path, client):
+    rng = np.random.default_rng(5)
+    photo = photo_like(rng, 640, 480)
+    samples = {
+        "original": photo,
+        "letterboxed": _pad(photo, 0, "tb"),
+        "pillarboxed_white": _pad(photo, 255, "lr"),
+        "rotated_5": photo.rotate(5, resample=Image.Resampling.BICUBIC),
+        "rotated_90": photo.rotate(90, expand=True),
+        "distinct": photo_like(rng, 640, 480),
+        "white_wall": _white_wall(rng),
+        "distinct_2": photo_like(rng, 480, 640),
+    }
+    shard = make_shard(tmp_path / "src" / "000000.tar", [(k, {"jpg": jpeg_bytes(img, 90), "txt": k.encode()}) for k, img in samples.items()])
+    recipe = mmcurate.Recipe.load(REPO / "filters" / "near-dup.yaml")
+    result = mmcurate.curate([str(shard)], recipe, tmp_path / "run", client=client, quiet=True)
+    decisions = {r["key"]: r for r in mmcurate.open_run(tmp_path / "run").decisions.to_pylist()}
+    dropped = {k: r["reason"] for k, r in decisions.items() if not r["kept"]}
+    copies = {"original", "letterboxed", "pillarboxed_white", "rotated_5", "rotated_90"}
+    (kept,) = copies - set(dropped)  # one cluster: the largest picture (a bordered one) stays
+    assert set(dropped) == copies - {kept}, dropped
+    assert set(dropped.values()) == {f"near_duplicate_of:{kept}"}, dropped
+    assert result.kept == 4
