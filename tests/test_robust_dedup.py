@@ -68,7 +68,7 @@ def test_letterboxed_and_turned_copies_hash_close_to_the_original():
 
     def hashes(img, rotate=()):
         gray = decode_reduced(jpeg_bytes(img, 90)).gray
-        return perceptual.phash_pixels(perceptual.robust_thumbnails(gray, perceptual.PHASH_SIZE, rotations=rotate))
+        return perceptual.phash_pixels(perceptual.robust_thumbnails([gray], perceptual.PHASH_SIZE, rotations=rotate)[0])
 
     base = hashes(photo, rotate=(-6, -3, 3, 6, 90))
     letterboxed = hashes(_pad(photo, 255, "tb"))[0]

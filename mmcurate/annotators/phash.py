@@ -72,20 +72,27 @@ class _PerceptualHash(Annotator):
     def needs_pixels_for(cls, config: Any) -> bool:
         return config.mode == "exact"
 
-    def _thumbnails(self, sample: SampleView) -> np.ndarray:
-        """(1 + len(rotate), h, w): the hashed picture, then its turned variants."""
+    def _prepare(self, sample: SampleView) -> Any:
+        """Per sample: the exact thumbnail of the decoded image, or the small grayscale copy
+        that :meth:`_thumbnails` turns into thumbnails for the whole batch (fast)."""
         if self.config.mode == "exact":
             img, _ = sample.image()  # the decode image_info already did, shared per sample
-            return perceptual.thumbnail(img, self.size)[None]
-        return perceptual.robust_thumbnails(sample.image_small(), self.size, rotations=self.config.rotate)
+            return perceptual.thumbnail(img, self.size)
+        return sample.image_small()
+
+    def _thumbnails(self, prepared: list[Any]) -> np.ndarray:
+        """(N, 1 + len(rotate), h, w): each hashed picture, then its turned variants."""
+        if self.config.mode == "exact":
+            return np.stack(prepared)[:, None]
+        return perceptual.robust_thumbnails(prepared, self.size, rotations=self.config.rotate)
 
     def annotate(self, batch: Sequence[SampleView]) -> list[Row]:
         rows: list[Row] = [{} for _ in batch]
-        small: list[np.ndarray] = []
+        prepared: list[Any] = []
         where: list[int] = []
         for i, sample in enumerate(batch):
             try:
-                small.append(self._thumbnails(sample))
+                prepared.append(self._prepare(sample))
             except DecodeError as exc:
                 rows[i] = {"error": str(exc)}
                 continue
@@ -93,9 +100,9 @@ class _PerceptualHash(Annotator):
                 rows[i] = {"error": f"decode_error: cannot hash {type(exc).__name__}: {exc}"}
                 continue
             where.append(i)
-        if not small:
+        if not prepared:
             return rows
-        thumbs = np.stack(small)  # (N, 1 + variants, h, w)
+        thumbs = self._thumbnails(prepared)  # (N, 1 + variants, h, w)
         hash_pixels = type(self).hash_pixels
         hashes = hash_pixels(thumbs.reshape(-1, *thumbs.shape[2:])).reshape(thumbs.shape[:2])
         mirrored = hash_pixels(thumbs[:, 0, :, ::-1]) if self.config.mirror else None

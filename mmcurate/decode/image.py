@@ -21,7 +21,7 @@ EXIF_ORIENTATION = 0x0112  # the EXIF tag holding the orientation
 _T = Image.Transpose
 _UPRIGHT = {2: _T.FLIP_LEFT_RIGHT, 3: _T.ROTATE_180, 4: _T.FLIP_TOP_BOTTOM, 5: _T.TRANSPOSE, 6: _T.ROTATE_270, 7: _T.TRANSVERSE, 8: _T.ROTATE_90}
 """The transpose that turns an image with each EXIF orientation upright (as ``ImageOps.exif_transpose``)."""
-REDUCED_SIDE = 128
+REDUCED_SIDE = 96
 """A reduced decode keeps at least this many pixels on each side (when the image has them)."""
 
 _limit_lock = threading.Lock()
