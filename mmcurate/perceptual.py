@@ -184,15 +184,15 @@ def border_box(gray: np.ndarray) -> tuple[int, int, int, int]:
     box = (0, 0, w, h)
     if h < 4 or w < 4:
         return box
-    if np.ptp(gray) <= BORDER_TOLERANCE:  # one flat colour: nothing to tell a border by
+    edges = (gray[0], gray[-1], gray[:, 0], gray[:, -1])
+    if all(int(e.max()) - int(e.min()) > 2 * BORDER_TOLERANCE for e in edges):  # no flat edge (most photos)
         return box
     most_h, most_w = int(BORDER_MAX_SHARE * h), int(BORDER_MAX_SHARE * w)
     top = _band(gray, most_h)
     bottom = _band(gray[::-1], most_h - top)
     left = _band(gray.T, most_w)
     right = _band(gray.T[::-1], most_w - left)
-    inner = gray[top : h - bottom, left : w - right]
-    if inner.std() < _FLAT_STD:
+    if not top + bottom + left + right or gray[top : h - bottom, left : w - right].std() < _FLAT_STD:
         return box
     return left, top, w - right, h - bottom
 
