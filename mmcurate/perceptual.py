@@ -26,6 +26,7 @@ from PIL import Image
 
 __all__ = [
     "DHASH_SIZE",
+    "REGIONS",
     "border_box",
     "PHASH_SIZE",
     "dhash_batch",
@@ -239,18 +240,35 @@ def _turn_matrix(angles: tuple[float, ...], aspect_step: int, size: tuple[int, i
     return scipy.sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape, dtype=np.float32)
 
 
+REGIONS: tuple[tuple[float, float, float, float], ...] = (
+    (0.026, 0.026, 0.974, 0.974), (0.053, 0.053, 0.947, 0.947), (0.082, 0.082, 0.918, 0.918),
+    (0.0, 0.0, 1.0, 0.8), (0.0, 0.2, 1.0, 1.0), (0.0, 0.0, 0.8, 1.0), (0.2, 0.0, 1.0, 1.0),
+)
+"""Windows (left, top, right, bottom, as shares of the picture) hashed by ``regions``: centre
+crops keeping 90, 80 and 70% of the area, then the top, bottom, left and right 80%. A crop
+matches its original's centre window; a caption or logo over one edge leaves a window of both
+pictures untouched, and those two windows match."""
+
+
 def robust_thumbnails(
-    grays: Sequence[Image.Image], size: tuple[int, int], trim: bool = True, rotations: Sequence[float] = ()
+    grays: Sequence[Image.Image],
+    size: tuple[int, int],
+    trim: bool = True,
+    rotations: Sequence[float] = (),
+    windows: Sequence[tuple[float, float, float, float]] = (),
 ) -> np.ndarray:
     """Hash thumbnails (``size`` = (w, h)) of small grayscale images: first of each image itself
     (uniform borders trimmed when ``trim``, see :func:`border_box`), then of it turned by each
     angle of ``rotations`` (degrees, counter-clockwise; right angles turn the whole picture,
-    other angles keep the canvas, as ``Image.rotate`` does: corners turning in are black).
-    (N, 1 + len(rotations), h, w) uint8. Turns are sparse matrix products over the batch."""
-    out = np.empty((len(grays), 1 + len(rotations), size[1], size[0]), dtype=np.uint8)
+    other angles keep the canvas, as ``Image.rotate`` does: corners turning in are black),
+    then of each window of ``windows`` (see :data:`REGIONS`).
+    (N, 1 + len(rotations) + len(windows), h, w) uint8. Turns are sparse matrix products over
+    the batch; turns and windows are taken from one copy at twice the thumbnail's size."""
+    out = np.empty((len(grays), 1 + len(rotations) + len(windows), size[1], size[0]), dtype=np.uint8)
     right = [i for i, a in enumerate(rotations, start=1) if a % 90 == 0 and size[0] == size[1]]
     other = tuple(a for i, a in enumerate(rotations, start=1) if i not in right)
-    squashed = np.empty((len(grays), 4 * size[0] * size[1]), dtype=np.float32)
+    double = (2 * size[0], 2 * size[1])
+    squashed = np.empty((len(grays), double[0] * double[1]), dtype=np.float32)
     aspect = np.empty(len(grays), dtype=np.int64)
     for n, gray in enumerate(grays):
         if gray.mode != "L":
@@ -258,9 +276,12 @@ def robust_thumbnails(
         box = border_box(np.asarray(gray)) if trim else (0, 0, gray.width, gray.height)
         region = gray.crop(box) if box != (0, 0, gray.width, gray.height) else gray
         out[n, 0] = np.asarray(region.resize(size, _LANCZOS))
-        if other:
-            squashed[n] = np.asarray(region.resize((2 * size[0], 2 * size[1]), _LANCZOS)).reshape(-1)
+        if other or windows:
+            big = region.resize(double, _LANCZOS)
+            squashed[n] = np.asarray(big).reshape(-1)
             aspect[n] = round(16 * math.log2(region.width / region.height))
+            for i, (left, top, right_, bottom) in enumerate(windows, start=1 + len(rotations)):
+                out[n, i] = np.asarray(big.resize(size, _LANCZOS, box=(left * double[0], top * double[1], right_ * double[0], bottom * double[1])))
     for i in right:  # a square thumbnail turns exactly
         out[:, i] = np.rot90(out[:, 0], int(rotations[i - 1] // 90) % 4, axes=(1, 2))
     if other:

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 import mmcurate
 from conftest import REPO, make_shard
@@ -81,36 +81,81 @@ def test_letterboxed_and_turned_copies_hash_close_to_the_original():
     assert perceptual.hamming(base, hashes(other)[0]).min() > 4
 
 
+def test_crops_and_captions_match_through_region_hashes_only():
+    photo = photo_like(np.random.default_rng(7), 640, 480)
+
+    def hashes(img):
+        gray = decode_reduced(jpeg_bytes(img, 90)).gray
+        return perceptual.phash_pixels(perceptual.robust_thumbnails([gray], perceptual.PHASH_SIZE, windows=perceptual.REGIONS)[0])
+
+    base = hashes(photo)
+    for copy in (_crop(photo, 0.7), _banner(photo)):
+        other = hashes(copy)
+        assert perceptual.hamming(base[0], other[0]) > 4  # the whole-picture hashes differ ...
+        assert perceptual.hamming(base[:, None], other[None, :]).min() <= 4  # ... two regions agree
+    distinct = hashes(photo_like(np.random.default_rng(8), 640, 480))
+    assert perceptual.hamming(base[:, None], distinct[None, :]).min() > 4
+
+
 def test_fast_mode_reads_the_reduced_decode_and_needs_no_full_pixels():
     assert not PHash.needs_pixels_for(HashConfig()) and PHash.needs_pixels_for(HashConfig(mode="exact"))
     assert set(PHash.columns_for(HashConfig(rotate=(90,)))) == {"phash", "phash_mirror", "phash_variants"}
     with pytest.raises(ValueError, match="mode"):
         HashConfig(mode="quick")
-    with pytest.raises(ValueError, match="rotate needs mode: fast"):
+    with pytest.raises(ValueError, match="rotate and regions need mode: fast"):
         HashConfig(mode="exact", rotate=(5,))
 
 
+def _banner(img: Image.Image) -> Image.Image:
+    out = img.copy()
+    ImageDraw.Draw(out).rectangle((0, img.height * 5 // 6, img.width, img.height), fill=(20, 20, 20))
+    return out
+
+
+def _logo(img: Image.Image) -> Image.Image:
+    out, side = img.copy(), img.height // 6
+    x, y = img.width - side - 12, img.height - side - 12
+    ImageDraw.Draw(out).ellipse((x, y, x + side, y + side), fill=(230, 40, 40))
+    return out
+
+
+def _crop(img: Image.Image, area: float, shift: float = 0.0) -> Image.Image:
+    """A crop keeping ``area`` of the picture, centred, moved right by ``shift`` of the width."""
+    w, h = img.size
+    cw, ch = round(w * area**0.5), round(h * area**0.5)
+    x = (w - cw) // 2 + round(shift * w)
+    return img.crop((x, (h - ch) // 2, x + cw, (h - ch) // 2 + ch))
+
+
 @pytest.mark.timeout(180)
-def test_near_dup_recipe_drops_bordered_and_turned_copies_and_keeps_distinct_photos(tmp_path, client):
+def test_near_dup_recipe_drops_edited_copies_and_keeps_distinct_photos(tmp_path, client):
     rng = np.random.default_rng(5)
     photo = photo_like(rng, 640, 480)
+    scene = photo_like(rng, 800, 480)
     samples = {
         "original": photo,
         "letterboxed": _pad(photo, 0, "tb"),
         "pillarboxed_white": _pad(photo, 255, "lr"),
         "rotated_5": photo.rotate(5, resample=Image.Resampling.BICUBIC),
         "rotated_90": photo.rotate(90, expand=True),
+        "cropped_70": _crop(photo, 0.7),
+        "captioned": _banner(photo),
+        "logo": _logo(photo),
         "distinct": photo_like(rng, 640, 480),
         "white_wall": _white_wall(rng),
         "distinct_2": photo_like(rng, 480, 640),
+        # a hard negative: the same scene seen a quarter of the frame further right
+        "scene_left": _crop(scene, 0.75 * 0.75, -0.125),
+        "scene_right": _crop(scene, 0.75 * 0.75, 0.125),
     }
     shard = make_shard(tmp_path / "src" / "000000.tar", [(k, {"jpg": jpeg_bytes(img, 90), "txt": k.encode()}) for k, img in samples.items()])
     recipe = mmcurate.Recipe.load(REPO / "filters" / "near-dup.yaml")
     result = mmcurate.curate([str(shard)], recipe, tmp_path / "run", client=client, quiet=True)
     decisions = {r["key"]: r for r in mmcurate.open_run(tmp_path / "run").decisions.to_pylist()}
     dropped = {k: r["reason"] for k, r in decisions.items() if not r["kept"]}
-    copies = {"original", "letterboxed", "pillarboxed_white", "rotated_5", "rotated_90"}
+    copies = {"original", "letterboxed", "pillarboxed_white", "rotated_5", "rotated_90", "cropped_70", "captioned", "logo"}
     (kept,) = copies - set(dropped)  # one cluster: the largest picture (a bordered one) stays
     assert set(dropped) == copies - {kept}, dropped
     assert set(dropped.values()) == {f"near_duplicate_of:{kept}"}, dropped
-    assert result.kept == 4
+    assert decisions["captioned"]["step"] == "dedup_regions"  # only its region hashes match
+    assert result.kept == len(samples) - len(dropped) == 6  # distinct photos, the wall, both views of the scene

@@ -7,7 +7,9 @@ Two modes (part of the step's fingerprint):
   ``image_info`` verifies with), after trimming uniform borders (letterbox, pillarbox,
   padding; :func:`mmcurate.perceptual.border_box`). ``rotate: [...]`` adds one hash per angle
   to the list column ``<name>_variants``, so turned copies match (``dedup: phash`` with
-  ``variants: true`` searches them).
+  ``variants: true`` searches them); ``regions: true`` adds hashes of centre crops and of the
+  picture less one edge (:data:`mmcurate.perceptual.REGIONS`) to ``<name>_regions``, so crops
+  and copies with a caption or logo match (``dedup: phash`` with ``regions: true``).
 * ``exact``: ``int(str(imagehash.phash(img)), 16)`` (respectively ``dhash``) of the fully
   decoded image (EXIF orientation applied), bit for bit.
 
@@ -42,17 +44,19 @@ class HashConfig:
     rotate: tuple[float, ...] = ()
     """``fast`` only: also hash the image turned by these angles (degrees, counter-clockwise),
     stored in ``<name>_variants``; e.g. ``[-6, 6, 90, 180, 270]``."""
+    regions: bool = False
+    """``fast`` only: also hash the windows of :data:`mmcurate.perceptual.REGIONS` into ``<name>_regions``."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
-        if self.rotate and self.mode != "fast":
-            raise ValueError("rotate needs mode: fast (the exact mode hashes only what imagehash hashes)")
+        if (self.rotate or self.regions) and self.mode != "fast":
+            raise ValueError("rotate and regions need mode: fast (the exact mode hashes only what imagehash hashes)")
 
 
 class _PerceptualHash(Annotator):
     """Shared by :class:`PHash` and :class:`DHash`: columns ``<name>``, ``<name>_mirror`` and,
-    with ``rotate``, ``<name>_variants``."""
+    with ``rotate`` and ``regions``, ``<name>_variants`` and ``<name>_regions``."""
 
     Config = HashConfig
     version = "2"
@@ -64,8 +68,9 @@ class _PerceptualHash(Annotator):
     @classmethod
     def columns_for(cls, config: Any) -> dict[str, pa.DataType]:
         cols = dict(cls.columns)
-        if config.rotate:
-            cols[f"{cls.name}_variants"] = pa.list_(pa.uint64())
+        for suffix, on in (("variants", config.rotate), ("regions", config.regions)):
+            if on:
+                cols[f"{cls.name}_{suffix}"] = pa.list_(pa.uint64())
         return cols
 
     @classmethod
@@ -81,10 +86,11 @@ class _PerceptualHash(Annotator):
         return sample.image_small()
 
     def _thumbnails(self, prepared: list[Any]) -> np.ndarray:
-        """(N, 1 + len(rotate), h, w): each hashed picture, then its turned variants."""
+        """(N, 1 + len(rotate) + regions, h, w): each hashed picture, its turned variants, its regions."""
         if self.config.mode == "exact":
             return np.stack(prepared)[:, None]
-        return perceptual.robust_thumbnails(prepared, self.size, rotations=self.config.rotate)
+        windows = perceptual.REGIONS if self.config.regions else ()
+        return perceptual.robust_thumbnails(prepared, self.size, rotations=self.config.rotate, windows=windows)
 
     def annotate(self, batch: Sequence[SampleView]) -> list[Row]:
         rows: list[Row] = [{} for _ in batch]
@@ -108,8 +114,11 @@ class _PerceptualHash(Annotator):
         mirrored = hash_pixels(thumbs[:, 0, :, ::-1]) if self.config.mirror else None
         for j, i in enumerate(where):
             row = {self.name: int(hashes[j, 0]), f"{self.name}_mirror": None if mirrored is None else int(mirrored[j])}
+            turns = 1 + len(self.config.rotate)
             if self.config.rotate:
-                row[f"{self.name}_variants"] = [int(h) for h in hashes[j, 1:]]
+                row[f"{self.name}_variants"] = [int(h) for h in hashes[j, 1:turns]]
+            if self.config.regions:
+                row[f"{self.name}_regions"] = [int(h) for h in hashes[j, turns:]]
             rows[i] = row
         return rows
 

@@ -55,10 +55,15 @@ class NearConfig:
     """Also match against the hashes in ``<column>_variants`` (from ``rotate: [...]`` on the
     hash annotator): a row matches when any of its hashes is near any hash of the other."""
 
+    regions: bool = False
+    """Also match against the hashes in ``<column>_regions`` (from ``regions: true`` on the
+    hash annotator): centre crops and the picture less one edge, for crops and overlays."""
+
     @property
     def extra_columns(self) -> list[str]:
         """The columns of extra hashes per row this step searches besides ``column``."""
-        return [f"{self.column}_{name}" for name, on in (("mirror", self.mirror), ("variants", self.variants)) if on]
+        named = (("mirror", self.mirror), ("variants", self.variants), ("regions", self.regions))
+        return [f"{self.column}_{name}" for name, on in named if on]
 
 
 @dataclass(frozen=True)

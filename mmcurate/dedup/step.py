@@ -77,7 +77,7 @@ def _arrays(plan: GlobalPlan, columns: dict[str, list[Any]], prior: np.ndarray) 
 
 def _extra_hashes(config: Any, columns: dict[str, list[Any]], n: int) -> tuple[np.ndarray, np.ndarray] | None:
     """(row, hash) of every extra hash a phash step searches: ``<column>_mirror`` holds one per
-    row, ``<column>_variants`` a list per row."""
+    row, ``<column>_variants`` and ``<column>_regions`` a list per row."""
     rows: list[np.ndarray] = []
     hashes: list[np.ndarray] = []
     for col in getattr(config, "extra_columns", []):
