@@ -1,4 +1,4 @@
-"""Benchmark: how well pHash near-duplicate dedup finds edited copies of real photographs.
+"""Benchmark: how well pHash near-duplicate dedup finds edited copies of real photographs, and what it wrongly matches.
 
 Ground truth comes from the photographs bundled with scikit-image (``skimage.data``; public
 domain or permissively licensed, see ``skimage/data/README.txt``). Only images that load
@@ -12,45 +12,47 @@ one random crop (70-95% of the cell's sides) inside each cell of a 2x2 grid, so 
 photograph never overlap and each covers at most a quarter of it. Crops count as distinct
 originals (a crop matched to its parent photograph counts as a false positive).
 
-Each original gets 11 transformed copies: resize 50% and 25% (LANCZOS), JPEG quality 20,
-centre crop 90% and 80% (of each side), horizontal flip, rotation by 3 degrees (bicubic,
-``expand=False``, black corners), brightness x1.2 then colour x1.3 (``ImageEnhance``), grayscale,
-a text overlay (``ImageDraw.text`` with Pillow's default font, sized to span ~90% of the
-width, white with a black outline, across the middle), and letterboxing to 16:9 with black
-bars. Everything is stored as JPEG (quality 90; the JPEG-20 copy at quality 20), as
-``KEY.jpg`` + ``KEY.txt`` samples in ``--shards`` WebDataset tars (in shuffled order).
+Each original gets 20 transformed copies: resize 50% and 25% (LANCZOS), JPEG quality 20,
+brightness x1.2 then colour x1.3 (``ImageEnhance``), grayscale, horizontal flip; letterbox
+(bars above and below) and pillarbox (bars left and right), each bar pair a quarter of the new
+frame, in black and in white; rotation by 2, 5 and 10 degrees (bicubic, same canvas, black
+corners) and by 90 degrees (whole picture); a text overlay across the middle (Pillow's
+default font, ~90% of the width, white with a black outline), a dark caption banner over the
+bottom sixth, an opaque logo in the bottom-right corner; centre crops keeping 90, 80 and 70%
+of the area. Hard negatives: of each photograph, two views a quarter of the width apart (its
+left and right 75%), each its own origin. Everything is stored as JPEG (quality 90; the
+JPEG-20 copy at quality 20), as ``KEY.jpg`` + ``KEY.txt`` samples in ``--shards`` WebDataset
+tars (in shuffled order).
 
-Then, for each D in ``--d``:
+Then, for each D in ``--d`` (default 4, the recipes' default):
 
-* **mmcurate** end to end: ``mmcurate.curate`` with a recipe of ``image_info``, ``phash``
-  (``mirror: true``) and ``dedup: phash`` (``mirror: true``), ``max_distance`` set by the
-  override ``dedup_phash.max_distance=D``, all into one run directory with
-  ``overwrite=True``: after the first D the stored hashes are reused (asserted:
-  ``result.computed["phash"] == 0``). Clusters are read back from
-  ``open_run(out).annotations()["dup_cluster"]``. Clusters are connected components, so a
-  copy can be found through a third image (transitively).
+* **mmcurate fast**: ``mmcurate.curate`` with ``image_info`` and the ``phash`` annotate and
+  dedup steps of ``filters/near-dup.yaml`` (fast mode: reduced decode, borders trimmed,
+  mirror, turned variants, region hashes; two dedup steps, each set to D);
+* **mmcurate exact**: ``phash`` with ``mode: exact`` and ``mirror: true`` (imagehash's
+  values), one ``dedup: phash`` step with ``mirror: true`` (the recipe before fast mode).
+  Each method runs into its own run directory with ``overwrite=True``: after the first D the
+  stored hashes are reused (asserted). Clusters come from the decisions (a dropped sample
+  joins the one its reason names), so a copy can be found through a third image.
 * **imagehash** brute force: ``imagehash.phash`` of every decoded JPEG, all pairs,
   ``hamming <= D``; plain, and "+mirror", where a pair also matches when
-  ``imagehash.phash(ImageOps.mirror(img))`` of either side is within D of the other (the
-  minimum over the four plain/mirrored combinations, which is the relation mmcurate computes
-  from its concatenated hash + mirror-hash array). Pairwise: no transitive closure.
+  ``imagehash.phash(ImageOps.mirror(img))`` of either side is within D of the other.
+  Pairwise: no transitive closure.
 
 Metrics (a "predicted pair" is two images in one mmcurate cluster, or within D for imagehash):
 
 * recall per transform: share of originals whose transformed copy is paired with it;
-* precision: share of predicted pairs whose two images come from the same original (over
-  all pairs, and per transform over the predicted pairs with at least one copy of that
-  transform);
-* false-positive rate: predicted pairs / all pairs among images of different originals
-  (over the originals only, and over all images, originals and copies).
+* false pairs per transform: predicted pairs of a copy of that transform with an image of
+  another origin;
+* precision over all predicted pairs; false positives among pairs of different originals,
+  among the hard negatives, and among all images.
 
-It also checks that mmcurate's stored ``phash``/``phash_mirror`` equal imagehash's, and that
-mmcurate's clusters equal the connected components of the imagehash "+mirror" pairs.
+It also checks that the exact mode's stored ``phash`` equals imagehash's.
 
 Needs scikit-image (``pip install scikit-image``) and imagehash. Runs in well under a minute
 on 2 cores. Run from the repository root::
 
-    python scripts/bench_dedup_accuracy.py                 # D in {2, 4, 6, 8, 10}
+    python scripts/bench_dedup_accuracy.py                 # D = 4
     python scripts/bench_dedup_accuracy.py --d 4 8 --min-originals 40
 
 Writes shards, the mmcurate run and ``results.json`` under ``bench-out/dedup-accuracy/``.
@@ -284,12 +286,35 @@ TRANSFORMS: dict[str, tuple[Callable[[Image.Image], Image.Image], int]] = {
 # --------------------------------------------------------------------------- dataset
 
 
-def build_dataset(originals: list[tuple[str, Image.Image]], shard_dir: Path, n_shards: int, rng: np.random.Generator) -> dict[str, Any]:
+HARD_NEGATIVE = "hard_negative"
+MMCURATE_METHODS = ("fast", "exact")
+
+
+def hard_negatives(photos: list[tuple[str, Image.Image]]) -> list[tuple[str, Image.Image]]:
+    """Similar scenes that are not copies: of each photograph, two views a quarter of the width
+    apart (the left and right 75%, as a camera panning or two frames of one shot seconds apart).
+    Each view is its own origin, with no original beside it."""
+    views = []
+    for name, img in photos:
+        w, h = img.size
+        cw = round(w * 0.75)
+        views += [(f"{name}_view_left", img.crop((0, 0, cw, h))), (f"{name}_view_right", img.crop((w - cw, 0, w, h)))]
+    return views
+
+
+def build_dataset(originals: list[tuple[str, Image.Image]], negatives: list[tuple[str, Image.Image]], shard_dir: Path,
+                  n_shards: int, rng: np.random.Generator) -> dict[str, Any]:
     """Write the shards; return per image (in a fixed order) key, origin index, transform, JPEG bytes."""
     keys: list[str] = []
     origin: list[int] = []
     transform: list[str] = []
     blobs: list[bytes] = []
+    names = [name for name, _ in originals + negatives]
+    for k, (name, img) in enumerate(negatives):
+        keys.append(f"n{k:03d}_{name}")
+        origin.append(len(originals) + k)
+        transform.append(HARD_NEGATIVE)
+        blobs.append(jpeg_bytes(img, JPEG_QUALITY))
     for i, (name, img) in enumerate(originals):
         keys.append(f"o{i:03d}_original")
         origin.append(i)
@@ -307,10 +332,13 @@ def build_dataset(originals: list[tuple[str, Image.Image]], shard_dir: Path, n_s
     paths = []
     for s, rows in enumerate(np.array_split(order, n_shards)):
         path = shard_dir / f"accuracy-{s:03d}.tar"
-        samples = [(keys[r], {"jpg": blobs[r], "txt": f"{originals[origin[r]][0]} {transform[r]}".encode()}) for r in rows]
+        samples = [(keys[r], {"jpg": blobs[r], "txt": f"{names[origin[r]]} {transform[r]}".encode()}) for r in rows]
         write_tar(path, samples)
         paths.append(path)
-    return {"keys": keys, "origin": np.array(origin), "transform": np.array(transform), "blobs": blobs, "shards": paths}
+    photo = {name: i for i, name in enumerate(names) if "_crop" not in name and "_view_" not in name}
+    cut_from = [photo[names[o].split("_crop")[0].split("_view_")[0]] for o in origin]
+    return {"keys": keys, "origin": np.array(origin), "transform": np.array(transform), "source": np.array(cut_from),
+            "blobs": blobs, "shards": paths}
 
 
 def imagehash_hashes(blobs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
@@ -349,18 +377,20 @@ def _components(n: int, adjacency: np.ndarray) -> np.ndarray:
     return np.array([smallest[lab] for lab in labels])
 
 
-def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
-    return bool(np.array_equal(a[:, None] == a[None, :], b[:, None] == b[None, :]))
-
-
 # --------------------------------------------------------------------------- metrics
 
 
-def evaluate(pred: np.ndarray, origin: np.ndarray, transform: np.ndarray) -> dict[str, Any]:
-    """Metrics of the symmetric boolean "predicted pair" matrix ``pred`` (diagonal ignored)."""
+def evaluate(pred: np.ndarray, origin: np.ndarray, transform: np.ndarray, source: np.ndarray) -> dict[str, Any]:
+    """Metrics of the symmetric boolean "predicted pair" matrix ``pred`` (diagonal ignored).
+
+    Pairs of different origins cut from one photograph (a random crop or a view and the
+    photograph, or a crop and a view of it: real crops of each other) are left out, neither
+    right nor wrong, except the pairs of a photograph's two views (the hard negatives)."""
     n = len(origin)
-    upper = np.triu(np.ones((n, n), bool), 1)
+    hard = transform == HARD_NEGATIVE
     same = origin[:, None] == origin[None, :]
+    cut = ~same & (source[:, None] == source[None, :]) & ~(hard[:, None] & hard[None, :])
+    upper = np.triu(np.ones((n, n), bool), 1) & ~cut
     is_orig = transform == "original"
     pos = pred & upper
     out: dict[str, Any] = {}
@@ -370,7 +400,7 @@ def evaluate(pred: np.ndarray, origin: np.ndarray, transform: np.ndarray) -> dic
     out["true_pairs_found"] = tp
     out["true_pairs"] = int((same & upper).sum())
     per: dict[str, dict[str, Any]] = {}
-    orig_row = {int(o): int(np.flatnonzero(is_orig & (origin == o))[0]) for o in np.unique(origin)}
+    orig_row = {int(o): int(np.flatnonzero(is_orig & (origin == o))[0]) for o in np.unique(origin[is_orig])}
     for t in TRANSFORMS:
         rows = np.flatnonzero(transform == t)
         found = np.array([pred[orig_row[int(origin[r])], r] for r in rows])
@@ -383,6 +413,7 @@ def evaluate(pred: np.ndarray, origin: np.ndarray, transform: np.ndarray) -> dic
             "missed": [int(origin[r]) for r in rows[~found]],
             "precision": int((touching & same).sum()) / k if k else None,
             "predicted_pairs": k,
+            "false_pairs": int((touching & ~same).sum()),
         }
     out["per_transform"] = per
     out["recall_all_copies"] = float(np.mean([p["recall"] for p in per.values()]))
@@ -390,7 +421,9 @@ def evaluate(pred: np.ndarray, origin: np.ndarray, transform: np.ndarray) -> dic
     diff_orig = diff_all & is_orig[:, None] & is_orig[None, :]
     out["fp_originals"] = {"pairs": int(diff_orig.sum()), "false_positives": int((pos & diff_orig).sum())}
     out["fp_all_images"] = {"pairs": int(diff_all.sum()), "false_positives": int((pos & diff_all).sum())}
-    for key in ("fp_originals", "fp_all_images"):
+    diff_hard = diff_all & hard[:, None] & hard[None, :]
+    out["fp_hard_negatives"] = {"pairs": int(diff_hard.sum()), "false_positives": int((pos & diff_hard).sum())}
+    for key in ("fp_originals", "fp_all_images", "fp_hard_negatives"):
         out[key]["rate"] = out[key]["false_positives"] / out[key]["pairs"] if out[key]["pairs"] else None
     return out
 
@@ -398,25 +431,29 @@ def evaluate(pred: np.ndarray, origin: np.ndarray, transform: np.ndarray) -> dic
 # --------------------------------------------------------------------------- mmcurate
 
 
-def recipe_dict(d: int) -> dict[str, Any]:
-    return {
-        "name": "dedup-accuracy",
-        "modalities": {"image": ["jpg"], "text": ["txt"]},
-        "steps": [
-            {"annotate": "image_info"},
-            {"annotate": "phash", "mirror": True},
-            {"dedup": "phash", "max_distance": d, "mirror": True, "keep": "largest resolution"},
-        ],
-    }
+def recipe_dict(method: str) -> dict[str, Any]:
+    """``fast``: the hashing and dedup steps of ``filters/near-dup.yaml`` (its defaults);
+    ``exact``: imagehash-exact pHash with mirror, one dedup step (the recipe before fast mode)."""
+    import mmcurate
+
+    if method == "exact":
+        steps = [{"annotate": "phash", "mode": "exact", "mirror": True},
+                 {"dedup": "phash", "max_distance": 4, "mirror": True, "keep": "largest resolution"}]
+    else:
+        near = mmcurate.Recipe.load(REPO_ROOT / "filters" / "near-dup.yaml").to_dict()["steps"]
+        steps = [st for st in near if st.get("annotate") == "phash" or st.get("dedup") == "phash"]
+    return {"name": f"dedup-accuracy-{method}", "modalities": {"image": ["jpg"], "text": ["txt"]},
+            "steps": [{"annotate": "image_info"}, *steps]}
 
 
-def run_mmcurate(shards: list[Path], out: Path, ds: list[int], keys: list[str], workers: int) -> dict[int, dict[str, Any]]:
+def run_mmcurate(shards: list[Path], out: Path, method: str, ds: list[int], keys: list[str], workers: int) -> dict[int, dict[str, Any]]:
+    """Curate with ``recipe_dict(method)`` once per D (every phash dedup step set to D); clusters
+    are read from the decisions: each dropped sample joins the sample its reason names."""
     import mmcurate
     from dask.distributed import Client, LocalCluster
 
-    recipe = mmcurate.Recipe.from_dict(recipe_dict(ds[0]), source="bench_dedup_accuracy")
-    dedup_id = recipe.steps[-1].id
-    assert dedup_id == "dedup_phash", dedup_id
+    recipe = mmcurate.Recipe.from_dict(recipe_dict(method), source=f"bench_dedup_accuracy {method}")
+    dedup_ids = [st.id for st in recipe.steps if getattr(st, "method", None) == "phash"]
     position = {k: i for i, k in enumerate(keys)}
     results: dict[int, dict[str, Any]] = {}
     logging.getLogger("distributed").setLevel(logging.ERROR)
@@ -424,28 +461,35 @@ def run_mmcurate(shards: list[Path], out: Path, ds: list[int], keys: list[str], 
         for j, d in enumerate(ds):
             t0 = time.perf_counter()
             res = mmcurate.curate(
-                [str(p) for p in shards], recipe, out, client=client,
-                overrides=[f"{dedup_id}.max_distance={d}"], overwrite=True, quiet=True,
+                [str(p) for p in shards], recipe, out / method, client=client,
+                overrides=[f"{i}.max_distance={d}" for i in dedup_ids], overwrite=True, quiet=True,
             )
             seconds = time.perf_counter() - t0
             if j > 0:
                 assert res.computed.get("phash") == 0, f"D={d}: phash recomputed {res.computed}"
-            table = mmcurate.open_run(out).annotations().to_pylist()
-            assert len(table) == len(keys), (len(table), len(keys))
-            label = np.full(len(keys), -1, np.int64)
-            phash = np.zeros(len(keys), np.uint64)
-            phash_m = np.zeros(len(keys), np.uint64)
-            for row in table:
-                i = position[row["key"]]
-                label[i] = row["dup_cluster"]  # the kept row's index over all rows: unique per cluster
-                phash[i], phash_m[i] = row["phash"], row["phash_mirror"]
-            assert (label >= 0).all()
+            run = mmcurate.open_run(out / method)
+            parent = np.arange(len(keys))
+            by_step: dict[str, int] = {}
+            for row in run.decisions.to_pylist():
+                if not row["kept"]:
+                    assert row["reason"].startswith("near_duplicate_of:"), row
+                    parent[position[row["key"]]] = position[row["reason"].split(":", 1)[1]]
+                    by_step[row["step"]] = by_step.get(row["step"], 0) + 1
+            hashes = {r["key"]: r["phash"] for r in run.annotations().to_pylist()}
             results[d] = {
-                "labels": label, "phash": phash, "phash_mirror": phash_m, "seconds": seconds,
-                "computed": dict(res.computed), "kept": res.kept, "removed": res.dropped,
-                "clusters": res.dedup[0].clusters if res.dedup else None,
+                "labels": _components(len(keys), _edges(parent)), "seconds": seconds,
+                "phash": np.array([hashes[k] for k in keys], np.uint64),
+                "computed": dict(res.computed), "kept": res.kept, "removed": res.dropped, "removed_by_step": by_step,
             }
     return results
+
+
+def _edges(parent: np.ndarray) -> np.ndarray:
+    """Symmetric boolean adjacency of ``row -- parent[row]``."""
+    n = len(parent)
+    adj = np.zeros((n, n), bool)
+    adj[np.arange(n), parent] = True
+    return adj | adj.T
 
 
 # --------------------------------------------------------------------------- report
@@ -467,7 +511,7 @@ def _versions() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="See the module docstring for the method.")
-    parser.add_argument("--d", type=int, nargs="+", default=[2, 4, 6, 8, 10], help="max Hamming distances (default: 2 4 6 8 10)")
+    parser.add_argument("--d", type=int, nargs="+", default=[4], help="max Hamming distances (default: 4, the recipes' default)")
     parser.add_argument("--min-originals", type=int, default=32, help="add random crops of the largest photos until this many originals (default 32)")
     parser.add_argument("--shards", type=int, default=4, help="tar shards to write (default 4)")
     parser.add_argument("--workers", type=int, default=2, help="Dask LocalCluster workers (default 2)")
@@ -497,10 +541,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"random crops added as extra distinct originals ({len(crops)}, to reach >= {args.min_originals}): "
           + ", ".join(f"{n} {im.size[0]}x{im.size[1]}" for n, im in crops))
 
-    data = build_dataset(originals, args.out / "shards", args.shards, rng)
-    keys, origin, transform = data["keys"], data["origin"], data["transform"]
+    negatives = hard_negatives(photos)
+    data = build_dataset(originals, negatives, args.out / "shards", args.shards, rng)
+    keys, origin, transform, source = data["keys"], data["origin"], data["transform"], data["source"]
     n = len(keys)
-    print(f"{len(originals)} originals x (1 + {len(TRANSFORMS)} transforms) = {n} images in {args.shards} shards")
+    print(f"{len(originals)} originals x (1 + {len(TRANSFORMS)} transforms) + {len(negatives)} hard negatives "
+          f"(two views of each photograph) = {n} images in {args.shards} shards")
 
     t0 = time.perf_counter()
     ih, ih_m = imagehash_hashes(data["blobs"])
@@ -508,87 +554,63 @@ def main(argv: list[str] | None = None) -> int:
     plain = distance_matrix(ih, ih)
     mirrored = np.minimum.reduce([plain, distance_matrix(ih_m, ih), distance_matrix(ih, ih_m), distance_matrix(ih_m, ih_m)])
 
-    mm = run_mmcurate(data["shards"], args.out / "run", ds, keys, args.workers)
-    first = mm[ds[0]]
-    hashes_identical = bool(np.array_equal(first["phash"], ih) and np.array_equal(first["phash_mirror"], ih_m))
-
-    # Distances original -> copy, per transform.
-    orig_row = {int(o): int(np.flatnonzero((transform == "original") & (origin == o))[0]) for o in np.unique(origin)}
-    dist_stats: dict[str, dict[str, Any]] = {}
-    for t in TRANSFORMS:
-        rows = np.flatnonzero(transform == t)
-        dp = np.array([plain[orig_row[int(origin[r])], r] for r in rows])
-        dm = np.array([mirrored[orig_row[int(origin[r])], r] for r in rows])
-        dist_stats[t] = {"plain": dp.tolist(), "mirror": dm.tolist()}
-    diff = (origin[:, None] != origin[None, :]) & np.triu(np.ones((n, n), bool), 1)
-    closest = sorted(zip(mirrored[diff].tolist(), *np.nonzero(diff)))[:8]
+    mm = {method: run_mmcurate(data["shards"], args.out / "run", method, ds, keys, args.workers) for method in MMCURATE_METHODS}
+    exact_identical = bool(np.array_equal(mm["exact"][ds[0]]["phash"], ih))
 
     results: dict[str, Any] = {"per_d": {}}
     for d in ds:
-        m = mm[d]
-        pred_mm = m["labels"][:, None] == m["labels"][None, :]
-        components_match = _same_partition(m["labels"], _components(n, mirrored <= d))
-        results["per_d"][str(d)] = {
-            "mmcurate": evaluate(pred_mm, origin, transform),
-            "imagehash": evaluate(plain <= d, origin, transform),
-            "imagehash_mirror": evaluate(mirrored <= d, origin, transform),
-            "mmcurate_run": {k: m[k] for k in ("seconds", "computed", "kept", "removed", "clusters")},
-            "clusters_equal_imagehash_mirror_components": components_match,
-        }
+        per = {f"mmcurate_{m}": evaluate(mm[m][d]["labels"][:, None] == mm[m][d]["labels"][None, :], origin, transform, source) for m in MMCURATE_METHODS}
+        per["imagehash"] = evaluate(plain <= d, origin, transform, source)
+        per["imagehash_mirror"] = evaluate(mirrored <= d, origin, transform, source)
+        per["mmcurate_runs"] = {m: {k: mm[m][d][k] for k in ("seconds", "computed", "kept", "removed", "removed_by_step")} for m in MMCURATE_METHODS}
+        results["per_d"][str(d)] = per
 
     # ---- print
     print()
-    print(f"stored mmcurate phash/phash_mirror == imagehash.phash of the image / its mirror: {hashes_identical}")
-    print("phash recomputed per D: " + ", ".join(f"D={d}: {mm[d]['computed'].get('phash')}" for d in ds)
-          + "  (0 after the first D: stored hashes reused)")
-    print("mmcurate clusters == connected components of imagehash +mirror pairs: "
-          + ", ".join(f"D={d}: {results['per_d'][str(d)]['clusters_equal_imagehash_mirror_components']}" for d in ds))
-    print()
-    print("Hamming distance original -> copy (imagehash phash; +mirror = min over plain/mirrored hashes)")
-    print(f"{'transform':<15} {'median':>6} {'p90':>4} {'max':>4}   {'+mirror median':>14} {'p90':>4} {'max':>4}")
-    for t, s in dist_stats.items():
-        p, q = np.array(s["plain"]), np.array(s["mirror"])
-        print(f"{t:<15} {np.median(p):6.1f} {np.percentile(p, 90):4.0f} {p.max():4d}   {np.median(q):14.1f} {np.percentile(q, 90):4.0f} {q.max():4d}")
-    print("closest pairs of different originals (+mirror distance): "
-          + "; ".join(f"{dd}: {keys[i]}~{keys[j]} ({originals[origin[i]][0]} / {originals[origin[j]][0]})" for dd, i, j in closest[:5]))
+    print(f"stored phash of the exact mode == imagehash.phash: {exact_identical}")
+    methods = (("mmcurate_fast", "fast"), ("mmcurate_exact", "exact"), ("imagehash", "ih"), ("imagehash_mirror", "ih+m"))
+    print("fast = mmcurate, the near-dup recipe's phash steps (fast mode: borders trimmed, mirror, turns, regions);")
+    print("exact = mmcurate, imagehash-exact pHash + mirror (the recipe before); ih = imagehash brute force,")
+    print("ih+m = imagehash brute force with mirrored hashes. mmcurate pairs = same cluster (transitive).")
 
-    methods = (("mmcurate", "mmc"), ("imagehash", "ih"), ("imagehash_mirror", "ih+m"))
-    print()
-    print("Recall per transform (share of originals whose copy is matched to them); mmc = mmcurate clusters,")
-    print("ih = imagehash brute force, ih+m = imagehash brute force with mirrored hashes")
-    head = f"{'transform':<15}" + "".join(f" | D={d:<2} {'mmc':>6} {'ih':>6} {'ih+m':>6}" for d in ds)
-
-    def table(metric: str, total_label: str, total_metric: str) -> None:
+    def table(title: str, cell: Callable[[dict[str, Any], str], str], totals: Callable[[dict[str, Any]], str] | None = None) -> None:
+        print()
+        print(title)
+        head = f"{'transform':<16}" + "".join(f" | D={d:<2}" + "".join(f" {short:>6}" for _, short in methods) for d in ds)
         print(head)
         print("-" * len(head))
-        rows = [(t, lambda r, k, t=t: r[k]["per_transform"][t][metric]) for t in TRANSFORMS]
-        rows.append((total_label, lambda r, k: r[k][total_metric]))
-        for label, value in rows:
-            line = f"{label:<15}"
-            for d in ds:
-                r = results["per_d"][str(d)]
-                line += " |     " + " ".join(_pct(value(r, k)) for k, _ in methods)
-            print(line)
+        for t in TRANSFORMS:
+            print(f"{t:<16}" + "".join(" |     " + " ".join(f"{cell(results['per_d'][str(d)][k]['per_transform'][t], k):>6}" for k, _ in methods) for d in ds))
+        if totals is not None:
+            print(f"{'all copies':<16}" + "".join(" |     " + " ".join(f"{totals(results['per_d'][str(d)][k]):>6}" for k, _ in methods) for d in ds))
 
-    table("recall", "all copies", "recall_all_copies")
+    table("Recall per transform (share of originals whose copy is matched to them)",
+          lambda e, k: _pct(e["recall"]).strip(), lambda e: _pct(e["recall_all_copies"]).strip())
+    table("False pairs per transform (predicted pairs of a copy of that transform with another origin's image)",
+          lambda e, k: str(e["false_pairs"]))
     print()
-    print("Precision per transform (predicted pairs with >= 1 copy of that transform that are the same original)")
-    table("precision", "all pairs", "precision")
-
-    print()
-    print("Overall, per D: predicted pairs, precision, false positives among pairs of different originals")
-    print(f"{'D':>3} {'method':<6} {'pairs':>6} {'precision':>9} {'FP origs':>13} {'FP rate':>8} {'FP all imgs':>14} {'FP rate':>8}  mmcurate run")
+    print("False positives at each D: pairs of different origins matched, among the originals, among the hard")
+    print("negatives (two views of one scene, a quarter of the width apart), among all images; precision over all pairs")
+    print(f"{'D':>3} {'method':<6} {'pairs':>6} {'precision':>9} {'originals':>11} {'hard negs':>11} {'all images':>12}  mmcurate run")
     for d in ds:
         r = results["per_d"][str(d)]
         for k, short in methods:
             e = r[k]
-            fo, fa = e["fp_originals"], e["fp_all_images"]
-            run = r["mmcurate_run"]
-            extra = f"  {run['seconds']:.1f} s, {run['removed']} removed in {run['clusters']} clusters" if k == "mmcurate" else ""
+            fo, fh, fa = e["fp_originals"], e["fp_hard_negatives"], e["fp_all_images"]
+            extra = ""
+            if k.startswith("mmcurate_"):
+                run = r["mmcurate_runs"][k.split("_", 1)[1]]
+                extra = f"  {run['seconds']:.1f} s, {run['removed']} removed " + str(run["removed_by_step"])
             print(f"{d:>3} {short:<6} {e['predicted_pairs']:>6} {_pct(e['precision']):>9} "
-                  f"{fo['false_positives']:>5}/{fo['pairs']:<7} {100 * fo['rate']:7.3f}% "
-                  f"{fa['false_positives']:>6}/{fa['pairs']:<7} {100 * fa['rate']:7.3f}%{extra}")
+                  f"{fo['false_positives']:>4}/{fo['pairs']:<6} {fh['false_positives']:>4}/{fh['pairs']:<6} "
+                  f"{fa['false_positives']:>5}/{fa['pairs']:<6}{extra}")
 
+    for d in ds:
+        labels = mm["fast"][d]["labels"]
+        wrong = [(keys[i], keys[j]) for i in range(n) for j in range(i + 1, n)
+                 if labels[i] == labels[j] and origin[i] != origin[j] and transform[i] in ("original", HARD_NEGATIVE)
+                 and transform[j] in ("original", HARD_NEGATIVE) and not (source[i] == source[j] and not transform[i] == transform[j] == HARD_NEGATIVE)]
+        print(f"D={d}: fast clusters joining two originals or hard negatives: " + ("; ".join(f"{a} ~ {b}" for a, b in wrong) or "none"))
     total = time.perf_counter() - t_start
     report = {
         "originals": [{"index": i, "name": nm, "size": list(im.size), "crop": i >= len(photos)} for i, (nm, im) in enumerate(originals)],
@@ -597,10 +619,9 @@ def main(argv: list[str] | None = None) -> int:
         "images": n,
         "shards": [str(p) for p in data["shards"]],
         "run_dir": str(args.out / "run"),
-        "hashes_identical_to_imagehash": hashes_identical,
+        "hard_negatives": [name for name, _ in negatives],
+        "exact_mode_identical_to_imagehash": exact_identical,
         "imagehash_seconds": ih_seconds,
-        "distances_original_to_copy": dist_stats,
-        "closest_different_originals": [{"distance": dd, "a": keys[i], "b": keys[j]} for dd, i, j in closest],
         "per_d": results["per_d"],
         "total_seconds": total,
         "versions": _versions(),

@@ -261,7 +261,7 @@ def _arrays(videos, score=None, prior=None):
     n = len(videos)
     return DedupArrays(
         [np.asarray(v, dtype=np.uint64) for v in videos],
-        None,
+        [],
         np.zeros(n) if score is None else np.asarray(score, dtype=float),
         np.zeros(n, bool) if prior is None else np.asarray(prior),
     )

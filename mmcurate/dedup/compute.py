@@ -21,8 +21,10 @@ class DedupArrays:
     """What travels to the dedup task: the compared values, keep scores, and prior flags."""
 
     values: Any  # hashables (exact), uint64 (n,) (phash), float32 (n, d) (semantic), uint64 arrays (video_phash)
-    extra: tuple[np.ndarray, np.ndarray] | None
-    """phash: more hashes per row (mirrored, turned), as (rows int64 (m,), hashes uint64 (m,))."""
+    extra: list[np.ndarray]
+    """phash: more hashes per row, one uint64 (n,) array per kind (mirrored, each turn, each
+    region); a row matches another when its hash or one kind of its hashes is near the other's
+    hash or the same kind of the other's hashes (never two different kinds: no turned-mirrored)."""
     score: np.ndarray  # higher is kept first; zeros for keep: first
     prior: np.ndarray  # bool
 
@@ -60,13 +62,11 @@ def _near_labels(arrays: DedupArrays, max_distance: int) -> tuple[np.ndarray, di
 
     hashes = np.asarray(arrays.values, dtype=np.uint64)
     n = len(hashes)
-    if arrays.extra is not None:  # a row's extra hashes match other rows' hashes, plain or extra
-        rows, extra = arrays.extra
-        owner = np.concatenate([np.arange(n, dtype=np.int64), rows])
-        pairs = owner[near_duplicate_pairs(np.concatenate([hashes, extra.astype(np.uint64)]), max_distance)]
-        pairs = np.unique(np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1), axis=0)
-    else:
-        pairs = near_duplicate_pairs(hashes, max_distance)
+    found = [near_duplicate_pairs(hashes, max_distance)]
+    for extra in arrays.extra:  # rows' extra hashes of one kind against the hashes and each other
+        both = near_duplicate_pairs(np.concatenate([hashes, extra.astype(np.uint64)]), max_distance) % n
+        found.append(both[both[:, 0] != both[:, 1]])
+    pairs = np.unique(np.sort(np.concatenate(found), axis=1), axis=0)
     return cluster_labels(n, pairs), {"pairs_within_distance": int(len(pairs))}
 
 

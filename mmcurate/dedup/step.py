@@ -72,23 +72,26 @@ def _arrays(plan: GlobalPlan, columns: dict[str, list[Any]], prior: np.ndarray) 
         values = np.asarray(values, dtype=np.float32)
     elif plan.step.method == "video_phash":
         values = [np.asarray(v or [], dtype=np.uint64) for v in values]
-    return DedupArrays(values=values, extra=_extra_hashes(config, columns, n), score=score, prior=prior)
+    return DedupArrays(values=values, extra=_extra_hashes(config, columns), score=score, prior=prior)
 
 
-def _extra_hashes(config: Any, columns: dict[str, list[Any]], n: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """(row, hash) of every extra hash a phash step searches: ``<column>_mirror`` holds one per
-    row, ``<column>_variants`` and ``<column>_regions`` a list per row."""
-    rows: list[np.ndarray] = []
-    hashes: list[np.ndarray] = []
+def _extra_hashes(config: Any, columns: dict[str, list[Any]]) -> list[np.ndarray]:
+    """One (n,) uint64 array per kind of extra hash a phash step searches: ``<column>_mirror``
+    holds one per row; ``<column>_variants`` and ``<column>_regions`` a list per row, one kind
+    per position (a row with a shorter list, from an earlier run, repeats its plain hash)."""
+    kinds: list[np.ndarray] = []
     for col in getattr(config, "extra_columns", []):
         if col.endswith("_mirror"):
-            rows.append(np.arange(n, dtype=np.int64))
-            hashes.append(np.asarray(columns[col], dtype=np.uint64))
-        else:
-            lists = [v or [] for v in columns[col]]
-            rows.append(np.repeat(np.arange(n, dtype=np.int64), [len(v) for v in lists]))
-            hashes.append(np.asarray([h for v in lists for h in v], dtype=np.uint64))
-    return (np.concatenate(rows), np.concatenate(hashes)) if rows else None
+            kinds.append(np.asarray(columns[col], dtype=np.uint64))
+            continue
+        lists = columns[col]
+        width = max((len(v) for v in lists if v), default=0)
+        table = np.repeat(np.asarray(columns[config.column], dtype=np.uint64)[:, None], width, axis=1)
+        for row, v in enumerate(lists):
+            if v:
+                table[row, : len(v)] = v
+        kinds += list(table.T)
+    return kinds
 
 
 def run_dedup(
