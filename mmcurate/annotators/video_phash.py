@@ -2,9 +2,10 @@
 
 Frames are sampled one every ``every_s`` seconds from the start (so a trimmed copy shares
 most of its frames' times with the original) and hashed exactly as the image ``phash``
-annotator hashes an image (:mod:`mmcurate.perceptual`). Black borders that stay dark in every
-sampled frame (letterboxing, pillarboxing) are cropped first, so a letterboxed copy hashes
-like its source. Flat frames (a fade to black, a blank title card) carry no pattern to
+annotator hashes an image (:mod:`mmcurate.perceptual`). Uniform borders of any colour that
+stay in every sampled frame (letterboxing, pillarboxing, padding) are cropped first, by the
+image rule (:func:`mmcurate.perceptual.border_box`), so a letterboxed copy hashes like its
+source. Frames come upright (rotation side data applied), so a copy flagged as turned matches. Flat frames (a fade to black, a blank title card) carry no pattern to
 compare and are left out. The ``video_phash`` dedup method groups videos by these lists.
 """
 
@@ -23,10 +24,8 @@ from ..decode.video import FrameRequest
 from ..sampleview import SampleView
 from .base import Annotator, Row
 
-__all__ = ["VideoPHash", "VideoPHashConfig", "crop_dark_borders"]
+__all__ = ["VideoPHash", "VideoPHashConfig", "static_borders"]
 
-_DARK = 32
-"""Luma at or below which a border row/column counts as black (video black is ~16)."""
 _FLAT_STD = 2.0
 """Thumbnails with a smaller grey-level standard deviation are flat: not hashed."""
 
@@ -40,22 +39,22 @@ class VideoPHashConfig(TimeLimit):
     size: int = 64
     """Short side of the decoded frames in pixels (the hash reads a 32x32 thumbnail)."""
     crop_borders: bool = True
-    """Crop borders that are black in every sampled frame before hashing."""
+    """Crop uniform borders that stay in every sampled frame before hashing."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         FrameRequest(every_s=self.every_s, size=self.size, max_frames=self.max_frames)  # same checks
 
 
-def crop_dark_borders(gray: np.ndarray) -> tuple[slice, slice]:
-    """Rows and columns to keep of ``(N, H, W)`` luma frames: the bounding box of pixels
-    brighter than black in any frame (the whole frame when that box is under a tenth of it)."""
-    lit = gray.max(axis=0) > _DARK
-    rows, cols = np.flatnonzero(lit.any(axis=1)), np.flatnonzero(lit.any(axis=0))
-    height, width = lit.shape
-    if not len(rows) or (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1) < height * width / 10:
-        return slice(0, height), slice(0, width)
-    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+def static_borders(gray: np.ndarray) -> tuple[slice, slice]:
+    """Rows and columns to keep of ``(N, H, W)`` luma frames: inside the borders that
+    :func:`~mmcurate.perceptual.border_box` finds both in the brightest and in the darkest
+    value each pixel takes over the frames (a border stays one colour in every frame; content
+    that is flat at the edge in some frames only is kept)."""
+    boxes = [perceptual.border_box(np.ascontiguousarray(f)) for f in (gray.max(axis=0), gray.min(axis=0))]
+    left, top = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    right, bottom = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    return slice(top, bottom), slice(left, right)
 
 
 class VideoPHash(Annotator):
@@ -63,6 +62,7 @@ class VideoPHash(Annotator):
     (frames sampled, flat ones included)."""
 
     name = "video_phash"
+    version = "2"
     Config = VideoPHashConfig
     needs_pixels = False  # image pixels, that is
     columns = {"video_phash": pa.list_(pa.uint64()), "video_phash_frames": pa.int32()}
@@ -74,7 +74,7 @@ class VideoPHash(Annotator):
         except DecodeError as exc:
             return {"error": str(exc)}
         gray = np.stack([np.asarray(Image.fromarray(f).convert("L")) for f in got.frames])
-        rows, cols = crop_dark_borders(gray) if c.crop_borders else (slice(None), slice(None))
+        rows, cols = static_borders(gray) if c.crop_borders else (slice(None), slice(None))
         thumbs = np.stack([perceptual.thumbnail(Image.fromarray(np.ascontiguousarray(g[rows, cols])), perceptual.PHASH_SIZE) for g in gray])
         patterned = thumbs.reshape(len(thumbs), -1).std(axis=1) >= _FLAT_STD
         hashes = perceptual.phash_pixels(thumbs[patterned]) if patterned.any() else np.empty(0, np.uint64)
