@@ -112,8 +112,9 @@ def _scale(width: int, height: int) -> int:
 def decode_reduced(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Reduced:
     """Verify that ``data`` decodes; keep a small upright grayscale copy and the image's meta.
 
-    The same checks and errors as :func:`decode_image`, at about a third of its cost for JPEG:
-    libjpeg decodes grayscale at 1/2 to 1/8 scale (DCT scaling), which still entropy-decodes
+    The same checks and errors as :func:`decode_image`, for less than its cost for JPEG (a third
+    to four fifths of it: entropy decoding remains): libjpeg decodes grayscale at 1/2 to 1/8
+    scale (DCT scaling), which still entropy-decodes
     every block of the file, so truncated and unreadable data fail exactly as in a full
     decode. Other formats are decoded in full, then box-reduced by the same factor.
     """
