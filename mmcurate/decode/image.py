@@ -114,9 +114,9 @@ def decode_reduced(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Reduced
 
     The same checks and errors as :func:`decode_image`, for less than its cost for JPEG (a third
     to four fifths of it: entropy decoding remains): libjpeg decodes grayscale at 1/2 to 1/8
-    scale (DCT scaling), which still entropy-decodes
-    every block of the file, so truncated and unreadable data fail exactly as in a full
-    decode. Other formats are decoded in full, then box-reduced by the same factor.
+    scale (DCT scaling), which still entropy-decodes every block of the file, so truncated and
+    unreadable data fail exactly as in a full decode. Other formats are decoded in full, then
+    box-reduced by the same factor.
     """
     with _decoding(data, max_pixels) as (img, fmt):
         width, height = img.size
