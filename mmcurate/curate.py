@@ -19,7 +19,7 @@ from .funnel import StepCount, format_dedup, format_funnel, funnel
 from .inputs import ShardRef, resolve_inputs
 from .keep_top import KeepTopReport, format_keep_top, run_keep_top
 from .ledger import Ledger
-from .output import PIECES, assemble, assign_shards, index_json, sample_tar_bytes, write_piece, write_tasks
+from .output import PIECES, assemble, assign_shards, index_json, kept_samples, unique_keys, write_piece, write_tasks
 from .plan import GlobalPlan, Group, Plan, build_plan, digest, funnel_steps
 from .recipe import AnnotateStep, DedupStep, KeepTopStep, Recipe
 from .report import write_report
@@ -203,7 +203,7 @@ def _decide(
                 root=str(store.root),
                 modalities=dict(plan.recipe.modalities),
                 steps=stage.steps,
-                alive=None if first else frozenset(e.key for e in ledger.alive(ref.url)),
+                alive=None if first else frozenset(ledger.alive(ref.url)),
                 batch_size=stage.batch_size(batch_size),
             )
             for ref in shards
@@ -223,19 +223,22 @@ def _decide(
 
 def _write(
     client: Client, plan: Plan, shards: list[ShardRef], ledger: Ledger, store: RunStore, quiet: bool
-) -> tuple[dict[tuple[str, str], str], list[dict]]:
-    kept = [(ref, e.key, sample_tar_bytes(e.sizes)) for ref in shards for e in ledger.alive(ref.url)]
-    layout = assign_shards(kept, plan.recipe.output)
+) -> tuple[dict[tuple[str, int], str], list[dict]]:
+    config = plan.recipe.output
+    kept, drops = unique_keys(kept_samples(ledger, shards, config.keys))
+    for url, dropped in drops.items():
+        ledger.drop(url, dropped)
+    layout = assign_shards(kept, config)
     pieces = store.shards_dir / PIECES
     shutil.rmtree(pieces, ignore_errors=True)  # left by a killed run
-    tasks = write_tasks(layout, str(store.root), tuple(plan.annotate_plans()), plan.recipe.output.annotations_member)
+    tasks = write_tasks(layout, str(store.root), tuple(plan.annotate_plans()), config)
     if tasks:
-        engine.map_tasks(client, write_piece, tasks, "write", lambda t: f"{t.shard.name} from {t.shard.segments[t.segment][0].url}", quiet)
+        engine.map_tasks(client, write_piece, tasks, "write", lambda t: f"{t.shard.name} from {t.shard.segments[t.segment].ref.url}", quiet)
     written = [assemble(store, s) for s in layout]
     shutil.rmtree(pieces, ignore_errors=True)
     store.shards_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale(store.shards_dir, [s.name for s in layout], f"{plan.recipe.output.prefix}-*.tar")
+    remove_stale(store.shards_dir, [s.name for s in layout], f"{config.prefix}-*.tar")
     atomic_write_bytes(store.shards_dir / "index.json", index_json(plan.recipe.name, written))
-    output_of = {(ref.url, key): s.name for s in layout for ref, keys in s.segments for key in keys}
+    output_of = {(seg.ref.url, pos): s.name for s in layout for seg in s.segments for pos in seg.positions}
     return output_of, written
 

@@ -31,6 +31,8 @@ __all__ = ["AnnotatePlan", "GlobalPlan", "Group", "Plan", "READ_STEP", "build_pl
 
 READ_STEP = "read"
 READER_VERSION = "1"
+PART_FORMAT = "2"
+"""Version of the stored part layout (2: rows carry ``pos``); part names include it."""
 
 
 def digest(obj: Any, length: int = 16) -> str:
@@ -64,7 +66,7 @@ class AnnotatePlan:
         return self.annotator.resources_for(self.step.config)
 
     def part_name(self, shard: ShardRef) -> str:
-        return f"{shard.name}-{digest([self.fingerprint, shard.identity])}.parquet"
+        return f"{shard.name}-{digest([self.fingerprint, shard.identity, PART_FORMAT])}.parquet"
 
     def make(self) -> annotators.Annotator:
         return self.annotator(self.step.config)
@@ -137,13 +139,14 @@ def funnel_steps(recipe: Recipe) -> list[str]:
     return [READ_STEP] + [s.id for s in recipe.steps]
 
 
-def read_annotations(store: RunStore, plans: Iterable[AnnotatePlan], shard: ShardRef) -> dict[str, dict[str, Any]]:
-    """key -> every column the ``plans`` stored for ``shard`` (``error`` only where one failed)."""
-    merged: dict[str, dict[str, Any]] = {}
+def read_annotations(store: RunStore, plans: Iterable[AnnotatePlan], shard: ShardRef) -> dict[int, dict[str, Any]]:
+    """pos -> every column the ``plans`` stored for ``shard`` (``error`` only where one failed)."""
+    merged: dict[int, dict[str, Any]] = {}
     for plan in plans:
-        for key, row in store.read_rows(store.part_path(plan.id, plan.part_name(shard))).items():
+        for pos, row in store.read_rows(store.part_path(plan.id, plan.part_name(shard))).items():
             error = row.pop("error")
-            target = merged.setdefault(key, {})
+            del row["key"]
+            target = merged.setdefault(pos, {})
             target.update(row)
             if error:
                 target.setdefault("error", error)
@@ -151,7 +154,7 @@ def read_annotations(store: RunStore, plans: Iterable[AnnotatePlan], shard: Shar
 
 
 def read_part_name(shard: ShardRef) -> str:
-    return f"{shard.name}-{digest([READER_VERSION, shard.identity])}.parquet"
+    return f"{shard.name}-{digest([READER_VERSION, shard.identity, PART_FORMAT])}.parquet"
 
 
 def _fingerprinted(config: Any) -> dict[str, Any]:

@@ -114,6 +114,9 @@ Step = Union[AnnotateStep, FilterStep, DedupStep, KeepTopStep]
 _KINDS = ("annotate", "filter", "dedup", "keep_top")
 
 
+OUTPUT_KEYS = ("keep", "prefix_shard")
+
+
 @dataclass(frozen=True)
 class OutputConfig:
     """How kept samples are re-sharded."""
@@ -123,6 +126,14 @@ class OutputConfig:
     prefix: str = "curated"
     annotations_member: bool = True
     """Add ``KEY.mmcurate.json`` with the sample's annotations to each kept sample."""
+    keys: str = "keep"
+    """Output keys: ``keep`` the input keys (a key an earlier input shard already gave drops the
+    later sample as ``duplicate_key_across_shards:SHARD``), or ``prefix_shard``: ``NAME/KEY``,
+    NAME being the input shard's file name without ``.tar``."""
+
+    def __post_init__(self) -> None:
+        if self.keys not in OUTPUT_KEYS:
+            raise ValueError(f"field 'keys': expected one of {', '.join(OUTPUT_KEYS)}, got {self.keys!r}")
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,11 @@
 Layout::
 
     OUT/run.json                         recipe, inputs, versions, status, counts
-    OUT/annotations/read/NAME-FP.parquet one row per sample of an input shard: key, members, sizes
-    OUT/annotations/STEP/NAME-FP.parquet key + the step's columns (+ error) for one input shard
+    OUT/annotations/read/NAME-FP.parquet one row per sample of an input shard: pos, key, members, sizes
+    OUT/annotations/STEP/NAME-FP.parquet pos, key + the step's columns (+ error) for one input shard
+
+``pos`` (the sample's place in its shard, from 0) identifies a sample inside a shard; its key is
+data, and may repeat.
     OUT/decisions.parquet                every input sample: kept or dropped, by which step, why
     OUT/shards/PREFIX-000000.tar ...     the curated set, with shards/index.json (wids format)
 """
@@ -16,7 +19,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -50,9 +53,11 @@ def atomic_write_table(path: Path, table: pa.Table) -> None:
     os.replace(tmp, path)
 
 
-def rows_to_table(keys: list[str], rows: list[Mapping[str, Any]], columns: Mapping[str, pa.DataType]) -> pa.Table:
-    """A table with ``key``, the declared ``columns`` and ``error``, one row per key."""
-    data = {"key": pa.array(keys, pa.string())}
+def rows_to_table(
+    positions: Sequence[int], keys: Sequence[str], rows: Sequence[Mapping[str, Any]], columns: Mapping[str, pa.DataType]
+) -> pa.Table:
+    """A table with ``pos``, ``key``, the declared ``columns`` and ``error``, one row per sample."""
+    data = {"pos": pa.array(positions, pa.int64()), "key": pa.array(keys, pa.string())}
     for name, dtype in columns.items():
         data[name] = pa.array([r.get(name) for r in rows], type=dtype)
     data["error"] = pa.array([r.get("error") for r in rows], pa.string())
@@ -80,14 +85,16 @@ class RunStore:
     def part_path(self, step_id: str, part_name: str) -> Path:
         return self.root / "annotations" / step_id / part_name
 
-    def read_rows(self, path: Path) -> dict[str, dict[str, Any]]:
-        """key -> row of a stored part; empty when the part does not exist."""
+    def read_rows(self, path: Path) -> dict[int, dict[str, Any]]:
+        """pos -> row (key, columns, error) of a stored part; empty when the part does not exist."""
         if not path.exists():
             return {}
-        return {row.pop("key"): row for row in pq.read_table(path).to_pylist()}
+        return {row.pop("pos"): row for row in pq.read_table(path).to_pylist()}
 
-    def write_rows(self, path: Path, keys: list[str], rows: list[Mapping[str, Any]], columns: Mapping[str, pa.DataType]) -> None:
-        atomic_write_table(path, rows_to_table(keys, rows, columns))
+    def write_rows(
+        self, path: Path, positions: Sequence[int], keys: Sequence[str], rows: Sequence[Mapping[str, Any]], columns: Mapping[str, pa.DataType]
+    ) -> None:
+        atomic_write_table(path, rows_to_table(positions, keys, rows, columns))
 
     def load_run_info(self) -> dict[str, Any] | None:
         if not self.run_json.exists():

@@ -147,23 +147,20 @@ class RecipeSelect:
         return SampleView(Sample(str(sample["__key__"]), members), self.recipe.modalities, self.pixels)
 
     def _kept(self, batch: list[WdsSample]) -> list[WdsSample]:
-        views = {str(sample["__key__"]): self._view(sample) for sample in batch}
+        views = [self._view(sample) for sample in batch]
 
-        def rows_of(plan: AnnotatePlan, alive: list[str]) -> dict[str, Any]:
-            return compute_rows(plan, [views[k] for k in alive])
+        def rows_of(plan: AnnotatePlan, alive: list[int]) -> dict[int, Any]:
+            return dict(zip(alive, compute_rows(plan, [views[i] for i in alive])))
 
-        _, survivors = decide_steps(self.steps, list(views), rows_of)
-        return [s for s in batch if str(s["__key__"]) in survivors]
+        _, survivors = decide_steps(self.steps, list(range(len(batch))), rows_of)
+        return [s for i, s in enumerate(batch) if i in survivors]
 
     def __call__(self, samples: Iterable[WdsSample]) -> Iterator[WdsSample]:
         batch: list[WdsSample] = []
-        keys: set[str] = set()
         for sample in samples:
-            key = str(sample["__key__"])
-            if len(batch) >= self.batch_size or key in keys:  # a batch holds each key once
+            if len(batch) >= self.batch_size:
                 yield from self._kept(batch)
-                batch, keys = [], set()
+                batch = []
             batch.append(sample)
-            keys.add(key)
         if batch:
             yield from self._kept(batch)

@@ -67,6 +67,7 @@ def test_a_key_seen_in_an_earlier_shard_is_dropped_by_default(tmp_path, client):
         (shards[1], "x00001", "output", f"duplicate_key_across_shards:{shards[0]}")
     ]
     assert result.funnel[-1].step == "output" and result.funnel[-1].dropped == 1
+    assert result.report is not None and mmcurate.open_run(out).dropped_by("output").column("key").to_pylist() == ["x00001"]
     keys = _output_keys(out)
     assert sorted(keys) == ["x00000", "x00001", "x00002", "y00000", "y00001"]
 
