@@ -49,6 +49,17 @@ def test_a_key_repeated_later_in_a_shard_resumes_to_the_same_result(tmp_path, cl
     assert _output_bytes(tmp_path / "run") == _output_bytes(fresh)
 
 
+def test_a_stream_keeps_exactly_what_the_run_kept_when_a_key_repeats(tmp_path, client):
+    import webdataset as wds
+
+    shard = _repeating_shard(tmp_path)
+    mmcurate.curate(shard, "default", tmp_path / "run", client=client, quiet=True)
+    kept = [d["key"] for d in pq.read_table(tmp_path / "run" / "decisions.parquet").to_pylist() if d["kept"]]
+    assert kept == ["a", "d", "e", "f"]  # the first a (200 px wide) kept, the second dropped by read
+    stream = wds.WebDataset(shard, shardshuffle=False).compose(mmcurate.select(run=tmp_path / "run"))
+    assert [s["__key__"] for s in stream] == kept
+
+
 def _cross_shard(tmp_path):
     """Key ``x00001`` in both shards, with different images (not duplicates by content)."""
     src = tmp_path / "src"
