@@ -37,7 +37,7 @@ OUTPUT_STEP = "output"
 """The pseudo-step that drops a kept sample whose output key an earlier input shard already gave."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Kept:
     """A kept sample on its way out: its input shard, position there, output key and tar bytes."""
 
