@@ -11,7 +11,7 @@ from . import __version__, annotators
 from .curate import curate
 from .annotators import AnnotatorUnavailable
 from .engine import TaskFailed
-from .funnel import format_dedup, format_funnel
+from .funnel import format_dedup, format_failed, format_funnel
 from .inputs import InputError
 from .keep_top import format_keep_top
 from .recipe import RecipeError, recipe_dirs
@@ -117,7 +117,9 @@ def _filter(args: argparse.Namespace) -> int:
     )
     if not args.quiet:
         print(result.summary())
-    return 0
+    elif result.failed:
+        print(format_failed(result.failed, result.shards_in), file=sys.stderr)
+    return 0 if result.complete else 1
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -132,6 +134,8 @@ def _inspect(args: argparse.Namespace) -> int:
     kept = sum(d.column("kept").to_pylist())
     print(f"run {run.root}: {run.info['describe']}, status {run.info.get('status')}")
     print(f"{d.num_rows} samples in, {kept} kept, {d.num_rows - kept} dropped")
+    if run.info.get("failed"):
+        print(format_failed(run.info["failed"], len(run.info["inputs"])))
     print(format_funnel(run.funnel()))
     for report in run.info.get("dedup", []):
         print("\n" + format_dedup(report))
