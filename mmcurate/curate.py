@@ -55,6 +55,7 @@ class CurateResult:
     """Input shard URL -> error, for shards that still failed after their retries. Their
     samples are in no count; the run is incomplete and re-running it retries only them."""
     shards_in: int = 0
+    """Input shards given (read or failed)."""
 
     @property
     def complete(self) -> bool:

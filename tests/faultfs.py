@@ -1,8 +1,8 @@
 """Real faulty inputs for tests: a ``flaky://`` fsspec filesystem and local HTTP servers.
 
 ``flaky://PATH`` reads the local file ``PATH``; while ``PATH.faults`` (JSON ``{"after": N,
-"times": K}``) says so, a read that reaches byte N raises ``ConnectionResetError`` and counts
-one of the K faults down. The state lives on disk, so it holds across Dask worker processes;
+"times": K, "fault": F}``) says so, a read that reaches byte N raises ``ConnectionResetError``
+(F ``reset``) or ends the stream there (F ``eof``: a short read), counting one of the K down. The state lives on disk, so it holds across Dask worker processes;
 :class:`RegisterFlaky` registers the protocol in every worker, present and future.
 """
 
@@ -20,9 +20,9 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from fsspec.implementations.local import LocalFileSystem
 
 
-def set_faults(path: Path, after: int, times: int) -> None:
+def set_faults(path: Path, after: int, times: int, fault: str = "reset") -> None:
     """Make the next ``times`` reads of ``flaky://path`` fail once they reach byte ``after``."""
-    Path(f"{path}.faults").write_text(json.dumps({"after": after, "times": times}))
+    Path(f"{path}.faults").write_text(json.dumps({"after": after, "times": times, "fault": fault}))
 
 
 def faults_left(path: Path) -> int:
@@ -31,17 +31,22 @@ def faults_left(path: Path) -> int:
 
 
 class _FlakyFile:
-    def __init__(self, fh: Any, spec: Path, after: int):
-        self.fh, self.spec, self.after = fh, spec, after
+    def __init__(self, fh: Any, spec: Path):
+        self.fh, self.spec, self.ended = fh, spec, False
 
     def read(self, size: int = -1) -> bytes:
+        if self.ended:
+            return b""
         pos = self.fh.tell()
         data = self.fh.read(size)
         state = json.loads(self.spec.read_text())
-        if pos + len(data) > self.after and state["times"] > 0:
+        if pos + len(data) > state["after"] and state["times"] > 0:
             state["times"] -= 1
             self.spec.write_text(json.dumps(state))
-            raise ConnectionResetError(104, "Connection reset by peer (flaky test filesystem)")
+            if state["fault"] == "reset":
+                raise ConnectionResetError(104, "Connection reset by peer (flaky test filesystem)")
+            self.ended = True
+            return data[: max(0, state["after"] - pos)]
         return data
 
     def __getattr__(self, name: str) -> Any:
@@ -66,7 +71,7 @@ class FlakyFileSystem(LocalFileSystem):
         fh = super()._open(path, mode, **kwargs)
         spec = Path(f"{self._strip_protocol(path)}.faults")
         if "r" in mode and spec.exists():
-            return _FlakyFile(fh, spec, json.loads(spec.read_text())["after"])
+            return _FlakyFile(fh, spec)
         return fh
 
 
@@ -106,13 +111,18 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class _Quiet(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that stops reading after the tar's end marker is no error
+
+
 class Server:
     """A threaded HTTP server on 127.0.0.1 serving ``root``."""
 
     def __init__(self, root: Path, last_modified: bool = True):
         handler = type("Handler", (_Handler,), {"last_modified": last_modified, "cuts": {}})
         self.cuts: dict[str, int] = handler.cuts
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
+        self.httpd = _Quiet(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def url(self, name: str) -> str:

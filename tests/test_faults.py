@@ -65,14 +65,15 @@ def _run_info(result: mmcurate.CurateResult) -> dict:
     return json.loads((result.out / "run.json").read_text())
 
 
-def test_a_connection_reset_mid_shard_is_retried_and_loses_nothing(tmp_path, flaky, fast_retries):
+@pytest.mark.parametrize("fault", ["reset", "eof"], ids=["connection-reset", "short-read"])
+def test_a_read_failing_once_mid_shard_is_retried_and_loses_nothing(tmp_path, flaky, fast_retries, fault):
     (shard,) = _shards(tmp_path / "in", ("a",))
-    set_faults(shard, after=shard.stat().st_size // 3, times=1)
+    set_faults(shard, after=shard.stat().st_size // 3, times=1, fault=fault)
     local = mmcurate.curate([str(shard)], "default", tmp_path / "local", client=flaky, quiet=True)
 
     result = mmcurate.curate([f"flaky://{shard}"], "default", tmp_path / "run", client=flaky, quiet=True)
 
-    assert faults_left(shard) == 0  # the connection was reset once, mid-shard
+    assert faults_left(shard) == 0  # the read failed once, mid-shard
     assert result.samples_in == 20 and result.failed == {}
     assert _run_info(result)["status"] == "complete"
     assert not any(reason and reason.startswith("read_error") for *_, reason, _ in _decisions(result))
@@ -98,6 +99,8 @@ def test_a_shard_failing_past_its_retries_is_quarantined_and_a_rerun_retries_onl
     stored = [p.name for p in (out / "annotations").rglob("*.parquet")]
     assert stored and not any(name.startswith("b-") for name in stored)  # nothing from the failed reads
     assert {r["shard"] for r in pq.read_table(out / "decisions.parquet").to_pylist()} == {str(a), str(c)}
+    assert main(["inspect", str(out)]) == 0
+    assert "status incomplete" in (shown := capsys.readouterr().out) and f"flaky://{b}" in shown
 
     os.remove(f"{b}.faults")  # the network is fine again
     rerun = mmcurate.curate(inputs, "default", out, client=flaky, quiet=True)
