@@ -45,7 +45,10 @@ def _has_glob(path: str) -> bool:
     return any(c in path for c in "*?[")
 
 
-_STAMPS = ("mtime", "lastmodified", "last_modified", "last-modified", "etag", "versionid", "version_id", "generation", "md5hash", "content-md5", "digest", "updated")
+_STAMPS = (
+    "mtime", "lastmodified", "last_modified", "last-modified", "etag",
+    "versionid", "version_id", "generation", "md5hash", "content-md5", "digest", "updated",
+)  # fmt: skip
 """Keys of ``fs.info()`` (any case) that change when a file's content does: local mtime, HTTP
 ``ETag``/``Last-Modified``, S3 ``ETag``/``VersionId``, GCS ``generation``/``md5Hash`` ..."""
 
