@@ -128,7 +128,10 @@ def _workers(pid: int) -> list[psutil.Process]:
     return found
 
 
-def run(cmd: list[str], env: dict[str, str], log: Path, timeout: float, kills: Sequence[tuple[float, str]] = (), preexec: Callable[[], None] | None = None) -> tuple[int | None, list[str]]:
+def run(
+    cmd: list[str], env: dict[str, str], log: Path, timeout: float,
+    kills: Sequence[tuple[float, str]] = (), preexec: Callable[[], None] | None = None,
+) -> tuple[int | None, list[str]]:
     """Run ``cmd`` in its own session, sending ``kills`` ((seconds after start, "driver" or
     "worker")); returns (exit status or None when it ran past ``timeout``, what was killed)."""
     done: list[str] = []
@@ -182,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20, help="faulty runs (default: %(default)s)")
     parser.add_argument("--faults", nargs="+", choices=FAULTS, default=list(FAULTS), help="faults to cycle through (default: all)")
-    parser.add_argument("--seed", type=int, default=None, help="seed for fault timing (default: random; printed)")
+    parser.add_argument("--seed", type=int, default=None, help="seed for fault timings and size limits (default: random; printed)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep data, runs and logs here (default: a temporary folder, removed)")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
@@ -194,6 +197,22 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _fault(fault: str, env: dict[str, str], reference: Path, clean_s: float):
+    """(environment, kills, preexec_fn, description) of one faulty run; ``clean_s`` is how
+    long the clean run took."""
+    if fault == "kill_driver":
+        at = random.uniform(0.1, 1.0) * clean_s
+        return env, [(at, "driver")], None, f"at {at:.1f} s"
+    if fault == "kill_workers":
+        kills = sorted((random.uniform(0.2, 0.9) * clean_s, "worker") for _ in range(random.randint(1, 3)))
+        return env, kills, None, "at " + ", ".join(f"{t:.1f}" for t, _ in kills) + " s"
+    if fault == "flaky_reads":
+        return {**env, chaos_fs.RATE_VAR: str(READ_FAIL_P)}, [], None, f"p={READ_FAIL_P} per read"
+    largest = max(p.stat().st_size for p in reference.rglob("*") if p.is_file())
+    limit = int(np.exp(random.uniform(np.log(4096), np.log(largest))))
+    return env, [], _file_size_limit(limit), f"limit {limit:,} bytes"
 
 
 def _chaos(runs: int, faults: list[str], seed: int, work: Path) -> int:
@@ -221,20 +240,7 @@ def _chaos(runs: int, faults: list[str], seed: int, work: Path) -> int:
         reference, clean_s = references[recipe]
         out, log = work / f"run-{i:03d}", work / f"run-{i:03d}.log"
         cmd = command(inputs, recipe, out)
-        faulty_env, kills, preexec, detail = dict(env), [], None, ""
-        if fault == "kill_driver":
-            kills = [(random.uniform(0.1, 1.0) * clean_s, "driver")]
-            detail = f"at {kills[0][0]:.1f} s"
-        elif fault == "kill_workers":
-            kills = [(random.uniform(0.2, 0.9) * clean_s, "worker") for _ in range(random.randint(1, 3))]
-            detail = "at " + ", ".join(f"{t:.1f}" for t, _ in sorted(kills)) + " s"
-        elif fault == "flaky_reads":
-            faulty_env[chaos_fs.RATE_VAR] = str(READ_FAIL_P)
-            detail = f"p={READ_FAIL_P} per read"
-        else:
-            largest = max(p.stat().st_size for p in reference.rglob("*") if p.is_file())
-            limit = int(np.exp(random.uniform(np.log(4096), np.log(largest))))
-            preexec, detail = _file_size_limit(limit), f"limit {limit:,} bytes"
+        faulty_env, kills, preexec, detail = _fault(fault, env, reference, clean_s)
         code, killed = run(cmd, faulty_env, log, FAULTY_TIMEOUT_S, kills, preexec)
         faulty = "hung (killed)" if code is None else f"exit {code}"
         if killed:
