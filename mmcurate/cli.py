@@ -14,6 +14,7 @@ from .engine import TaskFailed
 from .funnel import format_dedup, format_funnel
 from .inputs import InputError
 from .keep_top import format_keep_top
+from .lock import RunLocked
 from .recipe import RecipeError, recipe_dirs
 from .report import ReportOptions, write_report
 from .runview import Run, open_run
@@ -183,12 +184,18 @@ def _recipes(_: argparse.Namespace) -> int:
     return 0
 
 
+def _os_error(exc: OSError) -> str:
+    if exc.filename is None or not exc.strerror:
+        return str(exc)
+    return f"{exc.filename}: {exc.strerror}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handlers = {"filter": _filter, "inspect": _inspect, "report": _report, "recipes": _recipes, "annotators": _annotators}
     try:
         return handlers[args.command](args)
-    except (InputError, RecipeError, RunConflict, TaskFailed, AnnotatorUnavailable, FileNotFoundError) as exc:
+    except (InputError, RecipeError, RunConflict, RunLocked, TaskFailed, AnnotatorUnavailable) as exc:
         print(f"mmcurate: error: {exc}", file=sys.stderr)
         return 2
     except KeyError as exc:  # an unknown sample key or step name; the message says which
@@ -197,6 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into head & co: stop quietly
         sys.stdout = open(os.devnull, "w")
         return 0
+    except OSError as exc:  # a missing file, a read-only or full --out: the path and the cause
+        print(f"mmcurate: error: {_os_error(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("mmcurate: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130

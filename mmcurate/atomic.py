@@ -1,0 +1,75 @@
+"""The one atomic-write helper: Parquet parts, JSON, reports and tars all go through it.
+
+A file is written to a hidden temporary name beside its target, flushed and fsync'd, renamed
+over the target, and the directory is fsync'd, so a reader (or a rerun after a crash) sees the
+old file or the whole new one. On failure the temporary file is removed and the error names the
+target path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+__all__ = ["TMP_SUFFIX", "atomic_file", "atomic_write_bytes", "tmp_name"]
+
+TMP_SUFFIX = ".tmp"
+
+
+def tmp_name(path: Path) -> Path:
+    """``.NAME.XXXXXXXX.tmp`` beside ``path``: where :func:`atomic_file` writes it first."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_dirs(folder: Path) -> None:
+    """Create ``folder`` and its missing parents, each made durable in its parent."""
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        new.mkdir(exist_ok=True)
+        _fsync_dir(new.parent)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Yield a binary file whose content replaces ``path`` atomically once the block ends.
+
+    An exception inside the block (or while writing) leaves ``path`` untouched and no
+    temporary file behind; an ``OSError`` is re-raised naming ``path``.
+    """
+    path = Path(path)
+    tmp = tmp_name(path)
+    try:
+        _make_dirs(path.parent)
+        with open(tmp, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        if exc.filename is not None and Path(exc.filename) != tmp:
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+    finally:
+        if tmp.exists():  # only after a failure
+            tmp.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    with atomic_file(path) as fh:
+        fh.write(data)
