@@ -10,18 +10,26 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-__all__ = ["TMP_SUFFIX", "atomic_file", "atomic_write_bytes", "tmp_name"]
+__all__ = ["atomic_file", "atomic_write_bytes", "tmp_target"]
 
-TMP_SUFFIX = ".tmp"
+_TMP = re.compile(r"\.(.+)\.[0-9a-f]{8}\.tmp")
 
 
-def tmp_name(path: Path) -> Path:
+def _tmp_name(path: Path) -> Path:
     """``.NAME.XXXXXXXX.tmp`` beside ``path``: where :func:`atomic_file` writes it first."""
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def tmp_target(name: str) -> str | None:
+    """The file name that ``name``, a temporary file of :func:`atomic_file`, was to become
+    (left by a killed writer); None for any other name."""
+    match = _TMP.fullmatch(name)
+    return match.group(1) if match else None
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -51,7 +59,7 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     temporary file behind; an ``OSError`` is re-raised naming ``path``.
     """
     path = Path(path)
-    tmp = tmp_name(path)
+    tmp = _tmp_name(path)
     try:
         _make_dirs(path.parent)
         with open(tmp, "wb") as fh:

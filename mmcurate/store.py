@@ -10,9 +10,10 @@ Layout::
     OUT/shards/PREFIX-000000.tar ...     the curated set, with shards/index.json (wids format)
     OUT/shards/.pieces/                  pieces of output shards while they are written
 
-Every file is written through :func:`mmcurate.atomic.atomic_file`. mmcurate deletes only what
-run.json records it wrote (``outputs``: names in ``shards/``), their pieces and temporary files,
-and a replaced run's decisions.parquet and report.html; annotation parts are never deleted.
+Every file but the lock is written through :func:`mmcurate.atomic.atomic_file`. mmcurate
+deletes only what run.json records it wrote (``outputs``: names in ``shards/``), their pieces
+and temporary files, and a replaced run's decisions.parquet and report.html; annotation parts
+are never deleted.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any, ContextManager, Iterable, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .atomic import atomic_file, atomic_write_bytes
+from .atomic import atomic_file, atomic_write_bytes, tmp_target
 from .lock import LOCK_NAME, hold
 
 __all__ = ["RunConflict", "RunStore", "atomic_write_bytes", "atomic_write_table", "rows_to_table"]
@@ -37,7 +38,6 @@ _log = logging.getLogger("mmcurate")
 
 INDEX = "index.json"
 PIECES = ".pieces"
-_TMP = re.compile(r"\.(.+)\.[0-9a-f]{8}\.tmp")
 _PIECE = re.compile(r"(.+)\.\d{6}\.piece")
 
 
@@ -183,6 +183,7 @@ class RunStore:
                 raise RunConflict(f"{path}: exists, and nothing shows mmcurate wrote it; move it away or choose another --out")
         info["outputs"] = sorted(recorded | set(names) | {INDEX})
         self.save_run_info(info)
+        self._remove(self.shards_dir, info["outputs"], temporary_only=True)
         self._remove(self.shards_dir / PIECES, info["outputs"])
 
     def finish_outputs(self, info: dict[str, Any], names: list[str]) -> None:
@@ -198,20 +199,22 @@ class RunStore:
     def remove_outputs(self, names: Iterable[str]) -> None:
         """Delete the output files ``names`` in ``shards/`` (names run.json recorded), with their
         pieces and temporary files; nothing else."""
-        names = set(names)
+        names = list(names)
         self._remove(self.shards_dir, names)
         self._remove(self.shards_dir / PIECES, names)
 
-    def _remove(self, folder: Path, names: set[str] | list[str]) -> None:
+    def _remove(self, folder: Path, names: Iterable[str], temporary_only: bool = False) -> None:
+        """Delete the files in ``folder`` that belong to output ``names``: the files themselves,
+        their pieces (in ``.pieces``) and temporary files (only those with ``temporary_only``)."""
         if not folder.is_dir():
             return
         names = set(names)
         pieces = folder.name == PIECES
         for entry in os.scandir(folder):
-            if entry.is_dir(follow_symlinks=False):
+            target = tmp_target(entry.name)
+            if entry.is_dir(follow_symlinks=False) or (temporary_only and target is None):
                 continue
-            tmp = _TMP.fullmatch(entry.name)
-            name = tmp.group(1) if tmp else entry.name
+            name = target or entry.name
             if pieces:
                 piece = _PIECE.fullmatch(name)
                 name = piece.group(1) if piece else ""
