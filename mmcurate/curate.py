@@ -99,6 +99,10 @@ def curate(
     ``against`` names earlier run directories: samples duplicating their kept samples are
     dropped (their stored columns are read, nothing is re-hashed).
 
+    ``out`` is locked while the run writes (a second run raises :class:`~mmcurate.lock.RunLocked`);
+    an ``out`` that contains an input or holds files but no run raises
+    :class:`~mmcurate.store.RunConflict`, as does a different run there without ``overwrite``.
+
     Before any work, every annotator checks (or fetches) what it needs, e.g. model weights,
     and raises :class:`~mmcurate.annotators.AnnotatorUnavailable` when it cannot. A local
     cluster gets ``gpus`` extra GPU workers (default: one per CUDA device when the recipe has

@@ -85,7 +85,7 @@ class RunStore:
         """Where segment ``segment`` of output shard ``shard_name`` is written before joining."""
         return self.shards_dir / PIECES / f"{shard_name}.{segment:06d}.piece"
 
-    def read_part(self, path: Path) -> pa.Table | None:
+    def read_part_if_readable(self, path: Path) -> pa.Table | None:
         """The stored part at ``path``; None when it does not exist or cannot be read (left
         damaged by a crash or a full disk), so the caller recomputes it. An unreadable part is
         logged as a warning naming it and the error."""
@@ -99,7 +99,7 @@ class RunStore:
 
     def read_rows(self, path: Path) -> dict[str, dict[str, Any]]:
         """key -> row of a stored part; empty when the part does not exist or is unreadable."""
-        table = self.read_part(path)
+        table = self.read_part_if_readable(path)
         if table is None:
             return {}
         return {row.pop("key"): row for row in table.to_pylist()}
