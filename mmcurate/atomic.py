@@ -9,6 +9,7 @@ target path.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import uuid
@@ -17,6 +18,8 @@ from typing import BinaryIO, Iterator
 
 __all__ = ["atomic_file", "atomic_write_bytes", "tmp_target"]
 
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS}
+"""Errors of writing: raised by the temporary file, reported under the target's path."""
 _TMP = re.compile(r"\.(.+)\.[0-9a-f]{8}\.tmp")
 
 
@@ -56,7 +59,8 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """Yield a binary file whose content replaces ``path`` atomically once the block ends.
 
     An exception inside the block (or while writing) leaves ``path`` untouched and no
-    temporary file behind; an ``OSError`` is re-raised naming ``path``.
+    temporary file behind; an error of writing (a full or read-only disk) is re-raised naming
+    ``path``.
     """
     path = Path(path)
     tmp = _tmp_name(path)
@@ -69,7 +73,8 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except OSError as exc:
-        if exc.filename is not None and Path(exc.filename) != tmp:
+        ours = str(exc.filename) == str(tmp) or (exc.filename is None and exc.errno in _STORAGE_ERRNOS)
+        if not ours:  # e.g. reading what is being copied: that error names its own source
             raise
         raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
     finally:
