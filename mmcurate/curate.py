@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -19,13 +18,13 @@ from .funnel import StepCount, format_dedup, format_failed, format_funnel, funne
 from .inputs import ShardRef, hash_identity, resolve_inputs
 from .keep_top import KeepTopReport, format_keep_top, run_keep_top
 from .ledger import Ledger
-from .output import PIECES, assemble, assign_shards, index_json, sample_tar_bytes, write_piece, write_tasks
+from .output import assemble, assign_shards, index_json, sample_tar_bytes, write_piece, write_tasks
 from .plan import GlobalPlan, Group, Plan, build_plan, digest, funnel_steps
 from .recipe import AnnotateStep, DedupStep, KeepTopStep, Recipe
 from .report import write_report
 from .runview import open_run
 from .shard_task import GroupTask, run_group
-from .store import RunStore, atomic_write_bytes, remove_stale
+from .store import INDEX, RunStore, atomic_write_bytes
 
 __all__ = ["CurateResult", "curate"]
 
@@ -110,6 +109,10 @@ def curate(
     ``against`` names earlier run directories: samples duplicating their kept samples are
     dropped (their stored columns are read, nothing is re-hashed).
 
+    ``out`` is locked while the run writes (a second run raises :class:`~mmcurate.lock.RunLocked`);
+    an ``out`` that contains an input or holds files but no run raises
+    :class:`~mmcurate.store.RunConflict`, as does a different run there without ``overwrite``.
+
     Before any work, every annotator checks (or fetches) what it needs, e.g. model weights,
     and raises :class:`~mmcurate.annotators.AnnotatorUnavailable` when it cannot. A local
     cluster gets ``gpus`` extra GPU workers (default: one per CUDA device when the recipe has
@@ -125,58 +128,61 @@ def curate(
     resolved = _prepare_annotators(recipe)
     plan = build_plan(recipe, resolved)
     store = RunStore(out)
+    store.refuse_inputs_inside(s.url for s in shards)
     identity = digest({"inputs": [s.url for s in shards], "recipe": recipe.to_dict(), "against": [p.source for p in priors]}, 32)
     describe = f"recipe {recipe.name!r} on {len(shards)} shard(s)"
-    store.prepare(identity, describe, overwrite)
-    info = {
-        "identity": identity,
-        "describe": describe,
-        "status": "running",
-        "inputs": [s.url for s in shards],
-        "shard_identities": {s.url: s.identity for s in shards},
-        "recipe": recipe.to_dict(),
-        "recipe_source": recipe.source,
-        "steps": {p.id: p.fingerprint for p in plan.annotate_plans()},
-        "resolved": resolved,
-        "versions": _versions(),
-    }
-    store.save_run_info(info)
+    with store.lock():
+        outputs = store.prepare(identity, describe, overwrite)
+        info = {
+            "identity": identity,
+            "describe": describe,
+            "status": "running",
+            "inputs": [s.url for s in shards],
+            "shard_identities": {s.url: s.identity for s in shards},
+            "recipe": recipe.to_dict(),
+            "recipe_source": recipe.source,
+            "steps": {p.id: p.fingerprint for p in plan.annotate_plans()},
+            "resolved": resolved,
+            "versions": _versions(),
+            "outputs": outputs,
+        }
+        store.save_run_info(info)
 
-    wants_gpu = any("GPU" in s.resources for s in plan.stages if isinstance(s, Group))
-    gpu_workers = (engine.cuda_device_count() if gpus is None else gpus) if wants_gpu else 0
-    with engine.connect(scheduler, workers, threads_per_worker, client, quiet, gpus=gpu_workers) as dask_client:
-        shards, failed = _hash_unstamped(dask_client, shards, quiet)
-        info["shard_identities"] = {s.url: s.identity for s in shards}
-        ledger, computed, reports = _decide(dask_client, plan, shards, store, batch_size, quiet, priors, failed)
-        output_of, written = _write(dask_client, plan, shards, ledger, store, quiet)
+        wants_gpu = any("GPU" in s.resources for s in plan.stages if isinstance(s, Group))
+        gpu_workers = (engine.cuda_device_count() if gpus is None else gpus) if wants_gpu else 0
+        with engine.connect(scheduler, workers, threads_per_worker, client, quiet, gpus=gpu_workers) as dask_client:
+            shards, failed = _hash_unstamped(dask_client, shards, quiet)
+            info["shard_identities"] = {s.url: s.identity for s in shards}
+            ledger, computed, reports = _decide(dask_client, plan, shards, store, batch_size, quiet, priors, failed)
+            output_of, written = _write(dask_client, plan, shards, ledger, store, quiet, info)
 
-    decisions = ledger.table(output_of)
-    store.write_decisions(decisions)
-    counts = funnel(decisions, funnel_steps(recipe))
-    kept = sum(decisions.column("kept").to_pylist())
-    result = CurateResult(
-        out=store.root,
-        samples_in=decisions.num_rows,
-        kept=kept,
-        dropped=decisions.num_rows - kept,
-        funnel=counts,
-        shards=[store.shards_dir / w["url"] for w in written],
-        computed=computed,
-        dedup=[r for r in reports if isinstance(r, DedupReport)],
-        top=[r for r in reports if isinstance(r, KeepTopReport)],
-        failed=failed,
-        shards_in=len(shards),
-    )
-    info.update(
-        status="complete" if result.complete else "incomplete",
-        failed=failed,
-        counts={"samples_in": result.samples_in, "kept": kept, "dropped": result.dropped},
-        dedup=[asdict(r) for r in result.dedup],
-        keep_top=[asdict(r) for r in result.top],
-        against=[p.source for p in priors],
-    )
-    store.save_run_info(info)
-    result.report = _write_report(store.root)
+        decisions = ledger.table(output_of)
+        store.write_decisions(decisions)
+        counts = funnel(decisions, funnel_steps(recipe))
+        kept = sum(decisions.column("kept").to_pylist())
+        result = CurateResult(
+            out=store.root,
+            samples_in=decisions.num_rows,
+            kept=kept,
+            dropped=decisions.num_rows - kept,
+            funnel=counts,
+            shards=[store.shards_dir / w["url"] for w in written],
+            computed=computed,
+            dedup=[r for r in reports if isinstance(r, DedupReport)],
+            top=[r for r in reports if isinstance(r, KeepTopReport)],
+            failed=failed,
+            shards_in=len(shards),
+        )
+        info.update(
+            status="complete" if result.complete else "incomplete",
+            failed=failed,
+            counts={"samples_in": result.samples_in, "kept": kept, "dropped": result.dropped},
+            dedup=[asdict(r) for r in result.dedup],
+            keep_top=[asdict(r) for r in result.top],
+            against=[p.source for p in priors],
+        )
+        store.save_run_info(info)
+        result.report = _write_report(store.root)
     return result
 
 
@@ -274,20 +280,19 @@ def _decide(
 
 
 def _write(
-    client: Client, plan: Plan, shards: list[ShardRef], ledger: Ledger, store: RunStore, quiet: bool
+    client: Client, plan: Plan, shards: list[ShardRef], ledger: Ledger, store: RunStore, quiet: bool, info: dict[str, Any]
 ) -> tuple[dict[tuple[str, str], str], list[dict]]:
+    """Write the output shards, recording their names in run.json (``info``) first, so that
+    only files mmcurate wrote are ever replaced or removed."""
     kept = [(ref, e.key, sample_tar_bytes(e.sizes)) for ref in shards for e in ledger.alive(ref.url)]
     layout = assign_shards(kept, plan.recipe.output)
-    pieces = store.shards_dir / PIECES
-    shutil.rmtree(pieces, ignore_errors=True)  # left by a killed run
+    names = [s.name for s in layout]
+    store.begin_outputs(info, names)
     tasks = write_tasks(layout, str(store.root), tuple(plan.annotate_plans()), plan.recipe.output.annotations_member)
     if tasks:
         engine.map_tasks(client, write_piece, tasks, "write", lambda t: f"{t.shard.name} from {t.shard.segments[t.segment][0].url}", quiet)
     written = [assemble(store, s) for s in layout]
-    shutil.rmtree(pieces, ignore_errors=True)
-    store.shards_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale(store.shards_dir, [s.name for s in layout], f"{plan.recipe.output.prefix}-*.tar")
-    atomic_write_bytes(store.shards_dir / "index.json", index_json(plan.recipe.name, written))
+    atomic_write_bytes(store.shards_dir / INDEX, index_json(plan.recipe.name, written))
+    store.finish_outputs(info, names)
     output_of = {(ref.url, key): s.name for s in layout for ref, keys in s.segments for key in keys}
     return output_of, written
-
