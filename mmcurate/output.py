@@ -32,7 +32,6 @@ __all__ = [
 ]
 
 ANNOTATIONS_EXT = "mmcurate.json"
-PIECES = ".pieces"
 OUTPUT_STEP = "output"
 """The pseudo-step that drops a kept sample whose output key an earlier input shard already gave."""
 
@@ -84,10 +83,6 @@ class WriteTask:
     annotations_member: bool
     keys: str
     """``output.keys``: how output keys derive from input keys (checked against each sample read)."""
-
-    @property
-    def piece_name(self) -> str:
-        return f"{self.shard.name}.{self.segment:06d}.piece"
 
 
 def output_key(ref: ShardRef, key: str, keys: str) -> str:
@@ -181,15 +176,15 @@ def _members(task: WriteTask) -> Iterator[tuple[str, bytes]]:
 
 
 def write_piece(task: WriteTask) -> str:
-    """Write one piece (tar members without the end-of-archive marker); return its name."""
-    store = RunStore(task.root)
-    write_tar_piece(store.shards_dir / PIECES / task.piece_name, _members(task))
-    return task.piece_name
+    """Write one piece (tar members without the end-of-archive marker); return its path."""
+    path = RunStore(task.root).piece_path(task.shard.name, task.segment)
+    write_tar_piece(path, _members(task))
+    return str(path)
 
 
 def assemble(store: RunStore, shard: OutputShard) -> dict[str, Any]:
     """Join a shard's pieces into ``shards/NAME``; return its ``wids`` shard-list entry."""
-    pieces = [store.shards_dir / PIECES / f"{shard.name}.{i:06d}.piece" for i in range(len(shard.segments))]
+    pieces = [store.piece_path(shard.name, i) for i in range(len(shard.segments))]
     size = join_tar_pieces(store.shards_dir / shard.name, pieces)
     for piece in pieces:
         piece.unlink()

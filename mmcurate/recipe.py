@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -316,6 +317,7 @@ def _validate(data: dict[str, Any], source: str) -> Recipe:
             raise RecipeError(f"{where}: a step is a mapping with exactly one of {', '.join(repr(k) for k in _KINDS)}")
         if step_id in _RESERVED_IDS or ids.count(step_id) > 1:
             raise RecipeError(f"{where}: field 'id': {step_id!r} is reserved or used twice; give the step a unique 'id'")
+        _check_file_name(step_id, where, "id")
         step = _validate_step(raw, step_id, where, columns)
         if isinstance(step, AnnotateStep):
             produced = annotators.get(step.annotator).columns_for(step.config)
@@ -325,7 +327,20 @@ def _validate(data: dict[str, Any], source: str) -> Recipe:
             raise RecipeError(f"{where}: field 'keep_top': column {step.column!r} is not numeric; rank by a number column such as clip_score")
         steps.append(step)
     output = _build_config(OutputConfig, data.get("output") or {}, f"{source}: output")
+    _check_file_name(output.prefix, f"{source}: output", "prefix")
     return Recipe(name=name, steps=tuple(steps), modalities=modalities, output=output, source=source)
+
+
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _check_file_name(value: str, where: str, name: str) -> None:
+    """Step ids and the output prefix name files in --out: a plain name, never a path."""
+    if not _FILE_NAME.fullmatch(value) or ".." in value:
+        raise RecipeError(
+            f"{where}: field {name!r}: {value!r} names files in --out, so it must be a plain name: "
+            f"letters, digits, '.', '_' and '-', starting with a letter or digit, no '/' or '..'"
+        )
 
 
 def _validate_modalities(raw: Any, source: str) -> dict[str, tuple[str, ...]]:
