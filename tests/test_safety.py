@@ -213,7 +213,7 @@ def _fill_up(path: Path) -> None:
     """Write ``path`` past a 4 KiB file-size limit (a full disk): each writer must fail cleanly."""
     store = RunStore(path.parent)
     if path.suffix == ".parquet":
-        store.write_rows(path, [f"k{i}" for i in range(2000)], [{"n": i} for i in range(2000)], {"n": pa.int64()})
+        store.write_rows(path, range(2000), [f"k{i}" for i in range(2000)], [{"n": i} for i in range(2000)], {"n": pa.int64()})
     elif path.suffix == ".json":
         store.save_run_info({"filler": "x" * 10_000})
     else:
