@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -87,11 +88,13 @@ def _create(config: ClipModelConfig, revision: str | None) -> ClipEncoder:
     return ClipEncoder(model, preprocess, open_clip.get_tokenizer(tokenizer), device, torch.float16 if half else torch.float32)
 
 
-def load_encoder(config: ClipModelConfig, revision: str | None = None) -> ClipEncoder:
-    """The encoder for ``config``'s model (an ``hf-hub:`` one at the snapshot ``revision``;
-    None: the cached one), loaded once per process and shared by every CLIP annotator that
-    names the same model, weights, device and precision."""
-    key = (*(getattr(config, f) for f in _MODEL_FIELDS), revision)
+def load_encoder(config: ClipModelConfig, resolved: Mapping[str, Any] | None = None) -> ClipEncoder:
+    """The encoder for ``config``'s model, loaded once per process and shared by every CLIP
+    annotator that names the same model, weights, device and precision. ``resolved``: what
+    :func:`~mmcurate.clip.weights.check` returned in the driver; new weights content there
+    loads the model again, and an ``hf-hub:`` model loads at its ``hf_revision``."""
+    resolved = resolved or {}
+    key = (*(getattr(config, f) for f in _MODEL_FIELDS), json.dumps(resolved, sort_keys=True))
     if key not in _ENCODERS:
-        _ENCODERS[key] = _create(config, revision)
+        _ENCODERS[key] = _create(config, resolved.get("hf_revision"))
     return _ENCODERS[key]
