@@ -204,7 +204,8 @@ def _prepare_annotators(recipe: Recipe) -> dict[str, Any]:
             try:
                 resolved[step.id] = annotators.get(step.annotator).prepare(step.config)
             except annotators.AnnotatorUnavailable as exc:
-                raise annotators.AnnotatorUnavailable(f"{recipe.source}: step {step.id} ({step.annotator}): {exc}") from None
+                message = str(exc).replace("STEP.", f"{step.id}.")
+                raise annotators.AnnotatorUnavailable(f"{recipe.source}: step {step.id} ({step.annotator}): {message}") from None
     return resolved
 
 

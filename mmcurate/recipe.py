@@ -309,8 +309,7 @@ def _validate(data: dict[str, Any], source: str) -> Recipe:
         raise RecipeError(f"{source}: field 'steps' must be a non-empty list")
     ids = _step_ids(steps_data)
     steps: list[Step] = []
-    columns: set[str] = set()
-    numeric: set[str] = set()
+    columns: dict[str, pa.DataType] = {}
     for index, (raw, step_id) in enumerate(zip(steps_data, ids), start=1):
         where = f"{source}: step {index} ({step_id})"
         if not isinstance(raw, dict) or _step_kind(raw) is None:
@@ -320,10 +319,8 @@ def _validate(data: dict[str, Any], source: str) -> Recipe:
         _check_file_name(step_id, where, "id")
         step = _validate_step(raw, step_id, where, columns)
         if isinstance(step, AnnotateStep):
-            produced = annotators.get(step.annotator).columns_for(step.config)
-            columns |= set(produced)
-            numeric |= {c for c, t in produced.items() if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)}
-        elif isinstance(step, KeepTopStep) and step.column not in numeric:
+            columns.update(annotators.get(step.annotator).columns_for(step.config))
+        elif isinstance(step, KeepTopStep) and _kind(columns[step.column]) not in ("number", "boolean"):
             raise RecipeError(f"{where}: field 'keep_top': column {step.column!r} is not numeric; rank by a number column such as clip_score")
         steps.append(step)
     output = _build_config(OutputConfig, data.get("output") or {}, f"{source}: output")
@@ -351,7 +348,16 @@ def _validate_modalities(raw: Any, source: str) -> dict[str, tuple[str, ...]]:
     return {str(k): tuple(str(e).lower() for e in v) for k, v in raw.items()}
 
 
-def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: set[str]) -> Step:
+def _kind(dtype: pa.DataType) -> str:
+    """The :data:`~mmcurate.expr.KINDS` entry of a column's Arrow type."""
+    if pa.types.is_integer(dtype) or pa.types.is_floating(dtype):
+        return "number"
+    if pa.types.is_boolean(dtype):
+        return "boolean"
+    return "string" if pa.types.is_string(dtype) or pa.types.is_large_string(dtype) else "other"
+
+
+def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: Mapping[str, pa.DataType]) -> Step:
     params = {k: v for k, v in raw.items() if k != "id"}
     if "annotate" in raw:
         name = params.pop("annotate")
@@ -367,12 +373,16 @@ def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: set[s
             expr = Expr.parse(str(raw["filter"]))
         except ExprError as exc:
             raise RecipeError(f"{where}: field 'filter': {exc}") from None
-        missing = sorted(expr.columns - columns)
+        missing = sorted(expr.columns - set(columns))
         if missing:
             raise RecipeError(
                 f"{where}: field 'filter': column(s) {', '.join(missing)} not produced by an earlier "
                 f"annotate step (available: {', '.join(sorted(columns)) or 'none'})"
             )
+        try:
+            expr.check_kinds({c: _kind(t) for c, t in columns.items()})
+        except ExprError as exc:
+            raise RecipeError(f"{where}: field 'filter': {exc}") from None
         return FilterStep(id=step_id, expr=expr)
     if "keep_top" in raw:
         return _validate_keep_top(params, step_id, where, columns)
@@ -390,11 +400,12 @@ def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: set[s
     for name, cols in needed.items():
         for col in cols:
             if col not in columns:
-                raise RecipeError(f"{where}: field {name!r}: column {col!r} is not produced by an earlier annotate step")
+                hint = f"; set mirror: true on the step that computes {config.column}" if name == "mirror" else ""
+                raise RecipeError(f"{where}: field {name!r}: column {col!r} is not produced by an earlier annotate step{hint}")
     return DedupStep(id=step_id, method=method, config=config)
 
 
-def _validate_keep_top(params: dict[str, Any], step_id: str, where: str, columns: set[str]) -> KeepTopStep:
+def _validate_keep_top(params: dict[str, Any], step_id: str, where: str, columns: Mapping[str, pa.DataType]) -> KeepTopStep:
     unknown = sorted(set(params) - {"keep_top", "fraction"})
     if unknown:
         raise RecipeError(f"{where}: unknown field(s) {', '.join(unknown)} (allowed: keep_top, fraction)")
