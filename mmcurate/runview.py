@@ -73,9 +73,9 @@ class Run:
             types.update(p.columns)
         for url in self.info["inputs"]:
             ref = self.shard_ref(url)
-            entries = read_manifest(self.store, ref) or []
+            keys = [e.key for e in read_manifest(self.store, ref) or ()]
             for pos, row in read_annotations(self.store, plan.annotate_plans(), ref).items():
-                rows[(url, pos)] = {"shard": url, "key": entries[pos].key, "pos": pos, **row}
+                rows[(url, pos)] = {"shard": url, "key": keys[pos] if pos < len(keys) else None, "pos": pos, **row}
         for table in self.clusters().values():
             for row in table.to_pylist():
                 rows[(row["shard"], row["pos"])].update(dup_cluster=row["dup_cluster"], dup_cluster_size=row["dup_cluster_size"])
