@@ -8,7 +8,7 @@ from PIL import Image
 
 from .decode import DecodeError
 from .decode.audio import Audio
-from .decode.image import DEFAULT_MAX_PIXELS, ImageMeta, TooLarge, decode_image, measure_image
+from .decode.image import DEFAULT_MAX_PIXELS, ImageMeta, TooLarge, decode_image, image_formats, measure_image
 from .decode.sandbox import DEFAULT_TIMEOUT_S, decode_audio_limited, probe_video_limited, sample_frames_limited
 from .decode.video import FrameRequest, VideoFrames, VideoInfo
 from .tarread import Sample
@@ -23,6 +23,7 @@ class SampleView:
 
     ``pixels`` says whether some annotator will read the decoded image: when none will,
     :meth:`image_meta` verifies the image with a cheaper reduced-scale decode instead.
+    Images open only as the formats the ``image`` extensions name (:attr:`image_formats`).
     """
 
     def __init__(self, sample: Sample, modalities: Mapping[str, tuple[str, ...]], pixels: bool = True):
@@ -32,6 +33,11 @@ class SampleView:
         self._decoded: dict[Any, Any] = {}
         """Decode results (or the DecodeError) by kind: ``"image"`` (pixels), ``"meta"``, or a
         video/audio request tuple (see :meth:`_once`)."""
+
+    @property
+    def image_formats(self) -> tuple[str, ...]:
+        """The Pillow formats the ``image`` member may be opened as (see :func:`image_formats`)."""
+        return image_formats(self.modalities.get("image", ()))
 
     @property
     def key(self) -> str:
@@ -66,13 +72,13 @@ class SampleView:
             return ImageMeta(img.width, img.height, img.mode, fmt)
         return self._decode_once("meta", measure_image, lambda meta: (meta.width, meta.height), max_pixels)
 
-    def _decode_once(self, kind: str, decode: Callable[[bytes, int], T], size: Callable[[T], tuple[int, int]], max_pixels: int) -> T:
-        """``decode(image bytes, max_pixels)``, remembered (failures too) under ``kind``; redone
+    def _decode_once(self, kind: str, decode: Callable[[bytes, int, tuple[str, ...]], T], size: Callable[[T], tuple[int, int]], max_pixels: int) -> T:
+        """``decode(image bytes, max_pixels, formats)``, remembered (failures too) under ``kind``; redone
         only when an earlier call refused the image as too large and this limit admits it."""
         cached = self._decoded.get(kind)
         if cached is None or (isinstance(cached, TooLarge) and cached.pixels <= max_pixels):
             try:
-                cached = decode(self.require("image"), max_pixels)
+                cached = decode(self.require("image"), max_pixels, self.image_formats)
             except DecodeError as exc:
                 cached = exc
             self._decoded[kind] = cached

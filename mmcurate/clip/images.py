@@ -14,7 +14,6 @@ back to Pillow on its own.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Sequence
@@ -23,7 +22,7 @@ import torch
 from PIL import Image
 
 from ..decode import DecodeError
-from ..decode.image import DEFAULT_MAX_PIXELS, EXIF_ORIENTATION
+from ..decode.image import DEFAULT_MAX_PIXELS, EXIF_ORIENTATION, open_header
 from ..decode.sandbox import DEFAULT_TIMEOUT_S
 from ..sampleview import SampleView
 from .encoder import ClipEncoder
@@ -214,12 +213,12 @@ class PixelMaker:
 
 def _gpu_decodable(sample: SampleView) -> bool:
     """A JPEG nvJPEG decodes exactly as the Pillow path would: RGB or grey, no EXIF rotation,
-    within the pixel limit (read from the header only)."""
+    within the pixel limit (read from the header only), where the recipe allows JPEG."""
     found = sample.member("image")
-    if found is None or not found[1].startswith(b"\xff\xd8"):
+    if found is None or not found[1].startswith(b"\xff\xd8") or "JPEG" not in sample.image_formats:
         return False
     try:
-        header = Image.open(io.BytesIO(found[1]))
+        header = open_header(found[1], ["JPEG"])
         width, height = header.size
         return (
             header.format == "JPEG"
