@@ -168,13 +168,13 @@ def measure_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, formats: Se
 
 def decoded_bytes(data: bytes, formats: Sequence[str] = DEFAULT_FORMATS) -> int:
     """Bytes Pillow will hold for the decoded pixels of ``data``, from the header alone (one byte
-    per pixel for 1/L/P images, four for the rest); ``len(data)`` for what does not open as
-    an image of ``formats``."""
+    per pixel for 1/L/P images, four for the rest); 0 for what does not open as an image of
+    ``formats`` (its decode fails with a reason, holding nothing)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img = open_header(data, formats)
         width, height = img.size
-        return max(len(data), width * height * (1 if img.mode in ("1", "L", "P") else 4))
+        return width * height * (1 if img.mode in ("1", "L", "P") else 4)
     except Exception:  # not an image: its decode fails later, with a reason
-        return len(data)
+        return 0
