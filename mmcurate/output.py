@@ -16,7 +16,6 @@ from .tarwrite import join_tar_pieces, member_bytes, write_tar_piece
 __all__ = ["OutputShard", "WriteTask", "assemble", "assign_shards", "index_json", "write_piece", "write_tasks"]
 
 ANNOTATIONS_EXT = "mmcurate.json"
-PIECES = ".pieces"
 
 
 @dataclass(frozen=True)
@@ -44,10 +43,6 @@ class WriteTask:
     root: str
     plans: tuple[AnnotatePlan, ...]
     annotations_member: bool
-
-    @property
-    def piece_name(self) -> str:
-        return f"{self.shard.name}.{self.segment:06d}.piece"
 
 
 def assign_shards(kept: list[tuple[ShardRef, str, int]], config: OutputConfig) -> list[OutputShard]:
@@ -109,15 +104,15 @@ def _members(task: WriteTask) -> Iterator[tuple[str, bytes]]:
 
 
 def write_piece(task: WriteTask) -> str:
-    """Write one piece (tar members without the end-of-archive marker); return its name."""
-    store = RunStore(task.root)
-    write_tar_piece(store.shards_dir / PIECES / task.piece_name, _members(task))
-    return task.piece_name
+    """Write one piece (tar members without the end-of-archive marker); return its path."""
+    path = RunStore(task.root).piece_path(task.shard.name, task.segment)
+    write_tar_piece(path, _members(task))
+    return str(path)
 
 
 def assemble(store: RunStore, shard: OutputShard) -> dict[str, Any]:
     """Join a shard's pieces into ``shards/NAME``; return its ``wids`` shard-list entry."""
-    pieces = [store.shards_dir / PIECES / f"{shard.name}.{i:06d}.piece" for i in range(len(shard.segments))]
+    pieces = [store.piece_path(shard.name, i) for i in range(len(shard.segments))]
     size = join_tar_pieces(store.shards_dir / shard.name, pieces)
     for piece in pieces:
         piece.unlink()

@@ -50,6 +50,8 @@ class AnnotatePlan:
     step: AnnotateStep
     fingerprint: str
     annotator: type[annotators.Annotator]
+    resolved: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+    """What the annotator's ``prepare()`` returned in the driver."""
 
     @property
     def id(self) -> str:
@@ -67,7 +69,7 @@ class AnnotatePlan:
         return f"{shard.name}-{digest([self.fingerprint, shard.identity])}.parquet"
 
     def make(self) -> annotators.Annotator:
-        return self.annotator(self.step.config)
+        return self.annotator(self.step.config, self.resolved)
 
 
 GroupStep = Union[AnnotatePlan, FilterStep]
@@ -173,6 +175,7 @@ def build_plan(recipe: Recipe, identities: Mapping[str, Mapping[str, Any]] | Non
     for step in recipe.steps:
         if isinstance(step, AnnotateStep):
             cls = annotators.get(step.annotator)
+            resolved = dict(identities.get(step.id) or {})
             fp = digest(
                 {
                     "annotator": cls.name,
@@ -180,11 +183,11 @@ def build_plan(recipe: Recipe, identities: Mapping[str, Mapping[str, Any]] | Non
                     "config": _fingerprinted(step.config),
                     "modalities": modalities,
                     "upstream": upstream,
-                    **({"resolved": dict(identities[step.id])} if identities.get(step.id) else {}),
+                    **({"resolved": resolved} if resolved else {}),
                 }
             )
             upstream = upstream + [fp]
-            plan = AnnotatePlan(step, fp, cls)
+            plan = AnnotatePlan(step, fp, cls, resolved)
             produced.update({column: plan for column in plan.columns})
             if any(isinstance(s, AnnotatePlan) for s in current) and plan.resources != Group(tuple(current)).resources:
                 stages.append(Group(tuple(current)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -298,24 +299,35 @@ def _validate(data: dict[str, Any], source: str) -> Recipe:
         raise RecipeError(f"{source}: field 'steps' must be a non-empty list")
     ids = _step_ids(steps_data)
     steps: list[Step] = []
-    columns: set[str] = set()
-    numeric: set[str] = set()
+    columns: dict[str, pa.DataType] = {}
     for index, (raw, step_id) in enumerate(zip(steps_data, ids), start=1):
         where = f"{source}: step {index} ({step_id})"
         if not isinstance(raw, dict) or _step_kind(raw) is None:
             raise RecipeError(f"{where}: a step is a mapping with exactly one of {', '.join(repr(k) for k in _KINDS)}")
         if step_id in _RESERVED_IDS or ids.count(step_id) > 1:
             raise RecipeError(f"{where}: field 'id': {step_id!r} is reserved or used twice; give the step a unique 'id'")
+        _check_file_name(step_id, where, "id")
         step = _validate_step(raw, step_id, where, columns)
         if isinstance(step, AnnotateStep):
-            produced = annotators.get(step.annotator).columns_for(step.config)
-            columns |= set(produced)
-            numeric |= {c for c, t in produced.items() if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)}
-        elif isinstance(step, KeepTopStep) and step.column not in numeric:
+            columns.update(annotators.get(step.annotator).columns_for(step.config))
+        elif isinstance(step, KeepTopStep) and _kind(columns[step.column]) not in ("number", "boolean"):
             raise RecipeError(f"{where}: field 'keep_top': column {step.column!r} is not numeric; rank by a number column such as clip_score")
         steps.append(step)
     output = _build_config(OutputConfig, data.get("output") or {}, f"{source}: output")
+    _check_file_name(output.prefix, f"{source}: output", "prefix")
     return Recipe(name=name, steps=tuple(steps), modalities=modalities, output=output, source=source)
+
+
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _check_file_name(value: str, where: str, name: str) -> None:
+    """Step ids and the output prefix name files in --out: a plain name, never a path."""
+    if not _FILE_NAME.fullmatch(value) or ".." in value:
+        raise RecipeError(
+            f"{where}: field {name!r}: {value!r} names files in --out, so it must be a plain name: "
+            f"letters, digits, '.', '_' and '-', starting with a letter or digit, no '/' or '..'"
+        )
 
 
 def _validate_modalities(raw: Any, source: str) -> dict[str, tuple[str, ...]]:
@@ -330,7 +342,16 @@ def _validate_modalities(raw: Any, source: str) -> dict[str, tuple[str, ...]]:
     return modalities
 
 
-def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: set[str]) -> Step:
+def _kind(dtype: pa.DataType) -> str:
+    """The :data:`~mmcurate.expr.KINDS` entry of a column's Arrow type."""
+    if pa.types.is_integer(dtype) or pa.types.is_floating(dtype):
+        return "number"
+    if pa.types.is_boolean(dtype):
+        return "boolean"
+    return "string" if pa.types.is_string(dtype) or pa.types.is_large_string(dtype) else "other"
+
+
+def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: Mapping[str, pa.DataType]) -> Step:
     params = {k: v for k, v in raw.items() if k != "id"}
     if "annotate" in raw:
         name = params.pop("annotate")
@@ -346,12 +367,16 @@ def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: set[s
             expr = Expr.parse(str(raw["filter"]))
         except ExprError as exc:
             raise RecipeError(f"{where}: field 'filter': {exc}") from None
-        missing = sorted(expr.columns - columns)
+        missing = sorted(expr.columns - set(columns))
         if missing:
             raise RecipeError(
                 f"{where}: field 'filter': column(s) {', '.join(missing)} not produced by an earlier "
                 f"annotate step (available: {', '.join(sorted(columns)) or 'none'})"
             )
+        try:
+            expr.check_kinds({c: _kind(t) for c, t in columns.items()})
+        except ExprError as exc:
+            raise RecipeError(f"{where}: field 'filter': {exc}") from None
         return FilterStep(id=step_id, expr=expr)
     if "keep_top" in raw:
         return _validate_keep_top(params, step_id, where, columns)
@@ -369,11 +394,12 @@ def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: set[s
     for name, cols in needed.items():
         for col in cols:
             if col not in columns:
-                raise RecipeError(f"{where}: field {name!r}: column {col!r} is not produced by an earlier annotate step")
+                hint = f"; set mirror: true on the step that computes {config.column}" if name == "mirror" else ""
+                raise RecipeError(f"{where}: field {name!r}: column {col!r} is not produced by an earlier annotate step{hint}")
     return DedupStep(id=step_id, method=method, config=config)
 
 
-def _validate_keep_top(params: dict[str, Any], step_id: str, where: str, columns: set[str]) -> KeepTopStep:
+def _validate_keep_top(params: dict[str, Any], step_id: str, where: str, columns: Mapping[str, pa.DataType]) -> KeepTopStep:
     unknown = sorted(set(params) - {"keep_top", "fraction"})
     if unknown:
         raise RecipeError(f"{where}: unknown field(s) {', '.join(unknown)} (allowed: keep_top, fraction)")

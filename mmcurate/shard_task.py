@@ -18,7 +18,7 @@ from .inputs import ShardRef
 from .plan import READ_STEP, AnnotatePlan, GroupStep, read_part_name, reads_pixels
 from .sampleview import SampleView
 from .store import RunStore, rows_to_table
-from .tarread import Sample, iter_samples
+from .tarread import Sample, UnreadableShard, iter_samples
 
 __all__ = ["Entry", "GroupResult", "GroupTask", "compute_rows", "decide_steps", "read_manifest", "run_group"]
 
@@ -83,7 +83,10 @@ def _write_manifest(store: RunStore, shard: ShardRef, entries: list[Entry]) -> N
 
 
 def _read(shard: ShardRef) -> Iterator[tuple[Entry, Sample]]:
-    """Samples of the shard with their manifest entries; a repeated key is an error."""
+    """Samples of the shard with their manifest entries; a repeated key is an error.
+
+    Content damage becomes entries with a ``read_error``; an I/O error (:class:`ReadFailed`)
+    propagates, so the task fails and is retried, and nothing from this read is stored."""
     seen: set[str] = set()
     try:
         samples = iter_samples(shard.url)
@@ -94,7 +97,7 @@ def _read(shard: ShardRef) -> Iterator[tuple[Entry, Sample]]:
             seen.add(sample.key)
             entry = Entry(sample.key, tuple(m.name for m in sample.members), tuple(len(m.data) for m in sample.members), error)
             yield entry, sample
-    except OSError as exc:
+    except UnreadableShard as exc:
         yield Entry("<unreadable>", (), (), f"read_error: {exc}"), Sample("<unreadable>")
 
 

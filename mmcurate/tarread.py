@@ -5,11 +5,14 @@ A member ``dir/000123.seg.jpg`` belongs to sample key ``dir/000123`` with extens
 Consecutive members with the same key form one sample. Nothing is decoded or unpickled
 here: members are raw bytes.
 
-Bad input never raises out of :func:`iter_samples`; it yields a :class:`Sample` whose
+Bad content never raises out of :func:`iter_samples`; it yields a :class:`Sample` whose
 ``error`` says what went wrong (unsafe member name, truncated tar, duplicate member, a
 member over the size cap), so the caller can account for it. A member over the cap is
 streamed past without being held: a small compressed shard cannot make a reader allocate
-the gigabytes one of its members inflates to.
+the gigabytes one of its members inflates to. An I/O error is not content: a failed read,
+or a stream that ends before the size its filesystem reported, raises :class:`ReadFailed`
+so the read is retried, never stored as a shorter shard. Shards are read as one sequential
+stream (HTTP without ``Range`` requests), so every server that can send the file works.
 
 Headers are parsed here rather than by :mod:`tarfile`, whose per-member cost was as large
 as the rest of a cheap recipe: ustar, GNU (long names, base-256 sizes) and pax (``path``,
@@ -19,15 +22,17 @@ as the rest of a cheap recipe: ustar, GNU (long names, base-256 sizes) and pax (
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import lzma
 import re
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterator
 
 import fsspec
 
-__all__ = ["MAX_MEMBER_BYTES", "Member", "Sample", "iter_samples", "split_key"]
+__all__ = ["MAX_MEMBER_BYTES", "Member", "ReadFailed", "Sample", "UnreadableShard", "iter_samples", "open_stream", "split_key"]
 
 MAX_MEMBER_BYTES = 256 << 20
 """Default cap on one member's size: a larger member is skipped unread and its sample dropped as
@@ -83,6 +88,15 @@ def split_key(name: str) -> tuple[str, str] | None:
 
 def _unsafe(name: str) -> bool:
     return name.startswith("/") or ".." in name.split("/") or "\\" in name or "\x00" in name
+
+
+class ReadFailed(OSError):
+    """An I/O error while reading a shard (network, filesystem, short read): not content damage;
+    the read is retried and nothing from it is stored."""
+
+
+class UnreadableShard(OSError):
+    """The shard's content is not a tar at all (content damage, found at its first member)."""
 
 
 class _Damaged(Exception):
@@ -244,14 +258,52 @@ def _uncompressed(fh: BinaryIO) -> BinaryIO:
     return stream
 
 
+class _Checked:
+    """A raw shard stream whose failures and early end raise :class:`ReadFailed`."""
+
+    def __init__(self, url: str, fh: BinaryIO, size: int | None):
+        self.url, self.fh, self.size, self.got = url, fh, size, 0
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data = self.fh.read(size)
+        except Exception as exc:  # whatever the transport raises (aiohttp, botocore ...) is I/O
+            raise ReadFailed(f"{self.url}: read failed after {self.got} bytes ({type(exc).__name__}: {exc})") from exc
+        self.got += len(data)
+        if not data and size != 0 and self.size is not None and self.got < self.size:
+            raise ReadFailed(f"{self.url}: stream ended after {self.got} of {self.size} bytes")
+        return data
+
+
+@contextlib.contextmanager
+def open_stream(url: str) -> Iterator[BinaryIO]:
+    """The raw bytes of ``url`` (local path or fsspec URL) as one sequential stream.
+
+    HTTP is streamed with a single GET (no ``Range`` requests). Raises :class:`ReadFailed`
+    when the file cannot be opened or read, or ends before the size its filesystem reported.
+    """
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+        size = fs.size(path)
+        if "http" in fs.protocol:
+            fh = fs.open(path, "rb", block_size=0, size=size)  # streaming: servers need no Range support
+        else:
+            fh = fs.open(path, "rb")
+    except Exception as exc:
+        raise ReadFailed(f"{url}: cannot open ({type(exc).__name__}: {exc})") from exc
+    with fh:
+        yield _Checked(url, fh, size)  # type: ignore[misc]
+
+
 def iter_samples(url: str, max_member_bytes: int = MAX_MEMBER_BYTES) -> Iterator[Sample]:
     """Yield every sample of the shard at ``url`` (local path or fsspec URL), in tar order.
 
     A member larger than ``max_member_bytes`` is skipped without being held; its sample
     comes with the error ``member_too_large: NAME (N bytes > LIMIT)`` and that member empty.
-    Raises only if the shard cannot be opened at all (missing file, not a tar).
+    Raises :class:`UnreadableShard` if the shard is not a tar at all, :class:`ReadFailed` on
+    an I/O error (then the samples yielded so far are not the whole shard).
     """
-    with fsspec.open(url, "rb") as fh:
+    with open_stream(url) as fh:
         yield from _group(url, _members(_uncompressed(fh), max_member_bytes), max_member_bytes)
 
 
@@ -270,9 +322,11 @@ def _group(url: str, members: Iterator[tuple[str, bytes | None, int]], max_membe
             current.error = f"read_error: truncated tar inside {name} (unexpected end of data)"
             yield current
             return
-        except (_Damaged, OSError, EOFError, ValueError, lzma.LZMAError) as exc:
+        except ReadFailed:
+            raise  # I/O, not content: the caller retries the read
+        except (_Damaged, OSError, EOFError, ValueError, lzma.LZMAError, zlib.error) as exc:  # bad gzip/bz2 data, too
             if current is None:
-                raise OSError(f"{url}: not a readable tar file ({exc})") from None
+                raise UnreadableShard(f"{url}: not a readable tar file ({exc})") from None
             kind = "truncated tar" if isinstance(exc, _CutInHeader) else "tar damaged"
             current.error = current.error or f"read_error: {kind} after {current.key} ({exc})"
             yield current

@@ -28,13 +28,17 @@ class HashConfig:
 
 
 class _PerceptualHash(Annotator):
-    """Shared by :class:`PHash` and :class:`DHash`: columns ``<name>`` and ``<name>_mirror``."""
+    """Shared by :class:`PHash` and :class:`DHash`: column ``<name>``, and ``<name>_mirror`` with ``mirror: true``."""
 
     Config = HashConfig
     size: ClassVar[tuple[int, int]]
     """(width, height) of the grayscale thumbnail the hash is computed from."""
     hash_pixels: ClassVar[Callable[[np.ndarray], np.ndarray]]
     """(N, height, width) uint8 thumbnails -> (N,) uint64 hashes."""
+
+    @classmethod
+    def columns_for(cls, config: HashConfig) -> dict[str, pa.DataType]:
+        return {c: t for c, t in cls.columns.items() if config.mirror or not c.endswith("_mirror")}
 
     def annotate(self, batch: Sequence[SampleView]) -> list[Row]:
         rows: list[Row] = [{} for _ in batch]
@@ -57,10 +61,9 @@ class _PerceptualHash(Annotator):
         hashes = type(self).hash_pixels(thumbs)
         mirrored = type(self).hash_pixels(thumbs[:, :, ::-1]) if self.config.mirror else None
         for j, i in enumerate(where):
-            rows[i] = {
-                self.name: int(hashes[j]),
-                f"{self.name}_mirror": None if mirrored is None else int(mirrored[j]),
-            }
+            rows[i] = {self.name: int(hashes[j])}
+            if mirrored is not None:
+                rows[i][f"{self.name}_mirror"] = int(mirrored[j])
         return rows
 
 
