@@ -356,14 +356,20 @@ def _skip_stream(stream: BinaryIO, n: int) -> None:
 
 def _limit_memory(memory_mb: int | None) -> None:
     """Let this process's address space grow by at most ``memory_mb`` MiB from now (None: no
-    limit); the soft limit only, so the next request can set its own."""
+    limit); the soft limit only, so the next request can set its own. Linux only (elsewhere
+    there is no /proc/self/statm, and RLIMIT_AS is not enforced)."""
     import resource
 
-    soft = resource.RLIM_INFINITY
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    soft = hard
     if memory_mb is not None:
-        with open("/proc/self/statm") as statm:
-            soft = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE") + (memory_mb << 20)
-    resource.setrlimit(resource.RLIMIT_AS, (soft, resource.getrlimit(resource.RLIMIT_AS)[1]))
+        try:
+            with open("/proc/self/statm") as statm:
+                size = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            return
+        soft = size + (memory_mb << 20) if hard == resource.RLIM_INFINITY else min(hard, size + (memory_mb << 20))
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 _OUT_OF_MEMORY = ("cannot allocate memory", "can't allocate memory", "bad_alloc", "out of memory")
