@@ -261,8 +261,7 @@ class _Child:
         except (EOFError, BrokenPipeError):
             code = self.kill()
             how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit status {code}"
-            limit = "" if memory_mb is None else f", memory limit {memory_mb} MiB"
-            raise DecodeError(f"decode_error: decoder process died during {op} ({how}{limit})") from None
+            raise DecodeError(f"decode_error: decoder process died during {op} ({how})") from None
         if "error" in meta:
             raise DecodeError(meta["error"])
         return _decode_answer(meta, payload)
