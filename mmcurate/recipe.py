@@ -18,6 +18,7 @@ import pyarrow as pa
 import yaml
 
 from . import annotators
+from .decode.image import DEFAULT_IMAGE_EXTENSIONS, image_formats
 from .dedup.config import METHODS as DEDUP_METHODS
 from .dedup.config import KeepPolicy
 from .expr import Expr, ExprError
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 DEFAULT_MODALITIES: dict[str, tuple[str, ...]] = {
-    "image": ("jpg", "jpeg", "png", "webp"),
+    "image": DEFAULT_IMAGE_EXTENSIONS,
     "text": ("txt",),
 }
 _RESERVED_IDS = {"read", "output"}
@@ -345,7 +346,11 @@ def _validate_modalities(raw: Any, source: str) -> dict[str, tuple[str, ...]]:
         return dict(DEFAULT_MODALITIES)
     if not isinstance(raw, dict) or not all(isinstance(v, list) and v for v in raw.values()):
         raise RecipeError(f"{source}: field 'modalities' maps a modality to a list of extensions, e.g. image: [jpg, png]")
-    return {str(k): tuple(str(e).lower() for e in v) for k, v in raw.items()}
+    modalities = {str(k): tuple(str(e).lower() for e in v) for k, v in raw.items()}
+    unknown = [e for e in modalities.get("image", ()) if not image_formats([e])]
+    if unknown:  # images open only as the formats their extensions name
+        raise RecipeError(f"{source}: field 'modalities': image extension(s) {', '.join(unknown)} name no image format Pillow reads (e.g. jpg, png, webp, tif)")
+    return modalities
 
 
 def _kind(dtype: pa.DataType) -> str:

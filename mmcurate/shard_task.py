@@ -9,6 +9,7 @@ Samples are named by their position in the shard: a key is data and may repeat.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Iterator, Mapping, Sequence
 
 import pyarrow as pa
@@ -34,10 +35,6 @@ class Entry:
     members: tuple[str, ...]
     sizes: tuple[int, ...]
     error: str | None
-
-    @property
-    def nbytes(self) -> int:
-        return sum(self.sizes)
 
 
 @dataclass(frozen=True)
@@ -185,16 +182,24 @@ class _Decider:
 
 
 BATCH_BYTES = 256 << 20
-"""A batch also ends once its samples hold this many bytes, so large members (video) keep a
+"""A batch also ends once its samples hold this many bytes, decoded (see
+:meth:`SampleView.held_bytes`), so large members (video) and small files of many pixels keep a
 task's memory flat whatever batch size an annotator asks for (CLIP asks for thousands)."""
 
 
-def _batches(items: Iterator[tuple[Entry, Sample]], size: int, max_bytes: int) -> Iterator[list[tuple[Entry, Sample]]]:
+def _held_bytes(sample: Sample, modalities: Mapping[str, tuple[str, ...]], pixels: bool) -> int:
+    return SampleView(sample, modalities, pixels).held_bytes()
+
+
+def _batches(
+    items: Iterator[tuple[Entry, Sample]], size: int, max_bytes: int, held: Callable[[Sample], int]
+) -> Iterator[list[tuple[Entry, Sample]]]:
+    """``items`` in batches of at most ``size``, each ending once ``held(sample)`` sums to ``max_bytes``."""
     batch: list[tuple[Entry, Sample]] = []
     nbytes = 0
     for item in items:
         batch.append(item)
-        nbytes += item[0].nbytes
+        nbytes += held(item[1])
         if len(batch) >= size or nbytes >= max_bytes:
             yield batch
             batch, nbytes = [], 0
@@ -220,7 +225,8 @@ def run_group(task: GroupTask) -> GroupResult:
             pass
     fresh: list[Entry] = []
     drops = {}
-    for batch in _batches(_read(task.shard), task.batch_size, BATCH_BYTES):
+    held = partial(_held_bytes, modalities=task.modalities, pixels=decider.pixels)
+    for batch in _batches(_read(task.shard), task.batch_size, BATCH_BYTES, held):
         start = len(fresh)
         batch_entries = [e for e, _ in batch]
         fresh.extend(batch_entries)

@@ -6,11 +6,13 @@ Consecutive members with the same key form one sample. Nothing is decoded or unp
 here: members are raw bytes.
 
 Bad content never raises out of :func:`iter_samples`; it yields a :class:`Sample` whose
-``error`` says what went wrong (unsafe member name, truncated tar, duplicate member), so
-the caller can account for it. An I/O error is not content: a failed read, or a stream that
-ends before the size its filesystem reported, raises :class:`ReadFailed` so the read is
-retried, never stored as a shorter shard. Shards are read as one sequential stream (HTTP
-without ``Range`` requests), so every server that can send the file works.
+``error`` says what went wrong (unsafe member name, truncated tar, duplicate member, a
+member over the size cap), so the caller can account for it. A member over the cap is
+streamed past without being held: a small compressed shard cannot make a reader allocate
+the gigabytes one of its members inflates to. An I/O error is not content: a failed read,
+or a stream that ends before the size its filesystem reported, raises :class:`ReadFailed`
+so the read is retried, never stored as a shorter shard. Shards are read as one sequential
+stream (HTTP without ``Range`` requests), so every server that can send the file works.
 
 Headers are parsed here rather than by :mod:`tarfile`, whose per-member cost was as large
 as the rest of a cheap recipe: ustar, GNU (long names, base-256 sizes) and pax (``path``,
@@ -30,7 +32,13 @@ from typing import Any, BinaryIO, Callable, Iterator
 
 import fsspec
 
-__all__ = ["Member", "ReadFailed", "Sample", "UnreadableShard", "iter_samples", "open_stream", "split_key"]
+__all__ = ["MAX_MEMBER_BYTES", "Member", "ReadFailed", "Sample", "UnreadableShard", "iter_samples", "open_stream", "split_key"]
+
+MAX_MEMBER_BYTES = 256 << 20
+"""Default cap on one member's size: a larger member is skipped unread and its sample dropped as
+``member_too_large``. A member is held about twice while read, then decoded; 256 MiB keeps
+that within a 1 GB worker and is far above any image, caption or clip a training set holds
+(WebDataset shards themselves are typically 100 MB - 1 GB)."""
 
 _KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
 BLOCK = 512
@@ -165,9 +173,21 @@ def _read_exact(fh: BinaryIO, size: int) -> bytes:
     return b"".join(parts)
 
 
-def _members(fh: BinaryIO) -> Iterator[tuple[str, bytes]]:
-    """``(name, data)`` of each regular member, in order, until the end-of-archive marker or
-    the end of the stream. Raises :class:`_Damaged` (or a subclass) where the tar breaks."""
+def _skip(fh: BinaryIO, size: int) -> int:
+    """Read and discard ``size`` bytes, a chunk at a time; the number skipped (fewer at the end)."""
+    left = size
+    while left:
+        got = len(fh.read(min(left, 1 << 20)))
+        if not got:
+            break
+        left -= got
+    return size - left
+
+
+def _members(fh: BinaryIO, max_member_bytes: int) -> Iterator[tuple[str, bytes | None, int]]:
+    """``(name, data, size)`` of each regular member, in order, until the end-of-archive marker
+    or the end of the stream; ``data`` is None for a member over ``max_member_bytes`` (skipped
+    unread). Raises :class:`_Damaged` (or a subclass) where the tar breaks."""
     long_name: str | None = None
     pax: dict[str, str] = {}
     first = True
@@ -190,19 +210,25 @@ def _members(fh: BinaryIO) -> Iterator[tuple[str, bytes]]:
         name = pax.get("path", long_name or name)
         if size < 0:
             raise _Damaged(f"negative size for {name}")
-        data = _read_exact(fh, size)
-        if len(data) < size:
+        if size <= max_member_bytes:
+            data: bytes | None = _read_exact(fh, size)
+            got = len(data)
+        elif kind in (_GNU_LONGNAME, _PAX_LOCAL, _GNU_LONGLINK, _PAX_GLOBAL):
+            raise _Damaged(f"a {size}-byte extended header record")
+        else:
+            data, got = None, _skip(fh, size)
+        if got < size:
             raise _CutInData(name)
         padding = -size % BLOCK
         cut = bool(padding) and len(_read_exact(fh, padding)) < padding
         if kind == _GNU_LONGNAME:
-            long_name = _text(data)
+            long_name = _text(data or b"")
         elif kind == _PAX_LOCAL:
-            pax = _pax_records(data)
+            pax = _pax_records(data or b"")
         elif kind not in (_GNU_LONGLINK, _PAX_GLOBAL):
             long_name, pax = None, {}
             if kind in _REGULAR and not (kind == b"\0" and name.endswith("/")):
-                yield name, data
+                yield name, data, size
         if cut:
             raise _CutInHeader("cut inside the padding after a member")
 
@@ -269,17 +295,19 @@ def open_stream(url: str) -> Iterator[BinaryIO]:
         yield _Checked(url, fh, size)  # type: ignore[misc]
 
 
-def iter_samples(url: str) -> Iterator[Sample]:
+def iter_samples(url: str, max_member_bytes: int = MAX_MEMBER_BYTES) -> Iterator[Sample]:
     """Yield every sample of the shard at ``url`` (local path or fsspec URL), in tar order.
 
+    A member larger than ``max_member_bytes`` is skipped without being held; its sample
+    comes with the error ``member_too_large: NAME (N bytes > LIMIT)`` and that member empty.
     Raises :class:`UnreadableShard` if the shard is not a tar at all, :class:`ReadFailed` on
     an I/O error (then the samples yielded so far are not the whole shard).
     """
     with open_stream(url) as fh:
-        yield from _group(url, _members(_uncompressed(fh)))
+        yield from _group(url, _members(_uncompressed(fh), max_member_bytes), max_member_bytes)
 
 
-def _group(url: str, members: Iterator[tuple[str, bytes]]) -> Iterator[Sample]:
+def _group(url: str, members: Iterator[tuple[str, bytes | None, int]], max_member_bytes: int) -> Iterator[Sample]:
     current: Sample | None = None
     while True:
         try:
@@ -305,7 +333,7 @@ def _group(url: str, members: Iterator[tuple[str, bytes]]) -> Iterator[Sample]:
             return
         if found is None:
             break
-        name, data = found
+        name, data, size = found
         if "/" not in name and name.startswith("__") and name.endswith("__"):
             continue  # webdataset's meta members; not sample data
         parts = split_key(name)
@@ -321,6 +349,8 @@ def _group(url: str, members: Iterator[tuple[str, bytes]]) -> Iterator[Sample]:
             current.error = current.error or f"unsafe_name: {name}"
         elif any(m.ext == ext.lower() for m in current.members):
             current.error = current.error or f"duplicate_member: {name}"
-        current.members.append(Member(name=name, ext=ext.lower(), data=data))
+        elif data is None:
+            current.error = current.error or f"member_too_large: {name} ({size} bytes > {max_member_bytes})"
+        current.members.append(Member(name=name, ext=ext.lower(), data=data or b""))
     if current is not None:
         yield current
