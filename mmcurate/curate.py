@@ -148,41 +148,60 @@ def curate(
         }
         store.save_run_info(info)
 
-        wants_gpu = any("GPU" in s.resources for s in plan.stages if isinstance(s, Group))
-        gpu_workers = (engine.cuda_device_count() if gpus is None else gpus) if wants_gpu else 0
-        with engine.connect(scheduler, workers, threads_per_worker, client, quiet, gpus=gpu_workers) as dask_client:
-            shards, failed = _hash_unstamped(dask_client, shards, quiet)
-            info["shard_identities"] = {s.url: s.identity for s in shards}
-            ledger, computed, reports = _decide(dask_client, plan, shards, store, batch_size, quiet, priors, failed)
-            output_of, written = _write(dask_client, plan, shards, ledger, store, quiet, info)
+        return _run(
+            store, info, plan, shards, priors, batch_size, quiet, gpus,
+            dict(scheduler=scheduler, workers=workers, threads_per_worker=threads_per_worker, client=client),
+        )
 
-        decisions = ledger.table(output_of)
-        store.write_decisions(decisions)
-        counts = funnel(decisions, funnel_steps(recipe))
-        kept = sum(decisions.column("kept").to_pylist())
-        result = CurateResult(
-            out=store.root,
-            samples_in=decisions.num_rows,
-            kept=kept,
-            dropped=decisions.num_rows - kept,
-            funnel=counts,
-            shards=[store.shards_dir / w["url"] for w in written],
-            computed=computed,
-            dedup=[r for r in reports if isinstance(r, DedupReport)],
-            top=[r for r in reports if isinstance(r, KeepTopReport)],
-            failed=failed,
-            shards_in=len(shards),
-        )
-        info.update(
-            status="complete" if result.complete else "incomplete",
-            failed=failed,
-            counts={"samples_in": result.samples_in, "kept": kept, "dropped": result.dropped},
-            dedup=[asdict(r) for r in result.dedup],
-            keep_top=[asdict(r) for r in result.top],
-            against=[p.source for p in priors],
-        )
-        store.save_run_info(info)
-        result.report = _write_report(store.root)
+
+def _run(
+    store: RunStore,
+    info: dict[str, Any],
+    plan: Plan,
+    shards: list[ShardRef],
+    priors: list[PriorRows],
+    batch_size: int,
+    quiet: bool,
+    gpus: int | None,
+    cluster: dict[str, Any],
+) -> CurateResult:
+    """The run proper, under the run directory's lock: decide, write, record, report."""
+    recipe = plan.recipe
+    wants_gpu = any("GPU" in s.resources for s in plan.stages if isinstance(s, Group))
+    gpu_workers = (engine.cuda_device_count() if gpus is None else gpus) if wants_gpu else 0
+    with engine.connect(**cluster, quiet=quiet, gpus=gpu_workers) as dask_client:
+        shards, failed = _hash_unstamped(dask_client, shards, quiet)
+        info["shard_identities"] = {s.url: s.identity for s in shards}
+        ledger, computed, reports = _decide(dask_client, plan, shards, store, batch_size, quiet, priors, failed)
+        output_of, written = _write(dask_client, plan, shards, ledger, store, quiet, info)
+
+    decisions = ledger.table(output_of)
+    store.write_decisions(decisions)
+    counts = funnel(decisions, funnel_steps(recipe))
+    kept = sum(decisions.column("kept").to_pylist())
+    result = CurateResult(
+        out=store.root,
+        samples_in=decisions.num_rows,
+        kept=kept,
+        dropped=decisions.num_rows - kept,
+        funnel=counts,
+        shards=[store.shards_dir / w["url"] for w in written],
+        computed=computed,
+        dedup=[r for r in reports if isinstance(r, DedupReport)],
+        top=[r for r in reports if isinstance(r, KeepTopReport)],
+        failed=failed,
+        shards_in=len(shards),
+    )
+    info.update(
+        status="complete" if result.complete else "incomplete",
+        failed=failed,
+        counts={"samples_in": result.samples_in, "kept": kept, "dropped": result.dropped},
+        dedup=[asdict(r) for r in result.dedup],
+        keep_top=[asdict(r) for r in result.top],
+        against=[p.source for p in priors],
+    )
+    store.save_run_info(info)
+    result.report = _write_report(store.root)
     return result
 
 
