@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -127,10 +126,8 @@ def test_a_hung_decoder_is_killed_at_the_deadline():
     probe_video_limited(data, timeout_s=30)
     stopped = _child().pid
     os.kill(stopped, signal.SIGSTOP)
-    start = time.monotonic()
-    with pytest.raises(DecodeTimeout):
+    with pytest.raises(DecodeTimeout, match=r"^decode_timeout: video_info took longer than 1 s \(decoder killed\)"):
         probe_video_limited(data, timeout_s=1.0)
-    assert 0.9 < time.monotonic() - start < 10
     assert _child().pid is None
     with pytest.raises(ProcessLookupError):
         os.kill(stopped, 0)  # killed and reaped, not left stopped (or a zombie)
