@@ -70,25 +70,25 @@ class Gallery:
         self.run = run
         self.size = size
         self.plans = run.plan.annotate_plans()
-        self.samples: dict[tuple[str, str], Sample | None] = {}
-        self.annotations: dict[str, dict[str, dict[str, Any]]] = {}
+        self.samples: dict[tuple[str, int], Sample | None] = {}
+        self.annotations: dict[str, dict[int, dict[str, Any]]] = {}
 
-    def load(self, pairs: Iterable[tuple[str, str]]) -> None:
-        """Read the samples ``(shard, key)`` not read yet, in one pass per shard."""
+    def load(self, pairs: Iterable[tuple[str, int]]) -> None:
+        """Read the samples ``(shard, pos)`` not read yet, in one pass per shard."""
         missing = sorted({p for p in pairs if p not in self.samples})
         found = self.run.read_samples(missing)
         self.samples.update({p: found.get(p) for p in missing})
 
-    def values(self, shard: str, key: str) -> dict[str, Any]:
+    def values(self, shard: str, pos: int) -> dict[str, Any]:
         """Every stored annotation column of one sample."""
         if shard not in self.annotations:
             self.annotations[shard] = read_annotations(self.run.store, self.plans, self.run.shard_ref(shard))
-        return self.annotations[shard].get(key, {})
+        return self.annotations[shard].get(pos, {})
 
     def figure(self, row: Mapping[str, Any], columns: Iterable[str] = (), extra: str = "") -> str:
-        """One sample: ``row`` has ``shard``, ``key`` and optionally ``reason`` (shown in red);
+        """One sample: ``row`` has ``shard``, ``key``, ``pos`` and optionally ``reason`` (shown in red);
         ``columns`` are annotation values printed under it; ``extra`` is HTML put first."""
-        pair = (row["shard"], row["key"])
+        pair = (row["shard"], row["pos"])
         self.load([pair])
         notes = [extra] if extra else []
         if row.get("reason"):
@@ -106,7 +106,7 @@ class Gallery:
     def row(self, rows: Iterable[Mapping[str, Any]], columns: Iterable[str] = (), label: str = "", label_class: str = "") -> str:
         """A wrapping row of figures, with an optional label on the left."""
         rows, columns = list(rows), list(columns)
-        self.load((r["shard"], r["key"]) for r in rows)
+        self.load((r["shard"], r["pos"]) for r in rows)
         return labelled_row([self.figure(r, columns) for r in rows], label, label_class)
 
     def grid(self, rows: Iterable[Mapping[str, Any]], columns: Iterable[str] = (), label: str = "") -> str:
@@ -131,10 +131,10 @@ def preview(run: Run, recipe: Recipe | Iterable[str]) -> pa.Table:
         ledger.record_read(ref.url, entries)
         stored = {s.id: run.store.read_rows(run.store.part_path(s.id, s.part_name(ref))) for s in steps if isinstance(s, AnnotatePlan)}
 
-        def rows_of(plan: AnnotatePlan, alive: list[str]) -> dict[str, dict[str, Any]]:
+        def rows_of(plan: AnnotatePlan, alive: list[int]) -> dict[int, dict[str, Any]]:
             rows = stored[plan.id]
-            return {k: rows.get(k) or {"error": NOT_ANNOTATED} for k in alive}
+            return {p: rows.get(p) or {"error": NOT_ANNOTATED} for p in alive}
 
-        drops, _ = decide_steps(steps, [e.key for e in ledger.alive(ref.url)], rows_of)
+        drops, _ = decide_steps(steps, ledger.alive(ref.url), rows_of)
         ledger.drop(ref.url, drops)
     return ledger.table({})

@@ -11,9 +11,10 @@ from . import __version__, annotators
 from .curate import curate
 from .annotators import AnnotatorUnavailable
 from .engine import TaskFailed
-from .funnel import format_dedup, format_funnel
+from .funnel import format_dedup, format_failed, format_funnel
 from .inputs import InputError
 from .keep_top import format_keep_top
+from .lock import RunLocked
 from .recipe import RecipeError, recipe_dirs
 from .report import ReportOptions, write_report
 from .runview import Run, open_run
@@ -68,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--threads-per-worker", type=int, default=1, metavar="N", help="threads per local worker (default: 1)")
     f.add_argument("--gpus", type=int, metavar="N", help="local GPU workers for GPU steps such as clip_score, one per device (default: every CUDA device when the recipe has a GPU step; 0: none)")
     f.add_argument("--against", action="append", default=[], metavar="PREVIOUS_OUT", help="deduplicate against the kept samples of an earlier run directory (its stored hashes are reused; repeatable)")
-    f.add_argument("--overwrite", action="store_true", help="replace a different run already in --out (its stored annotations are reused where they match)")
+    f.add_argument("--overwrite", action="store_true", help="replace a different run already in --out: only the files it wrote are removed, its stored annotations are reused where they match")
     f.add_argument("--quiet", action="store_true", help="no progress bars or funnel")
 
     i = sub.add_parser(
@@ -117,7 +118,9 @@ def _filter(args: argparse.Namespace) -> int:
     )
     if not args.quiet:
         print(result.summary())
-    return 0
+    elif result.failed:
+        print(format_failed(result.failed, result.shards_in), file=sys.stderr)
+    return 0 if result.complete else 1
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -132,6 +135,8 @@ def _inspect(args: argparse.Namespace) -> int:
     kept = sum(d.column("kept").to_pylist())
     print(f"run {run.root}: {run.info['describe']}, status {run.info.get('status')}")
     print(f"{d.num_rows} samples in, {kept} kept, {d.num_rows - kept} dropped")
+    if run.info.get("failed"):
+        print(format_failed(run.info["failed"], len(run.info["inputs"])))
     print(format_funnel(run.funnel()))
     for report in run.info.get("dedup", []):
         print("\n" + format_dedup(report))
@@ -183,12 +188,18 @@ def _recipes(_: argparse.Namespace) -> int:
     return 0
 
 
+def _os_error(exc: OSError) -> str:
+    if exc.filename is None or not exc.strerror:
+        return str(exc)
+    return f"{exc.filename}: {exc.strerror}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handlers = {"filter": _filter, "inspect": _inspect, "report": _report, "recipes": _recipes, "annotators": _annotators}
     try:
         return handlers[args.command](args)
-    except (InputError, RecipeError, RunConflict, TaskFailed, AnnotatorUnavailable, FileNotFoundError) as exc:
+    except (InputError, RecipeError, RunConflict, RunLocked, TaskFailed, AnnotatorUnavailable) as exc:
         print(f"mmcurate: error: {exc}", file=sys.stderr)
         return 2
     except KeyError as exc:  # an unknown sample key or step name; the message says which
@@ -197,6 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into head & co: stop quietly
         sys.stdout = open(os.devnull, "w")
         return 0
+    except OSError as exc:  # a missing file, a read-only or full --out: the path and the cause
+        print(f"mmcurate: error: {_os_error(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("mmcurate: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130

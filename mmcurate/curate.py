@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -15,17 +14,17 @@ from dask.distributed import Client
 
 from . import annotators, engine
 from .dedup import DedupReport, PriorRows, run_dedup
-from .funnel import StepCount, format_dedup, format_funnel, funnel
-from .inputs import ShardRef, resolve_inputs
+from .funnel import StepCount, format_dedup, format_failed, format_funnel, funnel
+from .inputs import ShardRef, hash_identity, resolve_inputs
 from .keep_top import KeepTopReport, format_keep_top, run_keep_top
 from .ledger import Ledger
-from .output import PIECES, assemble, assign_shards, index_json, sample_tar_bytes, write_piece, write_tasks
+from .output import assemble, assign_shards, index_json, kept_samples, unique_keys, write_piece, write_tasks
 from .plan import GlobalPlan, Group, Plan, build_plan, digest, funnel_steps
 from .recipe import AnnotateStep, DedupStep, KeepTopStep, Recipe
 from .report import write_report
 from .runview import open_run
 from .shard_task import GroupTask, run_group
-from .store import RunStore, atomic_write_bytes, remove_stale
+from .store import INDEX, RunStore, atomic_write_bytes
 
 __all__ = ["CurateResult", "curate"]
 
@@ -51,6 +50,15 @@ class CurateResult:
     """``OUT/report.html`` (None if writing it failed; ``mmcurate report OUT`` retries)."""
     top: list[KeepTopReport] = field(default_factory=list)
     """Per keep_top step: how many kept and the threshold that resulted."""
+    failed: dict[str, str] = field(default_factory=dict)
+    """Input shard URL -> error, for shards that still failed after their retries. Their
+    samples are in no count; the run is incomplete and re-running it retries only them."""
+    shards_in: int = 0
+    """Input shards given (read or failed)."""
+
+    @property
+    def complete(self) -> bool:
+        return not self.failed
 
     @property
     def decisions_path(self) -> Path:
@@ -64,6 +72,7 @@ class CurateResult:
             + "".join("\n" + format_dedup(asdict(r)) for r in self.dedup)
             + "".join("\n" + format_keep_top(asdict(r)) for r in self.top)
             + (f"\nreport: {self.report}" if self.report else "")
+            + ("\n" + format_failed(self.failed, self.shards_in) if self.failed else "")
         )
 
 
@@ -100,10 +109,18 @@ def curate(
     ``against`` names earlier run directories: samples duplicating their kept samples are
     dropped (their stored columns are read, nothing is re-hashed).
 
+    ``out`` is locked while the run writes (a second run raises :class:`~mmcurate.lock.RunLocked`);
+    an ``out`` that contains an input or holds files but no run raises
+    :class:`~mmcurate.store.RunConflict`, as does a different run there without ``overwrite``.
+
     Before any work, every annotator checks (or fetches) what it needs, e.g. model weights,
     and raises :class:`~mmcurate.annotators.AnnotatorUnavailable` when it cannot. A local
     cluster gets ``gpus`` extra GPU workers (default: one per CUDA device when the recipe has
     a GPU step); steps that ask for a GPU run on them.
+
+    A shard that still fails after its retries (an I/O error, a dead worker) does not stop the
+    others: it is listed in ``result.failed``, its samples are in no count, the run's status is
+    ``incomplete`` and its output holds what was decided; re-running retries only those shards.
     """
     recipe = Recipe.resolve(recipe, overrides)
     shards = resolve_inputs([inputs] if isinstance(inputs, str) else list(inputs))
@@ -111,28 +128,52 @@ def curate(
     resolved = _prepare_annotators(recipe)
     plan = build_plan(recipe, resolved)
     store = RunStore(out)
+    store.refuse_inputs_inside(s.url for s in shards)
     identity = digest({"inputs": [s.url for s in shards], "recipe": recipe.to_dict(), "against": [p.source for p in priors]}, 32)
     describe = f"recipe {recipe.name!r} on {len(shards)} shard(s)"
-    store.prepare(identity, describe, overwrite)
-    info = {
-        "identity": identity,
-        "describe": describe,
-        "status": "running",
-        "inputs": [s.url for s in shards],
-        "shard_identities": {s.url: s.identity for s in shards},
-        "recipe": recipe.to_dict(),
-        "recipe_source": recipe.source,
-        "steps": {p.id: p.fingerprint for p in plan.annotate_plans()},
-        "resolved": resolved,
-        "versions": _versions(),
-    }
-    store.save_run_info(info)
+    with store.lock():
+        outputs = store.prepare(identity, describe, overwrite)
+        info = {
+            "identity": identity,
+            "describe": describe,
+            "status": "running",
+            "inputs": [s.url for s in shards],
+            "shard_identities": {s.url: s.identity for s in shards},
+            "recipe": recipe.to_dict(),
+            "recipe_source": recipe.source,
+            "steps": {p.id: p.fingerprint for p in plan.annotate_plans()},
+            "resolved": resolved,
+            "versions": _versions(),
+            "outputs": outputs,
+        }
+        store.save_run_info(info)
 
+        return _run(
+            store, info, plan, shards, priors, batch_size, quiet, gpus,
+            dict(scheduler=scheduler, workers=workers, threads_per_worker=threads_per_worker, client=client),
+        )
+
+
+def _run(
+    store: RunStore,
+    info: dict[str, Any],
+    plan: Plan,
+    shards: list[ShardRef],
+    priors: list[PriorRows],
+    batch_size: int,
+    quiet: bool,
+    gpus: int | None,
+    cluster: dict[str, Any],
+) -> CurateResult:
+    """The run proper, under the run directory's lock: decide, write, record, report."""
+    recipe = plan.recipe
     wants_gpu = any("GPU" in s.resources for s in plan.stages if isinstance(s, Group))
     gpu_workers = (engine.cuda_device_count() if gpus is None else gpus) if wants_gpu else 0
-    with engine.connect(scheduler, workers, threads_per_worker, client, quiet, gpus=gpu_workers) as dask_client:
-        ledger, computed, reports = _decide(dask_client, plan, shards, store, batch_size, quiet, priors)
-        output_of, written = _write(dask_client, plan, shards, ledger, store, quiet)
+    with engine.connect(**cluster, quiet=quiet, gpus=gpu_workers) as dask_client:
+        shards, failed = _hash_unstamped(dask_client, shards, quiet)
+        info["shard_identities"] = {s.url: s.identity for s in shards}
+        ledger, computed, reports = _decide(dask_client, plan, shards, store, batch_size, quiet, priors, failed)
+        output_of, written = _write(dask_client, plan, shards, ledger, store, quiet, info)
 
     decisions = ledger.table(output_of)
     store.write_decisions(decisions)
@@ -148,9 +189,12 @@ def curate(
         computed=computed,
         dedup=[r for r in reports if isinstance(r, DedupReport)],
         top=[r for r in reports if isinstance(r, KeepTopReport)],
+        failed=failed,
+        shards_in=len(shards),
     )
     info.update(
-        status="complete",
+        status="complete" if result.complete else "incomplete",
+        failed=failed,
         counts={"samples_in": result.samples_in, "kept": kept, "dropped": result.dropped},
         dedup=[asdict(r) for r in result.dedup],
         keep_top=[asdict(r) for r in result.top],
@@ -179,20 +223,50 @@ def _prepare_annotators(recipe: Recipe) -> dict[str, Any]:
             try:
                 resolved[step.id] = annotators.get(step.annotator).prepare(step.config)
             except annotators.AnnotatorUnavailable as exc:
-                raise annotators.AnnotatorUnavailable(f"{recipe.source}: step {step.id} ({step.annotator}): {exc}") from None
+                message = str(exc).replace("STEP.", f"{step.id}.")
+                raise annotators.AnnotatorUnavailable(f"{recipe.source}: step {step.id} ({step.annotator}): {message}") from None
     return resolved
 
 
+def _hash_unstamped(client: Client, shards: list[ShardRef], quiet: bool) -> tuple[list[ShardRef], dict[str, str]]:
+    """Shards whose filesystem reports no ETag/mtime/version get a content hash in their identity
+    (said once), so a shard changed in place never reuses stored parts; ``(shards, failed)``."""
+    unstamped = [s for s in shards if s.unstamped]
+    if not unstamped:
+        return shards, {}
+    print(
+        f"mmcurate: warning: {len(unstamped)} input shard(s) (e.g. {unstamped[0].url}) have no ETag, Last-Modified, "
+        "version or mtime; their content is hashed on every run to tell whether they changed",
+        file=sys.stderr,
+    )
+    hashed = engine.map_tasks(client, hash_identity, unstamped, "hash unstamped shards", lambda s: s.url, quiet, keep_going=True)
+    by_url = {ref.url: new for ref, new in zip(unstamped, hashed)}
+    failed = {url: new.error for url, new in by_url.items() if isinstance(new, engine.Failed)}
+    return [s if s.url in failed else by_url.get(s.url, s) for s in shards], failed
+
+
 def _decide(
-    client: Client, plan: Plan, shards: list[ShardRef], store: RunStore, batch_size: int, quiet: bool, priors: list[PriorRows]
+    client: Client,
+    plan: Plan,
+    shards: list[ShardRef],
+    store: RunStore,
+    batch_size: int,
+    quiet: bool,
+    priors: list[PriorRows],
+    failed: dict[str, str],
 ) -> tuple[Ledger, dict[str, int], list[Any]]:
+    """Run the plan's stages; a shard whose task still fails after its retries is added to
+    ``failed`` and leaves the run (its samples are in no count), every other shard goes on."""
     ledger = Ledger(shards)
+    for url in failed:
+        ledger.record_read(url, [])
     computed: dict[str, int] = {}
     reports: list[Any] = []
     first = True
     for number, stage in enumerate(plan.stages, start=1):
+        todo = [ref for ref in shards if ref.url not in failed]
         if isinstance(stage, GlobalPlan):
-            all_drops, report = GLOBAL_RUNNERS[type(stage.step)](client, store, stage, ledger, shards, priors)
+            all_drops, report = GLOBAL_RUNNERS[type(stage.step)](client, store, stage, ledger, todo, priors)
             for url, drops in all_drops.items():
                 ledger.drop(url, drops)
             reports.append(report)
@@ -203,15 +277,19 @@ def _decide(
                 root=str(store.root),
                 modalities=dict(plan.recipe.modalities),
                 steps=stage.steps,
-                alive=None if first else frozenset(e.key for e in ledger.alive(ref.url)),
+                alive=None if first else frozenset(ledger.alive(ref.url)),
                 batch_size=stage.batch_size(batch_size),
             )
-            for ref in shards
+            for ref in todo
         ]
         label = f"stage {number}/{len(plan.stages)}: " + ", ".join(s.id for s in stage.steps)
         resources = stage.resources if engine.offers(client, stage.resources) else None
-        results = engine.map_tasks(client, run_group, tasks, label, lambda t: t.shard.url, quiet, resources)
-        for ref, result in zip(shards, results):
+        results = engine.map_tasks(client, run_group, tasks, label, lambda t: t.shard.url, quiet, resources, keep_going=True)
+        for ref, result in zip(todo, results):
+            if isinstance(result, engine.Failed):
+                failed[ref.url] = result.error
+                ledger.record_read(ref.url, [])
+                continue
             if first:
                 ledger.record_read(ref.url, result.entries)
             ledger.drop(ref.url, result.drops)
@@ -222,20 +300,23 @@ def _decide(
 
 
 def _write(
-    client: Client, plan: Plan, shards: list[ShardRef], ledger: Ledger, store: RunStore, quiet: bool
-) -> tuple[dict[tuple[str, str], str], list[dict]]:
-    kept = [(ref, e.key, sample_tar_bytes(e.sizes)) for ref in shards for e in ledger.alive(ref.url)]
-    layout = assign_shards(kept, plan.recipe.output)
-    pieces = store.shards_dir / PIECES
-    shutil.rmtree(pieces, ignore_errors=True)  # left by a killed run
-    tasks = write_tasks(layout, str(store.root), tuple(plan.annotate_plans()), plan.recipe.output.annotations_member)
+    client: Client, plan: Plan, shards: list[ShardRef], ledger: Ledger, store: RunStore, quiet: bool, info: dict[str, Any]
+) -> tuple[dict[tuple[str, int], str], list[dict]]:
+    """Write the output shards, recording their names in run.json (``info``) first, so that
+    only files mmcurate wrote are ever replaced or removed. A kept sample whose output key an
+    earlier shard already gave is dropped here (output keys are unique)."""
+    config = plan.recipe.output
+    kept, drops = unique_keys(kept_samples(ledger, shards, config.keys))
+    for url, dropped in drops.items():
+        ledger.drop(url, dropped)
+    layout = assign_shards(kept, config)
+    names = [s.name for s in layout]
+    store.begin_outputs(info, names)
+    tasks = write_tasks(layout, str(store.root), tuple(plan.annotate_plans()), config)
     if tasks:
-        engine.map_tasks(client, write_piece, tasks, "write", lambda t: f"{t.shard.name} from {t.shard.segments[t.segment][0].url}", quiet)
+        engine.map_tasks(client, write_piece, tasks, "write", lambda t: f"{t.shard.name} from {t.shard.segments[t.segment].ref.url}", quiet)
     written = [assemble(store, s) for s in layout]
-    shutil.rmtree(pieces, ignore_errors=True)
-    store.shards_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale(store.shards_dir, [s.name for s in layout], f"{plan.recipe.output.prefix}-*.tar")
-    atomic_write_bytes(store.shards_dir / "index.json", index_json(plan.recipe.name, written))
-    output_of = {(ref.url, key): s.name for s in layout for ref, keys in s.segments for key in keys}
+    atomic_write_bytes(store.shards_dir / INDEX, index_json(plan.recipe.name, written))
+    store.finish_outputs(info, names)
+    output_of = {(seg.ref.url, pos): s.name for s in layout for seg in s.segments for pos in seg.positions}
     return output_of, written
-

@@ -9,19 +9,34 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import os
 import sys
+import time
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 from dask.distributed import Client, LocalCluster, as_completed
 from tqdm import tqdm
 
-__all__ = ["TaskFailed", "connect", "cuda_device_count", "map_tasks", "offers"]
+__all__ = ["Failed", "TaskFailed", "connect", "cuda_device_count", "map_tasks", "offers"]
+
+RETRIES = 3
+"""How many times a task that raised an I/O error (``OSError``) runs again."""
+BACKOFF_S = 1.0
+"""Seconds before the first retry; each further retry waits twice as long."""
 
 
 class TaskFailed(RuntimeError):
     """A task failed for a reason other than bad sample data (which is recorded, not raised)."""
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Stands in :func:`map_tasks`' results for an item that still failed after its retries."""
+
+    error: str
 
 
 def default_workers() -> int:
@@ -99,6 +114,19 @@ def _say(message: str, quiet: bool) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+def _retrying(fn: Callable[[Any], Any], retries: int, backoff: float, item: Any) -> Any:
+    """``fn(item)``, run again after an I/O error up to ``retries`` times, waiting longer each time."""
+    attempt = 0
+    while True:
+        try:
+            return fn(item)
+        except OSError:
+            if attempt == retries:
+                raise
+            time.sleep(backoff * 2**attempt)
+            attempt += 1
+
+
 def map_tasks(
     client: Client,
     fn: Callable[[Any], Any],
@@ -107,10 +135,17 @@ def map_tasks(
     describe: Callable[[Any], str],
     quiet: bool = False,
     resources: dict[str, float] | None = None,
+    keep_going: bool = False,
 ) -> list[Any]:
-    """Run ``fn`` on every item (retried if a worker dies), in order, showing progress; with
-    ``resources``, only on workers that offer them."""
-    futures = client.map(fn, items, pure=False, retries=2, resources=resources)
+    """Run ``fn`` on every item, in order, showing progress; with ``resources``, only on
+    workers that offer them. A task that raises ``OSError`` is retried (:data:`RETRIES` times,
+    with backoff); a worker that dies is replaced and its tasks rerun by Dask.
+
+    An item that still fails raises :class:`TaskFailed` and cancels the rest, or, with
+    ``keep_going``, gets a :class:`Failed` in its place while every other item finishes.
+    """
+    task = functools.partial(_retrying, fn, RETRIES, BACKOFF_S)
+    futures = client.map(task, items, pure=False, resources=resources)
     index = {f.key: i for i, f in enumerate(futures)}
     results: list[Any] = [None] * len(items)
     with tqdm(total=len(items), desc=label, unit="shard", disable=quiet, file=sys.stderr, leave=True) as bar:
@@ -119,8 +154,11 @@ def map_tasks(
             try:
                 results[i] = future.result()
             except Exception as exc:
-                for other in futures:
-                    other.cancel()
-                raise TaskFailed(f"{label} failed on {describe(items[i])}: {type(exc).__name__}: {exc}") from exc
+                if keep_going:
+                    results[i] = Failed(f"{type(exc).__name__}: {exc}")
+                else:
+                    for other in futures:
+                        other.cancel()
+                    raise TaskFailed(f"{label} failed on {describe(items[i])}: {type(exc).__name__}: {exc}") from exc
             bar.update(1)
     return results

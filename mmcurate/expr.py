@@ -10,9 +10,10 @@ Grammar::
     atom    := NUMBER | STRING | NAME | true | false | null | "(" expr ")"
     NUMBER  := optional "-", digits, optional fraction and exponent (-45, 0.5, 1e3)
 
-An ordering comparison with a null value (or between a string and a number) is false,
-so a sample whose column is missing fails the filter instead of crashing it;
-``x == null`` tests for a missing value.
+An ordering comparison with a null value is false, so a sample whose column is missing
+fails the filter instead of crashing it; ``x == null`` tests for a missing value. Parentheses
+and ``not`` nest at most :data:`MAX_DEPTH` deep. :meth:`Expr.check_kinds` rejects a comparison
+that can never be true because its sides are of different kinds (``caption_words >= '5'``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,13 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Union
 
-__all__ = ["Comparison", "Expr", "ExprError", "parse"]
+__all__ = ["Comparison", "Expr", "ExprError", "KINDS", "MAX_DEPTH", "parse"]
+
+MAX_DEPTH = 64
+"""How deep parentheses and ``not`` may nest (deeper is an error, never a RecursionError)."""
+KINDS = ("number", "boolean", "string", "other")
+"""Kinds of column values for :meth:`Expr.check_kinds`; numbers and booleans compare with
+each other, strings with strings, the rest (lists, bytes) only with null."""
 
 
 class ExprError(ValueError):
@@ -103,6 +110,7 @@ class _Parser:
         self.text = text
         self.tokens = _tokenize(text)
         self.i = 0
+        self.depth = 0
 
     def peek(self) -> tuple[str, str, int] | None:
         return self.tokens[self.i] if self.i < len(self.tokens) else None
@@ -136,11 +144,20 @@ class _Parser:
     def and_(self) -> Node:
         return self._chain("and", self.not_)
 
+    def _nested(self, pos: int, sub: Callable[[], Node]) -> Node:
+        """``sub()`` one level deeper (a parenthesis or ``not`` at ``pos``)."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ExprError(f"parentheses or 'not' nest more than {MAX_DEPTH} deep (at position {pos}); simplify the expression")
+        node = sub()
+        self.depth -= 1
+        return node
+
     def not_(self) -> Node:
         tok = self.peek()
         if tok is not None and tok[0] == "not":
             self.take()
-            return Not(self.not_())
+            return Not(self._nested(tok[2], self.not_))
         return self.compare()
 
     def compare(self) -> Node:
@@ -164,7 +181,7 @@ class _Parser:
         if kind == "name":
             return Column(value)
         if value == "(":
-            node = self.or_()
+            node = self._nested(pos, self.or_)
             if self.take()[1] != ")":
                 raise ExprError(f"expected ')' in {self.text!r}")
             return node
@@ -224,10 +241,79 @@ def _source(node: Node) -> str:
         return f" {node.op} ".join(
             f"({_source(p)})" if isinstance(p, BoolOp) else _source(p) for p in node.parts
         )
-    text = _source(node.operands[0])
+    text = _operand(node.operands[0])
     for op, operand in zip(node.ops, node.operands[1:]):
-        text += f" {op} {_source(operand)}"
+        text += f" {op} {_operand(operand)}"
     return text
+
+
+def _operand(node: Node) -> str:
+    return _source(node) if isinstance(node, (Literal, Column)) else f"({_source(node)})"
+
+
+def _kind(node: Node, kinds: Mapping[str, str]) -> str | None:
+    """The kind of an operand's value (None: null, or a column whose kind is not known)."""
+    if isinstance(node, Column):
+        return kinds.get(node.name)
+    if isinstance(node, Literal):
+        if node.value is None:
+            return None
+        return "string" if isinstance(node.value, str) else "boolean" if isinstance(node.value, bool) else "number"
+    return "boolean"  # a parenthesised test
+
+
+def _comparable(a: str, b: str) -> bool:
+    numeric = ("number", "boolean")
+    return (a in numeric and b in numeric) or (a == b == "string")
+
+
+def _describe(node: Node, kind: str) -> str:
+    if isinstance(node, Column):
+        return f"{node.name} is a {'list or bytes' if kind == 'other' else kind} column"
+    if isinstance(node, Literal):
+        return f"{_source(node)} is a {kind}"
+    return f"({_source(node)}) is a boolean"
+
+
+def _as_number(text: str) -> Literal | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return Literal(int(value) if value.is_integer() else value)
+
+
+def _hint(pair: Compare, column: Node, kind: str, other: Node) -> str:
+    """How to write ``pair`` (``column``, of ``kind``, against ``other``) so it can be true."""
+    if not isinstance(column, Column):
+        return "compare values of one kind"
+    if kind == "other":
+        return f"compare {column.name} only with null"
+    if isinstance(other, Literal):
+        fixed = _as_number(other.value) if isinstance(other.value, str) else Literal(_source(other))
+        if fixed is not None:
+            operands = tuple(fixed if o is other else o for o in pair.operands)
+            return f"write {_source(Compare(operands, pair.ops))}"
+    return f"compare {column.name} with a {kind}"
+
+
+def _check_kinds(node: Node, kinds: Mapping[str, str]) -> None:
+    if isinstance(node, BoolOp):
+        for part in node.parts:
+            _check_kinds(part, kinds)
+    elif isinstance(node, Not):
+        _check_kinds(node.part, kinds)
+    elif isinstance(node, Compare):
+        for operand in node.operands:
+            _check_kinds(operand, kinds)
+        for op, left, right in zip(node.ops, node.operands, node.operands[1:]):
+            a, b = _kind(left, kinds), _kind(right, kinds)
+            if a is None or b is None or _comparable(a, b):
+                continue
+            column, kind, other = (right, b, left) if isinstance(right, Column) and not isinstance(left, Column) else (left, a, right)
+            pair = Compare((left, right), (op,))
+            verdict = "always true" if op == "!=" else "never true"
+            raise ExprError(f"{_source(pair)} is {verdict}: {_describe(left, a)} and {_describe(right, b)}; {_hint(pair, column, kind, other)}")
 
 
 _FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
@@ -292,6 +378,11 @@ class Expr:
     def columns(self) -> set[str]:
         """Column names the expression reads."""
         return _columns(self.root)
+
+    def check_kinds(self, kinds: Mapping[str, str]) -> None:
+        """Raise :class:`ExprError` for a comparison of values of different kinds (one of
+        :data:`KINDS` per column in ``kinds``; null compares with any), which no sample can pass."""
+        _check_kinds(self.root, kinds)
 
     def __call__(self, row: Mapping[str, Any]) -> bool:
         return _truthy(_evaluate(self.root, row))

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["StepCount", "format_dedup", "format_funnel", "funnel", "reason_category"]
+__all__ = ["StepCount", "format_dedup", "format_failed", "format_funnel", "funnel", "reason_category"]
 
 
 @dataclass
@@ -65,4 +65,12 @@ def format_dedup(report: Mapping[str, Any]) -> str:
         lines.append(f"  {key}: {value}")
     for size, kept, dropped in report.get("largest", []):
         lines.append(f"  cluster of {size}: kept {kept}; dropped {', '.join(dropped)}{' ...' if size - 1 > len(dropped) else ''}")
+    return "\n".join(lines)
+
+
+def format_failed(failed: Mapping[str, str], shards: int) -> str:
+    """The loud lines on shards that could not be processed: which, why, and what to do."""
+    lines = [f"INCOMPLETE: {len(failed)} of {shards} input shard(s) FAILED after retries; their samples are in no count above:"]
+    lines += [f"  {url}: {error}" for url, error in failed.items()]
+    lines.append("re-run the same command to retry only the failed shard(s); stored work is reused")
     return "\n".join(lines)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import fsspec
 from braceexpand import braceexpand
 
-__all__ = ["InputError", "ShardRef", "resolve_inputs"]
+from .tarread import open_stream
+
+__all__ = ["InputError", "ShardRef", "hash_identity", "resolve_inputs"]
 
 
 class InputError(ValueError):
@@ -21,6 +23,9 @@ class ShardRef:
 
     url: str
     identity: str
+    unstamped: bool = False
+    """Its filesystem reports no ETag, modification time or version: until :func:`hash_identity`
+    adds a hash of its content, ``identity`` would not change when the content does."""
 
     @property
     def name(self) -> str:
@@ -40,15 +45,31 @@ def _has_glob(path: str) -> bool:
     return any(c in path for c in "*?[")
 
 
-def _identity(fs: fsspec.AbstractFileSystem, path: str, url: str) -> str:
+_STAMPS = (
+    "mtime", "lastmodified", "last_modified", "last-modified", "etag",
+    "versionid", "version_id", "generation", "md5hash", "content-md5", "digest", "updated",
+)  # fmt: skip
+"""Keys of ``fs.info()`` (any case) that change when a file's content does: local mtime, HTTP
+``ETag``/``Last-Modified``, S3 ``ETag``/``VersionId``, GCS ``generation``/``md5Hash`` ..."""
+
+
+def _identity(fs: fsspec.AbstractFileSystem, path: str, url: str) -> ShardRef:
     info = fs.info(path)
     if info.get("type") == "directory":
         raise InputError(f"{url}: is a directory; give shard files or a glob such as '{url.rstrip('/')}/*.tar'")
-    stamp = next(
-        (str(info[k]) for k in ("mtime", "LastModified", "last_modified", "ETag", "etag", "md5Hash", "updated") if info.get(k)),
-        "",
-    )
-    return f"{url}|{info.get('size')}|{stamp}"
+    found = {str(k).lower(): v for k, v in info.items() if v}
+    stamp = ";".join(str(found[k]) for k in _STAMPS if k in found)
+    return ShardRef(url, f"{url}|{info.get('size')}|{stamp}", unstamped=not stamp)
+
+
+def hash_identity(ref: ShardRef) -> ShardRef:
+    """``ref`` with the sha256 of its content in its identity (streams the whole shard; raises
+    :class:`~mmcurate.tarread.ReadFailed` on an I/O error)."""
+    sha = hashlib.sha256()
+    with open_stream(ref.url) as fh:
+        while chunk := fh.read(1 << 20):
+            sha.update(chunk)
+    return replace(ref, identity=f"{ref.identity}sha256:{sha.hexdigest()}", unstamped=False)
 
 
 def _expand(item: str) -> list[tuple[str, str, fsspec.AbstractFileSystem]]:
@@ -78,7 +99,7 @@ def resolve_inputs(inputs: list[str] | tuple[str, ...] | str) -> list[ShardRef]:
                 if url in seen:
                     continue
                 try:
-                    identity = _identity(fs, path, url)
+                    ref = _identity(fs, path, url)
                 except FileNotFoundError:
                     raise InputError(f"{url}: no such shard") from None
                 except InputError:
@@ -86,7 +107,7 @@ def resolve_inputs(inputs: list[str] | tuple[str, ...] | str) -> list[ShardRef]:
                 except Exception as exc:  # network errors, permissions: say which input
                     raise InputError(f"{url}: cannot read shard ({exc})") from exc
                 seen.add(url)
-                refs.append(ShardRef(url=url, identity=identity))
+                refs.append(ref)
     if not refs:
         raise InputError("no input shards given")
     return refs

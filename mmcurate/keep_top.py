@@ -50,24 +50,24 @@ def top_fraction(values: np.ndarray, fraction: float) -> np.ndarray:
 
 def run_keep_top(
     client: Client, store: RunStore, plan: GlobalPlan, ledger: Ledger, shards: list[ShardRef], priors: Any = ()
-) -> tuple[dict[str, dict[str, tuple[str, str]]], KeepTopReport]:
+) -> tuple[dict[str, dict[int, tuple[str, str]]], KeepTopReport]:
     """Drop every alive sample outside the top fraction; return drops per shard URL and a report.
     (``client`` and ``priors`` are unused: sorting one column is driver work, and earlier runs
     do not take part in a quantile of this one.)"""
     step = plan.step
-    urls, keys, columns = gather_columns(store, plan, ledger, shards)
+    urls, positions, _, columns = gather_columns(store, plan, ledger, shards)
     values = np.array([np.nan if v is None else v for v in columns[step.column]], dtype=np.float64)
     keep = top_fraction(values, step.fraction)
     threshold = float(values[keep].min()) if keep.any() else None
-    drops: dict[str, dict[str, tuple[str, str]]] = {}
+    drops: dict[str, dict[int, tuple[str, str]]] = {}
     for row in np.flatnonzero(~keep):
         value = values[row]
         if threshold is not None and value == threshold:
             reason = f"{REASON}: {step.column} == {threshold:.6g}, a tie kept for earlier samples"
         else:
             reason = f"{REASON}: {step.column} < {threshold:.6g}" if threshold is not None else f"{REASON}: none kept"
-        drops.setdefault(urls[row], {})[keys[row]] = (plan.id, reason)
-    report = KeepTopReport(plan.id, step.column, step.fraction, len(keys), int(keep.sum()), threshold)
+        drops.setdefault(urls[row], {})[positions[row]] = (plan.id, reason)
+    report = KeepTopReport(plan.id, step.column, step.fraction, len(positions), int(keep.sum()), threshold)
     return drops, report
 
 

@@ -16,6 +16,7 @@ DECISIONS_SCHEMA = pa.schema(
     [
         ("shard", pa.string()),
         ("key", pa.string()),
+        ("pos", pa.int64()),
         ("kept", pa.bool_()),
         ("step", pa.string()),
         ("reason", pa.string()),
@@ -25,37 +26,40 @@ DECISIONS_SCHEMA = pa.schema(
 
 
 class Ledger:
-    """Input samples per shard in input order, each alive or ``(step, reason)``."""
+    """Input samples per shard in input order, each alive or ``(step, reason)``; a sample is
+    named by its position in its shard's manifest."""
 
     def __init__(self, shards: list[ShardRef]):
         self.shards = shards
         self.entries: dict[str, list[Entry]] = {}
         self.fate: dict[str, list[tuple[str, str] | None]] = {}
-        self.position: dict[str, dict[str, int]] = {}
 
     def record_read(self, url: str, entries: list[Entry]) -> None:
         """Take a shard's manifest; samples that could not be read are dropped by ``read``."""
         self.entries[url] = entries
         self.fate[url] = [(READ_STEP, e.error) if e.error else None for e in entries]
-        self.position[url] = {e.key: i for i, e in enumerate(entries) if not e.error}
 
-    def drop(self, url: str, drops: Mapping[str, tuple[str, str]]) -> None:
-        fate, position = self.fate[url], self.position[url]
-        for key, verdict in drops.items():
-            fate[position[key]] = verdict
+    def drop(self, url: str, drops: Mapping[int, tuple[str, str]]) -> None:
+        """Record ``pos -> (step, reason)`` for samples of shard ``url``."""
+        fate = self.fate[url]
+        for pos, verdict in drops.items():
+            fate[pos] = verdict
 
-    def alive(self, url: str) -> list[Entry]:
-        return [e for e, f in zip(self.entries[url], self.fate[url]) if f is None]
+    def alive(self, url: str) -> list[int]:
+        """Positions of the samples of ``url`` no step has dropped, in order."""
+        return [pos for pos, f in enumerate(self.fate[url]) if f is None]
 
-    def table(self, output_of: Mapping[tuple[str, str], str]) -> pa.Table:
-        """One row per input sample, in input order (``decisions.parquet``)."""
+    def table(self, output_of: Mapping[tuple[str, int], str]) -> pa.Table:
+        """One row per input sample, in input order (``decisions.parquet``); ``output_of`` maps
+        ``(shard URL, pos)`` of a kept sample to its output shard."""
         cols: dict[str, list] = {name: [] for name in DECISIONS_SCHEMA.names}
         for ref in self.shards:
-            for entry, fate in zip(self.entries[ref.url], self.fate[ref.url]):
+            for pos, (entry, fate) in enumerate(zip(self.entries[ref.url], self.fate[ref.url])):
                 cols["shard"].append(ref.url)
                 cols["key"].append(entry.key)
+                cols["pos"].append(pos)
                 cols["kept"].append(fate is None)
                 cols["step"].append(fate[0] if fate else None)
                 cols["reason"].append(fate[1] if fate else None)
-                cols["output_shard"].append(output_of.get((ref.url, entry.key)) if fate is None else None)
+                cols["output_shard"].append(output_of.get((ref.url, pos)) if fate is None else None)
         return pa.table(cols, schema=DECISIONS_SCHEMA)

@@ -31,6 +31,8 @@ __all__ = ["AnnotatePlan", "GlobalPlan", "Group", "Plan", "READ_STEP", "build_pl
 
 READ_STEP = "read"
 READER_VERSION = "1"
+PART_FORMAT = "2"
+"""Version of the stored part layout (2: rows carry ``pos``); part names include it."""
 
 
 def digest(obj: Any, length: int = 16) -> str:
@@ -50,6 +52,8 @@ class AnnotatePlan:
     step: AnnotateStep
     fingerprint: str
     annotator: type[annotators.Annotator]
+    resolved: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+    """What the annotator's ``prepare()`` returned in the driver."""
 
     @property
     def id(self) -> str:
@@ -64,10 +68,10 @@ class AnnotatePlan:
         return self.annotator.resources_for(self.step.config)
 
     def part_name(self, shard: ShardRef) -> str:
-        return f"{shard.name}-{digest([self.fingerprint, shard.identity])}.parquet"
+        return f"{shard.name}-{digest([self.fingerprint, shard.identity, PART_FORMAT])}.parquet"
 
     def make(self) -> annotators.Annotator:
-        return self.annotator(self.step.config)
+        return self.annotator(self.step.config, self.resolved)
 
 
 GroupStep = Union[AnnotatePlan, FilterStep]
@@ -137,13 +141,14 @@ def funnel_steps(recipe: Recipe) -> list[str]:
     return [READ_STEP] + [s.id for s in recipe.steps]
 
 
-def read_annotations(store: RunStore, plans: Iterable[AnnotatePlan], shard: ShardRef) -> dict[str, dict[str, Any]]:
-    """key -> every column the ``plans`` stored for ``shard`` (``error`` only where one failed)."""
-    merged: dict[str, dict[str, Any]] = {}
+def read_annotations(store: RunStore, plans: Iterable[AnnotatePlan], shard: ShardRef) -> dict[int, dict[str, Any]]:
+    """pos -> every column the ``plans`` stored for ``shard`` (``error`` only where one failed)."""
+    merged: dict[int, dict[str, Any]] = {}
     for plan in plans:
-        for key, row in store.read_rows(store.part_path(plan.id, plan.part_name(shard))).items():
+        for pos, row in store.read_rows(store.part_path(plan.id, plan.part_name(shard))).items():
             error = row.pop("error")
-            target = merged.setdefault(key, {})
+            del row["key"]
+            target = merged.setdefault(pos, {})
             target.update(row)
             if error:
                 target.setdefault("error", error)
@@ -151,7 +156,7 @@ def read_annotations(store: RunStore, plans: Iterable[AnnotatePlan], shard: Shar
 
 
 def read_part_name(shard: ShardRef) -> str:
-    return f"{shard.name}-{digest([READER_VERSION, shard.identity])}.parquet"
+    return f"{shard.name}-{digest([READER_VERSION, shard.identity, PART_FORMAT])}.parquet"
 
 
 def _fingerprinted(config: Any) -> dict[str, Any]:
@@ -173,6 +178,7 @@ def build_plan(recipe: Recipe, identities: Mapping[str, Mapping[str, Any]] | Non
     for step in recipe.steps:
         if isinstance(step, AnnotateStep):
             cls = annotators.get(step.annotator)
+            resolved = dict(identities.get(step.id) or {})
             fp = digest(
                 {
                     "annotator": cls.name,
@@ -180,11 +186,11 @@ def build_plan(recipe: Recipe, identities: Mapping[str, Mapping[str, Any]] | Non
                     "config": _fingerprinted(step.config),
                     "modalities": modalities,
                     "upstream": upstream,
-                    **({"resolved": dict(identities[step.id])} if identities.get(step.id) else {}),
+                    **({"resolved": resolved} if resolved else {}),
                 }
             )
             upstream = upstream + [fp]
-            plan = AnnotatePlan(step, fp, cls)
+            plan = AnnotatePlan(step, fp, cls, resolved)
             produced.update({column: plan for column in plan.columns})
             if any(isinstance(s, AnnotatePlan) for s in current) and plan.resources != Group(tuple(current)).resources:
                 stages.append(Group(tuple(current)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ import pyarrow as pa
 import yaml
 
 from . import annotators
+from .decode.image import DEFAULT_IMAGE_EXTENSIONS, image_formats
 from .dedup.config import METHODS as DEDUP_METHODS
 from .dedup.config import KeepPolicy
 from .expr import Expr, ExprError
@@ -35,7 +37,7 @@ __all__ = [
 ]
 
 DEFAULT_MODALITIES: dict[str, tuple[str, ...]] = {
-    "image": ("jpg", "jpeg", "png", "webp"),
+    "image": DEFAULT_IMAGE_EXTENSIONS,
     "text": ("txt",),
 }
 _RESERVED_IDS = {"read", "output"}
@@ -83,7 +85,7 @@ class DedupStep:
 
     @property
     def columns(self) -> list[str]:
-        """Columns it reads: the compared one(s) (value, then ``_mirror``, ``_variants``), then the keep policy's."""
+        """Columns it reads: the compared one(s) (value, then ``_mirror``, ``_variants``, ``_regions``), then the keep policy's."""
         cols = [self.config.column] + list(getattr(self.config, "extra_columns", []))
         return cols + [c for c in self.keep.columns if c not in cols]
 
@@ -114,6 +116,9 @@ Step = Union[AnnotateStep, FilterStep, DedupStep, KeepTopStep]
 _KINDS = ("annotate", "filter", "dedup", "keep_top")
 
 
+OUTPUT_KEYS = ("keep", "prefix_shard")
+
+
 @dataclass(frozen=True)
 class OutputConfig:
     """How kept samples are re-sharded."""
@@ -123,6 +128,14 @@ class OutputConfig:
     prefix: str = "curated"
     annotations_member: bool = True
     """Add ``KEY.mmcurate.json`` with the sample's annotations to each kept sample."""
+    keys: str = "keep"
+    """Output keys: ``keep`` the input keys (a key an earlier input shard already gave drops the
+    later sample as ``duplicate_key_across_shards:SHARD``), or ``prefix_shard``: ``NAME/KEY``,
+    NAME being the input shard's file name without ``.tar``."""
+
+    def __post_init__(self) -> None:
+        if self.keys not in OUTPUT_KEYS:
+            raise ValueError(f"field 'keys': expected one of {', '.join(OUTPUT_KEYS)}, got {self.keys!r}")
 
 
 @dataclass(frozen=True)
@@ -297,24 +310,35 @@ def _validate(data: dict[str, Any], source: str) -> Recipe:
         raise RecipeError(f"{source}: field 'steps' must be a non-empty list")
     ids = _step_ids(steps_data)
     steps: list[Step] = []
-    columns: set[str] = set()
-    numeric: set[str] = set()
+    columns: dict[str, pa.DataType] = {}
     for index, (raw, step_id) in enumerate(zip(steps_data, ids), start=1):
         where = f"{source}: step {index} ({step_id})"
         if not isinstance(raw, dict) or _step_kind(raw) is None:
             raise RecipeError(f"{where}: a step is a mapping with exactly one of {', '.join(repr(k) for k in _KINDS)}")
         if step_id in _RESERVED_IDS or ids.count(step_id) > 1:
             raise RecipeError(f"{where}: field 'id': {step_id!r} is reserved or used twice; give the step a unique 'id'")
+        _check_file_name(step_id, where, "id")
         step = _validate_step(raw, step_id, where, columns)
         if isinstance(step, AnnotateStep):
-            produced = annotators.get(step.annotator).columns_for(step.config)
-            columns |= set(produced)
-            numeric |= {c for c, t in produced.items() if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)}
-        elif isinstance(step, KeepTopStep) and step.column not in numeric:
+            columns.update(annotators.get(step.annotator).columns_for(step.config))
+        elif isinstance(step, KeepTopStep) and _kind(columns[step.column]) not in ("number", "boolean"):
             raise RecipeError(f"{where}: field 'keep_top': column {step.column!r} is not numeric; rank by a number column such as clip_score")
         steps.append(step)
     output = _build_config(OutputConfig, data.get("output") or {}, f"{source}: output")
+    _check_file_name(output.prefix, f"{source}: output", "prefix")
     return Recipe(name=name, steps=tuple(steps), modalities=modalities, output=output, source=source)
+
+
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _check_file_name(value: str, where: str, name: str) -> None:
+    """Step ids and the output prefix name files in --out: a plain name, never a path."""
+    if not _FILE_NAME.fullmatch(value) or ".." in value:
+        raise RecipeError(
+            f"{where}: field {name!r}: {value!r} names files in --out, so it must be a plain name: "
+            f"letters, digits, '.', '_' and '-', starting with a letter or digit, no '/' or '..'"
+        )
 
 
 def _validate_modalities(raw: Any, source: str) -> dict[str, tuple[str, ...]]:
@@ -322,10 +346,23 @@ def _validate_modalities(raw: Any, source: str) -> dict[str, tuple[str, ...]]:
         return dict(DEFAULT_MODALITIES)
     if not isinstance(raw, dict) or not all(isinstance(v, list) and v for v in raw.values()):
         raise RecipeError(f"{source}: field 'modalities' maps a modality to a list of extensions, e.g. image: [jpg, png]")
-    return {str(k): tuple(str(e).lower() for e in v) for k, v in raw.items()}
+    modalities = {str(k): tuple(str(e).lower() for e in v) for k, v in raw.items()}
+    unknown = [e for e in modalities.get("image", ()) if not image_formats([e])]
+    if unknown:  # images open only as the formats their extensions name
+        raise RecipeError(f"{source}: field 'modalities': image extension(s) {', '.join(unknown)} name no image format Pillow reads (e.g. jpg, png, webp, tif)")
+    return modalities
 
 
-def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: set[str]) -> Step:
+def _kind(dtype: pa.DataType) -> str:
+    """The :data:`~mmcurate.expr.KINDS` entry of a column's Arrow type."""
+    if pa.types.is_integer(dtype) or pa.types.is_floating(dtype):
+        return "number"
+    if pa.types.is_boolean(dtype):
+        return "boolean"
+    return "string" if pa.types.is_string(dtype) or pa.types.is_large_string(dtype) else "other"
+
+
+def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: Mapping[str, pa.DataType]) -> Step:
     params = {k: v for k, v in raw.items() if k != "id"}
     if "annotate" in raw:
         name = params.pop("annotate")
@@ -341,12 +378,16 @@ def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: set[s
             expr = Expr.parse(str(raw["filter"]))
         except ExprError as exc:
             raise RecipeError(f"{where}: field 'filter': {exc}") from None
-        missing = sorted(expr.columns - columns)
+        missing = sorted(expr.columns - set(columns))
         if missing:
             raise RecipeError(
                 f"{where}: field 'filter': column(s) {', '.join(missing)} not produced by an earlier "
                 f"annotate step (available: {', '.join(sorted(columns)) or 'none'})"
             )
+        try:
+            expr.check_kinds({c: _kind(t) for c, t in columns.items()})
+        except ExprError as exc:
+            raise RecipeError(f"{where}: field 'filter': {exc}") from None
         return FilterStep(id=step_id, expr=expr)
     if "keep_top" in raw:
         return _validate_keep_top(params, step_id, where, columns)
@@ -364,11 +405,13 @@ def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: set[s
     for name, cols in needed.items():
         for col in cols:
             if col not in columns:
-                raise RecipeError(f"{where}: field {name!r}: column {col!r} is not produced by an earlier annotate step")
+                option = {"mirror": "mirror: true", "variants": "rotate: [ANGLES]", "regions": "regions: true"}.get(name)
+                hint = f"; set {option} on the step that computes {config.column}" if option else ""
+                raise RecipeError(f"{where}: field {name!r}: column {col!r} is not produced by an earlier annotate step{hint}")
     return DedupStep(id=step_id, method=method, config=config)
 
 
-def _validate_keep_top(params: dict[str, Any], step_id: str, where: str, columns: set[str]) -> KeepTopStep:
+def _validate_keep_top(params: dict[str, Any], step_id: str, where: str, columns: Mapping[str, pa.DataType]) -> KeepTopStep:
     unknown = sorted(set(params) - {"keep_top", "fraction"})
     if unknown:
         raise RecipeError(f"{where}: unknown field(s) {', '.join(unknown)} (allowed: keep_top, fraction)")

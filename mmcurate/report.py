@@ -67,8 +67,8 @@ def build_report(run: Run, options: ReportOptions = ReportOptions()) -> str:
     decisions = run.decisions  # Arrow all the way: a run of millions of samples stays cheap
     examples = _pick_examples(run, decisions, options)
     clusters = _pick_clusters(run, decisions, options)
-    wanted = {pair for picks in examples.values() for rows in picks for pair in ((r["shard"], r["key"]) for r in rows)}
-    wanted |= {(m["shard"], m["key"]) for groups in clusters.values() for group in groups for m in group}
+    wanted = {pair for picks in examples.values() for rows in picks for pair in ((r["shard"], r["pos"]) for r in rows)}
+    wanted |= {(m["shard"], m["pos"]) for groups in clusters.values() for group in groups for m in group}
     gallery = Gallery(run, options.thumb_size)
     gallery.load(wanted)
     kept = pc.sum(decisions["kept"]).as_py() or 0
@@ -81,7 +81,7 @@ def build_report(run: Run, options: ReportOptions = ReportOptions()) -> str:
         f"{len(info.get('inputs', []))} input shard(s); output in <code>{escape(str(run.root / 'shards'))}</code></p>",
         _nav(),
         _funnel_section(run, decisions),
-        _histogram_section(run, decisions.select(["shard", "key", "kept"])),
+        _histogram_section(run, decisions.select(["shard", "pos", "kept"])),
         _examples_section(run, examples, gallery, options),
         _clusters_section(clusters, gallery),
         _errors_section(run, decisions, options),
@@ -133,9 +133,9 @@ def _read_columns(run: Run, plan: AnnotatePlan, columns: list[str], kept: pa.Tab
     for url in run.info["inputs"]:
         path = run.store.part_path(plan.id, plan.part_name(run.shard_ref(url)))
         if path.exists():
-            table = pq.read_table(path, columns=["key", *columns, "error"]).filter(pc.field("error").is_null())
+            table = pq.read_table(path, columns=["pos", *columns, "error"]).filter(pc.field("error").is_null())
             parts.append(table.drop_columns(["error"]).append_column("shard", pa.array([url] * table.num_rows, pa.string())))
-    return pa.concat_tables(parts).join(kept, keys=["shard", "key"]) if parts else None
+    return pa.concat_tables(parts).join(kept, keys=["shard", "pos"]) if parts else None
 
 
 def _histogram_section(run: Run, kept: pa.Table) -> str:
@@ -216,10 +216,10 @@ def _pick_clusters(run: Run, decisions: pa.Table, options: ReportOptions) -> dic
         ids = largest.column("dup_cluster").to_pylist()
         members = multi.filter(pc.is_in(multi["dup_cluster"], value_set=pa.array(ids, pa.int64()))).to_pylist()
         keys = pa.array(sorted({m["key"] for m in members}), pa.string())
-        fate = {(d["shard"], d["key"]): d for d in decisions.filter(pc.is_in(decisions["key"], value_set=keys)).to_pylist()}
+        fate = {(d["shard"], d["pos"]): d for d in decisions.filter(pc.is_in(decisions["key"], value_set=keys)).to_pylist()}
         groups = []
         for cluster in ids:
-            group = [dict(m, **fate[(m["shard"], m["key"])]) for m in members if m["dup_cluster"] == cluster]
+            group = [dict(m, **fate[(m["shard"], m["pos"])]) for m in members if m["dup_cluster"] == cluster]
             group.sort(key=lambda m: m["step"] == step)  # the survivor of this step first
             groups.append(group[: options.cluster_members])
         picked[step] = groups

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from .dedup.step import CLUSTER_FILE
 from .funnel import StepCount, funnel
 from .inputs import ShardRef
+from .output import OUTPUT_STEP
 from .plan import Plan, build_plan, funnel_steps, read_annotations
 from .recipe import DedupStep, Recipe
 from .sampleview import SampleView
@@ -53,7 +54,7 @@ class Run:
 
     @property
     def decisions(self) -> pa.Table:
-        """One row per input sample: shard, key, kept, step, reason, output_shard."""
+        """One row per input sample: shard, key, pos (its place in the shard), kept, step, reason, output_shard."""
         if not self.store.decisions_path.exists():
             raise FileNotFoundError(f"{self.root}: no decisions.parquet yet (the run did not finish)")
         return pq.read_table(self.store.decisions_path)
@@ -64,32 +65,33 @@ class Run:
         return build_plan(self.recipe, self.info.get("resolved"))
 
     def annotations(self) -> pa.Table:
-        """Every stored annotation column, one row per sample that has any (shard, key, columns...)."""
+        """Every stored annotation column, one row per sample that has any (shard, key, pos, columns...)."""
         plan = self.plan
-        rows: dict[tuple[str, str], dict[str, Any]] = {}
-        types: dict[str, pa.DataType] = {"shard": pa.string(), "key": pa.string()}
+        rows: dict[tuple[str, int], dict[str, Any]] = {}
+        types: dict[str, pa.DataType] = {"shard": pa.string(), "key": pa.string(), "pos": pa.int64()}
         for p in plan.annotate_plans():
             types.update(p.columns)
         for url in self.info["inputs"]:
             ref = self.shard_ref(url)
-            for key, row in read_annotations(self.store, plan.annotate_plans(), ref).items():
-                rows[(url, key)] = {"shard": url, "key": key, **row}
+            keys = [e.key for e in read_manifest(self.store, ref) or ()]
+            for pos, row in read_annotations(self.store, plan.annotate_plans(), ref).items():
+                rows[(url, pos)] = {"shard": url, "key": keys[pos] if pos < len(keys) else None, "pos": pos, **row}
         for table in self.clusters().values():
             for row in table.to_pylist():
-                rows[(row["shard"], row["key"])].update(dup_cluster=row["dup_cluster"], dup_cluster_size=row["dup_cluster_size"])
+                rows[(row["shard"], row["pos"])].update(dup_cluster=row["dup_cluster"], dup_cluster_size=row["dup_cluster_size"])
             types.update(dup_cluster=pa.int64(), dup_cluster_size=pa.int32())
         types["error"] = pa.string()
         present = {c for r in rows.values() for c in r}
-        schema = pa.schema([(c, t) for c, t in types.items() if c in present or c in ("shard", "key")])
+        schema = pa.schema([(c, t) for c, t in types.items() if c in present or c in ("shard", "key", "pos")])
         return pa.Table.from_pylist(list(rows.values()), schema=schema)
 
     def kept_rows(self) -> "PriorRows":
         """The kept samples' keys and stored columns, for deduplicating a new run against this one."""
         from .dedup import PriorRows
 
-        kept = {(d["shard"], d["key"]) for d in self.decisions.select(["shard", "key", "kept"]).to_pylist() if d["kept"]}
-        rows = [r for r in self.annotations().to_pylist() if (r["shard"], r["key"]) in kept]
-        names = {c for r in rows for c in r} - {"shard", "key", "error"}
+        kept = {(d["shard"], d["pos"]) for d in self.decisions.select(["shard", "pos", "kept"]).to_pylist() if d["kept"]}
+        rows = [r for r in self.annotations().to_pylist() if (r["shard"], r["pos"]) in kept]
+        names = {c for r in rows for c in r} - {"shard", "key", "pos", "error"}
         return PriorRows(str(self.root), [r["key"] for r in rows], {c: [r.get(c) for r in rows] for c in names})
 
     def sample(self, key: str) -> list[dict[str, Any]]:
@@ -107,16 +109,16 @@ class Run:
         plan = self.plan
         clusters_by_step = self.clusters()
         for record in found:
-            ref = self.shard_ref(record["shard"])
-            entry = next((e for e in read_manifest(self.store, ref) or () if e.key == key), None)
-            record["members"] = dict(zip(entry.members, entry.sizes)) if entry else {}
+            ref, pos = self.shard_ref(record["shard"]), record["pos"]
+            entries = read_manifest(self.store, ref) or []
+            record["members"] = dict(zip(entries[pos].members, entries[pos].sizes)) if pos < len(entries) else {}
             steps = {}
             for p in plan.annotate_plans():
-                row = self.store.read_rows(self.store.part_path(p.id, p.part_name(ref))).get(key)
+                row = self.store.read_rows(self.store.part_path(p.id, p.part_name(ref))).get(pos)
                 if row is not None:
-                    steps[p.id] = {"error": row["error"]} if row.get("error") else {k: v for k, v in row.items() if k != "error"}
+                    steps[p.id] = {"error": row["error"]} if row.get("error") else {k: v for k, v in row.items() if k not in ("key", "error")}
             for step_id, clusters in clusters_by_step.items():
-                mine = clusters.filter((pc.field("shard") == record["shard"]) & (pc.field("key") == key)).to_pylist()
+                mine = clusters.filter((pc.field("shard") == record["shard"]) & (pc.field("pos") == pos)).to_pylist()
                 if mine and mine[0]["dup_cluster_size"] > 1:
                     members = clusters.filter(pc.field("dup_cluster") == mine[0]["dup_cluster"]).column("key").to_pylist()
                     steps[step_id] = {**{k: mine[0][k] for k in ("dup_cluster", "dup_cluster_size")}, "cluster_keys": members}
@@ -124,7 +126,7 @@ class Run:
         return found
 
     def clusters(self) -> dict[str, pa.Table]:
-        """Per dedup step that ran: shard, key, dup_cluster, dup_cluster_size of every sample it saw."""
+        """Per dedup step that ran: shard, pos, key, dup_cluster, dup_cluster_size of every sample it saw."""
         found = {}
         for step in self.recipe.steps:
             path = self.store.part_path(step.id, CLUSTER_FILE)
@@ -133,30 +135,29 @@ class Run:
         return found
 
     def dropped_by(self, step: str) -> pa.Table:
-        """shard, key and reason of every sample dropped by ``step``; ``KeyError`` lists the steps."""
-        steps = funnel_steps(self.recipe)
+        """shard, key, pos and reason of every sample dropped by ``step``; ``KeyError`` lists the steps."""
+        steps = funnel_steps(self.recipe) + [OUTPUT_STEP]
         if step not in steps:
             raise KeyError(f"{self.root}: no step {step!r}; steps are {', '.join(steps)}")
-        return self.decisions.filter(pc.field("step") == step).select(["shard", "key", "reason"])
+        return self.decisions.filter(pc.field("step") == step).select(["shard", "key", "pos", "reason"])
 
-    def read_samples(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Sample]:
-        """The raw samples named by ``(shard, key)``, read from the run's input shards.
+    def read_samples(self, pairs: Iterable[tuple[str, int]]) -> dict[tuple[str, int], Sample]:
+        """The raw samples named by ``(shard, pos)``, read from the run's input shards.
 
         Each shard is streamed only up to the last sample wanted from it; a sample no longer
         there is missing from the result.
         """
-        wanted: dict[str, set[str]] = {}
-        for shard, key in pairs:
-            wanted.setdefault(shard, set()).add(key)
-        found: dict[tuple[str, str], Sample] = {}
-        for shard, keys in wanted.items():
-            left = set(keys)
+        wanted: dict[str, set[int]] = {}
+        for shard, pos in pairs:
+            wanted.setdefault(shard, set()).add(pos)
+        found: dict[tuple[str, int], Sample] = {}
+        for shard, positions in wanted.items():
+            last = max(positions)
             try:
-                for sample in iter_samples(shard):
-                    if sample.key in left:
-                        found[(shard, sample.key)] = sample
-                        left.discard(sample.key)
-                    if not left:
+                for pos, sample in enumerate(iter_samples(shard)):
+                    if pos in positions:
+                        found[(shard, pos)] = sample
+                    if pos == last:
                         break
             except OSError:
                 continue  # an unreadable shard: its samples were dropped by `read`, nothing to show

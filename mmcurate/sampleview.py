@@ -8,8 +8,10 @@ from PIL import Image
 
 from .decode import DecodeError
 from .decode.audio import Audio
-from .decode.image import DEFAULT_MAX_PIXELS, ImageMeta, Reduced, TooLarge, decode_image, decode_reduced
-from .decode.sandbox import DEFAULT_TIMEOUT_S, decode_audio_limited, probe_video_limited, sample_frames_limited
+from .decode.audio_header import DEFAULT_MAX_DECODED_MB, DEFAULT_MAX_DURATION_S, read_audio_header
+from .decode.errors import check_duration
+from .decode.image import DEFAULT_MAX_PIXELS, ImageMeta, Reduced, TooLarge, decode_image, decode_reduced, decoded_bytes, image_formats
+from .decode.sandbox import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, decode_audio_limited, probe_video_limited, sample_frames_limited
 from .decode.video import FrameRequest, VideoFrames, VideoInfo
 from .tarread import Sample
 
@@ -23,6 +25,7 @@ class SampleView:
 
     ``pixels`` says whether some annotator will read the decoded image: when none will,
     :meth:`image_meta` verifies the image with a cheaper reduced-scale decode instead.
+    Images open only as the formats the ``image`` extensions name (:attr:`image_formats`).
     """
 
     def __init__(self, sample: Sample, modalities: Mapping[str, tuple[str, ...]], pixels: bool = True):
@@ -32,6 +35,11 @@ class SampleView:
         self._decoded: dict[Any, Any] = {}
         """Decode results (or the DecodeError) by kind: ``"image"`` (pixels), ``"reduced"``, or a
         video/audio request tuple (see :meth:`_once`)."""
+
+    @property
+    def image_formats(self) -> tuple[str, ...]:
+        """The Pillow formats the ``image`` member may be opened as (see :func:`image_formats`)."""
+        return image_formats(self.modalities.get("image", ()))
 
     @property
     def key(self) -> str:
@@ -52,6 +60,18 @@ class SampleView:
             exts = "/".join(self.modalities.get(modality, ())) or "(none configured)"
             raise DecodeError(f"missing_{modality}: no member with extension {exts}")
         return found[1]
+
+    def held_bytes(self) -> int:
+        """Bytes this sample may hold until its batch ends: its members, its decoded image when
+        ``pixels`` (size from the header), its decoded audio when a WAV/FLAC header says.
+        Batches are cut by this, not by compressed size: a 100 KB PNG can hold 200 MB."""
+        total = self.sample.nbytes
+        image = self.member("image") if self.pixels else None
+        if image is not None:
+            total += decoded_bytes(image[1], self.image_formats)
+        audio = self.member("audio")
+        header = None if audio is None else read_audio_header(audio[1])
+        return total + (0 if header is None else header.decoded_bytes)
 
     def image(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, str]:
         """The decoded upright image and its format. Decoded once per sample: a later call with
@@ -76,13 +96,13 @@ class SampleView:
     def _reduced(self, max_pixels: int) -> Reduced:
         return self._decode_once("reduced", decode_reduced, lambda r: (r.meta.width, r.meta.height), max_pixels)
 
-    def _decode_once(self, kind: str, decode: Callable[[bytes, int], T], size: Callable[[T], tuple[int, int]], max_pixels: int) -> T:
-        """``decode(image bytes, max_pixels)``, remembered (failures too) under ``kind``; redone
+    def _decode_once(self, kind: str, decode: Callable[[bytes, int, tuple[str, ...]], T], size: Callable[[T], tuple[int, int]], max_pixels: int) -> T:
+        """``decode(image bytes, max_pixels, formats)``, remembered (failures too) under ``kind``; redone
         only when an earlier call refused the image as too large and this limit admits it."""
         cached = self._decoded.get(kind)
         if cached is None or (isinstance(cached, TooLarge) and cached.pixels <= max_pixels):
             try:
-                cached = decode(self.require("image"), max_pixels)
+                cached = decode(self.require("image"), max_pixels, self.image_formats)
             except DecodeError as exc:
                 cached = exc
             self._decoded[kind] = cached
@@ -105,9 +125,14 @@ class SampleView:
             raise found
         return found
 
-    def video_info(self, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> VideoInfo:
-        """Container facts of the ``video`` member (header only), probed once per sample."""
-        return self._once(("video_info",), lambda: probe_video_limited(self.require("video"), timeout_s))
+    def video_info(
+        self, timeout_s: float | None = DEFAULT_TIMEOUT_S, memory_mb: int | None = DEFAULT_MEMORY_MB, max_duration_s: float | None = None
+    ) -> VideoInfo:
+        """Container facts of the ``video`` member (header only), probed once per sample; a video
+        longer than ``max_duration_s`` (None: any) is refused."""
+        info = self._once(("video_info",), lambda: probe_video_limited(self.require("video"), timeout_s, memory_mb))
+        check_duration("video", info.duration_s, max_duration_s, ", from the header")
+        return info
 
     def video_frames(
         self,
@@ -116,23 +141,34 @@ class SampleView:
         size: int | None = None,
         max_frames: int = 64,
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
+        memory_mb: int | None = DEFAULT_MEMORY_MB,
     ) -> VideoFrames:
         """Upright RGB frames of the ``video`` member: ``n`` spaced uniformly, or one every
         ``every_s`` seconds (at most ``max_frames``), short side ``size`` px (None: native).
 
         Decoded in a killable child process under ``timeout_s`` (``decode_timeout: ...``
-        past it; None decodes in this process without a limit), decord first, torchcodec for
+        past it; None decodes in this process without a limit) and ``memory_mb``, decord first, torchcodec for
         what decord cannot read. Cached per sample and request: annotators asking for the
         same frames share one decode. ``.frames`` is ``(N, H, W, 3)`` uint8; ``.images()``
         gives PIL images; ``.timestamps_s`` the frame times.
         """
         request = FrameRequest(n=n, every_s=every_s, size=size, max_frames=max_frames)
-        return self._once(("video_frames", request), lambda: sample_frames_limited(self.require("video"), request, timeout_s))
+        return self._once(("video_frames", request), lambda: sample_frames_limited(self.require("video"), request, timeout_s, memory_mb))
 
-    def audio(self, sample_rate: int | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> Audio:
+    def audio(
+        self,
+        sample_rate: int | None = None,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
+        memory_mb: int | None = DEFAULT_MEMORY_MB,
+        max_duration_s: float | None = DEFAULT_MAX_DURATION_S,
+        max_decoded_mb: int = DEFAULT_MAX_DECODED_MB,
+    ) -> Audio:
         """The ``audio`` member decoded to float32 ``(channels, samples)``, resampled to
-        ``sample_rate`` Hz when given; under ``timeout_s``, once per sample and rate."""
-        return self._once(("audio", sample_rate), lambda: decode_audio_limited(self.require("audio"), sample_rate, timeout_s))
+        ``sample_rate`` Hz when given; under ``timeout_s`` and ``memory_mb``, once per sample,
+        rate and limits. Audio longer than ``max_duration_s`` or decoding to more than
+        ``max_decoded_mb`` MiB is refused, from the header where it says (WAV, FLAC)."""
+        limits = (timeout_s, memory_mb, max_duration_s, max_decoded_mb)
+        return self._once(("audio", sample_rate, *limits), lambda: decode_audio_limited(self.require("audio"), sample_rate, *limits))
 
     def forget_pixels(self) -> None:
         """Drop the decoded image and sampled video frames (a later call decodes again). For

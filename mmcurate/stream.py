@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Mapping
 
@@ -56,7 +57,7 @@ def select(
     per-sample steps keep (``recipe=``, with optional ``overrides`` like ``--set``).
 
     ``run``: samples are matched by input shard file name and key (the full URL when two of
-    the run's inputs share a file name); ``unknown`` says what to do with a sample the run
+    the run's inputs share a file name; a key a shard repeats, by occurrence in tar order); ``unknown`` says what to do with a sample the run
     never saw: raise :class:`UnknownSample` (default), ``"drop"`` or ``"keep"`` it.
 
     ``recipe``: annotators run on the stream in batches of ``batch_size`` and filters decide,
@@ -94,17 +95,28 @@ class RunSelect:
         self.by_name = len(set(names)) == len(names)
         self.source = str(store.root)
         self.unknown = unknown
-        self.kept: dict[tuple[str, str], bool] = {
-            (self._shard_id(url), key): kept for url, key, kept in zip(decisions["shard"], decisions["key"], decisions["kept"])
-        }
+        self.kept: dict[tuple[str, str], bool] = {}
+        self.repeated: dict[tuple[str, str], list[bool]] = {}
+        """Keys a shard holds more than once: their verdicts in tar order, matched by occurrence."""
+        for url, key, kept in zip(decisions["shard"], decisions["key"], decisions["kept"]):
+            name = (self._shard_id(url), key)
+            if name in self.kept:
+                self.repeated.setdefault(name, [self.kept[name]]).append(kept)
+            self.kept[name] = kept
 
     def _shard_id(self, url: str) -> str:
         return Path(url).name if self.by_name else _normal_url(url)
 
     def __call__(self, samples: Iterable[WdsSample]) -> Iterator[WdsSample]:
+        occurrences: Counter[tuple[str, str]] = Counter()
         for sample in samples:
             url = str(sample.get("__url__", ""))
-            verdict = self.kept.get((self._shard_id(url), sample["__key__"]))
+            name = (self._shard_id(url), sample["__key__"])
+            verdict = self.kept.get(name)
+            if name in self.repeated:
+                verdicts = self.repeated[name]
+                verdict = verdicts[min(occurrences[name], len(verdicts) - 1)]
+                occurrences[name] += 1
             if verdict is None:
                 if self.unknown == "error":
                     raise UnknownSample(
@@ -147,23 +159,20 @@ class RecipeSelect:
         return SampleView(Sample(str(sample["__key__"]), members), self.recipe.modalities, self.pixels)
 
     def _kept(self, batch: list[WdsSample]) -> list[WdsSample]:
-        views = {str(sample["__key__"]): self._view(sample) for sample in batch}
+        views = [self._view(sample) for sample in batch]
 
-        def rows_of(plan: AnnotatePlan, alive: list[str]) -> dict[str, Any]:
-            return compute_rows(plan, [views[k] for k in alive])
+        def rows_of(plan: AnnotatePlan, alive: list[int]) -> dict[int, Any]:
+            return dict(zip(alive, compute_rows(plan, [views[i] for i in alive])))
 
-        _, survivors = decide_steps(self.steps, list(views), rows_of)
-        return [s for s in batch if str(s["__key__"]) in survivors]
+        _, survivors = decide_steps(self.steps, list(range(len(batch))), rows_of)
+        return [s for i, s in enumerate(batch) if i in survivors]
 
     def __call__(self, samples: Iterable[WdsSample]) -> Iterator[WdsSample]:
         batch: list[WdsSample] = []
-        keys: set[str] = set()
         for sample in samples:
-            key = str(sample["__key__"])
-            if len(batch) >= self.batch_size or key in keys:  # a batch holds each key once
+            if len(batch) >= self.batch_size:
                 yield from self._kept(batch)
-                batch, keys = [], set()
+                batch = []
             batch.append(sample)
-            keys.add(key)
         if batch:
             yield from self._kept(batch)

@@ -5,9 +5,14 @@ A member ``dir/000123.seg.jpg`` belongs to sample key ``dir/000123`` with extens
 Consecutive members with the same key form one sample. Nothing is decoded or unpickled
 here: members are raw bytes.
 
-Bad input never raises out of :func:`iter_samples`; it yields a :class:`Sample` whose
-``error`` says what went wrong (unsafe member name, truncated tar, duplicate member), so
-the caller can account for it.
+Bad content never raises out of :func:`iter_samples`; it yields a :class:`Sample` whose
+``error`` says what went wrong (unsafe member name, truncated tar, duplicate member, a
+member over the size cap), so the caller can account for it. A member over the cap is
+streamed past without being held: a small compressed shard cannot make a reader allocate
+the gigabytes one of its members inflates to. An I/O error is not content: a failed read,
+or a stream that ends before the size its filesystem reported, raises :class:`ReadFailed`
+so the read is retried, never stored as a shorter shard. Shards are read as one sequential
+stream (HTTP without ``Range`` requests), so every server that can send the file works.
 
 Headers are parsed here rather than by :mod:`tarfile`, whose per-member cost was as large
 as the rest of a cheap recipe: ustar, GNU (long names, base-256 sizes) and pax (``path``,
@@ -17,15 +22,23 @@ as the rest of a cheap recipe: ustar, GNU (long names, base-256 sizes) and pax (
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import lzma
 import re
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterator
 
 import fsspec
 
-__all__ = ["Member", "Sample", "iter_samples", "split_key"]
+__all__ = ["MAX_MEMBER_BYTES", "Member", "ReadFailed", "Sample", "UnreadableShard", "iter_samples", "open_stream", "split_key"]
+
+MAX_MEMBER_BYTES = 256 << 20
+"""Default cap on one member's size: a larger member is skipped unread and its sample dropped as
+``member_too_large``. A member is held about twice while read, then decoded; 256 MiB keeps
+that within a 1 GB worker and is far above any image, caption or clip a training set holds
+(WebDataset shards themselves are typically 100 MB - 1 GB)."""
 
 _KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
 BLOCK = 512
@@ -75,6 +88,15 @@ def split_key(name: str) -> tuple[str, str] | None:
 
 def _unsafe(name: str) -> bool:
     return name.startswith("/") or ".." in name.split("/") or "\\" in name or "\x00" in name
+
+
+class ReadFailed(OSError):
+    """An I/O error while reading a shard (network, filesystem, short read): not content damage;
+    the read is retried and nothing from it is stored."""
+
+
+class UnreadableShard(OSError):
+    """The shard's content is not a tar at all (content damage, found at its first member)."""
 
 
 class _Damaged(Exception):
@@ -151,9 +173,21 @@ def _read_exact(fh: BinaryIO, size: int) -> bytes:
     return b"".join(parts)
 
 
-def _members(fh: BinaryIO) -> Iterator[tuple[str, bytes]]:
-    """``(name, data)`` of each regular member, in order, until the end-of-archive marker or
-    the end of the stream. Raises :class:`_Damaged` (or a subclass) where the tar breaks."""
+def _skip(fh: BinaryIO, size: int) -> int:
+    """Read and discard ``size`` bytes, a chunk at a time; the number skipped (fewer at the end)."""
+    left = size
+    while left:
+        got = len(fh.read(min(left, 1 << 20)))
+        if not got:
+            break
+        left -= got
+    return size - left
+
+
+def _members(fh: BinaryIO, max_member_bytes: int) -> Iterator[tuple[str, bytes | None, int]]:
+    """``(name, data, size)`` of each regular member, in order, until the end-of-archive marker
+    or the end of the stream; ``data`` is None for a member over ``max_member_bytes`` (skipped
+    unread). Raises :class:`_Damaged` (or a subclass) where the tar breaks."""
     long_name: str | None = None
     pax: dict[str, str] = {}
     first = True
@@ -176,19 +210,25 @@ def _members(fh: BinaryIO) -> Iterator[tuple[str, bytes]]:
         name = pax.get("path", long_name or name)
         if size < 0:
             raise _Damaged(f"negative size for {name}")
-        data = _read_exact(fh, size)
-        if len(data) < size:
+        if size <= max_member_bytes:
+            data: bytes | None = _read_exact(fh, size)
+            got = len(data)
+        elif kind in (_GNU_LONGNAME, _PAX_LOCAL, _GNU_LONGLINK, _PAX_GLOBAL):
+            raise _Damaged(f"a {size}-byte extended header record")
+        else:
+            data, got = None, _skip(fh, size)
+        if got < size:
             raise _CutInData(name)
         padding = -size % BLOCK
         cut = bool(padding) and len(_read_exact(fh, padding)) < padding
         if kind == _GNU_LONGNAME:
-            long_name = _text(data)
+            long_name = _text(data or b"")
         elif kind == _PAX_LOCAL:
-            pax = _pax_records(data)
+            pax = _pax_records(data or b"")
         elif kind not in (_GNU_LONGLINK, _PAX_GLOBAL):
             long_name, pax = None, {}
             if kind in _REGULAR and not (kind == b"\0" and name.endswith("/")):
-                yield name, data
+                yield name, data, size
         if cut:
             raise _CutInHeader("cut inside the padding after a member")
 
@@ -218,16 +258,56 @@ def _uncompressed(fh: BinaryIO) -> BinaryIO:
     return stream
 
 
-def iter_samples(url: str) -> Iterator[Sample]:
+class _Checked:
+    """A raw shard stream whose failures and early end raise :class:`ReadFailed`."""
+
+    def __init__(self, url: str, fh: BinaryIO, size: int | None):
+        self.url, self.fh, self.size, self.got = url, fh, size, 0
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data = self.fh.read(size)
+        except Exception as exc:  # whatever the transport raises (aiohttp, botocore ...) is I/O
+            raise ReadFailed(f"{self.url}: read failed after {self.got} bytes ({type(exc).__name__}: {exc})") from exc
+        self.got += len(data)
+        if not data and size != 0 and self.size is not None and self.got < self.size:
+            raise ReadFailed(f"{self.url}: stream ended after {self.got} of {self.size} bytes")
+        return data
+
+
+@contextlib.contextmanager
+def open_stream(url: str) -> Iterator[BinaryIO]:
+    """The raw bytes of ``url`` (local path or fsspec URL) as one sequential stream.
+
+    HTTP is streamed with a single GET (no ``Range`` requests). Raises :class:`ReadFailed`
+    when the file cannot be opened or read, or ends before the size its filesystem reported.
+    """
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+        size = fs.size(path)
+        if "http" in fs.protocol:
+            fh = fs.open(path, "rb", block_size=0, size=size)  # streaming: servers need no Range support
+        else:
+            fh = fs.open(path, "rb")
+    except Exception as exc:
+        raise ReadFailed(f"{url}: cannot open ({type(exc).__name__}: {exc})") from exc
+    with fh:
+        yield _Checked(url, fh, size)  # type: ignore[misc]
+
+
+def iter_samples(url: str, max_member_bytes: int = MAX_MEMBER_BYTES) -> Iterator[Sample]:
     """Yield every sample of the shard at ``url`` (local path or fsspec URL), in tar order.
 
-    Raises only if the shard cannot be opened at all (missing file, not a tar).
+    A member larger than ``max_member_bytes`` is skipped without being held; its sample
+    comes with the error ``member_too_large: NAME (N bytes > LIMIT)`` and that member empty.
+    Raises :class:`UnreadableShard` if the shard is not a tar at all, :class:`ReadFailed` on
+    an I/O error (then the samples yielded so far are not the whole shard).
     """
-    with fsspec.open(url, "rb") as fh:
-        yield from _group(url, _members(_uncompressed(fh)))
+    with open_stream(url) as fh:
+        yield from _group(url, _members(_uncompressed(fh), max_member_bytes), max_member_bytes)
 
 
-def _group(url: str, members: Iterator[tuple[str, bytes]]) -> Iterator[Sample]:
+def _group(url: str, members: Iterator[tuple[str, bytes | None, int]], max_member_bytes: int) -> Iterator[Sample]:
     current: Sample | None = None
     while True:
         try:
@@ -242,16 +322,18 @@ def _group(url: str, members: Iterator[tuple[str, bytes]]) -> Iterator[Sample]:
             current.error = f"read_error: truncated tar inside {name} (unexpected end of data)"
             yield current
             return
-        except (_Damaged, OSError, EOFError, ValueError, lzma.LZMAError) as exc:
+        except ReadFailed:
+            raise  # I/O, not content: the caller retries the read
+        except (_Damaged, OSError, EOFError, ValueError, lzma.LZMAError, zlib.error) as exc:  # bad gzip/bz2 data, too
             if current is None:
-                raise OSError(f"{url}: not a readable tar file ({exc})") from None
+                raise UnreadableShard(f"{url}: not a readable tar file ({exc})") from None
             kind = "truncated tar" if isinstance(exc, _CutInHeader) else "tar damaged"
             current.error = current.error or f"read_error: {kind} after {current.key} ({exc})"
             yield current
             return
         if found is None:
             break
-        name, data = found
+        name, data, size = found
         if "/" not in name and name.startswith("__") and name.endswith("__"):
             continue  # webdataset's meta members; not sample data
         parts = split_key(name)
@@ -267,6 +349,8 @@ def _group(url: str, members: Iterator[tuple[str, bytes]]) -> Iterator[Sample]:
             current.error = current.error or f"unsafe_name: {name}"
         elif any(m.ext == ext.lower() for m in current.members):
             current.error = current.error or f"duplicate_member: {name}"
-        current.members.append(Member(name=name, ext=ext.lower(), data=data))
+        elif data is None:
+            current.error = current.error or f"member_too_large: {name} ({size} bytes > {max_member_bytes})"
+        current.members.append(Member(name=name, ext=ext.lower(), data=data or b""))
     if current is not None:
         yield current

@@ -39,6 +39,12 @@ def simple_samples(prefix: str, n: int, seed: int = 0) -> list[tuple[str, dict[s
     ]
 
 
+@pytest.fixture(autouse=True)
+def _weight_hash_cache(tmp_path_factory, monkeypatch):
+    """Weight hashes (:mod:`mmcurate.filehash`) go to the session's temporary folder, never to ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
+
+
 @pytest.fixture(scope="session")
 def client():
     """One real LocalCluster (2 worker processes) shared by the tests that need the engine."""

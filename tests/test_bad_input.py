@@ -267,6 +267,7 @@ def test_truncated_tar(tmp_path, client, cut_in):
     # A second identical call resumes from what is stored and decides the same.
     again, rows_again = _curate(tmp_path, client, [shard, other])
     assert rows_again == rows and again.kept == result.kept
+    assert again.computed == {"image_info": 0, "caption_info": 0, "sha256": 0}
 
 
 def test_tar_cut_inside_a_member_header(tmp_path, client):
@@ -318,6 +319,7 @@ def test_shard_that_is_not_a_tar(tmp_path, client):
 
     again, rows_again = _curate(tmp_path, client, [a, junk, b])
     assert rows_again == rows
+    assert again.computed == {"image_info": 0, "caption_info": 0, "sha256": 0}
 
 
 def test_empty_file_named_tar_is_recorded(tmp_path, client):

@@ -118,6 +118,7 @@ def test_against_a_previous_run_drops_new_duplicates_without_rehashing_old_data(
     new = str(make_shard(tmp_path / "new.tar", [_sample("new0", _flip(h1, [3]), seed=3), _sample("new1", 0x0F0F, seed=4)]))
     recipe = _recipe({"method": "phash", "max_distance": 2})
     mmcurate.curate(old, recipe, tmp_path / "first", client=client, quiet=True)
+    (tmp_path / "old.tar").unlink()  # the old data is gone: only the first run's stored columns can answer
     second = mmcurate.curate(new, recipe, tmp_path / "second", client=client, quiet=True, against=[tmp_path / "first"])
     assert second.computed["planted"] == 2  # only the new shard's samples were annotated
     d = _decisions(second)

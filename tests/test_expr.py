@@ -59,3 +59,46 @@ def test_comparisons_list_each_threshold_column_first_and_sliders_move_one():
     moved = expr.with_threshold(found[3], 9).with_threshold(found[1], 10)
     assert moved.text == "width >= 64 and 10 <= height and (2 <= x < 9 or not ok) and kind == 'jpg'"
     assert moved({"width": 64, "height": 10, "x": 8, "ok": False, "kind": "jpg"}) and not expr({"width": 64, "height": 10, "x": 8, "ok": False, "kind": "jpg"})
+
+
+@pytest.mark.parametrize(
+    "text", ["(" * 1000 + "x" + ")" * 1000, "not " * 1000 + "x", "(" * 65 + "x" + ")" * 65], ids=["1000 parens", "1000 nots", "65 parens"]
+)
+def test_deep_nesting_is_a_clear_error_not_a_recursion_error(text):
+    with pytest.raises(ExprError, match="nest more than 64 deep"):
+        parse(text)
+
+
+def test_nesting_up_to_the_limit_parses():
+    assert parse("(" * 64 + "x > 1" + ")" * 64)({"x": 2})
+    assert parse("not " * 64 + "x")({"x": True})  # an even number of nots
+
+
+KINDS = {"caption_words": "number", "sha256": "string", "has_audio": "boolean", "video_phash": "other"}
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("caption_words >= '5'", "caption_words >= '5' is never true: caption_words is a number column and '5' is a string; write caption_words >= 5"),
+        ("'x' < caption_words", "'x' is a string and caption_words is a number column; compare caption_words with a number"),
+        ("sha256 == 5", "sha256 is a string column and 5 is a number; write sha256 == '5'"),
+        ("sha256 != true", "sha256 != true is always true"),
+        ("has_audio == 'yes'", "has_audio is a boolean column"),
+        ("2 <= caption_words <= '9'", "write caption_words <= 9"),
+        ("caption_words > sha256", "caption_words is a number column and sha256 is a string column"),
+        ("video_phash == 3", "compare video_phash only with null"),
+        ("width > 1 and (sha256 == 'a' or not (caption_words < '3'))", "caption_words < '3' is never true"),
+    ],
+)
+def test_comparing_values_of_different_kinds_is_refused_with_a_hint(text, message):
+    with pytest.raises(ExprError) as err:
+        parse(text).check_kinds(KINDS)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "text", ["caption_words >= 5", "has_audio == 1", "has_audio and sha256 == 'ab'", "video_phash == null", "sha256 != null", "unknown > 'x'"]
+)
+def test_comparisons_of_one_kind_or_with_null_pass(text):
+    parse(text).check_kinds(KINDS)

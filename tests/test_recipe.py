@@ -92,3 +92,47 @@ def test_invalid_recipes_fail_before_any_work(tmp_path: Path, text, message):
 def test_unknown_recipe_name_lists_the_builtins():
     with pytest.raises(RecipeError, match="built-in recipes: .*datacomp-basic, .*default"):
         Recipe.load("nope")
+
+
+@pytest.mark.parametrize(
+    "steps,message",
+    [
+        (
+            "  - annotate: phash\n  - dedup: phash\n    mirror: true\n",
+            "step 2 (dedup_phash): field 'mirror': column 'phash_mirror' is not produced by an earlier annotate step; "
+            "set mirror: true on the step that computes phash",
+        ),
+        (
+            "  - annotate: caption_info\n  - id: words\n    filter: \"caption_words >= '5'\"\n",
+            "step 2 (words): field 'filter': caption_words >= '5' is never true: caption_words is a number column "
+            "and '5' is a string; write caption_words >= 5",
+        ),
+        (
+            "  - annotate: image_info\n  - filter: '" + "(" * 1000 + "width > 1" + ")" * 1000 + "'\n",
+            "step 2 (filter_1): field 'filter': parentheses or 'not' nest more than 64 deep",
+        ),
+    ],
+    ids=["mirror without the mirror hash", "number against string", "1000 parentheses"],
+)
+def test_recipes_that_could_only_fail_late_are_refused_before_any_work(tmp_path: Path, steps, message):
+    """Each of these used to pass validation, then crash after all the work (a mirror column
+    the hash step never stores), drop every sample (a number compared with a string) or
+    raise RecursionError."""
+    from conftest import make_shard, simple_samples
+
+    import mmcurate
+
+    path = tmp_path / "late.yaml"
+    path.write_text("name: late\nsteps:\n" + steps)
+    with pytest.raises(RecipeError) as err:
+        Recipe.load(str(path))
+    assert str(err.value).startswith(f"{path}: {message}")
+    shard = make_shard(tmp_path / "000000.tar", simple_samples("k", 2))
+    with pytest.raises(RecipeError):
+        mmcurate.curate(str(shard), str(path), tmp_path / "out", quiet=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_mirror_dedup_passes_when_the_hash_step_stores_the_mirror_column():
+    recipe = Recipe.from_dict({"name": "m", "steps": [{"annotate": "phash", "mirror": True}, {"dedup": "phash", "mirror": True}]})
+    assert recipe.steps[-1].columns == ["phash", "phash_mirror"]

@@ -69,17 +69,32 @@ def test_a_different_run_in_the_same_directory_is_refused(tmp_path, client):
 
 def test_overwrite_replaces_the_run_and_reuses_matching_annotations(tmp_path, client):
     shards = _shards(tmp_path, 2, 4)
-    mmcurate.curate(shards, "default", tmp_path / "run", client=client, quiet=True)
-    result = mmcurate.curate(shards, "datacomp-basic", tmp_path / "run", client=client, quiet=True, overwrite=True)
-    # datacomp-basic orders its annotators differently: their upstream differs, so they are recomputed.
-    assert result.computed["caption_info"] == 8
+    first = mmcurate.curate(shards, "default", tmp_path / "run", client=client, quiet=True)
+    (old_shard,) = first.shards
+    # The default recipe with one more annotate step: its first three steps are unchanged.
+    default = mmcurate.Recipe.load("default").to_dict()
+    steps = default["steps"]
+    steps.insert(len(steps) - 1, {"annotate": "phash"})
+    recipe = mmcurate.Recipe.from_dict({**default, "name": "default-phash"})
+    with pytest.raises(RunConflict):
+        mmcurate.curate(shards, recipe, tmp_path / "run", client=client, quiet=True)
+    result = mmcurate.curate(shards, recipe, tmp_path / "run", client=client, quiet=True, overwrite=True)
+    assert result.computed == {"image_info": 0, "caption_info": 0, "sha256": 0, "phash": 8}
     run = mmcurate.open_run(tmp_path / "run")
-    assert run.recipe.name == "datacomp-basic"
+    assert run.recipe.name == "default-phash"
     assert run.decisions.num_rows == 8
+    assert result.shards == [old_shard] and result.kept == first.kept == 8  # rewritten by the new run
+    fresh = mmcurate.curate(shards, recipe, tmp_path / "fresh", client=client, quiet=True)
+    assert _output_bytes(tmp_path / "run") == _output_bytes(tmp_path / "fresh")
+
+
+def _finished_parts(folder) -> list:
+    """Stored parts (``.NAME.tmp`` files are writes in progress)."""
+    return [p for p in folder.glob("*.parquet") if not p.name.startswith(".")] if folder.exists() else []
 
 
 @pytest.mark.timeout(240)
-def test_sigkill_mid_run_then_rerun_gives_identical_output(tmp_path):
+def test_sigkill_mid_run_then_rerun_gives_identical_output(tmp_path, client):
     shards = _shards(tmp_path, n_shards=16, per_shard=60)
     reference = tmp_path / "reference"
     cmd = [sys.executable, "-m", "mmcurate.cli", "filter", *shards, "--recipe", "default", "--workers", "2", "--quiet"]
@@ -90,7 +105,7 @@ def test_sigkill_mid_run_then_rerun_gives_identical_output(tmp_path):
     parts = out / "annotations" / "image_info"
     try:
         deadline = time.time() + 120
-        while time.time() < deadline and not (parts.exists() and any(parts.iterdir())):
+        while time.time() < deadline and not _finished_parts(parts):
             time.sleep(0.005)
         os.kill(proc.pid, signal.SIGKILL)  # the driver only, mid-run
         proc.wait(timeout=30)
@@ -100,6 +115,40 @@ def test_sigkill_mid_run_then_rerun_gives_identical_output(tmp_path):
         except ProcessLookupError:
             pass
     assert not (out / "decisions.parquet").exists(), "the run finished before it could be killed"
-    assert len(list(parts.iterdir())) < 16
-    subprocess.run(cmd + ["--out", str(out)], check=True, timeout=180)
+    stored = _finished_parts(parts)
+    assert 0 < len(stored) < 16
+    reused = sum(pq.read_metadata(p).num_rows for p in stored)
+    again = mmcurate.curate(shards, "default", out, client=client, quiet=True)
+    assert again.computed["image_info"] == 16 * 60 - reused  # every stored row reused, the rest computed
     assert _output_bytes(out) == _output_bytes(reference)
+
+
+def test_a_looser_threshold_computes_only_the_newly_surviving_rows(tmp_path, client):
+    from conftest import image_bytes
+
+    widths = [40, 60, 70, 80, 100, 120, 140]
+    samples = [(f"k{i}", {"jpg": image_bytes(w, 100, seed=i), "txt": b"a caption here"}) for i, w in enumerate(widths)]
+    shard = str(make_shard(tmp_path / "src" / "000000.tar", samples))
+    out = tmp_path / "run"
+    strict = mmcurate.curate(shard, "default", out, client=client, quiet=True, overrides=["image_size.expr=width >= 100"])
+    assert strict.kept == 3 and strict.computed == {"image_info": 7, "caption_info": 7, "sha256": 3}
+    looser = mmcurate.curate(shard, "default", out, client=client, quiet=True, overwrite=True)
+    # 70 and 80 px wide now pass the default 64: sha256, after the filter, is computed for those two only.
+    assert looser.kept == 5
+    assert looser.computed == {"image_info": 0, "caption_info": 0, "sha256": 2}
+    mmcurate.curate(shard, "default", tmp_path / "fresh", client=client, quiet=True)
+    assert _output_bytes(out) == _output_bytes(tmp_path / "fresh")
+
+
+def test_a_different_input_list_in_the_same_directory_is_refused_unless_overwrite(tmp_path, client):
+    a, b, c = _shards(tmp_path, 3, 4)
+    out = tmp_path / "run"
+    mmcurate.curate([a, b], "default", out, client=client, quiet=True)
+    before = _output_bytes(out)
+    for other in ([a, b, c], [b, a], [a]):
+        with pytest.raises(RunConflict):
+            mmcurate.curate(other, "default", out, client=client, quiet=True)
+        assert _output_bytes(out) == before  # the refused call changed nothing
+    result = mmcurate.curate([a, b, c], "default", out, client=client, quiet=True, overwrite=True)
+    assert result.samples_in == 12
+    assert result.computed == {"image_info": 4, "caption_info": 4, "sha256": 4}  # only the new shard

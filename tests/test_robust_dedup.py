@@ -100,7 +100,7 @@ def test_crops_and_captions_match_through_region_hashes_only():
 
 def test_fast_mode_reads_the_reduced_decode_and_needs_no_full_pixels():
     assert not PHash.needs_pixels_for(HashConfig()) and PHash.needs_pixels_for(HashConfig(mode="exact"))
-    assert set(PHash.columns_for(HashConfig(rotate=(90,)))) == {"phash", "phash_mirror", "phash_variants"}
+    assert set(PHash.columns_for(HashConfig(rotate=(90,), regions=True))) == {"phash", "phash_variants", "phash_regions"}
     with pytest.raises(ValueError, match="mode"):
         HashConfig(mode="quick")
     with pytest.raises(ValueError, match="rotate and regions need mode: fast"):

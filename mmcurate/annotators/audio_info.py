@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from ..decode import DecodeError
 from ..decode.audio import Audio
+from ..decode.audio_header import DEFAULT_MAX_DECODED_MB, DEFAULT_MAX_DURATION_S
 from ..decode.sandbox import TimeLimit
 from ..sampleview import SampleView
 from .base import Annotator, Row
@@ -25,6 +26,10 @@ class AudioInfoConfig(TimeLimit):
     """A 20 ms window whose RMS (all channels) is below this many dBFS counts as silent."""
     clip_level: float = 0.999
     """Samples at or above this magnitude (full scale 1.0) count as clipped."""
+    max_duration_s: float | None = DEFAULT_MAX_DURATION_S
+    """Longer audio is refused (from the header for WAV and FLAC, else after decoding); null: any length."""
+    max_decoded_mb: int = DEFAULT_MAX_DECODED_MB
+    """Audio that decodes to more float32 samples than this many MiB is refused, likewise."""
 
 
 def pcm_sha256(audio: Audio) -> str:
@@ -77,7 +82,8 @@ class AudioInfo(Annotator):
 
     def annotate_one(self, sample: SampleView) -> Row:
         try:
-            audio = sample.audio(timeout_s=self.config.timeout_s)
+            c = self.config
+            audio = sample.audio(None, c.timeout_s, c.memory_mb, c.max_duration_s, c.max_decoded_mb)
         except DecodeError as exc:
             return {"error": str(exc)}
         return {

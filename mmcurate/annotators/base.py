@@ -20,7 +20,9 @@ Row = dict[str, Any]
 
 
 class AnnotatorUnavailable(RuntimeError):
-    """What an annotator needs (weights, a device) is missing; the message says how to provide it."""
+    """What an annotator needs (weights, a device) is missing; the message says how to provide it.
+    ``STEP.`` in the message of :meth:`Annotator.prepare` is replaced by the step's id (as in
+    ``--set STEP.checkpoint=...``)."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,8 @@ class Annotator:
         """Run once in the driver before any work: check, or fetch, what ``config`` needs
         (model weights...) and raise :class:`AnnotatorUnavailable` saying how to provide it.
         Returns JSON-able identity of the resolved resources, added to the step's fingerprint
-        (so replacing a checkpoint file recomputes its rows). Default: nothing to check."""
+        (so replacing a checkpoint file recomputes its rows) and handed to every instance as
+        ``resolved`` (so workers use exactly what was resolved). Default: nothing to check."""
         return {}
 
     @classmethod
@@ -75,8 +78,10 @@ class Annotator:
         """Samples per ``annotate()`` call this annotator wants (None: the engine's default)."""
         return None
 
-    def __init__(self, config: Any = None):
+    def __init__(self, config: Any = None, resolved: Mapping[str, Any] | None = None):
         self.config = config if config is not None else self.Config()
+        self.resolved: Mapping[str, Any] = resolved or {}
+        """What :meth:`prepare` returned in the driver for ``config``."""
 
     def setup(self) -> None:
         """Load heavy state (models) once per worker. Default: nothing."""

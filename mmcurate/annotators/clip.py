@@ -115,8 +115,8 @@ class _ClipAnnotator(Annotator):
         from ..clip.encoder import load_encoder
         from ..clip.images import PixelMaker
 
-        self.encoder = load_encoder(self.config)
-        self.pixel_maker = PixelMaker(self.encoder, self.config.gpu_decode, self.config.frames, self.config.timeout_s)
+        self.encoder = load_encoder(self.config, self.resolved)
+        self.pixel_maker = PixelMaker(self.encoder, self.config.gpu_decode, self.config.frames, self.config.timeout_s, self.config.memory_mb)
         self.prepare_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-prepare")
         """One preparing thread for the worker's life (a thread per call would start a new
         video decode child each call)."""

@@ -55,8 +55,8 @@ class HashConfig:
 
 
 class _PerceptualHash(Annotator):
-    """Shared by :class:`PHash` and :class:`DHash`: columns ``<name>``, ``<name>_mirror`` and,
-    with ``rotate`` and ``regions``, ``<name>_variants`` and ``<name>_regions``."""
+    """Shared by :class:`PHash` and :class:`DHash`: column ``<name>``, and ``<name>_mirror`` with
+    ``mirror: true``, ``<name>_variants`` with ``rotate``, ``<name>_regions`` with ``regions: true``."""
 
     Config = HashConfig
     version = "2"
@@ -67,7 +67,7 @@ class _PerceptualHash(Annotator):
 
     @classmethod
     def columns_for(cls, config: Any) -> dict[str, pa.DataType]:
-        cols = dict(cls.columns)
+        cols = {c: t for c, t in cls.columns.items() if config.mirror or not c.endswith("_mirror")}
         for suffix, on in (("variants", config.rotate), ("regions", config.regions)):
             if on:
                 cols[f"{cls.name}_{suffix}"] = pa.list_(pa.uint64())
@@ -113,13 +113,14 @@ class _PerceptualHash(Annotator):
         hashes = hash_pixels(thumbs.reshape(-1, *thumbs.shape[2:])).reshape(thumbs.shape[:2])
         mirrored = hash_pixels(thumbs[:, 0, :, ::-1]) if self.config.mirror else None
         for j, i in enumerate(where):
-            row = {self.name: int(hashes[j, 0]), f"{self.name}_mirror": None if mirrored is None else int(mirrored[j])}
+            rows[i] = {self.name: int(hashes[j, 0])}
+            if mirrored is not None:
+                rows[i][f"{self.name}_mirror"] = int(mirrored[j])
             turns = 1 + len(self.config.rotate)
             if self.config.rotate:
-                row[f"{self.name}_variants"] = [int(h) for h in hashes[j, 1:turns]]
+                rows[i][f"{self.name}_variants"] = [int(h) for h in hashes[j, 1:turns]]
             if self.config.regions:
-                row[f"{self.name}_regions"] = [int(h) for h in hashes[j, turns:]]
-            rows[i] = row
+                rows[i][f"{self.name}_regions"] = [int(h) for h in hashes[j, turns:]]
         return rows
 
 

@@ -14,7 +14,10 @@ from .base import Annotator, Row
 
 @dataclass(frozen=True)
 class VideoInfoConfig(TimeLimit):
-    """``timeout_s`` bounds reading one video's container header."""
+    """``timeout_s`` and ``memory_mb`` bound reading one video's container header."""
+
+    max_duration_s: float | None = None
+    """Videos longer than this (from the header) are refused; null: any length."""
 
 
 class VideoInfo(Annotator):
@@ -38,7 +41,7 @@ class VideoInfo(Annotator):
 
     def annotate_one(self, sample: SampleView) -> Row:
         try:
-            info = sample.video_info(self.config.timeout_s)
+            info = sample.video_info(self.config.timeout_s, self.config.memory_mb, self.config.max_duration_s)
         except DecodeError as exc:
             return {"error": str(exc)}
         return {**info.to_dict(), "video_bytes": len(sample.require("video"))}

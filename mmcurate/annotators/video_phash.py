@@ -70,7 +70,7 @@ class VideoPHash(Annotator):
     def annotate_one(self, sample: SampleView) -> Row:
         c = self.config
         try:
-            got = sample.video_frames(every_s=c.every_s, max_frames=c.max_frames, size=c.size, timeout_s=c.timeout_s)
+            got = sample.video_frames(every_s=c.every_s, max_frames=c.max_frames, size=c.size, timeout_s=c.timeout_s, memory_mb=c.memory_mb)
         except DecodeError as exc:
             return {"error": str(exc)}
         gray = np.stack([np.asarray(Image.fromarray(f).convert("L")) for f in got.frames])

@@ -15,8 +15,8 @@ PRECISIONS = ("auto", "fp32", "fp16")
 @dataclass(frozen=True)
 class ClipModelConfig(TimeLimit):
     """An open_clip model and its weights. Every field but ``batch_size`` is part of the step's
-    fingerprint (with the checkpoint file's size and mtime), so another model, tag,
-    checkpoint or precision never reuses stored scores."""
+    fingerprint, with the weights' content (:func:`mmcurate.clip.weights.check`), so another
+    model, tag, checkpoint, rewritten weights file or precision never reuses stored scores."""
 
     model: str = "ViT-B-32"
     """An open_clip model name (``open_clip.list_models()``), ``hf-hub:ORG/REPO`` or ``local-dir:PATH``."""

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
 from ..annotators.base import AnnotatorUnavailable
 from .config import ClipModelConfig
-from .weights import pretrained_cfg, register_model_config, weights_file
+from .weights import hub_snapshot, hub_tokenizer, pretrained_cfg, register_model_config, weights_file
 
 __all__ = ["ClipEncoder", "load_encoder", "resolve_device"]
 
@@ -53,16 +54,20 @@ class ClipEncoder:
         return float(self.model.logit_scale.exp())
 
 
-def _create(config: ClipModelConfig) -> ClipEncoder:
+def _create(config: ClipModelConfig, revision: str | None) -> ClipEncoder:
     import open_clip
 
     register_model_config(config)
     device = resolve_device(config)
     half = device.type == "cuda" and config.precision in ("auto", "fp16")
     options: dict[str, Any] = {}
+    name = tokenizer = config.model
     if config.checkpoint:
         pretrained: str | None = config.checkpoint
-    elif config.model.startswith(("hf-hub:", "local-dir:")):
+    elif config.model.startswith("hf-hub:"):
+        _, folder = hub_snapshot(config, revision)  # exactly the snapshot the driver fingerprinted
+        name, tokenizer, pretrained = f"local-dir:{folder}", hub_tokenizer(config, folder), None
+    elif config.model.startswith("local-dir:"):
         pretrained = None  # open_clip takes config and weights from the named location
     else:
         # The cached file itself (no network round trip per worker), with the preprocessing
@@ -77,16 +82,19 @@ def _create(config: ClipModelConfig) -> ClipEncoder:
             "force_quick_gelu": bool(cfg.get("quick_gelu", False)),
         }
     model, _, preprocess = open_clip.create_model_and_transforms(
-        config.model, pretrained=pretrained, precision="fp16" if half else "fp32", device=device, **options
+        name, pretrained=pretrained, precision="fp16" if half else "fp32", device=device, **options
     )
     model.eval()
-    return ClipEncoder(model, preprocess, open_clip.get_tokenizer(config.model), device, torch.float16 if half else torch.float32)
+    return ClipEncoder(model, preprocess, open_clip.get_tokenizer(tokenizer), device, torch.float16 if half else torch.float32)
 
 
-def load_encoder(config: ClipModelConfig) -> ClipEncoder:
+def load_encoder(config: ClipModelConfig, resolved: Mapping[str, Any] | None = None) -> ClipEncoder:
     """The encoder for ``config``'s model, loaded once per process and shared by every CLIP
-    annotator that names the same model, weights, device and precision."""
-    key = tuple(getattr(config, f) for f in _MODEL_FIELDS)
+    annotator that names the same model, weights, device and precision. ``resolved``: what
+    :func:`~mmcurate.clip.weights.check` returned in the driver; new weights content there
+    loads the model again, and an ``hf-hub:`` model loads at its ``hf_revision``."""
+    resolved = resolved or {}
+    key = (*(getattr(config, f) for f in _MODEL_FIELDS), json.dumps(resolved, sort_keys=True))
     if key not in _ENCODERS:
-        _ENCODERS[key] = _create(config)
+        _ENCODERS[key] = _create(config, resolved.get("hf_revision"))
     return _ENCODERS[key]

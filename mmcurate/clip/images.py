@@ -14,7 +14,6 @@ back to Pillow on its own.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Sequence
@@ -23,8 +22,8 @@ import torch
 from PIL import Image
 
 from ..decode import DecodeError
-from ..decode.image import DEFAULT_MAX_PIXELS, EXIF_ORIENTATION
-from ..decode.sandbox import DEFAULT_TIMEOUT_S
+from ..decode.image import DEFAULT_MAX_PIXELS, EXIF_ORIENTATION, open_header
+from ..decode.sandbox import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S
 from ..sampleview import SampleView
 from .encoder import ClipEncoder
 
@@ -34,11 +33,12 @@ __all__ = ["PixelBatch", "PixelMaker", "VideoSampling", "clip_inputs", "input_si
 @dataclass(frozen=True)
 class VideoSampling:
     """How a video sample becomes CLIP input: ``frames`` frames spaced uniformly over the video,
-    short side ``size`` px (None: native), decoded under ``timeout_s``."""
+    short side ``size`` px (None: native), decoded under ``timeout_s`` and ``memory_mb``."""
 
     frames: int = 8
     size: int | None = None
     timeout_s: float | None = DEFAULT_TIMEOUT_S
+    memory_mb: int | None = DEFAULT_MEMORY_MB
 
 
 def clip_inputs(sample: SampleView, video: VideoSampling) -> list[Image.Image]:
@@ -48,7 +48,7 @@ def clip_inputs(sample: SampleView, video: VideoSampling) -> list[Image.Image]:
     :meth:`SampleView.video_frames` returns them. The one place a sample becomes CLIP input
     on the Pillow path; a :class:`DecodeError` names what is missing or broken."""
     if sample.member("image") is None and (sample.member("video") is not None or "image" not in sample.modalities):
-        got = sample.video_frames(n=video.frames, size=video.size, max_frames=video.frames, timeout_s=video.timeout_s)
+        got = sample.video_frames(n=video.frames, size=video.size, max_frames=video.frames, timeout_s=video.timeout_s, memory_mb=video.memory_mb)
         return got.images()
     img, _ = sample.image()
     return [img]
@@ -137,10 +137,17 @@ class PixelBatch:
 
 class PixelMaker:
     """Turns samples into a batch of preprocessed pixel rows for one encoder (see the module doc);
-    video samples are sampled as ``frames`` frames, each decode under ``timeout_s``."""
+    video samples are sampled as ``frames`` frames, each decode under ``timeout_s`` and ``memory_mb``."""
 
-    def __init__(self, encoder: ClipEncoder, gpu_decode: bool, frames: int = 8, timeout_s: float | None = DEFAULT_TIMEOUT_S):
-        self.video = VideoSampling(frames, input_size(encoder.preprocess), timeout_s)
+    def __init__(
+        self,
+        encoder: ClipEncoder,
+        gpu_decode: bool,
+        frames: int = 8,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
+        memory_mb: int | None = DEFAULT_MEMORY_MB,
+    ):
+        self.video = VideoSampling(frames, input_size(encoder.preprocess), timeout_s, memory_mb)
         self.preprocess = encoder.preprocess
         self.device = encoder.device
         on_cuda = encoder.device.type == "cuda"
@@ -214,12 +221,12 @@ class PixelMaker:
 
 def _gpu_decodable(sample: SampleView) -> bool:
     """A JPEG nvJPEG decodes exactly as the Pillow path would: RGB or grey, no EXIF rotation,
-    within the pixel limit (read from the header only)."""
+    within the pixel limit (read from the header only), where the recipe allows JPEG."""
     found = sample.member("image")
-    if found is None or not found[1].startswith(b"\xff\xd8"):
+    if found is None or not found[1].startswith(b"\xff\xd8") or "JPEG" not in sample.image_formats:
         return False
     try:
-        header = Image.open(io.BytesIO(found[1]))
+        header = open_header(found[1], ["JPEG"])
         width, height = header.size
         return (
             header.format == "JPEG"

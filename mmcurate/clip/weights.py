@@ -5,11 +5,15 @@ into a cache. Left to itself, a machine without network spends about half a minu
 retries before failing, in every worker. Here the driver looks in the cache first, then
 checks in a few seconds whether the source can be reached at all, and only then downloads;
 workers load the cached file directly.
+
+The step's fingerprint names the weights by content (:func:`check`): the SHA-256 of a
+checkpoint file, of every file of a ``local-dir:`` folder, of a tag's cached weights, and the
+commit of an ``hf-hub:`` repo's snapshot, which workers then load (:func:`hub_snapshot`).
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import os
 import socket
 from functools import lru_cache
@@ -18,9 +22,19 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ..annotators.base import AnnotatorUnavailable
+from ..filehash import sha256_file
 from .config import ClipModelConfig
 
-__all__ = ["PROBE_TIMEOUT_S", "check", "embed_dim", "pretrained_cfg", "register_model_config", "weights_file"]
+__all__ = [
+    "PROBE_TIMEOUT_S",
+    "check",
+    "embed_dim",
+    "hub_snapshot",
+    "hub_tokenizer",
+    "pretrained_cfg",
+    "register_model_config",
+    "weights_file",
+]
 
 PROBE_TIMEOUT_S = 3.0
 """How long to wait for the weights' host to answer before calling it unreachable."""
@@ -112,21 +126,25 @@ def _unreachable(cfg: dict[str, Any]) -> str | None:
         url = constants.ENDPOINT
     else:
         url = cfg.get("url", "")
-    host = urlparse(url).hostname
+    parsed = urlparse(url)
+    host = parsed.hostname
     if not host:
         return "open_clip lists no download location"
     try:
-        socket.create_connection((host, 443), timeout=PROBE_TIMEOUT_S).close()
+        socket.create_connection((host, parsed.port or (80 if parsed.scheme == "http" else 443)), timeout=PROBE_TIMEOUT_S).close()
     except OSError as exc:
-        return f"{host} cannot be reached: {exc}"
+        return f"{host} cannot be reached: {exc}"  # one attempt, no retries
     return None
 
 
 def _missing(config: ClipModelConfig, why: str) -> AnnotatorUnavailable:
+    hub = _schema(config) == "hf-hub"
+    what = f"model {config.model!r}" if hub else f"model {config.model!r} pretrained={config.pretrained!r}"
+    fetch = f"'{config.model}'" if hub else f"'{config.model}', pretrained='{config.pretrained}'"
     return AnnotatorUnavailable(
-        f"CLIP weights for model {config.model!r} pretrained={config.pretrained!r} are not in the local "
-        f"cache and cannot be downloaded ({why}). Either run once where the network is available "
-        f"(python -c \"import open_clip; open_clip.create_model('{config.model}', pretrained='{config.pretrained}')\") "
+        f"CLIP weights for {what} are not in the local cache and cannot be downloaded ({why}). "
+        f"Either run once where the network is available "
+        f"(python -c \"import open_clip; open_clip.create_model({fetch})\") "
         f"and copy the cache (~/.cache/huggingface, ~/.cache/clip), or pass a local weights file: "
         f"checkpoint: /path/to/weights.pt in the recipe step, or --set STEP.checkpoint=/path/to/weights.pt"
     )
@@ -150,32 +168,80 @@ def weights_file(config: ClipModelConfig, fetch: bool = True) -> str:
         raise _missing(config, f"download failed: {type(exc).__name__}: {exc}") from None
 
 
-def _file_identity(path: str, what: str) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
+def _sha256(path: str | Path, what: str) -> str:
+    if not Path(path).is_file():
         raise AnnotatorUnavailable(f"{what} {path}: no such file")
-    stat = p.stat()
-    return {f"{what}_size": stat.st_size, f"{what}_mtime_ns": stat.st_mtime_ns}
+    return sha256_file(path)
+
+
+def _folder_sha256(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file in ``folder`` (config, weights, tokenizer files), hidden ones aside."""
+    return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
+
+
+def _cached_snapshot(repo: str, revision: str | None) -> Path | None:
+    """The folder of ``repo``'s snapshot at ``revision`` (None: the one the cache's ``main``
+    names) holding a config and weights, or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo, "open_clip_config.json", revision=revision)
+    if not isinstance(found, str) or not os.path.isfile(found):
+        return None
+    folder = Path(found).parent
+    return folder if any(folder.glob(f"*{ext}") for ext in (".safetensors", ".bin", ".pth")) else None
+
+
+def hub_snapshot(config: ClipModelConfig, revision: str | None = None) -> tuple[str, Path]:
+    """(commit, local folder) of the ``hf-hub:`` model's snapshot at ``revision``: the cached one
+    (None: the cache's current one), else downloaded once a quick probe shows the hub answers."""
+    repo = config.model.split(":", 1)[1]
+    folder = _cached_snapshot(repo, revision)
+    if folder is None:
+        why = _unreachable({"hf_hub": repo})
+        if why:
+            raise _missing(config, why)
+        from huggingface_hub import hf_hub_download
+        from open_clip.pretrained import download_pretrained_from_hf
+
+        try:
+            folder = Path(hf_hub_download(repo, "open_clip_config.json", revision=revision)).parent
+            download_pretrained_from_hf(repo, revision=folder.name)
+        except Exception as exc:  # network errors come in many types
+            raise _missing(config, f"download failed: {type(exc).__name__}: {exc}") from None
+    return folder.name, folder
+
+
+def hub_tokenizer(config: ClipModelConfig, folder: Path) -> str:
+    """What ``open_clip.get_tokenizer`` should load for an ``hf-hub:`` model pinned to the
+    snapshot ``folder``: the folder itself, unless its config names a Hugging Face tokenizer
+    (open_clip loads that one by name from the hub)."""
+    cfg = json.loads((folder / "open_clip_config.json").read_text(encoding="utf-8"))
+    named = cfg.get("model_cfg", cfg).get("text_cfg", {}).get("hf_tokenizer_name")
+    return config.model if named else f"local-dir:{folder}"
 
 
 def check(config: ClipModelConfig) -> dict[str, Any]:
     """Driver-side check before any work: the weights exist locally (fetched if need be), the
-    model is known. Returns the identity of the files used, for the step's fingerprint."""
+    model is known. Returns the identity of the weights, for the step's fingerprint: SHA-256
+    of the files (hashed once per file version, see :mod:`mmcurate.filehash`) or, for
+    ``hf-hub:``, the snapshot's commit (``hf_revision``), which every worker loads."""
     identity: dict[str, Any] = {}
     if config.model_config:
         register_model_config(config)
-        identity["model_config_sha256"] = hashlib.sha256(Path(config.model_config).read_bytes()).hexdigest()
+        identity["model_config_sha256"] = sha256_file(config.model_config)
     schema = _schema(config)
     if config.checkpoint:
-        identity.update(_file_identity(config.checkpoint, "checkpoint"))
+        identity["checkpoint_sha256"] = _sha256(config.checkpoint, "checkpoint")
     elif schema == "local-dir":
-        if not Path(config.model.split(":", 1)[1], "open_clip_config.json").is_file():
+        folder = Path(config.model.split(":", 1)[1])
+        if not (folder / "open_clip_config.json").is_file():
             raise AnnotatorUnavailable(f"{config.model}: no open_clip_config.json in that folder")
+        identity["local_dir_sha256"] = _folder_sha256(folder)
     elif schema == "hf-hub":
-        if _offline():
-            raise AnnotatorUnavailable(f"{config.model}: HF_HUB_OFFLINE is set; pass a local weights file as checkpoint:")
+        identity["hf_revision"] = hub_snapshot(config)[0]
     else:
-        identity["weights_file"] = os.path.basename(weights_file(config))
+        path = weights_file(config)
+        identity.update(weights_file=os.path.basename(path), weights_sha256=sha256_file(path))
     return identity
 
 

@@ -1,4 +1,4 @@
-"""DecodeError, and one_line(): decoder messages cut to short, stable drop reasons."""
+"""DecodeError, one_line(): decoder messages cut to short, stable drop reasons, and check_duration()."""
 
 from __future__ import annotations
 
@@ -14,6 +14,12 @@ _NOISE = re.compile(
     r"|\w+, \S+\.(?:cpp|cc|h):\d+,? "  # C++ class and source location
     r"|\[\d\d:\d\d:\d\d\] "  # decord's log timestamp
 )
+
+
+def check_duration(media: str, duration_s: float, max_duration_s: float | None, where: str = "") -> None:
+    """:class:`DecodeError` ``<media> too long`` when ``duration_s`` exceeds ``max_duration_s`` (None: no limit)."""
+    if max_duration_s is not None and duration_s > max_duration_s:
+        raise DecodeError(f"decode_error: {media} too long ({duration_s:.0f} s > {max_duration_s:g} s{where})")
 
 
 def one_line(exc: BaseException, limit: int = 160) -> str:

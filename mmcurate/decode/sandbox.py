@@ -10,6 +10,10 @@ nor a signal handler reaches. So media decoding runs in a long-lived child proce
 * Past the deadline the parent kills the child (SIGKILL), reaps it, and raises
   :class:`DecodeTimeout` (reason ``decode_timeout: ...``); the next request starts a fresh
   child. A child that dies mid-request (a decoder crash) gives ``decode_error: ...``.
+* Each request may grow the child's address space by at most ``memory_mb`` (``RLIMIT_AS``,
+  set by the child before it reads the member): a decode past it fails as
+  ``decode_error: OP exceeded the decode memory limit (N MiB)``, and the worker never holds
+  what the decoder could not.
 * Answers carry JSON metadata and raw numpy arrays (dtype and shape in the JSON):
   nothing is pickled, in either direction.
 * The child dies with its parent (stdin closes; on Linux also ``PR_SET_PDEATHSIG``) and
@@ -37,10 +41,12 @@ from typing import Any, BinaryIO, Callable
 import numpy as np
 
 from .audio import Audio, decode_audio
+from .audio_header import DEFAULT_MAX_DECODED_MB, DEFAULT_MAX_DURATION_S, check_audio_header, check_decoded_audio
 from .errors import DecodeError, one_line
 from .video import FrameRequest, VideoFrames, VideoInfo, probe_video, sample_frames
 
 __all__ = [
+    "DEFAULT_MEMORY_MB",
     "DEFAULT_TIMEOUT_S",
     "DecodeTimeout",
     "TimeLimit",
@@ -52,6 +58,9 @@ __all__ = [
 
 DEFAULT_TIMEOUT_S = 60.0
 """Default time limit for decoding one member (seconds)."""
+DEFAULT_MEMORY_MB = 1024
+"""Default address space one decode may add to its child (MiB): room for a 4K frame batch or
+the largest audio the header checks admit, and a bound on what a hostile member can take."""
 STARTUP_TIMEOUT_S = 120.0
 """How long a fresh child may take to import its decoders (not counted against a member)."""
 
@@ -80,6 +89,7 @@ def _op_video_frames(data: bytes, params: Meta) -> tuple[Meta, list[np.ndarray]]
 
 def _op_audio(data: bytes, params: Meta) -> tuple[Meta, list[np.ndarray]]:
     got = decode_audio(data, params.get("sample_rate"))
+    check_decoded_audio(got.duration_s, got.waveform.nbytes, params.get("max_duration_s"), params["max_decoded_bytes"])
     return {"sample_rate": got.sample_rate}, [got.waveform]
 
 
@@ -90,35 +100,54 @@ _MEDIA = {"video_info": "video", "video_frames": "video", "audio": "audio"}
 # --------------------------------------------------------------------------- typed entry points
 
 
-def probe_video_limited(data: bytes, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> VideoInfo:
-    """:func:`~mmcurate.decode.video.probe_video` under a time limit."""
-    meta, _ = _call("video_info", data, {}, timeout_s)
+def probe_video_limited(data: bytes, timeout_s: float | None = DEFAULT_TIMEOUT_S, memory_mb: int | None = DEFAULT_MEMORY_MB) -> VideoInfo:
+    """:func:`~mmcurate.decode.video.probe_video` under a time and memory limit."""
+    meta, _ = _call("video_info", data, {}, timeout_s, memory_mb)
     return VideoInfo(**meta)
 
 
-def sample_frames_limited(data: bytes, request: FrameRequest, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> VideoFrames:
-    """:func:`~mmcurate.decode.video.sample_frames` under a time limit."""
+def sample_frames_limited(
+    data: bytes, request: FrameRequest, timeout_s: float | None = DEFAULT_TIMEOUT_S, memory_mb: int | None = DEFAULT_MEMORY_MB
+) -> VideoFrames:
+    """:func:`~mmcurate.decode.video.sample_frames` under a time and memory limit."""
     params = {k: getattr(request, k) for k in ("n", "every_s", "size", "max_frames")}
-    meta, arrays = _call("video_frames", data, params, timeout_s)
+    meta, arrays = _call("video_frames", data, params, timeout_s, memory_mb)
     return VideoFrames(arrays[0], meta["timestamps_s"], meta["decoder"])
 
 
-def decode_audio_limited(data: bytes, sample_rate: int | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> Audio:
-    """:func:`~mmcurate.decode.audio.decode_audio` under a time limit."""
-    meta, arrays = _call("audio", data, {"sample_rate": sample_rate}, timeout_s)
+def decode_audio_limited(
+    data: bytes,
+    sample_rate: int | None = None,
+    timeout_s: float | None = DEFAULT_TIMEOUT_S,
+    memory_mb: int | None = DEFAULT_MEMORY_MB,
+    max_duration_s: float | None = DEFAULT_MAX_DURATION_S,
+    max_decoded_mb: int = DEFAULT_MAX_DECODED_MB,
+) -> Audio:
+    """:func:`~mmcurate.decode.audio.decode_audio` under a time and memory limit. Audio longer
+    than ``max_duration_s`` (None: any length) or decoding to more than ``max_decoded_mb`` MiB
+    is refused from its header when the header says (WAV, FLAC), else after decoding."""
+    max_decoded_bytes = max_decoded_mb << 20
+    check_audio_header(data, max_duration_s, max_decoded_bytes)
+    params = {"sample_rate": sample_rate, "max_duration_s": max_duration_s, "max_decoded_bytes": max_decoded_bytes}
+    meta, arrays = _call("audio", data, params, timeout_s, memory_mb)
     return Audio(arrays[0], meta["sample_rate"])
 
 
 @dataclass(frozen=True)
 class TimeLimit:
-    """Base of the configs of annotators that decode media: a per-member time limit."""
+    """Base of the configs of annotators that decode media: per-member time and memory limits."""
 
     timeout_s: float | None = DEFAULT_TIMEOUT_S
     """Seconds one member's decode may take; past it the sample drops as ``decode_timeout``
-    (null: decode in this process, without a limit, for trusted data)."""
+    (null: decode in this process, without a time or memory limit, for trusted data)."""
+    memory_mb: int | None = DEFAULT_MEMORY_MB
+    """MiB of address space one member's decode may add to the decode process; past it the
+    sample drops as ``decode_error: ... exceeded the decode memory limit`` (null: no limit)."""
 
     def __post_init__(self) -> None:
         check_timeout(self.timeout_s)
+        if self.memory_mb is not None and not self.memory_mb > 0:
+            raise ValueError(f"memory_mb must be > 0 MiB, or null for no memory limit; not {self.memory_mb}")
 
 
 def check_timeout(timeout_s: float | None) -> None:
@@ -127,30 +156,33 @@ def check_timeout(timeout_s: float | None) -> None:
         raise ValueError(f"timeout_s must be > 0 seconds, or null to decode in-process without a limit; not {timeout_s}")
 
 
-def _call(op: str, data: bytes, params: Meta, timeout_s: float | None) -> tuple[Meta, list[np.ndarray]]:
+def _call(op: str, data: bytes, params: Meta, timeout_s: float | None, memory_mb: int | None) -> tuple[Meta, list[np.ndarray]]:
     if not data:  # known without a decoder
         raise DecodeError(f"decode_error: empty {_MEDIA[op]} member")
     check_timeout(timeout_s)
     if timeout_s is None:
         return _OPS[op](data, params)
-    return _child().call(op, data, params, timeout_s)
+    return _child().call(op, data, params, timeout_s, memory_mb)
 
 
 # --------------------------------------------------------------------------- wire format
 
 
-def _encode(meta: Meta, payload: bytes) -> bytes:
+def _frame(meta: Meta, payload_len: int) -> bytes:
+    """The header and JSON that precede a payload of ``payload_len`` bytes (sent after it, uncopied)."""
     blob = json.dumps(meta).encode()
-    return _HEADER.pack(len(blob), len(payload)) + blob + payload
+    return _HEADER.pack(len(blob), payload_len) + blob
 
 
-def _encode_answer(meta: Meta, arrays: list[np.ndarray]) -> bytes:
+def _answer_parts(meta: Meta, arrays: list[np.ndarray]) -> list[bytes | memoryview]:
+    """An answer as buffers to write in turn: the frame, then each array's bytes (not copied)."""
+    arrays = [np.ascontiguousarray(a) for a in arrays]
     specs = [{"dtype": a.dtype.str, "shape": list(a.shape)} for a in arrays]
-    return _encode({**meta, "_arrays": specs}, b"".join(np.ascontiguousarray(a).tobytes() for a in arrays))
+    return [_frame({**meta, "_arrays": specs}, sum(a.nbytes for a in arrays)), *(memoryview(a).cast("B") for a in arrays)]
 
 
-def _decode_answer(meta: Meta, payload: bytes) -> tuple[Meta, list[np.ndarray]]:
-    payload = bytearray(payload)  # writable arrays (torch.from_numpy warns on read-only ones)
+def _decode_answer(meta: Meta, payload: bytearray) -> tuple[Meta, list[np.ndarray]]:
+    """Arrays over ``payload`` itself (a bytearray: writable, as torch.from_numpy wants)."""
     arrays, offset = [], 0
     for spec in meta.pop("_arrays"):
         dtype = np.dtype(spec["dtype"])
@@ -183,6 +215,7 @@ class _Child:
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[2])  # this mmcurate, whatever is installed
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env.setdefault("MALLOC_ARENA_MAX", "2")  # per-thread malloc arenas would eat the memory limit
         proc = subprocess.Popen(
             [sys.executable, "-m", "mmcurate.decode.sandbox"],
             stdin=subprocess.PIPE,
@@ -212,12 +245,13 @@ class _Child:
                 stream.close()
         return proc.wait()
 
-    def call(self, op: str, data: bytes, params: Meta, timeout_s: float) -> tuple[Meta, list[np.ndarray]]:
+    def call(self, op: str, data: bytes, params: Meta, timeout_s: float, memory_mb: int | None) -> tuple[Meta, list[np.ndarray]]:
         proc = self.proc if self.proc is not None and self.proc.poll() is None else self._start()
         assert proc.stdin is not None and proc.stdout is not None
         deadline = time.monotonic() + timeout_s
         try:
-            _write_all(proc.stdin.fileno(), _encode({"op": op, "params": params}, data), deadline)
+            _write_all(proc.stdin.fileno(), _frame({"op": op, "params": params, "memory_mb": memory_mb}, len(data)), deadline)
+            _write_all(proc.stdin.fileno(), data, deadline)
             json_len, payload_len = _HEADER.unpack(_read_exact(proc.stdout.fileno(), _HEADER.size, deadline))
             meta = json.loads(_read_exact(proc.stdout.fileno(), json_len, deadline))
             payload = _read_exact(proc.stdout.fileno(), payload_len, deadline)
@@ -242,7 +276,7 @@ def _wait(fd: int, write: bool, deadline: float) -> None:
         raise _Expired
 
 
-def _write_all(fd: int, data: bytes, deadline: float) -> None:
+def _write_all(fd: int, data: bytes | memoryview, deadline: float) -> None:
     view = memoryview(data)
     while view:
         _wait(fd, True, deadline)
@@ -252,19 +286,20 @@ def _write_all(fd: int, data: bytes, deadline: float) -> None:
             continue
 
 
-def _read_exact(fd: int, n: int, deadline: float) -> bytes:
-    chunks, got = [], 0
+def _read_exact(fd: int, n: int, deadline: float) -> bytearray:
+    """``n`` bytes from ``fd``, read into one buffer (a large answer is held once, not twice)."""
+    out = bytearray(n)
+    view, got = memoryview(out), 0
     while got < n:
         _wait(fd, False, deadline)
         try:
-            chunk = os.read(fd, min(n - got, 1 << 22))
+            count = os.readv(fd, [view[got : got + (1 << 22)]])
         except BlockingIOError:
             continue
-        if not chunk:
+        if not count:
             raise EOFError
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
+        got += count
+    return out
 
 
 _local = threading.local()
@@ -313,32 +348,86 @@ def _read_stream(stream: BinaryIO, n: int) -> bytes:
     return data
 
 
+def _skip_stream(stream: BinaryIO, n: int) -> None:
+    while n:
+        n -= len(_read_stream(stream, min(n, 1 << 20)))
+
+
+def _limit_memory(memory_mb: int | None) -> None:
+    """Let this process's address space grow by at most ``memory_mb`` MiB from now (None: no
+    limit); the soft limit only, so the next request can set its own. Linux only (elsewhere
+    there is no /proc/self/statm, and RLIMIT_AS is not enforced)."""
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    soft = hard
+    if memory_mb is not None:
+        try:
+            with open("/proc/self/statm") as statm:
+                size = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            return
+        soft = size + (memory_mb << 20) if hard == resource.RLIM_INFINITY else min(hard, size + (memory_mb << 20))
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+_OUT_OF_MEMORY = ("cannot allocate memory", "can't allocate memory", "bad_alloc", "out of memory")
+"""What decoders' messages say when an allocation failed (FFmpeg's ENOMEM, torch, C++)."""
+
+
+def _out_of_memory(request: Meta) -> str:
+    limit = request["memory_mb"]
+    return f"decode_error: {request['op']} " + (f"exceeded the decode memory limit ({limit} MiB)" if limit else "ran out of memory")
+
+
+def _answer(request: Meta, data: bytes) -> list[bytes | memoryview]:
+    """The answer to one request: the op's metadata and arrays, or its error."""
+    op = request["op"]
+    try:
+        return _answer_parts(*_OPS[op](data, request["params"]))
+    except DecodeError as exc:
+        error = str(exc)
+    except Exception as exc:  # a decoder bug is this member's error, not the child's end
+        if isinstance(exc, MemoryError) or any(s in str(exc).lower() for s in _OUT_OF_MEMORY):
+            error = _out_of_memory(request)
+        else:
+            error = f"decode_error: {type(exc).__name__}: {one_line(exc)}"
+    return [_frame({"error": error}, 0)]
+
+
+def _preload() -> None:
+    """Import the decoders before the first deadline starts; one that is missing fails its ops
+    with its own error, not every op."""
+    for name in ("decord", "torchcodec.decoders"):
+        try:
+            __import__(name)
+        except Exception:  # ImportError, or a library that cannot load (no FFmpeg)
+            pass
+
+
 def _serve() -> None:
     """Child main loop: answer requests on stdin until it closes."""
     _die_with_parent()
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # C libraries printing to stdout cannot corrupt answers
     requests = sys.stdin.buffer
-    import decord  # noqa: F401  (imported before the first deadline starts)
-    import torchcodec.decoders  # noqa: F401
-
+    _preload()
     answers.write(_READY)
     answers.flush()
     while True:
         try:
             json_len, payload_len = _HEADER.unpack(_read_stream(requests, _HEADER.size))
             request = json.loads(_read_stream(requests, json_len))
-            data = _read_stream(requests, payload_len)
+            _limit_memory(request["memory_mb"])
+            try:
+                parts = _answer(request, _read_stream(requests, payload_len))
+            except MemoryError:  # the member alone is over the limit; read past it
+                _skip_stream(requests, payload_len)
+                parts = [_frame({"error": _out_of_memory(request)}, 0)]
         except EOFError:
             return
-        try:
-            meta, arrays = _OPS[request["op"]](data, request["params"])
-            answer = _encode_answer(meta, arrays)
-        except DecodeError as exc:
-            answer = _encode({"error": str(exc)}, b"")
-        except Exception as exc:  # a decoder bug is this member's error, not the child's end
-            answer = _encode({"error": f"decode_error: {type(exc).__name__}: {one_line(exc)}"}, b"")
-        answers.write(answer)
+        for part in parts:
+            answers.write(part)
         answers.flush()
 
 

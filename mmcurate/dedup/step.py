@@ -1,7 +1,7 @@
 """Driver side of a global dedup step: gather small columns, run the dedup task, record drops.
 
 Only keys, the compared column(s) and the keep policy's columns travel to the task; the
-clusters are stored in ``annotations/STEP/dataset.parquet`` (shard, key, dup_cluster,
+clusters are stored in ``annotations/STEP/dataset.parquet`` (shard, pos, key, dup_cluster,
 dup_cluster_size) for inspection.
 """
 
@@ -96,9 +96,9 @@ def _extra_hashes(config: Any, columns: dict[str, list[Any]]) -> list[np.ndarray
 
 def run_dedup(
     client: Client, store: RunStore, plan: GlobalPlan, ledger: Ledger, shards: list[ShardRef], priors: list[PriorRows]
-) -> tuple[dict[str, dict[str, tuple[str, str]]], DedupReport]:
+) -> tuple[dict[str, dict[int, tuple[str, str]]], DedupReport]:
     """Run one dedup step over all alive samples; return drops per shard URL and a report."""
-    urls, keys, columns = gather_columns(store, plan, ledger, shards)
+    urls, positions, keys, columns = gather_columns(store, plan, ledger, shards)
     prior_keys: list[str] = []
     for prior in priors:
         missing = [c for c in plan.columns if c not in prior.columns]
@@ -116,10 +116,10 @@ def run_dedup(
     parent = outcome.parent
 
     reason = REASONS[plan.step.method]
-    drops: dict[str, dict[str, tuple[str, str]]] = {}
+    drops: dict[str, dict[int, tuple[str, str]]] = {}
     for row in np.flatnonzero(parent[n_prior:] != np.arange(n_prior, len(all_keys))) + n_prior:
         kept = all_keys[parent[row]]
-        drops.setdefault(urls[row - n_prior], {})[keys[row - n_prior]] = (plan.id, f"{reason}:{kept}")
+        drops.setdefault(urls[row - n_prior], {})[positions[row - n_prior]] = (plan.id, f"{reason}:{kept}")
 
     sizes = Counter(parent.tolist())
     new_parent = parent[n_prior:]
@@ -128,6 +128,7 @@ def run_dedup(
         pa.table(
             {
                 "shard": pa.array(urls, pa.string()),
+                "pos": pa.array(positions, pa.int64()),
                 "key": pa.array(keys, pa.string()),
                 "dup_cluster": pa.array(new_parent, pa.int64()),
                 "dup_cluster_size": pa.array([sizes[p] for p in new_parent.tolist()], pa.int32()),

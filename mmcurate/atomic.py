@@ -1,0 +1,88 @@
+"""The one atomic-write helper: Parquet parts, JSON, reports and tars all go through it.
+
+A file is written to a hidden temporary name beside its target, flushed and fsync'd, renamed
+over the target, and the directory is fsync'd, so a reader (or a rerun after a crash) sees the
+old file or the whole new one. On failure the temporary file is removed and the error names the
+target path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+__all__ = ["atomic_file", "atomic_write_bytes", "tmp_target"]
+
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS}
+"""Errors of writing: raised by the temporary file, reported under the target's path."""
+_TMP = re.compile(r"\.(.+)\.[0-9a-f]{8}\.tmp")
+
+
+def _tmp_name(path: Path) -> Path:
+    """``.NAME.XXXXXXXX.tmp`` beside ``path``: where :func:`atomic_file` writes it first."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def tmp_target(name: str) -> str | None:
+    """The file name that ``name``, a temporary file of :func:`atomic_file`, was to become
+    (left by a killed writer); None for any other name."""
+    match = _TMP.fullmatch(name)
+    return match.group(1) if match else None
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_dirs(folder: Path) -> None:
+    """Create ``folder`` and its missing parents, each made durable in its parent."""
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        new.mkdir(exist_ok=True)
+        _fsync_dir(new.parent)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Yield a binary file whose content replaces ``path`` atomically once the block ends.
+
+    An exception inside the block (or while writing) leaves ``path`` untouched and no
+    temporary file behind; an error of writing (a full or read-only disk) is re-raised naming
+    ``path``.
+    """
+    path = Path(path)
+    tmp = _tmp_name(path)
+    try:
+        _make_dirs(path.parent)
+        with open(tmp, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        ours = str(exc.filename) == str(tmp) or (exc.filename is None and exc.errno in _STORAGE_ERRNOS)
+        if not ours:  # e.g. reading what is being copied: that error names its own source
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+    finally:
+        if tmp.exists():  # only after a failure
+            tmp.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    with atomic_file(path) as fh:
+        fh.write(data)
