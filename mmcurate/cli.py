@@ -10,7 +10,7 @@ from typing import Sequence
 from . import __version__, annotators
 from .curate import curate
 from .annotators import AnnotatorUnavailable
-from .engine import TaskFailed
+from .engine import ClusterError, TaskFailed
 from .funnel import format_dedup, format_failed, format_funnel
 from .inputs import InputError
 from .keep_top import format_keep_top
@@ -199,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"filter": _filter, "inspect": _inspect, "report": _report, "recipes": _recipes, "annotators": _annotators}
     try:
         return handlers[args.command](args)
-    except (InputError, RecipeError, RunConflict, RunLocked, TaskFailed, AnnotatorUnavailable) as exc:
+    except (InputError, RecipeError, RunConflict, RunLocked, TaskFailed, ClusterError, AnnotatorUnavailable) as exc:
         print(f"mmcurate: error: {exc}", file=sys.stderr)
         return 2
     except KeyError as exc:  # an unknown sample key or step name; the message says which

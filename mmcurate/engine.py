@@ -20,12 +20,16 @@ from typing import Any, Callable, Iterator, Sequence
 from dask.distributed import Client, LocalCluster, as_completed
 from tqdm import tqdm
 
-__all__ = ["Failed", "TaskFailed", "connect", "cuda_device_count", "map_tasks", "offers"]
+__all__ = ["ClusterError", "Failed", "TaskFailed", "connect", "cuda_device_count", "map_tasks", "offers"]
 
 RETRIES = 3
 """How many times a task that raised an I/O error (``OSError``) runs again."""
 BACKOFF_S = 1.0
 """Seconds before the first retry; each further retry waits twice as long."""
+
+
+class ClusterError(RuntimeError):
+    """The local Dask cluster could not be started."""
 
 
 class TaskFailed(RuntimeError):
@@ -94,19 +98,31 @@ def connect(
         return
     logging.getLogger("distributed").setLevel(logging.ERROR)
     n = workers or default_workers()
-    with LocalCluster(
-        n_workers=n,
-        threads_per_worker=threads_per_worker,
-        processes=True,
-        dashboard_address=":8787",
-        silence_logs=logging.ERROR,
-    ) as cluster, Client(cluster) as local:
+    with _local_cluster(n, threads_per_worker) as cluster, Client(cluster) as local:
         if gpus:
             _add_gpu_workers(cluster, gpus)
             local.wait_for_workers(n + gpus, timeout=120)
         extra = f" + {gpus} GPU worker(s)" if gpus else ""
         _say(f"local Dask cluster: {n} workers x {threads_per_worker} threads{extra}; dashboard {local.dashboard_link}", quiet)
         yield local
+
+
+def _local_cluster(n: int, threads_per_worker: int, attempts: int = 2) -> LocalCluster:
+    """A LocalCluster of ``n`` worker processes; started again once if a worker dies while
+    starting, then :class:`ClusterError` with the cause."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return LocalCluster(
+                n_workers=n,
+                threads_per_worker=threads_per_worker,
+                processes=True,
+                dashboard_address=":8787",
+                silence_logs=logging.ERROR,
+            )
+        except RuntimeError as exc:  # "Nanny failed to start": a worker process died on the way up
+            if attempt == attempts:
+                raise ClusterError(f"the local Dask cluster did not start ({exc}); re-run the same command to resume") from exc
+    raise AssertionError("unreachable")
 
 
 def _say(message: str, quiet: bool) -> None:
