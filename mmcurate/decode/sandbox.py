@@ -21,6 +21,7 @@ nor a signal handler reaches. So media decoding runs in a long-lived child proce
 from __future__ import annotations
 
 import atexit
+import importlib
 import json
 import os
 import select
@@ -38,7 +39,7 @@ import numpy as np
 
 from .audio import Audio, decode_audio
 from .errors import DecodeError, one_line
-from .video import FrameRequest, VideoFrames, VideoInfo, probe_video, sample_frames
+from .video import FrameRequest, VideoFrames, VideoInfo, probe_video, sample_frames, video_decoders
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -319,8 +320,8 @@ def _serve() -> None:
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # C libraries printing to stdout cannot corrupt answers
     requests = sys.stdin.buffer
-    import decord  # noqa: F401  (imported before the first deadline starts)
-    import torchcodec.decoders  # noqa: F401
+    for decoder in video_decoders():  # imported before the first deadline starts
+        importlib.import_module("av" if decoder == "pyav" else decoder)
 
     answers.write(_READY)
     answers.flush()
