@@ -181,6 +181,7 @@ class _Child:
         return None if self.proc is None else self.proc.pid
 
     def _start(self) -> subprocess.Popen[bytes]:
+        video_decoders()  # a bad MMCURATE_VIDEO_DECODER is the caller's error, not a dead child
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[2])  # this mmcurate, whatever is installed
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
