@@ -52,6 +52,41 @@ def test_resampling():
     assert np.argmax(spectrum) == pytest.approx(440, abs=2)  # 1 s: bin = Hz
 
 
+def _torchaudio():
+    try:
+        import torchaudio.functional
+    except Exception as exc:  # not installed, or built for another torch
+        pytest.skip(f"torchaudio is not usable here ({type(exc).__name__}): nothing to compare against")
+    return torchaudio
+
+
+def test_loudness_and_resampling_match_torchaudio_where_it_is_installed():
+    import torch
+
+    from mmcurate.annotators.audio_info import loudness_lufs
+    from mmcurate.decode.audio import Audio, resample
+
+    torchaudio = _torchaudio()
+    rng = np.random.default_rng(0)
+    t = np.arange(4 * 44100) / 44100
+    speechlike = rng.normal(0, 0.2, t.size) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)) ** 4  # syllable-like bursts
+    signals = {
+        "tone 16 kHz": (decode_audio_limited(audio("wav", seconds=3.0)).waveform, 16000),
+        "noise stereo 44.1 kHz": (rng.normal(0, 0.1, (2, t.size)), 44100),
+        "bursts 44.1 kHz": (speechlike[None, :], 44100),
+        "half silent 48 kHz (gating)": (np.where(np.arange(96000) < 48000, 0.3 * np.sin(np.arange(96000) * 0.05), 0.0)[None, :], 48000),
+    }
+    for name, (wave, rate) in signals.items():
+        wave = wave.astype(np.float32)
+        theirs = float(torchaudio.functional.loudness(torch.from_numpy(wave), rate))
+        assert loudness_lufs(Audio(wave, rate)) == pytest.approx(theirs, abs=0.1), name
+    tone = np.sin(2 * np.pi * 440 * t)[None, :].astype(np.float32)
+    ours = resample(tone, 44100, 16000)
+    theirs = torchaudio.functional.resample(torch.from_numpy(tone), 44100, 16000).numpy()
+    assert ours.shape == theirs.shape == (1, 64000)
+    assert np.abs(ours - theirs)[:, 100:-100].max() < 1e-3
+
+
 @pytest.mark.parametrize(
     "name,data",
     [("truncated", audio("flac")[:100]), ("empty", b""), ("garbage", bytes(range(256)) * 8)],
