@@ -22,6 +22,12 @@ SEEK_GAP_S = 2.0
 """A wanted frame further ahead than this is reached by seeking to the keyframe before it."""
 
 
+def _reason(exc: Exception) -> str:
+    """FFmpeg's message without PyAV's errno and file name ("Invalid data found ...")."""
+    strerror = getattr(exc, "strerror", None)
+    return " ".join(strerror.split()) if strerror else one_line(exc)
+
+
 @contextmanager
 def _opened(data: bytes, what: str) -> Iterator[Any]:
     import av
@@ -29,7 +35,7 @@ def _opened(data: bytes, what: str) -> Iterator[Any]:
     try:
         container = av.open(io.BytesIO(data), "r")
     except av.error.FFmpegError as exc:
-        raise DecodeError(f"decode_error: cannot open {what} ({one_line(exc)})") from None
+        raise DecodeError(f"decode_error: cannot open {what} ({_reason(exc)})") from None
     try:
         yield container
     finally:
@@ -51,7 +57,7 @@ def decode_pcm(data: bytes) -> tuple[np.ndarray, int]:
                 chunks += [f.to_ndarray() for f in to_float.resample(frame)]
             chunks += [f.to_ndarray() for f in to_float.resample(None)]
         except av.error.FFmpegError as exc:
-            raise DecodeError(f"decode_error: cannot decode audio ({one_line(exc)})") from None
+            raise DecodeError(f"decode_error: cannot decode audio ({_reason(exc)})") from None
         rate = int(stream.rate or 0)
     if not chunks or not rate:
         raise DecodeError("decode_error: audio has no samples")
@@ -77,7 +83,7 @@ def probe(data: bytes) -> dict[str, Any]:
         try:
             first = next(container.decode(stream), None)
         except av.error.FFmpegError as exc:
-            raise DecodeError(f"decode_error: no readable video stream ({one_line(exc)})") from None
+            raise DecodeError(f"decode_error: no readable video stream ({_reason(exc)})") from None
         if first is None:
             raise DecodeError("decode_error: video has no frames")
         return {
@@ -121,7 +127,7 @@ def decode_frames(data: bytes, indices: np.ndarray, width: int, height: int, rot
                 else:
                     break  # the stream ended before this frame
         except av.error.FFmpegError as exc:
-            raise DecodeError(f"decode_error: cannot decode frames ({one_line(exc)})") from None
+            raise DecodeError(f"decode_error: cannot decode frames ({_reason(exc)})") from None
     if not out:
         raise DecodeError("decode_error: video has no frames")
     return np.stack(out)
