@@ -15,6 +15,7 @@ from math import gcd
 import numpy as np
 
 from .errors import DecodeError
+from .pyav import decode_pcm
 
 __all__ = ["Audio", "decode_audio", "resample"]
 
@@ -49,8 +50,6 @@ def decode_audio(data: bytes, sample_rate: int | None = None) -> Audio:
     """Decode every sample of ``data``; resample to ``sample_rate`` Hz when given."""
     if not data:
         raise DecodeError("decode_error: empty audio member")
-    from .pyav import decode_pcm
-
     waveform, rate = decode_pcm(data)
     if sample_rate is not None and sample_rate != rate:
         waveform, rate = resample(waveform, rate, sample_rate), sample_rate

@@ -22,13 +22,14 @@ from __future__ import annotations
 import io
 import math
 import os
-from importlib.util import find_spec
 from dataclasses import asdict, dataclass
+from importlib.util import find_spec
 from typing import Any
 
 import numpy as np
 
 from .errors import DecodeError, one_line
+from .pyav import decode_frames, probe
 
 __all__ = ["FrameRequest", "VideoFrames", "VideoInfo", "frame_indices", "probe_video", "sample_frames", "target_size"]
 
@@ -100,8 +101,6 @@ def probe_video(data: bytes, audio: bool = True) -> VideoInfo:
     ``audio=False`` reports ``has_audio`` as False."""
     if not data:
         raise DecodeError("decode_error: empty video member")
-    from .pyav import probe
-
     facts = probe(data)
     if facts["rotation"] in (90, 270):  # width/height name the upright frame
         facts["width"], facts["height"] = facts["height"], facts["width"]
@@ -151,8 +150,6 @@ def sample_frames(data: bytes, request: FrameRequest) -> VideoFrames:
             if decoder == "decord":
                 frames = _decord_frames(data, indices, width, height)
             else:
-                from .pyav import decode_frames
-
                 frames = decode_frames(data, indices, width, height, info.rotation)
         except Exception as exc:  # decord raises DECORDError/RuntimeError for what it cannot read
             failures.append(f"{decoder}: {one_line(exc).removeprefix('decode_error: ')}")
