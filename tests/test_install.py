@@ -49,3 +49,37 @@ def test_decoding_loads_ffmpeg_from_the_wheels_and_needs_no_ffmpeg_command():
     outside = [lib for lib in got["LIBS"] if not any(lib.startswith(root + os.sep) for root in got["ROOTS"])]
     assert not outside, f"FFmpeg libraries from outside the installed wheels: {outside}"
     assert got["MODULES"] == []
+
+
+def _requirements():
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    from conftest import REPO
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return {Requirement(text).name.lower(): Requirement(text) for text in project["dependencies"]}, project
+
+
+PLATFORMS = {  # the environment markers pip sees on each platform
+    "Linux x86_64": {"sys_platform": "linux", "platform_machine": "x86_64"},
+    "Windows x86_64": {"sys_platform": "win32", "platform_machine": "AMD64"},
+    "Linux aarch64": {"sys_platform": "linux", "platform_machine": "aarch64"},
+    "macOS arm64": {"sys_platform": "darwin", "platform_machine": "arm64"},
+    "macOS x86_64": {"sys_platform": "darwin", "platform_machine": "x86_64"},
+}
+
+
+def test_dependencies_are_ranges_and_decord_goes_only_where_it_has_wheels():
+    requirements, project = _requirements()
+    assert not [str(r) for r in requirements.values() if any(spec.operator in ("==", "===", "~=") for spec in r.specifier)]
+    assert str(requirements["torch"].specifier) == ">=2.11" and str(requirements["torchvision"].specifier) == ">=0.26"
+    assert "torchaudio" not in requirements and "torchcodec" not in requirements
+    assert "av" in requirements and requirements["av"].marker is None  # the fallback decoder, everywhere
+    decord = requirements["decord"].marker
+    assert {name: decord.evaluate(env) for name, env in PLATFORMS.items()} == {
+        "Linux x86_64": True, "Windows x86_64": True, "Linux aarch64": False, "macOS arm64": False, "macOS x86_64": False,
+    }
+    assert project["requires-python"] == ">=3.11"
+    assert {c.rsplit(" ", 1)[-1] for c in project["classifiers"] if c.startswith("Programming Language :: Python :: 3.")} == {"3.11", "3.12", "3.13"}
