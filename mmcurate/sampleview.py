@@ -147,8 +147,8 @@ class SampleView:
         ``every_s`` seconds (at most ``max_frames``), short side ``size`` px (None: native).
 
         Decoded in a killable child process under ``timeout_s`` (``decode_timeout: ...``
-        past it; None decodes in this process without a limit) and ``memory_mb``, decord first, torchcodec for
-        what decord cannot read. Cached per sample and request: annotators asking for the
+        past it; None decodes in this process without a limit) and ``memory_mb``, decord first
+        where installed, PyAV for what decord cannot read. Cached per sample and request: annotators asking for the
         same frames share one decode. ``.frames`` is ``(N, H, W, 3)`` uint8; ``.images()``
         gives PIL images; ``.timestamps_s`` the frame times.
         """

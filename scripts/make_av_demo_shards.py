@@ -1,5 +1,7 @@
 """Write the video and audio demo shards, with planted defects, from FFmpeg test patterns and speech.
 
+Everything is encoded with PyAV (FFmpeg bundled in its wheel): no ffmpeg command is needed.
+
 Output: ``video-000000.tar`` (video-text: ``KEY.mp4|mkv|webm|mov`` + ``KEY.txt`` + ``KEY.json``)
 and ``audio-000000.tar`` (audio-text: ``KEY.flac|wav|mp3|ogg|opus|m4a`` + ``KEY.txt`` + ``KEY.json``).
 ``KEY.json`` records what was planted (``"planted": KIND``, or ``"normal"``), so a run's
@@ -7,7 +9,7 @@ decisions can be checked against it. Both together stay near 1 MB.
 
 Video (160x128 or 176x144 px, 8 fps, 2.5-6 s; FFmpeg lavfi sources such as testsrc2,
 mandelbrot, life, cellauto, smptebars; h264/mp4 mostly, also vp9/webm, hevc/mov, av1/mkv
-(decord cannot read AV1: decoded by the torchcodec fallback), mpeg4/mkv)::
+(decord cannot read AV1: decoded by the PyAV fallback), mpeg4/mkv)::
 
     planted         what                                          expected at video-default
     reencoded       an earlier clip as vp9/webm at lower quality   video_near_duplicate_of
@@ -38,7 +40,7 @@ Audio (speech from espeak-ng when installed, else tones and noise; 16-22 kHz)::
     empty           zero-byte .wav                                 decode_error
     float_stereo    32-bit float stereo WAV                        kept
 
-Deterministic for a given FFmpeg/espeak-ng build (``-fflags +bitexact``, fixed seeds).
+Deterministic for a given PyAV/espeak-ng build (bitexact muxing and encoding, fixed seeds).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic import write_tar  # noqa: E402
-from synthetic_av import make_audio, make_video, remux, speech_wav  # noqa: E402
+from synthetic_av import make_audio, make_video, speech_wav, transcode_audio  # noqa: E402
 
 _VIDEO_SOURCES = [
     ("testsrc2", "a colourful test pattern with a moving box and a counter"),
@@ -145,7 +147,7 @@ def audio_samples(rng: np.random.Generator) -> list[tuple[str, dict[str, bytes]]
         fmt = formats[i % len(formats)]
         if speech:
             wav = speech_wav(sentence, voice=["en", "en-us", "en-gb-x-rp"][i % 3], speed=150 + 10 * (i % 4))
-            data = remux(wav, "wav", ["-ar", "16000", "-ac", "1", "-fflags", "+bitexact", *_codec(fmt)], out=fmt)
+            data = transcode_audio(wav, fmt, rate=16000, channels=1)
             caption = f"a voice saying: {sentence}"
         else:
             freq = int(rng.integers(200, 1200))
@@ -156,24 +158,18 @@ def audio_samples(rng: np.random.Generator) -> list[tuple[str, dict[str, bytes]]
             wavs.append((key, data, caption))
 
     key, wav, caption = wavs[0]
-    add("flac", remux(wav, "wav", ["-c:a", "flac", "-fflags", "+bitexact"], out="flac"), caption, "same_pcm", of=key)
+    add("flac", transcode_audio(wav, "flac"), caption, "same_pcm", of=key)
     first_key, first = samples[0][0], samples[0][1]
     add("flac", first["flac"], first["txt"].decode(), "copy", of=first_key)
     add("wav", make_audio("wav", seconds=3, source="anullsrc=channel_layout=mono"), "a quiet room", "silent")
-    add("flac", make_audio("flac", seconds=3, source="sine=frequency=300", codec_args=["-af", "volume=24dB", "-c:a", "flac"]), "a loud distorted hum", "clipped")
+    add("flac", make_audio("flac", seconds=3, source="sine=frequency=300", audio_filter="volume=24dB"), "a loud distorted hum", "clipped")
     add("ogg", make_audio("ogg", seconds=0.5, source="sine=frequency=880"), "a short beep", "too_short")
-    add("mp3", make_audio("mp3", seconds=40, rate=8000, source="sine=frequency=150", codec_args=["-c:a", "libmp3lame", "-b:a", "8k"]), "a long low drone", "too_long")
+    add("mp3", make_audio("mp3", seconds=40, rate=8000, source="sine=frequency=150", options={"b": "8k"}), "a long low drone", "too_long")
     add("flac", first["flac"][: len(first["flac"]) * 3 // 10], first["txt"].decode(), "truncated")
     add("mp3", rng.integers(0, 256, 2000, dtype=np.uint8).tobytes(), "random bytes that are not audio", "garbage")
     add("wav", b"", "an empty file", "empty")
-    add("wav", make_audio("wav", seconds=1.5, rate=8000, channels=2, source="sine=frequency=523", codec_args=["-c:a", "pcm_f32le"]), "a bright tone in stereo", "float_stereo")
+    add("wav", make_audio("wav", seconds=1.5, rate=8000, channels=2, source="sine=frequency=523", codec="pcm_f32le"), "a bright tone in stereo", "float_stereo")
     return samples
-
-
-def _codec(fmt: str) -> list[str]:
-    from synthetic_av import AUDIO_FORMATS
-
-    return AUDIO_FORMATS[fmt] + (["-ar", "48000"] if fmt == "opus" else [])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,55 +1,138 @@
-"""Synthetic video and audio made with the ``ffmpeg`` command, for tests, demo shards and benchmarks.
+"""Synthetic video and audio made with PyAV (FFmpeg bundled in its wheel), for tests, demo shards
+and benchmarks: no ``ffmpeg`` command and no system FFmpeg libraries are needed.
 
 Sources are FFmpeg's lavfi generators (``testsrc``, ``testsrc2``, ``mandelbrot``, ``smptebars``,
-``sine``, ``anoisesrc``, ...) and, for speech, ``espeak-ng`` (optional: only the demo-shard
-generator uses it). Each function returns the encoded file's bytes; muxers that must seek
-(mp4, mov) write to a temporary file first.
+``sine``, ``anoisesrc``, ...) run in a PyAV filter graph and, for speech, ``espeak-ng``
+(optional: only the demo-shard generator uses it). Each function returns the encoded file's
+bytes, written in memory.
 """
 
 from __future__ import annotations
 
+import io
+import os
 import shutil
 import subprocess
-import tempfile
-from pathlib import Path
+from fractions import Fraction
+from typing import Any
 
-__all__ = ["VIDEO_CODECS", "AUDIO_FORMATS", "ffmpeg", "make_audio", "make_video", "remux", "speech_wav"]
+import av
 
-VIDEO_CODECS: dict[str, list[str]] = {
-    "h264": ["-c:v", "libx264", "-preset", "veryfast", "-crf", "30", "-pix_fmt", "yuv420p"],
-    "hevc": ["-c:v", "libx265", "-preset", "ultrafast", "-crf", "32", "-x265-params", "log-level=error", "-pix_fmt", "yuv420p"],
-    "vp9": ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-crf", "45", "-b:v", "0", "-pix_fmt", "yuv420p"],
-    "av1": ["-c:v", "libaom-av1", "-cpu-used", "8", "-row-mt", "1", "-crf", "50", "-pix_fmt", "yuv420p"],
-    "mpeg4": ["-c:v", "mpeg4", "-q:v", "12", "-pix_fmt", "yuv420p"],
+os.environ.setdefault("SVT_LOG", "1")  # the AV1 encoder's banner: errors only
+
+__all__ = ["VIDEO_CODECS", "AUDIO_FORMATS", "make_audio", "make_video", "transcode_audio", "speech_wav"]
+
+VIDEO_CODECS: dict[str, tuple[str, dict[str, str]]] = {
+    "h264": ("libx264", {"preset": "veryfast", "crf": "30"}),
+    "hevc": ("libx265", {"preset": "ultrafast", "crf": "32", "x265-params": "log-level=error"}),
+    "vp9": ("libvpx-vp9", {"deadline": "realtime", "cpu-used": "8", "crf": "45", "b": "0"}),
+    "av1": ("libsvtav1", {"preset": "12", "crf": "50"}),
+    "mpeg4": ("mpeg4", {"b": "200k"}),
 }
-"""Encoder arguments by codec name (fast settings, low quality: these clips are small)."""
+"""Encoder and its options by codec name (fast settings, low quality: these clips are small)."""
 
-AUDIO_FORMATS: dict[str, list[str]] = {
-    "wav": ["-c:a", "pcm_s16le"],
-    "flac": ["-c:a", "flac"],
-    "mp3": ["-c:a", "libmp3lame", "-q:a", "6"],
-    "ogg": ["-c:a", "libvorbis", "-q:a", "2"],
-    "opus": ["-c:a", "libopus", "-b:a", "32k"],
-    "m4a": ["-c:a", "aac", "-b:a", "48k"],
+AUDIO_FORMATS: dict[str, tuple[str, dict[str, str]]] = {
+    "wav": ("pcm_s16le", {}),
+    "flac": ("flac", {}),
+    "mp3": ("libmp3lame", {"b": "64k"}),
+    "ogg": ("vorbis", {"strict": "experimental", "b": "64k"}),  # stereo only; mono: FLAC in Ogg
+    "opus": ("libopus", {"b": "32k"}),
+    "m4a": ("aac", {"b": "48k"}),
 }
-"""Encoder arguments by file extension."""
+"""Encoder and its options by file extension (``ogg``: FFmpeg's own Vorbis encoder)."""
 
-_MUXER = {"mkv": "matroska", "webm": "webm", "mp4": "mp4", "mov": "mov", "avi": "avi", "m4a": "ipod", "ogg": "ogg", "opus": "opus"}
+_MUXER = {"mkv": "matroska", "webm": "webm", "mp4": "mp4", "mov": "mov", "avi": "avi", "m4a": "ipod", "ogg": "ogg", "opus": "opus", "wav": "wav", "flac": "flac", "mp3": "mp3"}
+_BITEXACT = {"fflags": "+bitexact"}  # no encoder version strings: the same bytes on every run
 
 
-def ffmpeg(args: list[str], out_ext: str) -> bytes:
-    """Run ``ffmpeg -y ARGS OUT`` into a temporary ``OUT.out_ext`` and return its bytes."""
-    if shutil.which("ffmpeg") is None:
-        raise RuntimeError("the ffmpeg command is needed (apt-get install ffmpeg)")
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / f"out.{out_ext}"
-        cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
-        if out_ext in _MUXER:
-            cmd += ["-f", _MUXER[out_ext]]
-        proc = subprocess.run([*cmd, str(out)], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"ffmpeg failed ({' '.join(cmd)}): {proc.stderr.strip()[-500:]}")
-        return out.read_bytes()
+def _run_graph(chain: list[str], sink: str) -> list[Any]:
+    """Every frame of the filter ``chain`` (``name=args`` items, the first a source)."""
+    graph = av.filter.Graph()
+    nodes = [graph.add(*item.split("=", 1)) for item in chain] + [graph.add(sink)]
+    for a, b in zip(nodes, nodes[1:]):
+        a.link_to(b)
+    graph.configure()
+    frames = []
+    while True:
+        try:
+            frames.append(nodes[-1].pull())
+        except (av.error.EOFError, BlockingIOError):
+            return frames
+
+
+def _chain(text: str | None) -> list[str]:
+    return [part for part in (text or "").split(",") if part]
+
+
+def _audio_frames(source: str, rate: int, seconds: float, channels: int, audio_filter: str | None) -> list[Any]:
+    args = f"{source}:sample_rate={rate}" if "=" in source else f"{source}=sample_rate={rate}"
+    layout = {1: "mono", 2: "stereo"}[channels]
+    chain = [args, f"atrim=duration={seconds}", *_chain(audio_filter), f"aformat=channel_layouts={layout}"]
+    return _run_graph(chain, "abuffersink")
+
+
+def _encode_audio(frames: list[Any], fmt: str, rate: int, channels: int, codec: str | None, options: dict[str, str] | None) -> bytes:
+    name, defaults = AUDIO_FORMATS[fmt]
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=_MUXER[fmt], options=_BITEXACT) as out:
+        stream = out.add_stream(codec or name, rate=rate, layout={1: "mono", 2: "stereo"}[channels])
+        stream.options = {**defaults, **(options or {})} if codec is None else dict(options or {})
+        stream.codec_context.flags |= av.codec.context.Flags.bitexact
+        _encode_samples(out, stream, frames)
+    return buf.getvalue()
+
+
+def _encode_samples(out: Any, stream: Any, frames: list[Any]) -> None:
+    """Encode audio ``frames`` with sample-exact timestamps (so muxers record the true length)."""
+    pts = 0
+    for frame in frames:
+        frame.pts, frame.time_base = pts, Fraction(1, frame.sample_rate)
+        pts += frame.samples
+        out.mux(stream.encode(frame))
+    out.mux(stream.encode(None))
+
+
+def make_audio(
+    fmt: str = "wav",
+    seconds: float = 1.0,
+    rate: int = 16000,
+    channels: int = 1,
+    source: str = "sine=frequency=440",
+    codec: str | None = None,
+    options: dict[str, str] | None = None,
+    audio_filter: str | None = None,
+) -> bytes:
+    """A clip of lavfi audio ``source`` (``sine=frequency=F``, ``anoisesrc=amplitude=A``,
+    ``anullsrc`` for silence, ...) encoded as ``fmt`` (a key of :data:`AUDIO_FORMATS`);
+    ``codec`` (e.g. ``pcm_f32le``) and ``options`` replace the format's encoder and settings,
+    ``audio_filter`` (e.g. ``volume=24dB``) runs after the source."""
+    if fmt == "opus":
+        rate = 48000  # libopus encodes 8/12/16/24/48 kHz; 48 kHz always works
+    if fmt == "ogg" and channels == 1 and codec is None:
+        codec = "flac"  # FFmpeg's own Vorbis encoder writes stereo only: mono Ogg holds FLAC
+    frames = _audio_frames(source, rate, seconds, channels, audio_filter)
+    return _encode_audio(frames, fmt, rate, channels, codec, options)
+
+
+def transcode_audio(data: bytes, fmt: str, rate: int | None = None, channels: int | None = None) -> bytes:
+    """Decode ``data`` and encode it again as ``fmt`` (resampled to ``rate`` Hz and mixed to
+    ``channels`` when given); lossless formats keep every sample."""
+    with av.open(io.BytesIO(data)) as src:
+        stream = src.streams.audio[0]
+        rate = rate or stream.rate
+        channels = channels or stream.channels
+        if fmt == "opus":
+            rate = 48000
+        frames = list(src.decode(stream))
+    return _encode_audio(frames, fmt, rate, channels, None, None)
+
+
+def _video_frames(source: str, size: tuple[int, int], rate: int, seconds: float, start_s: float, video_filter: str | None) -> list[Any]:
+    width, height = size
+    src = f"{source}{':' if '=' in source else '='}size={width}x{height}:rate={rate}"
+    trim = [f"trim=start={start_s}", "setpts=PTS-STARTPTS"] if start_s else []
+    chain = [src, *trim, *_chain(video_filter), f"trim=duration={seconds}", "format=pix_fmts=yuv420p"]
+    return _run_graph(chain, "buffersink")
 
 
 def make_video(
@@ -63,56 +146,39 @@ def make_video(
     video_filter: str | None = None,
     rotation: int | None = None,
     start_s: float = 0.0,
-    encoder_args: list[str] | None = None,
+    options: dict[str, str] | None = None,
 ) -> bytes:
     """A clip of lavfi ``source`` (e.g. ``testsrc``, ``mandelbrot``, ``smptebars``).
 
-    ``video_filter`` is applied after the source (``pad=...`` for letterboxing), ``start_s``
-    skips the first seconds of the source (a trimmed copy), ``rotation`` writes display-matrix
-    rotation metadata (mp4/mov), ``audio`` adds a 440 Hz tone track, ``encoder_args`` go
-    after the codec's (e.g. ``["-g", "30"]`` for a keyframe every 30 frames).
+    ``video_filter`` is applied after the source (``scale=...,pad=...`` for letterboxing),
+    ``start_s`` skips the first seconds of the source (a trimmed copy), ``rotation`` writes a
+    display matrix (degrees, as FFmpeg's ``rotate`` tag; mp4/mov), ``audio`` adds a 440 Hz
+    tone track, ``options`` go after the codec's (e.g. ``{"g": "30"}``: a keyframe every 30
+    frames).
     """
-    width, height = size
-    src = f"{source}{':' if '=' in source else '='}size={width}x{height}:rate={rate}"
-    args = ["-f", "lavfi", "-i", src]
-    if audio:
-        args += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=16000"]
-    filters = ([f"trim=start={start_s}", "setpts=PTS-STARTPTS"] if start_s else []) + ([video_filter] if video_filter else [])
-    if filters:
-        args += ["-vf", ",".join(filters)]
-    args += ["-t", f"{seconds}", *VIDEO_CODECS[codec], *(encoder_args or [])]
-    if audio:
-        args += ["-c:a", "aac", "-b:a", "32k"] if container in ("mp4", "mov", "mkv") else ["-c:a", "libopus", "-b:a", "24k"]
-    data = ffmpeg(args, container)
-    if rotation is not None:  # FFmpeg 5 writes the display matrix only when stream-copying
-        data = remux(data, container, ["-c", "copy", "-metadata:s:v:0", f"rotate={rotation}"])
-    return data
-
-
-def remux(data: bytes, container: str, args: list[str], out: str | None = None) -> bytes:
-    """Run ``data`` (a ``container`` file) through ``ffmpeg -i IN ARGS OUT.out`` (``out``
-    defaults to ``container``)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / f"in.{container}"
-        src.write_bytes(data)
-        return ffmpeg(["-i", str(src), *args], out or container)
-
-
-def make_audio(
-    fmt: str = "wav",
-    seconds: float = 1.0,
-    rate: int = 16000,
-    channels: int = 1,
-    source: str = "sine=frequency=440",
-    codec_args: list[str] | None = None,
-) -> bytes:
-    """A clip of lavfi audio ``source`` (``sine=frequency=F``, ``anoisesrc=amplitude=A``,
-    ``anullsrc`` for silence, ...) encoded as ``fmt`` (a key of :data:`AUDIO_FORMATS`)."""
-    if fmt == "opus":
-        rate = 48000  # libopus encodes 8/12/16/24/48 kHz; 48 kHz always works
-    args = ["-f", "lavfi", "-i", f"{source}:sample_rate={rate}" if "=" in source else f"{source}=sample_rate={rate}"]
-    args += ["-t", f"{seconds}", "-ac", str(channels), *(codec_args or AUDIO_FORMATS[fmt])]
-    return ffmpeg(args, fmt)
+    frames = _video_frames(source, size, rate, seconds, start_s, video_filter)
+    if not frames:
+        raise RuntimeError(f"the filter graph for {source!r} made no frames")
+    name, defaults = VIDEO_CODECS[codec]
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=_MUXER[container], options=_BITEXACT) as out:
+        stream = out.add_stream(name, rate=rate, options={**defaults, **(options or {})})
+        stream.width, stream.height, stream.pix_fmt = frames[0].width, frames[0].height, "yuv420p"
+        stream.codec_context.flags |= av.codec.context.Flags.bitexact
+        if rotation:
+            stream.set_display_rotation(rotation)
+        tone = None
+        if audio:
+            tone_codec = ("aac", {"b": "32k"}) if container in ("mp4", "mov", "mkv") else ("libopus", {"b": "24k"})
+            tone_rate = 16000 if tone_codec[0] == "aac" else 48000
+            tone = out.add_stream(tone_codec[0], rate=tone_rate, layout="mono", options=tone_codec[1])
+        for i, frame in enumerate(frames):
+            frame.pts, frame.time_base = i, Fraction(1, rate)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+        if tone is not None:
+            _encode_samples(out, tone, _audio_frames("sine=frequency=440", tone.rate, seconds, 1, None))
+    return buf.getvalue()
 
 
 def speech_wav(text: str, voice: str = "en", speed: int = 170) -> bytes:

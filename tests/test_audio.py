@@ -1,4 +1,4 @@
-"""Audio decoding and ``audio_info`` on real files made by ffmpeg, and audio runs through the engine."""
+"""Audio decoding and ``audio_info`` on real files made by PyAV's encoders, and audio runs through the engine."""
 
 from __future__ import annotations
 
@@ -39,8 +39,8 @@ def test_each_format_decodes_mono_and_stereo(fmt, channels):
 
 @pytest.mark.parametrize("codec", ["pcm_s16le", "pcm_s24le", "pcm_s32le", "pcm_f32le", "pcm_f64le", "pcm_u8"])
 def test_int_and_float_wav_decode_to_the_same_tone(codec):
-    got = decode_audio_limited(audio("wav", channels=2, codec_args=("-c:a", codec)))
-    reference = decode_audio_limited(audio("wav", channels=2, codec_args=("-c:a", "pcm_f32le")))
+    got = decode_audio_limited(audio("wav", channels=2, codec=codec))
+    reference = decode_audio_limited(audio("wav", channels=2, codec="pcm_f32le"))
     assert got.waveform.shape == reference.waveform.shape == (2, 16000)
     assert np.abs(got.waveform - reference.waveform).max() < (0.01 if codec == "pcm_u8" else 1e-4)
 
@@ -50,6 +50,41 @@ def test_resampling():
     assert (got.sample_rate, got.waveform.shape) == (8000, (1, 8000))
     spectrum = np.abs(np.fft.rfft(got.waveform[0]))
     assert np.argmax(spectrum) == pytest.approx(440, abs=2)  # 1 s: bin = Hz
+
+
+def _torchaudio():
+    try:
+        import torchaudio.functional
+    except Exception as exc:  # not installed, or built for another torch
+        pytest.skip(f"torchaudio is not usable here ({type(exc).__name__}): nothing to compare against")
+    return torchaudio
+
+
+def test_loudness_and_resampling_match_torchaudio_where_it_is_installed():
+    import torch
+
+    from mmcurate.annotators.audio_info import loudness_lufs
+    from mmcurate.decode.audio import Audio, resample
+
+    torchaudio = _torchaudio()
+    rng = np.random.default_rng(0)
+    t = np.arange(4 * 44100) / 44100
+    speechlike = rng.normal(0, 0.2, t.size) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)) ** 4  # syllable-like bursts
+    signals = {
+        "tone 16 kHz": (decode_audio_limited(audio("wav", seconds=3.0)).waveform, 16000),
+        "noise stereo 44.1 kHz": (rng.normal(0, 0.1, (2, t.size)), 44100),
+        "bursts 44.1 kHz": (speechlike[None, :], 44100),
+        "half silent 48 kHz (gating)": (np.where(np.arange(96000) < 48000, 0.3 * np.sin(np.arange(96000) * 0.05), 0.0)[None, :], 48000),
+    }
+    for name, (wave, rate) in signals.items():
+        wave = wave.astype(np.float32)
+        theirs = float(torchaudio.functional.loudness(torch.from_numpy(wave), rate))
+        assert loudness_lufs(Audio(wave, rate)) == pytest.approx(theirs, abs=0.1), name
+    tone = np.sin(2 * np.pi * 440 * t)[None, :].astype(np.float32)
+    ours = resample(tone, 44100, 16000)
+    theirs = torchaudio.functional.resample(torch.from_numpy(tone), 44100, 16000).numpy()
+    assert ours.shape == theirs.shape == (1, 64000)
+    assert np.abs(ours - theirs)[:, 100:-100].max() < 1e-3
 
 
 @pytest.mark.parametrize(
@@ -81,9 +116,9 @@ def test_audio_info_measures_loudness_silence_and_clipping():
 
 def test_pcm_hash_matches_the_same_sound_in_another_container():
     wav = audio("wav", channels=2)
-    from synthetic_av import remux
+    from synthetic_av import transcode_audio
 
-    flac = remux(wav, "wav", ["-c:a", "flac"], out="flac")
+    flac = transcode_audio(wav, "flac")
     mp3 = audio("mp3", channels=2)
     assert _info(wav)["audio_pcm_sha256"] == _info(flac, "flac")["audio_pcm_sha256"]
     assert _info(wav)["audio_pcm_sha256"] != _info(mp3, "mp3")["audio_pcm_sha256"]  # lossy: other samples
@@ -92,15 +127,15 @@ def test_pcm_hash_matches_the_same_sound_in_another_container():
 
 
 def test_audio_run_end_to_end(client, tmp_path):
-    from synthetic_av import remux
+    from synthetic_av import transcode_audio
 
     wav = audio("wav", seconds=2.0, source="sine=frequency=330")
     samples = [(f"{fmt}", {fmt: audio(fmt, seconds=2.0, source=f"sine=frequency={200 + 100 * i}"), "txt": b"a tone"})
                for i, fmt in enumerate(AUDIO_FORMATS)]
     samples += [
         ("wav_original", {"wav": wav, "txt": b"a tone"}),
-        ("flac_same_pcm", {"flac": remux(wav, "wav", ["-c:a", "flac"], out="flac"), "txt": b"a tone"}),
-        ("float_stereo", {"wav": audio("wav", seconds=2.0, channels=2, codec_args=("-c:a", "pcm_f32le")), "txt": b"x"}),
+        ("flac_same_pcm", {"flac": transcode_audio(wav, "flac"), "txt": b"a tone"}),
+        ("float_stereo", {"wav": audio("wav", seconds=2.0, channels=2, codec="pcm_f32le"), "txt": b"x"}),
         ("too_short", {"ogg": audio("ogg", seconds=0.5), "txt": b"a tone"}),
         ("silent", {"wav": wav_bytes(np.zeros(32000)), "txt": b"nothing"}),
         ("truncated", {"flac": audio("flac")[:100], "txt": b"a tone"}),

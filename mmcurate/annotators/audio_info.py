@@ -17,7 +17,7 @@ from ..decode.sandbox import TimeLimit
 from ..sampleview import SampleView
 from .base import Annotator, Row
 
-__all__ = ["AudioInfo", "AudioInfoConfig", "pcm_sha256"]
+__all__ = ["AudioInfo", "AudioInfoConfig", "loudness_lufs", "pcm_sha256"]
 
 
 @dataclass(frozen=True)
@@ -40,15 +40,14 @@ def pcm_sha256(audio: Audio) -> str:
     return digest.hexdigest()
 
 
-def _loudness_lufs(audio: Audio) -> float | None:
-    """Integrated loudness (ITU-R BS.1770-4, gated) via torchaudio; None when undefined
+def loudness_lufs(audio: Audio) -> float | None:
+    """Integrated loudness (ITU-R BS.1770-4, gated) via pyloudnorm; None when undefined
     (shorter than one 400 ms block, silent, or more channels than the standard weights)."""
-    import torch
-    import torchaudio
+    import pyloudnorm
 
     try:
-        value = float(torchaudio.functional.loudness(torch.from_numpy(audio.waveform), audio.sample_rate))
-    except (RuntimeError, ValueError, IndexError):
+        value = float(pyloudnorm.Meter(audio.sample_rate).integrated_loudness(audio.waveform.T.astype(np.float64)))
+    except (ValueError, IndexError):
         return None
     return value if math.isfinite(value) else None
 
@@ -64,7 +63,7 @@ def _silence_fraction(audio: Audio, silence_db: float) -> float:
 
 
 class AudioInfo(Annotator):
-    """Decodes the whole member once (torchaudio, native rate and channels)."""
+    """Decodes the whole member once (PyAV, native rate and channels)."""
 
     name = "audio_info"
     Config = AudioInfoConfig
@@ -90,7 +89,7 @@ class AudioInfo(Annotator):
             "duration_s": audio.duration_s,
             "sample_rate": audio.sample_rate,
             "channels": audio.channels,
-            "loudness_lufs": _loudness_lufs(audio),
+            "loudness_lufs": loudness_lufs(audio),
             "silence_fraction": _silence_fraction(audio, self.config.silence_db),
             "clipping_fraction": float((np.abs(audio.waveform) >= self.config.clip_level).mean()),
             "audio_pcm_sha256": pcm_sha256(audio),

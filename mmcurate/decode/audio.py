@@ -1,22 +1,23 @@
-"""Audio decoding with torchaudio (which decodes through torchcodec and FFmpeg's libraries).
+"""Audio decoding with PyAV (FFmpeg's decoders, bundled in the ``av`` wheel).
 
-Any container and codec the installed FFmpeg reads works: wav (integer and float PCM),
-flac, mp3, ogg/vorbis, opus, m4a/aac, ... Samples come back as float32 in [-1, 1],
-shape ``(channels, samples)``, optionally resampled with ``torchaudio.functional.resample``.
-Annotators call :func:`decode_audio` through :func:`mmcurate.decode.sandbox.decode_audio_limited`
-(a killable child process under a time limit), like video.
+Any container and codec FFmpeg reads works: wav (integer and float PCM), flac, mp3,
+ogg/vorbis, opus, m4a/aac, ... Samples come back as float32 in [-1, 1], shape
+``(channels, samples)``, optionally resampled (polyphase, :func:`resample`). Annotators call
+:func:`decode_audio` through :func:`mmcurate.decode.sandbox.decode_audio_limited` (a killable
+child process under a time limit), like video.
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
+from math import gcd
 
 import numpy as np
 
-from .errors import DecodeError, one_line
+from .errors import DecodeError
+from .pyav import decode_pcm
 
-__all__ = ["Audio", "decode_audio"]
+__all__ = ["Audio", "decode_audio", "resample"]
 
 
 @dataclass
@@ -35,19 +36,21 @@ class Audio:
         return self.waveform.shape[1] / self.sample_rate if self.sample_rate else 0.0
 
 
+def resample(waveform: np.ndarray, rate: int, new_rate: int) -> np.ndarray:
+    """``waveform`` (channels, samples) at ``new_rate`` Hz: polyphase filtering (Kaiser
+    window), ``ceil(samples * new_rate / rate)`` samples, like ``torchaudio.functional.resample``."""
+    from scipy.signal import resample_poly
+
+    step = gcd(rate, new_rate)
+    out = resample_poly(waveform, new_rate // step, rate // step, axis=1)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
 def decode_audio(data: bytes, sample_rate: int | None = None) -> Audio:
     """Decode every sample of ``data``; resample to ``sample_rate`` Hz when given."""
     if not data:
         raise DecodeError("decode_error: empty audio member")
-    import torchaudio
-
-    try:
-        waveform, rate = torchaudio.load(io.BytesIO(data))
-    except Exception as exc:  # torchcodec raises RuntimeError/ValueError with FFmpeg's message
-        raise DecodeError(f"decode_error: cannot decode audio ({one_line(exc)})") from None
-    if waveform.ndim != 2 or waveform.shape[1] == 0:
-        raise DecodeError("decode_error: audio has no samples")
+    waveform, rate = decode_pcm(data)
     if sample_rate is not None and sample_rate != rate:
-        waveform = torchaudio.functional.resample(waveform, rate, sample_rate)
-        rate = sample_rate
-    return Audio(np.ascontiguousarray(waveform.numpy(), dtype=np.float32), int(rate))
+        waveform, rate = resample(waveform, rate, sample_rate), sample_rate
+    return Audio(waveform, int(rate))

@@ -10,8 +10,7 @@ class DecodeError(ValueError):
 
 
 _NOISE = re.compile(
-    r"Failed to create \w+ for <[^>]*>: "  # torchcodec's wrapper, with an object address
-    r"|\w+, \S+\.(?:cpp|cc|h):\d+,? "  # C++ class and source location
+    r"\w+, \S+\.(?:cpp|cc|h):\d+,? "  # C++ class and source location
     r"|\[\d\d:\d\d:\d\d\] "  # decord's log timestamp
 )
 

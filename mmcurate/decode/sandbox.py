@@ -25,6 +25,7 @@ nor a signal handler reaches. So media decoding runs in a long-lived child proce
 from __future__ import annotations
 
 import atexit
+import importlib
 import json
 import os
 import select
@@ -43,7 +44,7 @@ import numpy as np
 from .audio import Audio, decode_audio
 from .audio_header import DEFAULT_MAX_DECODED_MB, DEFAULT_MAX_DURATION_S, check_audio_header, check_decoded_audio
 from .errors import DecodeError, one_line
-from .video import FrameRequest, VideoFrames, VideoInfo, probe_video, sample_frames
+from .video import FrameRequest, VideoFrames, VideoInfo, probe_video, sample_frames, video_decoders
 
 __all__ = [
     "DEFAULT_MEMORY_MB",
@@ -212,6 +213,7 @@ class _Child:
         return None if self.proc is None else self.proc.pid
 
     def _start(self) -> subprocess.Popen[bytes]:
+        video_decoders()  # a bad MMCURATE_VIDEO_DECODER is the caller's error, not a dead child
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[2])  # this mmcurate, whatever is installed
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -398,10 +400,10 @@ def _answer(request: Meta, data: bytes) -> list[bytes | memoryview]:
 def _preload() -> None:
     """Import the decoders before the first deadline starts; one that is missing fails its ops
     with its own error, not every op."""
-    for name in ("decord", "torchcodec.decoders"):
+    for decoder in video_decoders():
         try:
-            __import__(name)
-        except Exception:  # ImportError, or a library that cannot load (no FFmpeg)
+            importlib.import_module("av" if decoder == "pyav" else decoder)
+        except Exception:  # ImportError, or a library that cannot load
             pass
 
 

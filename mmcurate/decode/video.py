@@ -1,30 +1,35 @@
-"""Video decoding: container metadata and sampled frames, decord first, torchcodec as fallback.
+"""Video decoding: container metadata and sampled frames, decord first, PyAV as fallback.
 
 These functions decode *in the calling process*; annotators reach them through
 :func:`~mmcurate.decode.sandbox.probe_video_limited` and
 :func:`~mmcurate.decode.sandbox.sample_frames_limited`, which run them in a killable child process
 under a time limit (decord can hang inside C code, where no Python timeout reaches).
 
-* :func:`probe_video` reads the container header with torchcodec (decord reports neither the
+* :func:`probe_video` reads the container header with PyAV (decord reports neither the
   codec, the rotation nor the audio streams).
 * :func:`sample_frames` picks frame indices (``n`` uniformly spaced, or one every ``every_s``
   seconds), then decodes only those, resized in the decoder so that the short side is
   ``size`` pixels. decord reads the bytes from memory (``io.BytesIO``, no temporary file);
   whatever it cannot open or read (AV1, some VP9 streams, damaged files) is decoded by
-  torchcodec from the same bytes. Frames come back upright: both decoders apply the
-  container's rotation (checked in ``tests/test_video.py``).
+  PyAV from the same bytes. Where decord is not installed (it has wheels for x86_64 Linux
+  and Windows only) or ``MMCURATE_VIDEO_DECODER=pyav`` is set, PyAV decodes everything.
+  Frames come back upright: both decoders apply the container's rotation (checked in
+  ``tests/test_video.py``).
 """
 
 from __future__ import annotations
 
 import io
 import math
+import os
 from dataclasses import asdict, dataclass
+from importlib.util import find_spec
 from typing import Any
 
 import numpy as np
 
 from .errors import DecodeError, one_line
+from .pyav import decode_frames, probe
 
 __all__ = ["FrameRequest", "VideoFrames", "VideoInfo", "frame_indices", "probe_video", "sample_frames", "target_size"]
 
@@ -82,7 +87,7 @@ class VideoFrames:
     frames: np.ndarray
     timestamps_s: list[float]
     decoder: str
-    """``"decord"`` or ``"torchcodec"`` (the fallback)."""
+    """``"decord"`` or ``"pyav"`` (the fallback)."""
 
     def images(self) -> list[Any]:
         """The frames as PIL images (what open_clip's preprocessing takes)."""
@@ -91,50 +96,15 @@ class VideoFrames:
         return [Image.fromarray(f) for f in self.frames]
 
 
-def _normal_rotation(value: float | None) -> int:
-    return int(round((value or 0) / 90.0)) % 4 * 90
-
-
-def _open_torchcodec(data: bytes, **kwargs: Any) -> Any:
-    from torchcodec.decoders import VideoDecoder
-
-    return VideoDecoder(data, dimension_order="NHWC", **kwargs)
-
-
 def probe_video(data: bytes, audio: bool = True) -> VideoInfo:
-    """Container metadata of a video (header only, no frame decoded); ``audio=False`` skips
-    the audio-stream probe (``has_audio`` is then False)."""
+    """Container metadata of a video (the header and the first frame, for its rotation);
+    ``audio=False`` reports ``has_audio`` as False."""
     if not data:
         raise DecodeError("decode_error: empty video member")
-    try:
-        meta = _open_torchcodec(data, seek_mode="approximate").metadata
-    except Exception as exc:  # torchcodec raises RuntimeError/ValueError with FFmpeg's message
-        if "best video stream is unknown" in str(exc):  # the container opened: no video in it
-            raise DecodeError("decode_error: no video stream" + (" (audio only)" if _has_audio(data) else "")) from None
-        raise DecodeError(f"decode_error: no readable video stream ({one_line(exc)})") from None
-    fps = float(meta.average_fps or 0.0)
-    duration = float(meta.duration_seconds or 0.0)
-    frames = int(meta.num_frames or (round(duration * fps) if fps else 0))
-    return VideoInfo(
-        duration_s=duration,
-        fps=fps,
-        frames=frames,
-        width=int(meta.width or 0),
-        height=int(meta.height or 0),
-        codec=str(meta.codec or "unknown"),
-        rotation=_normal_rotation(meta.rotation),
-        has_audio=audio and _has_audio(data),
-    )
-
-
-def _has_audio(data: bytes) -> bool:
-    from torchcodec.decoders import AudioDecoder
-
-    try:
-        AudioDecoder(data)
-    except Exception:  # no audio stream (torchcodec gives no cheaper public probe)
-        return False
-    return True
+    facts = probe(data)
+    if facts["rotation"] in (90, 270):  # width/height name the upright frame
+        facts["width"], facts["height"] = facts["height"], facts["width"]
+    return VideoInfo(**{**facts, "has_audio": audio and facts["has_audio"]})
 
 
 def frame_indices(info: VideoInfo, request: FrameRequest) -> np.ndarray:
@@ -160,22 +130,33 @@ def target_size(width: int, height: int, size: int | None) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def video_decoders() -> list[str]:
+    """The frame decoders tried in order: decord where it is installed, then PyAV; only PyAV
+    when ``MMCURATE_VIDEO_DECODER=pyav``."""
+    forced = os.environ.get("MMCURATE_VIDEO_DECODER", "auto")
+    if forced not in ("auto", "pyav"):
+        raise ValueError(f"MMCURATE_VIDEO_DECODER must be auto or pyav, not {forced!r}")
+    return ["decord", "pyav"] if forced == "auto" and find_spec("decord") is not None else ["pyav"]
+
+
 def sample_frames(data: bytes, request: FrameRequest) -> VideoFrames:
-    """Decode the frames ``request`` asks for; :class:`DecodeError` when neither decoder can."""
+    """Decode the frames ``request`` asks for; :class:`DecodeError` when no decoder can."""
     info = probe_video(data, audio=False)
     indices = frame_indices(info, request)
     width, height = target_size(info.width, info.height, request.size)
-    try:
-        frames = _decord_frames(data, indices, width, height)
-        decoder = "decord"
-    except Exception as first:  # decord raises DECORDError/RuntimeError for what it cannot read
+    failures = []
+    for decoder in video_decoders():
         try:
-            frames = _torchcodec_frames(data, indices, width, height, info)
-        except Exception as second:
-            raise DecodeError(f"decode_error: cannot decode frames (decord: {one_line(first)}; torchcodec: {one_line(second)})") from None
-        decoder = "torchcodec"
-    times = [float(i) / info.fps if info.fps else 0.0 for i in indices]
-    return VideoFrames(np.ascontiguousarray(frames), times, decoder)
+            if decoder == "decord":
+                frames = _decord_frames(data, indices, width, height)
+            else:
+                frames = decode_frames(data, indices, width, height, info.rotation)
+        except Exception as exc:  # decord raises DECORDError/RuntimeError for what it cannot read
+            failures.append(f"{decoder}: {one_line(exc).removeprefix('decode_error: ')}")
+            continue
+        times = [float(i) / info.fps if info.fps else 0.0 for i in indices[: len(frames)]]
+        return VideoFrames(np.ascontiguousarray(frames), times, decoder)
+    raise DecodeError(f"decode_error: cannot decode frames ({'; '.join(failures)})")
 
 
 def _decord_frames(data: bytes, indices: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -208,16 +189,3 @@ def _resize(frames: np.ndarray, width: int, height: int) -> np.ndarray:
     for i, frame in enumerate(frames):
         out[i] = np.asarray(Image.fromarray(frame).resize((width, height), Image.Resampling.BILINEAR, reducing_gap=2.0))
     return out
-
-
-def _torchcodec_frames(data: bytes, indices: np.ndarray, width: int, height: int, info: VideoInfo) -> np.ndarray:
-    from torchcodec.transforms import Resize
-
-    transforms = [Resize(size=(height, width))] if (width, height) != (info.width, info.height) else None
-    decoder = _open_torchcodec(data, seek_mode="approximate", transforms=transforms)
-    available = len(decoder)
-    indices = indices[indices < available] if available else indices
-    if not len(indices):
-        raise DecodeError("torchcodec found no frames")
-    return decoder.get_frames_at(indices.tolist()).data.numpy()
-
