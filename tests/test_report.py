@@ -12,7 +12,7 @@ from PIL import Image
 
 import mmcurate
 from conftest import REPO
-from mmcurate.report import ReportOptions, write_report
+from mmcurate.views.report import ReportOptions, write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 PROBE = """<script>window.addEventListener('load', () => {
