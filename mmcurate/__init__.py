@@ -13,8 +13,8 @@ Every run also writes ``curated/report.html``; see ``docs/api.md`` and the noteb
 
 from .curate import CurateResult, curate
 from .recipe import Recipe, RecipeError
-from .runview import Run, open_run
-from .stream import select
+from .store.runview import Run, open_run
+from .views.stream import select
 
 __all__ = ["CurateResult", "Recipe", "RecipeError", "Run", "curate", "open_run", "select"]
 __version__ = "0.1.0"

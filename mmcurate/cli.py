@@ -7,18 +7,19 @@ import os
 import sys
 from typing import Sequence
 
-from . import __version__, annotators
+from . import __version__
+from .steps import annotators
 from .curate import curate
-from .annotators import AnnotatorUnavailable
-from .engine import ClusterError, TaskFailed
-from .funnel import format_dedup, format_failed, format_funnel
-from .inputs import InputError
-from .keep_top import format_keep_top
-from .lock import RunLocked
+from .steps.annotators import AnnotatorUnavailable
+from .engine.cluster import ClusterError, TaskFailed
+from .views.funnel import format_dedup, format_failed, format_funnel
+from .io.inputs import InputError
+from .steps.keep_top import format_keep_top
+from .store.lock import RunLocked
 from .recipe import RecipeError, recipe_dirs
-from .report import ReportOptions, write_report
-from .runview import Run, open_run
-from .store import RunConflict
+from .views.report import ReportOptions, write_report
+from .store.runview import Run, open_run
+from .store.runstore import RunConflict
 
 EXAMPLES = """\
 examples:

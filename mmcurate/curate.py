@@ -12,24 +12,24 @@ from typing import Any, Iterable, Sequence
 
 from dask.distributed import Client
 
-from . import annotators, engine
-from .dedup import DedupReport, PriorRows, run_dedup
-from .funnel import StepCount, format_dedup, format_failed, format_funnel, funnel
-from .inputs import ShardRef, hash_identity, resolve_inputs
-from .keep_top import KeepTopReport, format_keep_top, run_keep_top
-from .ledger import Ledger
-from .output import assemble, assign_shards, index_json, kept_samples, unique_keys, write_piece, write_tasks
-from .plan import GlobalPlan, Group, Plan, build_plan, digest, funnel_steps
-from .recipe import AnnotateStep, DedupStep, KeepTopStep, Recipe
-from .report import write_report
-from .runview import open_run
-from .shard_task import GroupTask, run_group
-from .store import INDEX, RunStore, atomic_write_bytes
+from .engine import cluster
+from .engine.global_steps import GLOBAL_RUNNERS
+from .engine.ledger import Ledger
+from .engine.plan import GlobalPlan, Group, Plan, build_plan, digest, funnel_steps
+from .engine.shard_task import GroupTask, run_group
+from .io.inputs import ShardRef, hash_identity, resolve_inputs
+from .io.output import assemble, assign_shards, index_json, kept_samples, unique_keys, write_piece, write_tasks
+from .recipe import AnnotateStep, Recipe
+from .steps import annotators
+from .steps.dedup import DedupReport, PriorRows
+from .steps.keep_top import KeepTopReport, format_keep_top
+from .store.runstore import INDEX, RunStore, atomic_write_bytes
+from .store.runview import open_run
+from .views.funnel import StepCount, format_dedup, format_failed, format_funnel, funnel
+from .views.report import write_report
 
 __all__ = ["CurateResult", "curate"]
 
-GLOBAL_RUNNERS = {DedupStep: run_dedup, KeepTopStep: run_keep_top}
-"""How each kind of global step runs: (client, store, plan, ledger, shards, priors) -> (drops per shard, report)."""
 
 
 @dataclass
@@ -109,12 +109,12 @@ def curate(
     ``against`` names earlier run directories: samples duplicating their kept samples are
     dropped (their stored columns are read, nothing is re-hashed).
 
-    ``out`` is locked while the run writes (a second run raises :class:`~mmcurate.lock.RunLocked`);
+    ``out`` is locked while the run writes (a second run raises :class:`~mmcurate.store.lock.RunLocked`);
     an ``out`` that contains an input or holds files but no run raises
-    :class:`~mmcurate.store.RunConflict`, as does a different run there without ``overwrite``.
+    :class:`~mmcurate.store.runstore.RunConflict`, as does a different run there without ``overwrite``.
 
     Before any work, every annotator checks (or fetches) what it needs, e.g. model weights,
-    and raises :class:`~mmcurate.annotators.AnnotatorUnavailable` when it cannot. A local
+    and raises :class:`~mmcurate.steps.annotators.AnnotatorUnavailable` when it cannot. A local
     cluster gets ``gpus`` extra GPU workers (default: one per CUDA device when the recipe has
     a GPU step); steps that ask for a GPU run on them.
 
@@ -163,13 +163,13 @@ def _run(
     batch_size: int,
     quiet: bool,
     gpus: int | None,
-    cluster: dict[str, Any],
+    connection: dict[str, Any],
 ) -> CurateResult:
     """The run proper, under the run directory's lock: decide, write, record, report."""
     recipe = plan.recipe
     wants_gpu = any("GPU" in s.resources for s in plan.stages if isinstance(s, Group))
-    gpu_workers = (engine.cuda_device_count() if gpus is None else gpus) if wants_gpu else 0
-    with engine.connect(**cluster, quiet=quiet, gpus=gpu_workers) as dask_client:
+    gpu_workers = (cluster.cuda_device_count() if gpus is None else gpus) if wants_gpu else 0
+    with cluster.connect(**connection, quiet=quiet, gpus=gpu_workers) as dask_client:
         shards, failed = _hash_unstamped(dask_client, shards, quiet)
         info["shard_identities"] = {s.url: s.identity for s in shards}
         ledger, computed, reports = _decide(dask_client, plan, shards, store, batch_size, quiet, priors, failed)
@@ -239,9 +239,9 @@ def _hash_unstamped(client: Client, shards: list[ShardRef], quiet: bool) -> tupl
         "version or mtime; their content is hashed on every run to tell whether they changed",
         file=sys.stderr,
     )
-    hashed = engine.map_tasks(client, hash_identity, unstamped, "hash unstamped shards", lambda s: s.url, quiet, keep_going=True)
+    hashed = cluster.map_tasks(client, hash_identity, unstamped, "hash unstamped shards", lambda s: s.url, quiet, keep_going=True)
     by_url = {ref.url: new for ref, new in zip(unstamped, hashed)}
-    failed = {url: new.error for url, new in by_url.items() if isinstance(new, engine.Failed)}
+    failed = {url: new.error for url, new in by_url.items() if isinstance(new, cluster.Failed)}
     return [s if s.url in failed else by_url.get(s.url, s) for s in shards], failed
 
 
@@ -283,10 +283,10 @@ def _decide(
             for ref in todo
         ]
         label = f"stage {number}/{len(plan.stages)}: " + ", ".join(s.id for s in stage.steps)
-        resources = stage.resources if engine.offers(client, stage.resources) else None
-        results = engine.map_tasks(client, run_group, tasks, label, lambda t: t.shard.url, quiet, resources, keep_going=True)
+        resources = stage.resources if cluster.offers(client, stage.resources) else None
+        results = cluster.map_tasks(client, run_group, tasks, label, lambda t: t.shard.url, quiet, resources, keep_going=True)
         for ref, result in zip(todo, results):
-            if isinstance(result, engine.Failed):
+            if isinstance(result, cluster.Failed):
                 failed[ref.url] = result.error
                 ledger.record_read(ref.url, [])
                 continue
@@ -314,7 +314,7 @@ def _write(
     store.begin_outputs(info, names)
     tasks = write_tasks(layout, str(store.root), tuple(plan.annotate_plans()), config)
     if tasks:
-        engine.map_tasks(client, write_piece, tasks, "write", lambda t: f"{t.shard.name} from {t.shard.segments[t.segment].ref.url}", quiet)
+        cluster.map_tasks(client, write_piece, tasks, "write", lambda t: f"{t.shard.name} from {t.shard.segments[t.segment].ref.url}", quiet)
     written = [assemble(store, s) for s in layout]
     atomic_write_bytes(store.shards_dir / INDEX, index_json(plan.recipe.name, written))
     store.finish_outputs(info, names)

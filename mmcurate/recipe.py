@@ -17,11 +17,11 @@ from typing import Any, Iterable, Mapping, Union
 import pyarrow as pa
 import yaml
 
-from . import annotators
+from .steps import annotators
 from .decode.image import DEFAULT_IMAGE_EXTENSIONS, image_formats
-from .dedup.config import METHODS as DEDUP_METHODS
-from .dedup.config import KeepPolicy
-from .expr import Expr, ExprError
+from .steps.dedup.config import METHODS as DEDUP_METHODS
+from .steps.dedup.config import KeepPolicy
+from .steps.expr import Expr, ExprError
 
 __all__ = [
     "AnnotateStep",
@@ -354,7 +354,7 @@ def _validate_modalities(raw: Any, source: str) -> dict[str, tuple[str, ...]]:
 
 
 def _kind(dtype: pa.DataType) -> str:
-    """The :data:`~mmcurate.expr.KINDS` entry of a column's Arrow type."""
+    """The :data:`~mmcurate.steps.expr.KINDS` entry of a column's Arrow type."""
     if pa.types.is_integer(dtype) or pa.types.is_floating(dtype):
         return "number"
     if pa.types.is_boolean(dtype):

@@ -60,7 +60,7 @@ def random_checkpoint(model: str, path: Path, seed: int) -> Path:
 
 def _load(config: Any) -> str:
     """Worker: load the encoder into the process-wide cache the annotator uses; its device."""
-    from mmcurate.clip.encoder import load_encoder
+    from mmcurate.steps.clip.encoder import load_encoder
 
     encoder = load_encoder(config)
     name = str(encoder.device)
@@ -75,7 +75,7 @@ def _model_only(config: Any, batches: int) -> float:
     """Worker: images (with their captions) per second through both encoders on ready tensors."""
     import torch
 
-    from mmcurate.clip.encoder import load_encoder
+    from mmcurate.steps.clip.encoder import load_encoder
 
     encoder = load_encoder(config)
     size = encoder.model.visual.image_size
@@ -110,8 +110,8 @@ def clip_workers(client: Any) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import mmcurate
-    from mmcurate import engine
-    from mmcurate.annotators.clip import ClipScoreConfig
+    from mmcurate.engine import cluster as engine
+    from mmcurate.steps.annotators.clip import ClipScoreConfig
 
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Benchmark: exact near-duplicate search over 64-bit hashes at scale (mmcurate.neardup).
+"""Benchmark: exact near-duplicate search over 64-bit hashes at scale (mmcurate.steps.dedup.neardup).
 
 For each (N, D) configuration, in a fresh subprocess (so peak memory is that run's own):
 
@@ -78,7 +78,7 @@ def child(args: argparse.Namespace) -> None:
     """One configuration, in this (fresh) process; prints one JSON line."""
     import scipy.sparse.csgraph  # noqa: F401  (imported up front: not part of the timings)
 
-    from mmcurate.neardup import cluster_labels, near_duplicate_pairs
+    from mmcurate.steps.dedup.neardup import cluster_labels, near_duplicate_pairs
 
     n, d = args.child
     t0 = time.perf_counter()
@@ -134,7 +134,7 @@ def run_one(n: int, d: int, args: argparse.Namespace) -> dict[str, Any]:
 
 def estimate(result: dict[str, Any], done: list[dict[str, Any]]) -> None:
     """Fill a timed-out result's estimate from the largest finished smaller N at the same D."""
-    from mmcurate.neardup import _plan_cost, choose_k
+    from mmcurate.steps.dedup.neardup import _plan_cost, choose_k
 
     smaller = [r for r in done if r["d"] == result["d"] and not r.get("timed_out") and r["n"] < result["n"]]
     if not smaller:

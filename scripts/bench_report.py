@@ -25,8 +25,8 @@ import numpy as np
 from PIL import Image
 
 import mmcurate
-from mmcurate.report import write_report
-from mmcurate.tarwrite import write_tar
+from mmcurate.views.report import write_report
+from mmcurate.io.tarwrite import write_tar
 
 PER_SHARD = 1000
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from mmcurate.tarwrite import write_tar as _write_members
+from mmcurate.io.tarwrite import write_tar as _write_members
 
 __all__ = [
     "photo_like",
@@ -191,7 +191,7 @@ def random_caption(rng: np.random.Generator, min_words: int = 3, max_words: int 
 
 def write_tar(path: str | os.PathLike[str], samples: Iterable[tuple[str, Mapping[str, bytes]]]) -> None:
     """Write a WebDataset tar with members ``KEY.EXT``, in the given order, deterministically
-    and atomically (through :func:`mmcurate.tarwrite.write_tar`)."""
+    and atomically (through :func:`mmcurate.io.tarwrite.write_tar`)."""
     members = []
     for key, exts in samples:
         if not key or "." in key or "/" in key:

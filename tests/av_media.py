@@ -65,7 +65,7 @@ def run_demo_shard(client, tmp_path: Path, name: str, recipe: str) -> tuple[dict
     import json
 
     import mmcurate
-    from mmcurate.tarread import iter_samples
+    from mmcurate.io.tarread import iter_samples
 
     shard = Path(__file__).resolve().parent.parent / "shards" / f"{name}-000000.tar"
     result = mmcurate.curate(str(shard), recipe, tmp_path / "run", client=client, quiet=True)

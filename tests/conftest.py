@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmcurate.tarwrite import write_tar
+from mmcurate.io.tarwrite import write_tar
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_SHARDS = sorted((REPO / "shards").glob("demo-*.tar"))
@@ -41,7 +41,7 @@ def simple_samples(prefix: str, n: int, seed: int = 0) -> list[tuple[str, dict[s
 
 @pytest.fixture(autouse=True)
 def _weight_hash_cache(tmp_path_factory, monkeypatch):
-    """Weight hashes (:mod:`mmcurate.filehash`) go to the session's temporary folder, never to ~/.cache."""
+    """Weight hashes (:mod:`mmcurate.io.filehash`) go to the session's temporary folder, never to ~/.cache."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
 
 

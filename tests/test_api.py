@@ -22,6 +22,7 @@ import mmcurate
 from conftest import DEMO_SHARDS, REPO
 from mmcurate import annotators
 from mmcurate.annotators import Annotator
+from mmcurate.steps import annotators as builtin_registry
 from mmcurate.decode import DecodeError
 
 INPUTS = [str(p) for p in DEMO_SHARDS]
@@ -124,7 +125,7 @@ def test_annotator_registered_in_python_is_cached_fingerprinted_and_accounted(tm
         assert bumped.computed["test_red_fraction"] == 195 and bumped.kept == first.kept
         assert mmcurate.open_run(out).info["steps"]["test_red_fraction"] != fingerprint
     finally:
-        annotators._REGISTRY.pop("test_red_fraction", None)
+        builtin_registry._REGISTRY.pop("test_red_fraction", None)
 
 
 def _members(path):

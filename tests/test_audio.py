@@ -10,10 +10,10 @@ import pytest
 import mmcurate
 from av_media import AUDIO_FORMATS, audio, run_demo_shard, wav_bytes
 from conftest import make_shard
-from mmcurate.annotators.audio_info import AudioInfo, AudioInfoConfig
+from mmcurate.steps.annotators.audio_info import AudioInfo, AudioInfoConfig
 from mmcurate.decode.sandbox import decode_audio_limited
-from mmcurate.sampleview import SampleView
-from mmcurate.tarread import Member, Sample
+from mmcurate.steps.sampleview import SampleView
+from mmcurate.io.tarread import Member, Sample
 
 TONE_LUFS = -0.691 + 10 * math.log10((1 / 8) ** 2 / 2)
 """BS.1770 loudness of a mono sine at 1/8 full scale (K-weighting is ~0 dB at 440 Hz)."""

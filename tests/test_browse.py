@@ -1,9 +1,9 @@
-"""mmcurate.browse: galleries read from the input shards, and what-if decisions from stored annotations."""
+"""mmcurate.views.browse: galleries read from the input shards, and what-if decisions from stored annotations."""
 
 from __future__ import annotations
 
 import mmcurate
-from mmcurate.browse import NOT_ANNOTATED, Gallery, preview
+from mmcurate.views.browse import NOT_ANNOTATED, Gallery, preview
 
 
 def _by_key(table):

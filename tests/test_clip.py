@@ -22,11 +22,13 @@ from PIL import Image
 
 import mmcurate
 from conftest import REPO, image_bytes, make_shard
-from mmcurate import annotators, engine, shard_task
-from mmcurate.annotators.clip import ClipScore, ClipScoreConfig
-from mmcurate.plan import Group, build_plan
-from mmcurate.sampleview import SampleView
-from mmcurate.tarread import Member, Sample
+from mmcurate import annotators
+from mmcurate.engine import cluster as engine
+from mmcurate.engine import shard_task
+from mmcurate.steps.annotators.clip import ClipScore, ClipScoreConfig
+from mmcurate.engine.plan import Group, build_plan
+from mmcurate.steps.sampleview import SampleView
+from mmcurate.io.tarread import Member, Sample
 
 TINY = {
     "embed_dim": 32,
@@ -128,8 +130,8 @@ def _view(key: str, members: dict[str, bytes]) -> SampleView:
 
 
 def test_preprocess_and_tokens_are_open_clips_own(tiny_clip):
-    from mmcurate.clip.encoder import load_encoder
-    from mmcurate.clip.images import PixelMaker
+    from mmcurate.steps.clip.encoder import load_encoder
+    from mmcurate.steps.clip.images import PixelMaker
 
     config = ClipScoreConfig(**tiny_clip.fields)
     encoder = load_encoder(config)
@@ -354,7 +356,7 @@ def test_cached_pretrained_weights_resolve_without_network(tmp_path, monkeypatch
     """A tag whose weights sit in the Hugging Face cache resolves offline, to that file."""
     from huggingface_hub import constants
 
-    from mmcurate.clip import weights
+    from mmcurate.steps.clip import weights
 
     snapshot = tmp_path / "hub" / "models--timm--vit_base_patch32_clip_224.openai" / "snapshots" / "abc123"
     snapshot.mkdir(parents=True)
@@ -374,8 +376,8 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @needs_cuda
 def test_gpu_decode_matches_the_pillow_path(tiny_clip):
-    from mmcurate.clip.encoder import load_encoder
-    from mmcurate.clip.images import PixelMaker
+    from mmcurate.steps.clip.encoder import load_encoder
+    from mmcurate.steps.clip.images import PixelMaker
 
     config = ClipScoreConfig(**{**tiny_clip.fields, "device": "cuda", "precision": "fp32"})
     encoder = load_encoder(config)

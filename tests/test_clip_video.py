@@ -11,10 +11,10 @@ import torch
 import mmcurate
 from av_media import broken_videos, video
 from conftest import image_bytes, make_shard
-from mmcurate.clip.images import input_size
-from mmcurate.plan import Group, build_plan
-from mmcurate.sampleview import SampleView
-from mmcurate.tarread import Member, Sample
+from mmcurate.steps.clip.images import input_size
+from mmcurate.engine.plan import Group, build_plan
+from mmcurate.steps.sampleview import SampleView
+from mmcurate.io.tarread import Member, Sample
 import test_clip
 from test_clip import TINY, TinyClip, pq_rows
 

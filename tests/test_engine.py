@@ -135,9 +135,9 @@ class BatchBytes(Annotator):
 def test_a_batch_of_large_samples_ends_at_the_byte_budget(tmp_path, monkeypatch):
     """However many samples an annotator asks for per call (CLIP asks for thousands), a shard
     task holds at most about BATCH_BYTES of sample bytes at once: large video members stay flat."""
-    from mmcurate import shard_task
-    from mmcurate.inputs import resolve_inputs
-    from mmcurate.plan import build_plan
+    from mmcurate.engine import shard_task
+    from mmcurate.io.inputs import resolve_inputs
+    from mmcurate.engine.plan import build_plan
 
     annotators.register(BatchBytes)
     monkeypatch.setattr(shard_task, "BATCH_BYTES", 300_000)

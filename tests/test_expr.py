@@ -1,6 +1,6 @@
 import pytest
 
-from mmcurate.expr import ExprError, parse
+from mmcurate.steps.expr import ExprError, parse
 
 
 @pytest.mark.parametrize(
@@ -51,7 +51,7 @@ def test_anything_outside_the_grammar_is_refused(text):
 
 
 def test_comparisons_list_each_threshold_column_first_and_sliders_move_one():
-    from mmcurate.expr import Comparison
+    from mmcurate.steps.expr import Comparison
 
     expr = parse("width >= 64 and 64 <= height and (2 <= x < 5.5 or not ok) and kind == 'jpg'")
     found = expr.comparisons()

@@ -18,7 +18,7 @@ import pytest
 import mmcurate
 from conftest import image_bytes, make_shard, simple_samples
 from faultfs import RegisterFlaky, Server, faults_left, register, set_faults
-from mmcurate import engine
+from mmcurate.engine import cluster as engine
 from mmcurate.cli import main
 
 

@@ -16,11 +16,12 @@ import pytest
 
 import mmcurate
 from conftest import REPO, image_bytes, make_shard
-from mmcurate import shard_task, tarread
+from mmcurate.engine import shard_task
+from mmcurate.io import tarread
 from mmcurate.decode import DecodeError
 from mmcurate.decode.sandbox import decode_audio_limited
-from mmcurate.sampleview import SampleView
-from mmcurate.tarread import Member, Sample, iter_samples
+from mmcurate.steps.sampleview import SampleView
+from mmcurate.io.tarread import Member, Sample, iter_samples
 
 sys.path.insert(0, str(REPO / "scripts"))
 from hostile_corpus import POSTSCRIPT, bomb_shard, flat_png, silent_flac, wav_claiming  # noqa: E402
@@ -77,7 +78,7 @@ def test_reading_past_an_oversized_member_holds_none_of_it(bomb):
     script = (
         "import re, sys\n"
         "from pathlib import Path\n"
-        "from mmcurate.tarread import iter_samples\n"
+        "from mmcurate.io.tarread import iter_samples\n"
         "peak = lambda: re.search(r'VmHWM:\\s*(\\d+)', Path('/proc/self/status').read_text()).group(1)\n"
         "before = peak()\n"
         "found = [(s.key, s.error) for s in iter_samples(sys.argv[1])]\n"

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmcurate.annotators.image_info import ImageInfo
+from mmcurate.steps.annotators.image_info import ImageInfo
 from mmcurate.decode import DecodeError
 from mmcurate.decode.image import decode_image, measure_image
-from mmcurate.sampleview import SampleView
-from mmcurate.tarread import Member, Sample
+from mmcurate.steps.sampleview import SampleView
+from mmcurate.io.tarread import Member, Sample
 
 MODALITIES = {"image": ("jpg", "png", "webp"), "text": ("txt",)}
 

@@ -17,7 +17,7 @@ import pytest
 
 import mmcurate
 from conftest import make_shard, simple_samples
-from mmcurate.inputs import InputError, ShardRef, resolve_inputs
+from mmcurate.io.inputs import InputError, ShardRef, resolve_inputs
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -17,7 +17,7 @@ import mmcurate
 from conftest import image_bytes, make_shard
 from mmcurate import annotators
 from mmcurate.annotators import Annotator
-from mmcurate.keep_top import top_fraction
+from mmcurate.steps.keep_top import top_fraction
 
 
 class Score(Annotator):

@@ -8,7 +8,7 @@ import pytest
 import mmcurate
 from conftest import image_bytes, make_shard, simple_samples
 from mmcurate.recipe import Recipe, RecipeError
-from mmcurate.tarread import iter_samples
+from mmcurate.io.tarread import iter_samples
 
 
 def _output_bytes(out):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import mmcurate.neardup as nd
-from mmcurate.neardup import brute_force_pairs, choose_k, cluster_labels, near_duplicate_pairs
+import mmcurate.steps.dedup.neardup as nd
+from mmcurate.steps.dedup.neardup import brute_force_pairs, choose_k, cluster_labels, near_duplicate_pairs
 
 
 def flip_bits(value: int, count: int, rng: np.random.Generator) -> int:

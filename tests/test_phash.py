@@ -13,13 +13,13 @@ from PIL import Image, ImageOps
 
 import mmcurate
 from conftest import REPO, make_shard, simple_samples
-from mmcurate import perceptual
-from mmcurate.annotators import get as get_annotator
-from mmcurate.annotators.phash import DHash, HashConfig, PHash
+from mmcurate.steps import perceptual
+from mmcurate.steps.annotators import get as get_annotator
+from mmcurate.steps.annotators.phash import DHash, HashConfig, PHash
 from mmcurate.decode import DecodeError
 from mmcurate.decode.image import decode_image
-from mmcurate.sampleview import SampleView
-from mmcurate.tarread import Member, Sample
+from mmcurate.steps.sampleview import SampleView
+from mmcurate.io.tarread import Member, Sample
 
 sys.path.insert(0, str(REPO / "scripts"))
 from synthetic import jpeg_bytes, photo_like, png_bytes  # noqa: E402

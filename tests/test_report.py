@@ -14,7 +14,7 @@ from PIL import Image
 
 import mmcurate
 from conftest import REPO
-from mmcurate.report import ReportOptions, write_report
+from mmcurate.views.report import ReportOptions, write_report
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]

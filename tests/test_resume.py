@@ -13,7 +13,7 @@ import pytest
 
 import mmcurate
 from conftest import make_shard, simple_samples
-from mmcurate.store import RunConflict
+from mmcurate.store.runstore import RunConflict
 
 
 def _shards(tmp_path, n_shards=3, per_shard=10):

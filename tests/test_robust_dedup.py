@@ -12,8 +12,8 @@ from PIL import Image, ImageDraw
 
 import mmcurate
 from conftest import REPO, make_shard
-from mmcurate import perceptual
-from mmcurate.annotators.phash import HashConfig, PHash
+from mmcurate.steps import perceptual
+from mmcurate.steps.annotators.phash import HashConfig, PHash
 from mmcurate.decode.image import decode_reduced
 
 sys.path.insert(0, str(REPO / "scripts"))
@@ -163,7 +163,7 @@ def test_near_dup_recipe_drops_edited_copies_and_keeps_distinct_photos(tmp_path,
 
 
 def test_video_borders_of_any_colour_are_cropped_when_they_stay_in_every_frame():
-    from mmcurate.annotators.video_phash import static_borders
+    from mmcurate.steps.annotators.video_phash import static_borders
 
     rng = np.random.default_rng(9)
     frames = np.stack([np.asarray(photo_like(rng, 96, 72).convert("L")) for _ in range(4)])

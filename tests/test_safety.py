@@ -19,10 +19,10 @@ import pytest
 import mmcurate
 from conftest import REPO, make_shard, simple_samples
 from mmcurate.cli import main
-from mmcurate.lock import RunLocked
+from mmcurate.store.lock import RunLocked
 from mmcurate.recipe import Recipe, RecipeError
-from mmcurate.store import RunConflict, RunStore
-from mmcurate.tarwrite import write_tar
+from mmcurate.store.runstore import RunConflict, RunStore
+from mmcurate.io.tarwrite import write_tar
 
 
 def _shards(folder: Path, n_shards: int = 2, per_shard: int = 4) -> list[str]:
@@ -129,7 +129,7 @@ def test_a_path_prefix_given_with_set_is_rejected():
         Recipe.load("default", ["output.prefix=../../in/data"])
 
 
-_HOLD = "import sys; from mmcurate.store import RunStore\nwith RunStore(sys.argv[1]).lock():\n    print('held', flush=True); sys.stdin.read()"
+_HOLD = "import sys; from mmcurate.store.runstore import RunStore\nwith RunStore(sys.argv[1]).lock():\n    print('held', flush=True); sys.stdin.read()"
 
 
 def test_a_second_run_on_a_locked_out_fails_naming_the_holder(tmp_path, client):
@@ -145,7 +145,7 @@ def test_a_second_run_on_a_locked_out_fails_naming_the_holder(tmp_path, client):
     finally:
         holder.communicate("", timeout=60)  # the holder ends and releases the lock
     assert mmcurate.curate(shards, "default", out, client=client, quiet=True).kept == 2
-    assert not (out / ".mmcurate.lock").exists()
+    assert not (out / ".mmcurate.store.lock").exists()
 
 
 def test_a_lock_left_by_a_dead_run_is_taken_over(tmp_path, client, caplog):
@@ -155,11 +155,11 @@ def test_a_lock_left_by_a_dead_run_is_taken_over(tmp_path, client, caplog):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     stale = {"pid": dead.pid, "host": socket.gethostname(), "started": "2026-01-01T00:00:00Z"}
-    (out / ".mmcurate.lock").write_text(json.dumps(stale))
+    (out / ".mmcurate.store.lock").write_text(json.dumps(stale))
     again = mmcurate.curate(shards, "default", out, client=client, quiet=True)
     assert again.kept == 2
     assert f"taking over the lock of a run that no longer holds it (pid {dead.pid} on host" in caplog.text
-    assert not (out / ".mmcurate.lock").exists()
+    assert not (out / ".mmcurate.store.lock").exists()
 
 
 def _cli(*args: str, fsize: int | None = None) -> subprocess.CompletedProcess:
@@ -196,7 +196,7 @@ def test_a_full_disk_is_one_clear_line_leaves_no_temp_files_and_resumes(tmp_path
     assert full.returncode == 2
     assert full.stderr == f"mmcurate: error: {out / 'shards' / 'curated-000000.tar'}: File too large\n"
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
-    assert not (out / ".mmcurate.lock").exists()
+    assert not (out / ".mmcurate.store.lock").exists()
     resumed = _cli(*args)
     assert resumed.returncode == 0, resumed.stderr
     assert mmcurate.open_run(out).info["status"] == "complete"

@@ -16,7 +16,7 @@ import webdataset as wds
 
 import mmcurate
 from conftest import image_bytes, make_shard, simple_samples
-from mmcurate.tarread import iter_samples
+from mmcurate.io.tarread import iter_samples
 
 
 def _wds_samples(path):
@@ -34,7 +34,7 @@ def test_members_are_grouped_by_key_like_webdataset(tmp_path):
         ("b.c/002.tar.gz", b"nested extension"),
         ("noext", b"skipped by both"),
     ]
-    from mmcurate.tarwrite import write_tar
+    from mmcurate.io.tarwrite import write_tar
 
     path = tmp_path / "s.tar"
     write_tar(path, members)
@@ -196,7 +196,7 @@ class _Ones(io.RawIOBase):
 def test_member_headers_equal_tarfiles(name, size):
     """A tar of one member written as ours are (our header, the data, padding, end marker) is
     the archive :mod:`tarfile` writes for that member, long names (GNU long-name blocks) included."""
-    from mmcurate.tarwrite import _header
+    from mmcurate.io.tarwrite import _header
 
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = size, 0, 0o644, 0, 0, "", ""

@@ -15,7 +15,7 @@ from PIL import Image
 
 import mmcurate
 from conftest import DEMO_SHARDS
-from mmcurate.stream import UnknownSample
+from mmcurate.views.stream import UnknownSample
 
 URLS = [str(p) for p in DEMO_SHARDS]
 

@@ -22,8 +22,8 @@ from mmcurate.decode.sandbox import (
     sample_frames_limited,
 )
 from mmcurate.decode.video import FrameRequest, frame_indices, probe_video, sample_frames
-from mmcurate.sampleview import SampleView
-from mmcurate.tarread import Member, Sample
+from mmcurate.steps.sampleview import SampleView
+from mmcurate.io.tarread import Member, Sample
 
 
 def _reference_frame(data: bytes, index: int) -> np.ndarray:
@@ -291,7 +291,7 @@ def test_video_demo_shard_drops_exactly_what_was_planted(client, tmp_path):
 
 
 def _arrays(videos, score=None, prior=None):
-    from mmcurate.dedup.compute import DedupArrays
+    from mmcurate.steps.dedup.compute import DedupArrays
 
     n = len(videos)
     return DedupArrays(
@@ -303,8 +303,8 @@ def _arrays(videos, score=None, prior=None):
 
 
 def test_video_dedup_links_videos_sharing_most_frames_and_honours_keep_and_prior():
-    from mmcurate.dedup.compute import find_parents
-    from mmcurate.dedup.config import VideoNearConfig
+    from mmcurate.steps.dedup.compute import find_parents
+    from mmcurate.steps.dedup.config import VideoNearConfig
 
     rng = np.random.default_rng(1)
     a = rng.integers(0, 2**63, 10, dtype=np.uint64)
@@ -352,7 +352,7 @@ def test_timeout_null_decodes_in_process():
     )
     from concurrent.futures import ThreadPoolExecutor
 
-    from mmcurate.annotators import get
+    from mmcurate.steps.annotators import get
     from mmcurate.decode import sandbox
 
     def annotate_in_a_fresh_thread():

@@ -15,8 +15,8 @@ import torch
 
 import mmcurate
 from conftest import make_shard
-from mmcurate import engine
-from mmcurate.filehash import cache_path, sha256_file
+from mmcurate.engine import cluster as engine
+from mmcurate.io.filehash import cache_path, sha256_file
 from test_clip import TINY, TINY_NAME, TinyClip, _annotations, _recipe, _reference_scores, _samples, tiny_clip  # noqa: F401 (fixture)
 
 

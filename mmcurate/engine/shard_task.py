@@ -1,0 +1,239 @@
+"""The per-shard task: run one group of annotate/filter steps over one input shard.
+
+Runs on a Dask worker. Stored rows are reused; the tar is read only when some alive
+sample lacks a row, and then streamed in batches so memory stays flat. New rows are merged
+into the step's part and written atomically, so a killed task loses nothing it finished.
+Samples are named by their position in the shard: a key is data and may repeat.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable, Iterator, Mapping, Sequence
+
+import pyarrow as pa
+
+from ..steps.annotators import Annotator, Row
+from ..io.inputs import ShardRef
+from .plan import READ_STEP, AnnotatePlan, GroupStep, read_part_name, reads_pixels
+from ..steps.sampleview import SampleView
+from ..store.runstore import RunStore, rows_to_table
+from ..io.tarread import Sample, UnreadableShard, iter_samples
+
+__all__ = ["Entry", "GroupResult", "GroupTask", "compute_rows", "decide_steps", "read_manifest", "run_group"]
+
+_MANIFEST_COLUMNS: dict[str, pa.DataType] = {"members": pa.list_(pa.string()), "sizes": pa.list_(pa.int64())}
+_instances: dict[str, Annotator] = {}  # per worker process: each annotator is set up once
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One sample of an input shard as the manifest records it."""
+
+    key: str
+    members: tuple[str, ...]
+    sizes: tuple[int, ...]
+    error: str | None
+
+
+@dataclass(frozen=True)
+class GroupTask:
+    shard: ShardRef
+    root: str
+    modalities: Mapping[str, tuple[str, ...]]
+    steps: tuple[GroupStep, ...]
+    alive: frozenset[int] | None = None
+    """Positions (in the shard) of the samples entering this group; None means every readable sample (the first group)."""
+    batch_size: int = 64
+
+
+@dataclass
+class GroupResult:
+    shard: str
+    entries: list[Entry]
+    drops: dict[int, tuple[str, str]] = field(default_factory=dict)
+    """pos -> (step id, reason) for samples this group dropped."""
+    computed: dict[str, int] = field(default_factory=dict)
+    """step id -> rows computed now (0 when every row came from the store)."""
+
+
+class _NeedSamples(Exception):
+    """Raised by a store-only pass when some row must be computed from the sample bytes."""
+
+
+def _annotator(plan: AnnotatePlan) -> Annotator:
+    inst = _instances.get(plan.fingerprint)
+    if inst is None:
+        inst = plan.make()
+        inst.setup()
+        _instances[plan.fingerprint] = inst
+    return inst
+
+
+def read_manifest(store: RunStore, shard: ShardRef) -> list[Entry] | None:
+    rows = store.read_rows(store.part_path(READ_STEP, read_part_name(shard)))
+    if not rows:
+        return None
+    return [Entry(r["key"], tuple(r["members"]), tuple(r["sizes"]), r["error"]) for r in rows.values()]
+
+
+def _write_manifest(store: RunStore, shard: ShardRef, entries: list[Entry]) -> None:
+    rows = [{"members": list(e.members), "sizes": list(e.sizes), "error": e.error} for e in entries]
+    path = store.part_path(READ_STEP, read_part_name(shard))
+    store.write_rows(path, range(len(entries)), [e.key for e in entries], rows, _MANIFEST_COLUMNS)
+
+
+def _read(shard: ShardRef) -> Iterator[tuple[Entry, Sample]]:
+    """Samples of the shard with their manifest entries; a repeated key is an error.
+
+    Content damage becomes entries with a ``read_error``; an I/O error (:class:`ReadFailed`)
+    propagates, so the task fails and is retried, and nothing from this read is stored."""
+    seen: set[str] = set()
+    try:
+        samples = iter_samples(shard.url)
+        for sample in samples:
+            error = sample.error
+            if error is None and sample.key in seen:
+                error = f"duplicate_key: {sample.key} appears twice in the shard"
+            seen.add(sample.key)
+            entry = Entry(sample.key, tuple(m.name for m in sample.members), tuple(len(m.data) for m in sample.members), error)
+            yield entry, sample
+    except UnreadableShard as exc:
+        yield Entry("<unreadable>", (), (), f"read_error: {exc}"), Sample("<unreadable>")
+
+
+def compute_rows(plan: AnnotatePlan, views: list[SampleView]) -> list[Row]:
+    """``plan``'s annotator's row for each of ``views``, normalised through Arrow so fresh rows
+    equal the ones a later run reads back from the store."""
+    rows = _annotator(plan).annotate(views)
+    if len(rows) != len(views):
+        raise RuntimeError(f"annotator {plan.step.annotator} returned {len(rows)} rows for {len(views)} samples")
+    return rows_to_table(range(len(views)), [v.key for v in views], rows, plan.columns).drop_columns(["pos", "key"]).to_pylist()
+
+
+def decide_steps(
+    steps: Sequence[GroupStep], samples: list[int], rows_of: Callable[[AnnotatePlan, list[int]], Mapping[int, Row]]
+) -> tuple[dict[int, tuple[str, str]], dict[int, Row]]:
+    """Run annotate/filter ``steps`` over ``samples`` (positions) in order: ``(drops, columns of the survivors)``.
+
+    ``rows_of(plan, alive)`` returns a row for every alive sample (stored or freshly computed);
+    a row with an ``error`` drops its sample at that step, a failed filter drops with ``fails CLAUSE``.
+    """
+    alive = list(samples)
+    columns: dict[int, Row] = {k: {} for k in samples}
+    drops: dict[int, tuple[str, str]] = {}
+    for step in steps:
+        survivors = []
+        rows = rows_of(step, alive) if isinstance(step, AnnotatePlan) else None
+        for k in alive:
+            if rows is not None:
+                row = rows[k]
+                verdict = (step.id, row["error"]) if row.get("error") else None
+                if verdict is None:
+                    columns[k].update(row)
+            else:
+                failed = step.expr.failure(columns[k])
+                verdict = None if failed is None else (step.id, f"fails {failed}")
+            if verdict is None:
+                survivors.append(k)
+            else:
+                drops[k] = verdict
+        alive = survivors
+    return drops, {k: columns[k] for k in alive}
+
+
+class _Decider:
+    """Runs the group's steps over batches of alive samples, from stored rows when it can."""
+
+    def __init__(self, task: GroupTask, store: RunStore):
+        self.task = task
+        self.annotates = [s for s in task.steps if isinstance(s, AnnotatePlan)]
+        self.pixels = reads_pixels(task.steps)
+        self.paths = {p.id: store.part_path(p.id, p.part_name(task.shard)) for p in self.annotates}
+        self.stored = {p.id: store.read_rows(self.paths[p.id]) for p in self.annotates}
+        self.new: dict[str, dict[int, Row]] = {p.id: {} for p in self.annotates}
+
+    def decide(self, positions: list[int], views: Mapping[int, SampleView] | None) -> dict[int, tuple[str, str]]:
+        """Drops among ``positions``; raises _NeedSamples if ``views`` is None and a row is missing."""
+
+        def rows_of(step: AnnotatePlan, alive: list[int]) -> Mapping[int, Row]:
+            rows = self.stored[step.id]
+            missing = [p for p in alive if p not in rows]
+            if missing:
+                if views is None:
+                    raise _NeedSamples
+                fresh = dict(zip(missing, compute_rows(step, [views[p] for p in missing])))
+                rows.update(fresh)
+                self.new[step.id].update(fresh)
+            return rows
+
+        return decide_steps(self.task.steps, positions, rows_of)[0]
+
+    def save(self, store: RunStore, entries: list[Entry]) -> dict[str, int]:
+        computed = {}
+        for plan in self.annotates:
+            computed[plan.id] = len(self.new[plan.id])
+            if self.new[plan.id]:
+                rows = self.stored[plan.id]
+                positions = sorted(rows)
+                store.write_rows(self.paths[plan.id], positions, [entries[p].key for p in positions], [rows[p] for p in positions], plan.columns)
+        return computed
+
+
+BATCH_BYTES = 256 << 20
+"""A batch also ends once its samples hold this many bytes, decoded (see
+:meth:`SampleView.held_bytes`), so large members (video) and small files of many pixels keep a
+task's memory flat whatever batch size an annotator asks for (CLIP asks for thousands)."""
+
+
+def _held_bytes(sample: Sample, modalities: Mapping[str, tuple[str, ...]], pixels: bool) -> int:
+    return SampleView(sample, modalities, pixels).held_bytes()
+
+
+def _batches(
+    items: Iterator[tuple[Entry, Sample]], size: int, max_bytes: int, held: Callable[[Sample], int]
+) -> Iterator[list[tuple[Entry, Sample]]]:
+    """``items`` in batches of at most ``size``, each ending once ``held(sample)`` sums to ``max_bytes``."""
+    batch: list[tuple[Entry, Sample]] = []
+    nbytes = 0
+    for item in items:
+        batch.append(item)
+        nbytes += held(item[1])
+        if len(batch) >= size or nbytes >= max_bytes:
+            yield batch
+            batch, nbytes = [], 0
+    if batch:
+        yield batch
+
+
+def run_group(task: GroupTask) -> GroupResult:
+    """Run ``task`` and return every entry of the shard with the drops of this group."""
+    store = RunStore(task.root)
+    decider = _Decider(task, store)
+    entries = read_manifest(store, task.shard)
+
+    def entering(batch_entries: list[Entry], start: int) -> list[int]:
+        """Positions of the samples among ``batch_entries`` (the first at ``start``) this group decides."""
+        return [p for p, e in enumerate(batch_entries, start) if e.error is None and (task.alive is None or p in task.alive)]
+
+    if entries is not None:
+        try:
+            drops = decider.decide(entering(entries, 0), views=None)
+            return GroupResult(task.shard.url, entries, drops, decider.save(store, entries))
+        except _NeedSamples:
+            pass
+    fresh: list[Entry] = []
+    drops = {}
+    held = partial(_held_bytes, modalities=task.modalities, pixels=decider.pixels)
+    for batch in _batches(_read(task.shard), task.batch_size, BATCH_BYTES, held):
+        start = len(fresh)
+        batch_entries = [e for e, _ in batch]
+        fresh.extend(batch_entries)
+        positions = entering(batch_entries, start)
+        wanted = set(positions)
+        views = {p: SampleView(s, task.modalities, decider.pixels) for p, (_, s) in enumerate(batch, start) if p in wanted}
+        drops.update(decider.decide(positions, views))
+    if entries is None:
+        _write_manifest(store, task.shard, fresh)
+    return GroupResult(task.shard.url, fresh, drops, decider.save(store, fresh))

@@ -1,0 +1,190 @@
+"""Array-level dedup, run as one Dask task: values in, for each row the row it duplicates.
+
+Rows from an earlier run (``--against``) come marked ``prior``: they always win their
+cluster and are never dropped, so new samples are deduplicated against the kept set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .config import ExactConfig, NearConfig, SemanticConfig, VideoNearConfig
+
+__all__ = ["DedupArrays", "DedupOutcome", "find_parents"]
+
+
+@dataclass
+class DedupArrays:
+    """What travels to the dedup task: the compared values, keep scores, and prior flags."""
+
+    values: Any  # hashables (exact), uint64 (n,) (phash), float32 (n, d) (semantic), uint64 arrays (video_phash)
+    extra: list[np.ndarray]
+    """phash: more hashes per row, one uint64 (n,) array per kind (mirrored, each turn, each
+    region); a row matches another when its hash or one kind of its hashes is near the other's
+    hash or the same kind of the other's hashes (never two different kinds: no turned-mirrored)."""
+    score: np.ndarray  # higher is kept first; zeros for keep: first
+    prior: np.ndarray  # bool
+
+
+@dataclass
+class DedupOutcome:
+    parent: np.ndarray
+    """For each row, the row it is a duplicate of (itself when it stays)."""
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def _policy_order(rows: np.ndarray, arrays: DedupArrays) -> np.ndarray:
+    """``rows`` sorted by who stays first: prior rows, then higher score, then input order."""
+    return rows[np.lexsort((rows, -arrays.score[rows], ~arrays.prior[rows]))]
+
+
+def _parents_from_labels(labels: np.ndarray, arrays: DedupArrays) -> np.ndarray:
+    n = len(labels)
+    index = np.arange(n)
+    order = np.lexsort((index, -arrays.score, ~arrays.prior, labels))
+    first_of_label = np.ones(n, dtype=bool)
+    first_of_label[1:] = labels[order][1:] != labels[order][:-1]
+    keeper = np.empty(n, dtype=np.int64)
+    keeper[labels[order][first_of_label]] = order[first_of_label]
+    return keeper[labels]
+
+
+def _exact_labels(values: list[Any]) -> np.ndarray:
+    first: dict[Any, int] = {}
+    return np.array([first.setdefault(v, i) for i, v in enumerate(values)], dtype=np.int64)
+
+
+def _near_labels(arrays: DedupArrays, max_distance: int) -> tuple[np.ndarray, dict[str, Any]]:
+    from .neardup import cluster_labels, near_duplicate_pairs
+
+    hashes = np.asarray(arrays.values, dtype=np.uint64)
+    n = len(hashes)
+    found = [near_duplicate_pairs(hashes, max_distance)]
+    for extra in arrays.extra:  # rows' extra hashes of one kind against the hashes and each other
+        both = near_duplicate_pairs(np.concatenate([hashes, extra.astype(np.uint64)]), max_distance) % n
+        found.append(both[both[:, 0] != both[:, 1]])
+    pairs = np.unique(np.sort(np.concatenate(found), axis=1), axis=0)
+    return cluster_labels(n, pairs), {"pairs_within_distance": int(len(pairs))}
+
+
+def _video_labels(arrays: DedupArrays, config: VideoNearConfig) -> tuple[np.ndarray, dict[str, Any]]:
+    """Videos linked when most distinct frame hashes of one have a near hash in the other,
+    then clustered. Every near pair of frames is expanded (identical hashes across ``m``
+    videos give ``m^2`` pairs); repeated hashes within one video count once."""
+    from .neardup import cluster_labels, near_duplicate_pairs
+
+    lists = [np.unique(np.asarray(v, dtype=np.uint64)) for v in arrays.values]
+    n = len(lists)
+    counts = np.array([len(v) for v in lists], dtype=np.int64)
+    owner = np.repeat(np.arange(n, dtype=np.int64), counts)
+    flat = np.concatenate(lists) if n else np.empty(0, np.uint64)
+    frames = near_duplicate_pairs(flat, config.max_distance, all_duplicate_pairs=True)
+    x, y = owner[frames[:, 0]], owner[frames[:, 1]]
+    across = x != y
+    # (video, other video, frame of video) for both directions; distinct rows count matches.
+    rows = np.concatenate(
+        [np.stack([x, y, frames[:, 0]], axis=1)[across], np.stack([y, x, frames[:, 1]], axis=1)[across]]
+    )
+    matched = np.unique(rows, axis=0)[:, :2]
+    ordered, hits = np.unique(matched, axis=0, return_counts=True)
+    enough = hits >= config.min_shared * counts[ordered[:, 0]]
+    pairs = np.unique(np.sort(ordered[enough], axis=1), axis=0)
+    stats = {"frame_pairs_within_distance": int(across.sum()), "video_pairs": int(len(pairs))}
+    return cluster_labels(n, pairs), stats
+
+
+def _semantic(arrays: DedupArrays, config: SemanticConfig) -> DedupOutcome:
+    import faiss
+
+    emb = np.asarray(arrays.values, dtype=np.float32)
+    n = len(emb)
+    parent = np.arange(n, dtype=np.int64)
+    if n == 0:
+        return DedupOutcome(parent, {"clusters": 0, "removed_by_eps": {}})
+    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    k = min(n, config.clusters or max(1, int(round(np.sqrt(n / 4)))))
+    kmeans = faiss.Kmeans(emb.shape[1], k, niter=20, seed=1234, spherical=True, verbose=False)
+    kmeans.cp.min_points_per_centroid = 1
+    kmeans.train(emb)
+    _, assign = kmeans.index.search(emb, 1)
+    groups = [_policy_order(np.flatnonzero(assign[:, 0] == c), arrays) for c in range(k)]
+
+    def greedy(eps: float) -> np.ndarray:
+        result = np.arange(n, dtype=np.int64)
+        for rows in groups:
+            kept: list[int] = []
+            for row in rows:
+                if kept:
+                    sims = emb[kept] @ emb[row]
+                    best = int(np.argmax(sims))
+                    if sims[best] >= 1.0 - eps and not arrays.prior[row]:
+                        result[row] = kept[best]
+                        continue
+                kept.append(int(row))
+        return result
+
+    removed = {str(e): int((greedy(e) != np.arange(n)).sum()) for e in config.report_eps}
+    return DedupOutcome(greedy(config.eps), {"clusters": k, "removed_by_eps": removed})
+
+
+def find_parents(method: str, config: Any, arrays: DedupArrays) -> DedupOutcome:
+    """Cluster the rows by ``method`` and pick who stays; see :class:`DedupOutcome`."""
+    if isinstance(config, SemanticConfig):
+        return _semantic(arrays, config)
+    if isinstance(config, NearConfig):
+        labels, stats = _near_labels(arrays, config.max_distance)
+    elif isinstance(config, VideoNearConfig):
+        labels, stats = _video_labels(arrays, config)
+    elif isinstance(config, ExactConfig):
+        labels, stats = _exact_labels(list(arrays.values)), {}
+    else:
+        raise ValueError(f"unknown dedup method {method!r}")
+    parent = _parents_from_labels(labels, arrays)
+    # Prior rows are the kept set of an earlier run: never dropped, even among themselves.
+    parent[arrays.prior] = np.flatnonzero(arrays.prior)
+    return DedupOutcome(parent, stats)
+
+
+def dedup_arrays(step: Any, columns: dict[str, list[Any]], prior: np.ndarray) -> DedupArrays:
+    """The arrays ``find_parents`` takes, from a dedup step's gathered ``columns`` (``prior``
+    marks rows of earlier runs, which always win)."""
+    config = step.config
+    keep = step.keep
+    n = len(prior)
+    if keep.column is None:
+        score = np.zeros(n)
+    elif keep.column == "resolution":
+        score = np.asarray(columns["width"], dtype=np.float64) * np.asarray(columns["height"], dtype=np.float64)
+    else:
+        score = np.asarray([np.nan if v is None else v for v in columns[keep.column]], dtype=np.float64)
+    score = np.nan_to_num(score if keep.kind != "lowest" else -score, nan=-np.inf)
+    values = columns[config.column]
+    if step.method == "phash":
+        values = np.asarray(values, dtype=np.uint64)
+    elif step.method == "semantic":
+        values = np.asarray(values, dtype=np.float32)
+    elif step.method == "video_phash":
+        values = [np.asarray(v or [], dtype=np.uint64) for v in values]
+    return DedupArrays(values=values, extra=_extra_hashes(config, columns), score=score, prior=prior)
+
+
+def _extra_hashes(config: Any, columns: dict[str, list[Any]]) -> list[np.ndarray]:
+    """One (n,) uint64 array per kind of extra hash a phash step searches: ``<column>_mirror``
+    holds one per row; ``<column>_variants`` and ``<column>_regions`` a list per row, one kind
+    per position (a row with a shorter list, from an earlier run, repeats its plain hash)."""
+    kinds: list[np.ndarray] = []
+    for col in getattr(config, "extra_columns", []):
+        if col.endswith("_mirror"):
+            kinds.append(np.asarray(columns[col], dtype=np.uint64))
+            continue
+        lists = columns[col]
+        width = max((len(v) for v in lists if v), default=0)
+        table = np.repeat(np.asarray(columns[config.column], dtype=np.uint64)[:, None], width, axis=1)
+        for row, v in enumerate(lists):
+            if v:
+                table[row, : len(v)] = v
+        kinds += list(table.T)
+    return kinds

@@ -1,0 +1,37 @@
+"""What a dedup step reports, the drop reason per method, and earlier runs' rows (``--against``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["CLUSTER_FILE", "DedupReport", "PriorRows", "REASONS"]
+
+REASONS = {
+    "exact": "duplicate_of",
+    "phash": "near_duplicate_of",
+    "semantic": "semantic_duplicate_of",
+    "video_phash": "video_near_duplicate_of",
+}
+CLUSTER_FILE = "dataset.parquet"
+
+
+@dataclass
+class PriorRows:
+    """Kept samples of an earlier run (``--against``): their keys and stored columns."""
+
+    source: str
+    keys: list[str]
+    columns: dict[str, list[Any]]
+
+
+@dataclass
+class DedupReport:
+    step: str
+    method: str
+    removed: int
+    clusters: int
+    """Clusters with more than one member."""
+    largest: list[tuple[int, str, list[str]]] = field(default_factory=list)
+    """(size, kept key, a few dropped keys) of the largest clusters."""
+    stats: dict[str, Any] = field(default_factory=dict)

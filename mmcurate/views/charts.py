@@ -1,0 +1,125 @@
+"""Small inline SVG charts (no JavaScript, no external files): the funnel and annotation histograms.
+
+Used by ``report.html`` and the notebooks (``IPython.display.SVG(funnel_svg(run.funnel()))``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from html import escape
+from typing import Sequence
+
+import numpy as np
+
+from ..steps.expr import Comparison
+from .funnel import StepCount
+
+__all__ = ["KEPT_COLOR", "DROPPED_COLOR", "Threshold", "funnel_svg", "histogram_svg"]
+
+KEPT_COLOR = "#3a7d44"
+DROPPED_COLOR = "#c8553d"
+_EDGE_SHIFT = {">=": -0.5, "<": -0.5, ">": 0.5, "<=": 0.5}
+_FONT = 'font-family="system-ui, sans-serif" font-size="11"'
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A filter's ``column OP number`` drawn on a histogram, labelled with the step that holds it."""
+
+    step: str
+    comparison: Comparison
+
+    @property
+    def label(self) -> str:
+        value = self.comparison.value
+        return f"{self.comparison.op} {value:g} ({self.step})"
+
+
+def _svg(width: int, height: int, parts: Sequence[str]) -> str:
+    return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" {_FONT}>' + "".join(parts) + "</svg>"
+
+
+def funnel_svg(counts: Sequence[StepCount], width: int = 720) -> str:
+    """One bar per step: samples kept (green) and dropped (red) of those that came in."""
+    label_w, row_h = 130, 22
+    total = max((c.n_in for c in counts), default=0) or 1
+    bar_w = width - label_w - 170
+    rows = []
+    for i, c in enumerate(counts):
+        y = i * row_h + 4
+        kept_w = bar_w * c.kept / total
+        drop_w = bar_w * c.dropped / total
+        rows.append(
+            f'<text x="{label_w - 6}" y="{y + 14}" text-anchor="end">{escape(c.step)}</text>'
+            f'<rect x="{label_w}" y="{y}" width="{kept_w:.1f}" height="{row_h - 6}" fill="{KEPT_COLOR}"><title>{c.kept} kept</title></rect>'
+            f'<rect x="{label_w + kept_w:.1f}" y="{y}" width="{drop_w:.1f}" height="{row_h - 6}" fill="{DROPPED_COLOR}">'
+            f"<title>{c.dropped} dropped</title></rect>"
+            f'<text x="{label_w + kept_w + drop_w + 6:.1f}" y="{y + 14}">{c.kept} kept, {c.dropped} dropped</text>'
+        )
+    height = len(counts) * row_h + 8
+    return _svg(width, height, rows)
+
+
+def _bins(values: np.ndarray, thresholds: Sequence[Threshold], integer: bool, max_bins: int) -> np.ndarray:
+    points = np.concatenate([values, [t.comparison.value for t in thresholds]])
+    low, high = float(points.min()), float(points.max())
+    if integer and high - low < max_bins:
+        return np.arange(np.floor(low), np.floor(high) + 2) - 0.5
+    if high == low:
+        return np.array([low - 0.5, high + 0.5])
+    return np.linspace(low, high, max_bins + 1)
+
+
+def histogram_svg(
+    title: str,
+    values: np.ndarray,
+    kept: np.ndarray,
+    thresholds: Sequence[Threshold] = (),
+    integer: bool = False,
+    width: int = 340,
+    height: int = 170,
+    max_bins: int = 40,
+) -> str:
+    """Histogram of ``values`` stacked by ``kept`` (bool per value), with ``thresholds`` as dashed lines."""
+    values = np.asarray(values, dtype=np.float64)
+    kept = np.asarray(kept, dtype=bool)
+    finite = np.isfinite(values)
+    values, kept = values[finite], kept[finite]
+    left, top, bottom = 34, 18, 28
+    plot_w, plot_h = width - left - 8, height - top - bottom
+    parts = [f'<text x="{left}" y="12" font-weight="600">{escape(title)}</text>']
+    if values.size == 0:
+        parts.append(f'<text x="{left}" y="{top + 20}">no values</text>')
+    else:
+        edges = _bins(values, thresholds, integer, max_bins)
+        unit_bins = integer and np.allclose(np.diff(edges), 1)
+        # on one-bin-per-integer charts a threshold sits on the bin edge it cuts at (>= 1: left of bar 1)
+        n_kept, _ = np.histogram(values[kept], edges)
+        n_drop, _ = np.histogram(values[~kept], edges)
+        peak = max(int((n_kept + n_drop).max()), 1)
+        span = edges[-1] - edges[0]
+
+        def x_of(v: float) -> float:
+            return left + plot_w * (v - edges[0]) / span
+
+        for lo, hi, k, d in zip(edges, edges[1:], n_kept, n_drop):
+            x, w = x_of(lo), max(plot_w * (hi - lo) / span - 1, 1)
+            hk, hd = plot_h * k / peak, plot_h * d / peak
+            base = top + plot_h
+            tip = f"{lo:g} to {hi:g}: {k} kept, {d} dropped"
+            parts.append(f'<rect x="{x:.1f}" y="{base - hk:.1f}" width="{w:.1f}" height="{hk:.1f}" fill="{KEPT_COLOR}"><title>{tip}</title></rect>')
+            parts.append(
+                f'<rect x="{x:.1f}" y="{base - hk - hd:.1f}" width="{w:.1f}" height="{hd:.1f}" fill="{DROPPED_COLOR}"><title>{tip}</title></rect>'
+            )
+        for i, t in enumerate(thresholds):
+            x = x_of(t.comparison.value + (_EDGE_SHIFT.get(t.comparison.op, 0.0) if unit_bins else 0.0))
+            parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top - 4}" y2="{top + plot_h}" stroke="#111" stroke-dasharray="4 3" stroke-width="1.5"/>')
+            anchor = "end" if x > left + plot_w / 2 else "start"
+            dx = -3 if anchor == "end" else 3
+            parts.append(f'<text x="{x + dx:.1f}" y="{top + 10 + 12 * i}" text-anchor="{anchor}">{escape(t.label)}</text>')
+        parts.append(f'<text x="{left - 4}" y="{top + 8}" text-anchor="end">{peak}</text>')
+        parts.append(f'<text x="{left - 4}" y="{top + plot_h}" text-anchor="end">0</text>')
+        parts.append(f'<text x="{left}" y="{height - 8}">{edges[0]:g}</text>')
+        parts.append(f'<text x="{left + plot_w}" y="{height - 8}" text-anchor="end">{edges[-1]:g}</text>')
+        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="#888"/>')
+    return _svg(width, height, parts)

@@ -1,0 +1,282 @@
+"""``report.html``: one self-contained page about a run, readable offline.
+
+Sections: the funnel (per step: in, kept, dropped by reason), a histogram of every numeric
+annotation column with the recipe's filter thresholds drawn on it, thumbnails of samples
+each step kept and dropped, duplicate clusters side by side, and the errors table. Charts
+are inline SVG, thumbnails inline base64 (through :mod:`mmcurate.views.thumbs`, so every modality
+with a thumbnailer shows); there is no script and no external file.
+
+Its cost is bounded whatever the run's size: histograms read only annotation columns; a
+fixed number of thumbnails is drawn from at most ``max_thumb_shards`` input shards, and only
+those shards (plus the few holding the largest duplicate clusters) are read, each streamed
+only up to the last sample wanted from it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections import Counter
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .browse import STYLE, Gallery, labelled_row
+from .charts import DROPPED_COLOR, KEPT_COLOR, Threshold, funnel_svg, histogram_svg
+from .funnel import funnel, reason_category
+from ..engine.plan import READ_STEP, AnnotatePlan, funnel_steps
+from ..recipe import AnnotateStep, DedupStep, FilterStep
+from ..store.runview import Run, open_run
+from ..store.runstore import atomic_write_bytes
+
+__all__ = ["ReportOptions", "build_report", "write_report"]
+
+REPORT_NAME = "report.html"
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    thumbs_per_step: int = 6
+    """Kept and dropped examples shown per step (each)."""
+    thumb_size: int = 112
+    max_thumb_shards: int = 8
+    """Step examples are drawn from at most this many input shards (evenly spread)."""
+    clusters: int = 8
+    """Largest duplicate clusters shown per dedup step."""
+    cluster_members: int = 6
+    max_errors: int = 200
+    seed: int = 0
+
+
+def write_report(run: str | os.PathLike[str] | Run, path: str | os.PathLike[str] | None = None, options: ReportOptions = ReportOptions()) -> Path:
+    """Write the report of ``run`` (a run directory or :class:`Run`) to ``path`` (default ``RUN/report.html``)."""
+    run = run if isinstance(run, Run) else open_run(run)
+    target = Path(path) if path is not None else run.root / REPORT_NAME
+    atomic_write_bytes(target, build_report(run, options).encode("utf-8"))
+    return target
+
+
+def build_report(run: Run, options: ReportOptions = ReportOptions()) -> str:
+    """The report of a finished run as one HTML string."""
+    decisions = run.decisions  # Arrow all the way: a run of millions of samples stays cheap
+    examples = _pick_examples(run, decisions, options)
+    clusters = _pick_clusters(run, decisions, options)
+    wanted = {pair for picks in examples.values() for rows in picks for pair in ((r["shard"], r["pos"]) for r in rows)}
+    wanted |= {(m["shard"], m["pos"]) for groups in clusters.values() for group in groups for m in group}
+    gallery = Gallery(run, options.thumb_size)
+    gallery.load(wanted)
+    kept = pc.sum(decisions["kept"]).as_py() or 0
+    info = run.info
+    body = [
+        f"<h1>mmcurate run: {escape(str(info.get('describe', run.root)))}</h1>",
+        f'<p class="sum">{decisions.num_rows} samples in, <b style="color:{KEPT_COLOR}">{kept} kept</b>, '
+        f'<b style="color:{DROPPED_COLOR}">{decisions.num_rows - kept} dropped</b>; status {escape(str(info.get("status")))}; '
+        f"recipe <code>{escape(run.recipe.name)}</code> ({escape(str(info.get('recipe_source', '')))}); "
+        f"{len(info.get('inputs', []))} input shard(s); output in <code>{escape(str(run.root / 'shards'))}</code></p>",
+        _nav(),
+        _funnel_section(run, decisions),
+        _histogram_section(run, decisions.select(["shard", "pos", "kept"])),
+        _examples_section(run, examples, gallery, options),
+        _clusters_section(clusters, gallery),
+        _errors_section(run, decisions, options),
+    ]
+    return _PAGE.format(title=escape(f"mmcurate report: {run.recipe.name}"), body="\n".join(body))
+
+
+def _nav() -> str:
+    links = [("funnel", "Funnel"), ("annotations", "Annotations"), ("examples", "Examples per step"), ("clusters", "Duplicate clusters"), ("errors", "Errors")]
+    return '<nav>' + " · ".join(f'<a href="#{a}">{t}</a>' for a, t in links) + "</nav>"
+
+
+def _funnel_section(run: Run, decisions: pa.Table) -> str:
+    counts = funnel(decisions, funnel_steps(run.recipe))
+    rows = "".join(
+        f"<tr><td>{escape(c.step)}</td><td>{c.n_in}</td><td>{c.kept}</td><td>{c.dropped}</td>"
+        f"<td>{escape(', '.join(f'{r} {n}' for r, n in c.reasons.items()))}</td></tr>"
+        for c in counts
+    )
+    return (
+        '<section id="funnel"><h2>Funnel</h2>'
+        + funnel_svg(counts)
+        + f"<table><tr><th>step</th><th>in</th><th>kept</th><th>dropped</th><th>reasons</th></tr>{rows}</table></section>"
+    )
+
+
+def _thresholds(run: Run) -> dict[str, list[Threshold]]:
+    found: dict[str, list[Threshold]] = {}
+    for step in run.recipe.steps:
+        if isinstance(step, FilterStep):
+            for comparison in step.expr.comparisons():
+                found.setdefault(comparison.column, []).append(Threshold(step.id, comparison))
+    return found
+
+
+def _numeric_columns(run: Run, plan: AnnotatePlan) -> list[tuple[str, pa.DataType]]:
+    """Columns worth a histogram: ints and floats, not 64-bit hash patterns nor dedup-compared values."""
+    compared = {c for s in run.recipe.steps if isinstance(s, DedupStep) for c in (s.config.column, f"{s.config.column}_mirror")}
+    return [
+        (name, dtype)
+        for name, dtype in plan.columns.items()
+        if (pa.types.is_integer(dtype) or pa.types.is_floating(dtype)) and not pa.types.is_uint64(dtype) and name not in compared
+    ]
+
+
+def _read_columns(run: Run, plan: AnnotatePlan, columns: list[str], kept: pa.Table) -> pa.Table | None:
+    """``columns`` and the final ``kept`` flag of every row ``plan`` stored without an error."""
+    parts = []
+    for url in run.info["inputs"]:
+        path = run.store.part_path(plan.id, plan.part_name(run.shard_ref(url)))
+        if path.exists():
+            table = pq.read_table(path, columns=["pos", *columns, "error"]).filter(pc.field("error").is_null())
+            parts.append(table.drop_columns(["error"]).append_column("shard", pa.array([url] * table.num_rows, pa.string())))
+    return pa.concat_tables(parts).join(kept, keys=["shard", "pos"]) if parts else None
+
+
+def _histogram_section(run: Run, kept: pa.Table) -> str:
+    thresholds = _thresholds(run)
+    cards = []
+    for plan in run.plan.annotate_plans():
+        columns = _numeric_columns(run, plan)
+        table = _read_columns(run, plan, [c for c, _ in columns], kept) if columns else None
+        if table is None:
+            continue
+        flags = table.column("kept").to_numpy(zero_copy_only=False).astype(bool)
+        for name, dtype in columns:
+            v = table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+            stats = f"{v.size} values" + (f"; min {np.nanmin(v):g}, median {np.nanmedian(v):g}, max {np.nanmax(v):g}" if v.size else "")
+            svg = histogram_svg(f"{name} ({plan.id})", v, flags, thresholds.get(name, ()), integer=pa.types.is_integer(dtype))
+            cards.append(f'<div class="card">{svg}<div class="small">{stats}</div></div>')
+    legend = (
+        f'<p class="small">Bars: <span style="color:{KEPT_COLOR}">■ finally kept</span> '
+        f'<span style="color:{DROPPED_COLOR}">■ dropped (by any step)</span>; dashed lines: filter thresholds.</p>'
+    )
+    return '<section id="annotations"><h2>Annotations</h2>' + legend + "".join(cards) + "</section>"
+
+
+def _spread(items: Sequence[Any], n: int) -> list[Any]:
+    if len(items) <= n:
+        return list(items)
+    return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)] if n > 1 else [items[0]]
+
+
+def _pick_examples(run: Run, decisions: pa.Table, options: ReportOptions) -> dict[str, tuple[list[dict], list[dict]]]:
+    """step -> (samples that passed it, samples it dropped), drawn from a few input shards."""
+    shards = pa.array(_spread(run.info["inputs"], options.max_thumb_shards), pa.string())
+    rows = decisions.filter(pc.is_in(decisions["shard"], value_set=shards)).to_pylist()
+    steps = funnel_steps(run.recipe)
+    order = {s: i for i, s in enumerate(steps)}
+    rng = random.Random(options.seed)
+
+    def draw(pool: list[int]) -> list[dict[str, Any]]:
+        return [rows[i] for i in sorted(rng.sample(pool, min(options.thumbs_per_step, len(pool))))]
+
+    picks = {}
+    for i, step in enumerate(steps):
+        dropped = [n for n, r in enumerate(rows) if r["step"] == step]
+        if dropped:
+            passed = [n for n, r in enumerate(rows) if r["step"] is None or order.get(r["step"], len(steps)) > i]
+            picks[step] = (draw(passed), draw(dropped))
+    return picks
+
+
+def _step_columns(run: Run, step_id: str) -> list[str]:
+    """The columns worth printing under a step's examples: what its filter reads, or its own."""
+    plans = {p.id: p for p in run.plan.annotate_plans()}
+    for step in run.recipe.steps:
+        if step.id == step_id and isinstance(step, FilterStep):
+            return sorted(step.expr.columns)
+    return list(plans[step_id].columns)[:4] if step_id in plans else []
+
+
+def _examples_section(run: Run, examples: dict[str, tuple[list[dict], list[dict]]], gallery: Gallery, options: ReportOptions) -> str:
+    parts = ['<section id="examples"><h2>Examples per step</h2>'
+             f'<p class="small">Up to {options.thumbs_per_step} samples each step let through and dropped, drawn from '
+             f"at most {options.max_thumb_shards} input shards. Steps that dropped nothing are left out.</p>"]
+    for step, (passed, dropped) in examples.items():
+        columns = _step_columns(run, step)
+        parts.append(f"<h3>{escape(step)}</h3>")
+        parts.append(gallery.row([{**r, "reason": None} for r in passed], columns, "passed", "kept"))
+        parts.append(gallery.row(dropped, columns, "dropped", "dropped"))
+    return "".join(parts) + "</section>"
+
+
+def _pick_clusters(run: Run, decisions: pa.Table, options: ReportOptions) -> dict[str, list[list[dict[str, Any]]]]:
+    """dedup step -> its largest clusters, each a list of members, the one the step kept first."""
+    picked = {}
+    for step, table in run.clusters().items():
+        multi = table.filter(pc.field("dup_cluster_size") > 1)
+        largest = multi.group_by("dup_cluster").aggregate([("dup_cluster_size", "max")])
+        largest = largest.sort_by([("dup_cluster_size_max", "descending"), ("dup_cluster", "ascending")]).slice(0, options.clusters)
+        ids = largest.column("dup_cluster").to_pylist()
+        members = multi.filter(pc.is_in(multi["dup_cluster"], value_set=pa.array(ids, pa.int64()))).to_pylist()
+        keys = pa.array(sorted({m["key"] for m in members}), pa.string())
+        fate = {(d["shard"], d["pos"]): d for d in decisions.filter(pc.is_in(decisions["key"], value_set=keys)).to_pylist()}
+        groups = []
+        for cluster in ids:
+            group = [dict(m, **fate[(m["shard"], m["pos"])]) for m in members if m["dup_cluster"] == cluster]
+            group.sort(key=lambda m: m["step"] == step)  # the survivor of this step first
+            groups.append(group[: options.cluster_members])
+        picked[step] = groups
+    return picked
+
+
+def _clusters_section(clusters: dict[str, list[list[dict[str, Any]]]], gallery: Gallery) -> str:
+    parts = ['<section id="clusters"><h2>Duplicate clusters</h2>']
+    if not clusters:
+        parts.append("<p>No dedup step in this recipe.</p>")
+    for step, groups in clusters.items():
+        parts.append(f"<h3>{escape(step)}: the {len(groups)} largest cluster(s)</h3>")
+        if not groups:
+            parts.append("<p>No duplicates found.</p>")
+        for group in groups:
+            figures = []
+            for m in group:
+                label = '<span class="kept">kept by this step</span>' if m["step"] != step else '<span class="dropped">duplicate</span>'
+                figures.append(gallery.figure({**m, "reason": None}, extra=label))
+            parts.append(labelled_row(figures, f'{group[0]["dup_cluster_size"]} samples'))
+    return "".join(parts) + "</section>"
+
+
+def _errors_section(run: Run, decisions: pa.Table, options: ReportOptions) -> str:
+    """Samples dropped because they could not be read or annotated (annotators never decide)."""
+    error_steps = pa.array([READ_STEP] + [s.id for s in run.recipe.steps if isinstance(s, AnnotateStep)], pa.string())
+    errors = decisions.filter(pc.is_in(decisions["step"], value_set=error_steps)).select(["shard", "key", "step", "reason"]).to_pylist()
+    parts = [f'<section id="errors"><h2>Errors ({len(errors)})</h2>']
+    if not errors:
+        parts.append("<p>No sample failed to read or decode.</p>")
+    else:
+        summary = Counter((d["step"], reason_category(d["reason"] or "")) for d in errors)
+        parts.append("<table><tr><th>step</th><th>error</th><th>samples</th></tr>")
+        parts += [f"<tr><td>{escape(s)}</td><td>{escape(r)}</td><td>{n}</td></tr>" for (s, r), n in summary.most_common()]
+        parts.append("</table><table><tr><th>shard</th><th>key</th><th>step</th><th>reason</th></tr>")
+        for d in errors[: options.max_errors]:
+            parts.append(f"<tr><td>{escape(Path(d['shard']).name)}</td><td>{escape(d['key'])}</td><td>{escape(d['step'])}</td><td>{escape(d['reason'] or '')}</td></tr>")
+        parts.append("</table>")
+        if len(errors) > options.max_errors:
+            parts.append(f"<p>… and {len(errors) - options.max_errors} more (all in decisions.parquet).</p>")
+    return "".join(parts) + "</section>"
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px; color: #222; padding: 0 1em; }}
+h1 {{ font-size: 1.4em; }} h2 {{ border-bottom: 1px solid #ddd; margin-top: 1.6em; }} h3 {{ font-size: 1em; margin: 1em 0 .3em; }}
+table {{ border-collapse: collapse; margin: .6em 0; font-size: 13px; }}
+td, th {{ border: 1px solid #ddd; padding: 2px 8px; text-align: left; }}
+.card {{ display: inline-block; vertical-align: top; margin: 4px; padding: 4px; border: 1px solid #eee; }}
+.small {{ font-size: 12px; color: #555; }}
+.kept {{ color: {kept}; }} .dropped {{ color: {dropped}; }}
+nav {{ font-size: 13px; }}
+{gallery_style}
+</style></head>
+<body>
+{body}
+</body></html>
+""".replace("{kept}", KEPT_COLOR).replace("{dropped}", DROPPED_COLOR).replace("{gallery_style}", STYLE.replace("{", "{{").replace("}", "}}"))
