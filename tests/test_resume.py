@@ -84,7 +84,7 @@ def test_overwrite_replaces_the_run_and_reuses_matching_annotations(tmp_path, cl
     assert run.recipe.name == "default-phash"
     assert run.decisions.num_rows == 8
     assert result.shards == [old_shard] and result.kept == first.kept == 8  # rewritten by the new run
-    fresh = mmcurate.curate(shards, recipe, tmp_path / "fresh", client=client, quiet=True)
+    mmcurate.curate(shards, recipe, tmp_path / "fresh", client=client, quiet=True)
     assert _output_bytes(tmp_path / "run") == _output_bytes(tmp_path / "fresh")
 
 
