@@ -56,7 +56,7 @@ _STAMPS = (
 ``ETag``/``Last-Modified``, S3 ``ETag``/``VersionId``, GCS ``generation``/``md5Hash`` ..."""
 
 
-def _ref(url: str, info: dict) -> ShardRef:
+def _identity(url: str, info: dict) -> ShardRef:
     """The shard ``url`` with the identity its ``fs.info()`` (or listing entry) ``info`` gives it."""
     if info.get("type") == "directory":
         raise InputError(f"{url}: is a directory; give shard files or a glob such as '{url.rstrip('/')}/*.tar'")
@@ -185,4 +185,4 @@ def _checked(url: str, info: dict | Exception | None) -> ShardRef:
     if isinstance(info, Exception):  # network errors, permissions: say which input
         raise InputError(f"{url}: cannot read shard ({info})") from info
     assert info is not None
-    return _ref(url, info)
+    return _identity(url, info)
