@@ -112,23 +112,26 @@ def _expand(item: str) -> list[tuple[str, _Named]]:
     return [(item if remote else path, _Named(path, fs))]
 
 
-def _from_listings(named: list[_Named]) -> None:
-    """Fill in ``info`` from one listing of each folder holding at least :data:`LIST_AT` of
-    ``named`` (a listing that fails or lacks a file leaves it to be asked about alone)."""
+def _folders(named: list[_Named]) -> list[list[_Named]]:
+    """The shards of ``named`` still unknown, grouped by folder, for the folders worth listing:
+    those holding at least :data:`LIST_AT` of them, on filesystems with listings."""
     folders: dict[tuple[int, str], list[_Named]] = defaultdict(list)
     for shard in named:
         if shard.info is None and _lists(shard.fs):
             folders[id(shard.fs), shard.fs._parent(shard.path)].append(shard)
-    for (_, folder), shards in folders.items():
-        if len(shards) < LIST_AT:
-            continue
-        fs = shards[0].fs
-        try:
-            listing = {fs._strip_protocol(e["name"]).rstrip("/"): e for e in fs.ls(folder, detail=True)}
-        except Exception:  # e.g. no permission to list: ask about each file instead
-            continue
-        for shard in shards:
-            shard.info = listing.get(shard.path.rstrip("/"))
+    return [shards for shards in folders.values() if len(shards) >= LIST_AT]
+
+
+def _list(shards: list[_Named]) -> None:
+    """Fill in the ``info`` of ``shards`` (one folder's) from one listing of that folder; a
+    listing that fails (no permission to list, say) or lacks a file leaves it to be asked alone."""
+    fs = shards[0].fs
+    try:
+        listing = {fs._strip_protocol(e["name"]).rstrip("/"): e for e in fs.ls(fs._parent(shards[0].path), detail=True)}
+    except Exception:
+        return
+    for shard in shards:
+        shard.info = listing.get(shard.path.rstrip("/"))
 
 
 def _ask(shard: _Named) -> None:
@@ -139,16 +142,13 @@ def _ask(shard: _Named) -> None:
 
 
 def _look_up(named: list[_Named]) -> None:
-    """Fill in every shard's ``info``: from listings where they pay, else one question per file,
-    :data:`LOOKUPS_AT_ONCE` at a time for remote filesystems."""
-    _from_listings(named)
-    left = [s for s in named if s.info is None]
-    remote = [s for s in left if not isinstance(s.fs, LocalFileSystem)]
-    if remote:
-        with ThreadPoolExecutor(min(LOOKUPS_AT_ONCE, len(remote)), thread_name_prefix="mmcurate-inputs") as pool:
-            list(pool.map(_ask, remote))
-    for shard in left:
-        if shard.info is None:  # local: a stat is cheaper than a thread
+    """Fill in every shard's ``info``: from folder listings where they pay, else one question per
+    file; remote requests :data:`LOOKUPS_AT_ONCE` at a time, local ``stat`` calls in turn."""
+    with ThreadPoolExecutor(LOOKUPS_AT_ONCE, thread_name_prefix="mmcurate-inputs") as pool:
+        list(pool.map(_list, _folders(named)))
+        list(pool.map(_ask, [s for s in named if s.info is None and not isinstance(s.fs, LocalFileSystem)]))
+    for shard in named:
+        if shard.info is None:
             _ask(shard)
 
 
