@@ -188,6 +188,10 @@ class _Crowd:
         return Handler
 
 
+class _Backlogged(http.server.ThreadingHTTPServer):
+    request_queue_size = 64  # room for every concurrent look-up's connection
+
+
 def test_many_http_shards_are_looked_up_concurrently_and_once_each(tmp_path):
     folder = tmp_path / "many"
     folder.mkdir()
@@ -195,8 +199,7 @@ def test_many_http_shards_are_looked_up_concurrently_and_once_each(tmp_path):
     for i in range(500):
         (folder / f"{i:06d}.tar").write_bytes(data + bytes(i))  # sizes differ: so do identities
     stats = _Crowd(crowd=4)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), stats.handler(folder))
-    server.request_queue_size = 128
+    server = _Backlogged(("127.0.0.1", 0), stats.handler(folder))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
