@@ -12,7 +12,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Union
+from typing import Any, Iterable, Mapping, Optional, Union
 
 import pyarrow as pa
 import yaml
@@ -124,6 +124,10 @@ class OutputConfig:
     """How kept samples are re-sharded."""
 
     samples_per_shard: int = 10_000
+    shards: Optional[int] = None
+    """Target number of output shards (e.g. a multiple of your DataLoader's workers): when set,
+    each shard takes ``ceil(kept / shards)`` samples instead of ``samples_per_shard``
+    (``max_shard_bytes`` still applies, so there may be more)."""
     max_shard_bytes: int = 1_000_000_000
     prefix: str = "curated"
     annotations_member: bool = True
@@ -134,6 +138,10 @@ class OutputConfig:
     NAME being the input shard's file name without ``.tar``."""
 
     def __post_init__(self) -> None:
+        for name in ("samples_per_shard", "max_shard_bytes", "shards"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"field {name!r}: expected a positive integer, got {value!r}")
         if self.keys not in OUTPUT_KEYS:
             raise ValueError(f"field 'keys': expected one of {', '.join(OUTPUT_KEYS)}, got {self.keys!r}")
 
