@@ -50,7 +50,7 @@ def test_set_overrides_filters_params_and_output():
         ("nosuchstep.x=1", "no step 'nosuchstep'"),
         ("image_info.max_pixels=lots", "field 'max_pixels': expected int"),
         ("image_size.expr=width >", "step 3 (image_size): field 'filter'"),
-        ("output.shards=3", "output: unknown field(s) shards"),
+        ("output.shard=3", "output: unknown field(s) shard"),
         ("justtext", "expected STEP.PARAM=VALUE"),
     ],
 )
