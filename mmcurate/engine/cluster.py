@@ -99,7 +99,7 @@ def connect(
         return
     logging.getLogger("distributed").setLevel(logging.ERROR)
     n = workers or default_workers()
-    with _local_cluster(n, threads_per_worker) as cluster, Client(cluster) as local:
+    with _workers_skip_main(), _local_cluster(n, threads_per_worker) as cluster, Client(cluster) as local:
         if quiet:
             local.register_plugin(_NoWarnings(), name="mmcurate-quiet")  # also on workers started later
         if gpus:
@@ -108,6 +108,24 @@ def connect(
         extra = f" + {gpus} GPU worker(s)" if gpus else ""
         _say(f"local Dask cluster: {n} workers x {threads_per_worker} threads{extra}; dashboard {local.dashboard_link}", quiet)
         yield local
+
+
+@contextlib.contextmanager
+def _workers_skip_main() -> Iterator[None]:
+    """Worker processes started meanwhile (spawned, also when one is replaced) do not import the
+    driver's ``__main__`` again, as they would not for ``python -c`` or a notebook: a script
+    without an ``if __name__ == "__main__":`` guard would run once more in each (Dask's "Nanny
+    failed to start"), and a script that imports torch would import it in each. What the script
+    defines (an annotator class) still reaches the workers, pickled by value."""
+    main = sys.modules.get("__main__")
+    hidden = {k: main.__dict__.pop(k) for k in ("__file__", "__spec__") if main is not None and k in main.__dict__}
+    if main is not None and "__spec__" in hidden:
+        main.__spec__ = None  # multiprocessing.spawn reads both: no spec name, no file, nothing to import
+    try:
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.update(hidden)
 
 
 class _NoWarnings(WorkerPlugin):
