@@ -167,8 +167,16 @@ def _inspect_sample(run: Run, key: str) -> int:
         for step, columns in record["annotations"].items():
             print(f"  {step}:")
             for name, value in columns.items():
-                print(f"    {name}: {value}")
+                print(f"    {name}: {_short(value)}")
     return 0
+
+
+def _short(value: object, shown: int = 4) -> str:
+    """A value for one line: a long list (an embedding) as its first items and its length."""
+    if isinstance(value, (list, tuple)) and len(value) > 2 * shown:
+        items = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value[:shown])
+        return f"[{items}, ... ({len(value)} values)]"
+    return str(value)
 
 
 def _report(args: argparse.Namespace) -> int:

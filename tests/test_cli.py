@@ -53,6 +53,8 @@ def test_inspect_shows_funnel_counts_and_top_reasons(demo_run):
     assert "200 samples in, 174 kept, 26 dropped" in proc.stdout
     assert "top drop reasons:" in proc.stdout
     assert "decode_error: not a recognised image format" in proc.stdout
+    # the 6 exact duplicates of 5 kept samples: one line for the kind, not one per kept key
+    assert "       6  duplicate_of:KEY (of 5 kept sample(s))" in proc.stdout and "duplicate_of:0" not in proc.stdout
 
 
 def test_datacomp_basic_removes_more_than_default(tmp_path):
@@ -206,3 +208,10 @@ def test_quiet_says_only_what_must_be_said(tmp_path):
     args[args.index("--out") + 1] = str(tmp_path / "loud")  # a fresh run: the annotator runs again
     loud = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300, env=env)
     assert "requires_grad=True" in loud.stderr and "no sample of" in loud.stderr  # the same run without --quiet does warn
+
+
+def test_inspect_sample_abbreviates_vectors():
+    from mmcurate.cli import _short
+
+    assert _short([0.123456] * 512) == "[0.1235, 0.1235, 0.1235, 0.1235, ... (512 values)]"  # an embedding
+    assert _short([1, 2, 3]) == "[1, 2, 3]" and _short(0.5) == "0.5"

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..steps.dedup.results import CLUSTER_FILE
-from ..views.funnel import StepCount, funnel
+from ..steps.dedup.results import CLUSTER_FILE, REASONS
+from ..views.funnel import StepCount, funnel, reason_category
 from ..io.inputs import ShardRef
 from ..io.output import OUTPUT_STEP
 from ..engine.plan import READ_STEP, Plan, build_plan, funnel_steps, read_annotations
@@ -183,8 +183,18 @@ class Run:
         return {url: why.get(url, "no samples") for url in self.info["inputs"] if url not in readable and url not in failed}
 
     def top_reasons(self, n: int = 10) -> list[tuple[str, int]]:
-        """The most common full drop reasons."""
-        return Counter(r for r in self.decisions.column("reason").to_pylist() if r).most_common(n)
+        """The most common drop reasons; those naming the sample a dedup step kept
+        (``duplicate_of:KEY``) count together per kind: ``duplicate_of:KEY (of 3 kept samples)``."""
+        counts: Counter[str] = Counter()
+        kept_keys: dict[str, set[str]] = {}
+        for entry in pc.value_counts(self.decisions.column("reason").drop_null()).to_pylist():
+            reason, count = entry["values"], entry["counts"]
+            kind = reason_category(reason)
+            if kind in REASONS.values():
+                reason = f"{kind}:KEY"
+                kept_keys.setdefault(reason, set()).add(entry["values"])
+            counts[reason] += count
+        return [(f"{r} (of {len(kept_keys[r])} kept sample(s))" if r in kept_keys else r, c) for r, c in counts.most_common(n)]
 
 
 def open_run(out: str | os.PathLike[str]) -> Run:

@@ -61,8 +61,8 @@ def funnel_svg(counts: Sequence[StepCount], width: int = 720) -> str:
 
 
 OUTLIER_TAIL = 1.0
-"""A tail beyond the 1st or 99th percentile longer than this many times the span between them is
-clipped (one 12000 px image among 500 px ones)."""
+"""Values further beyond the 1st or 99th percentile than this many times the span between them
+are outliers: the axis ends before them (one 12000 px image among 500 px ones)."""
 LOG_RATIO = 20.0
 """Positive values whose 99th percentile is this many times their 1st, and which a linear axis would
 squeeze (most in its lowest twentieth), get a log axis (file sizes)."""
@@ -71,7 +71,7 @@ squeeze (most in its lowest twentieth), get a log axis (file sizes)."""
 @dataclass(frozen=True)
 class Axis:
     """The range a column's histogram shows, and a threshold slider over it: the values' own
-    range, a log axis, or one clipped at the 1st or 99th percentile (the rest counted in the end bars)."""
+    range, a log axis, or one that ends before outliers (counted in the end bars)."""
 
     low: float
     high: float
@@ -87,14 +87,14 @@ class Axis:
         below, above = self.clipped
         if below or above:
             beyond = " and ".join(f"{n} {side}" for n, side in ((below, "below"), (above, "above")) if n)
-            return f"axis clipped at the 1st/99th percentile: {beyond} in the end bars"
+            return f"axis clipped past outliers (far beyond the 1st/99th percentile): {beyond}, in the end bars"
         return ""
 
 
 def value_axis(values: np.ndarray, marks: Sequence[float] = ()) -> Axis:
     """The axis for ``values`` (finite ones) that keeps ``marks`` (thresholds) in view: their full
-    range, a log axis for skewed values spanning orders of magnitude, or, past outliers, the 1st
-    or 99th percentile (see :data:`OUTLIER_TAIL`, :data:`LOG_RATIO`)."""
+    range, a log axis for skewed values spanning orders of magnitude, or one that ends before
+    outliers far beyond the 1st or 99th percentile (see :data:`OUTLIER_TAIL`, :data:`LOG_RATIO`)."""
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
     marks = [float(m) for m in marks]
@@ -108,8 +108,8 @@ def value_axis(values: np.ndarray, marks: Sequence[float] = ()) -> Axis:
     if low > 0 and all(m > 0 for m in marks) and p99 >= LOG_RATIO * p1 and squeezed:
         return Axis(min([low, *marks]), max([high, *marks]), log=True)
     core = p99 - p1
-    lo = min([p1 if p1 - low > OUTLIER_TAIL * core else low, *marks])
-    hi = max([p99 if high - p99 > OUTLIER_TAIL * core else high, *marks])
+    usual = values[(values >= p1 - OUTLIER_TAIL * core) & (values <= p99 + OUTLIER_TAIL * core)]
+    lo, hi = min([float(usual.min()), *marks]), max([float(usual.max()), *marks])
     return Axis(lo, hi, clipped=(int((values < lo).sum()), int((values > hi).sum())))
 
 
