@@ -124,7 +124,8 @@ def _filter(args: argparse.Namespace) -> int:
         print(result.summary())
     elif result.failed:
         print(format_failed(result.failed, result.shards_in), file=sys.stderr)
-    for url, why in open_run(result.out).unreadable_inputs().items():  # said even with --quiet
+    unreadable = open_run(result.out).unreadable_inputs() if result.decisions_path.exists() else {}
+    for url, why in unreadable.items():  # said even with --quiet
         print(f"mmcurate: warning: no sample of {url} could be read: {why}", file=sys.stderr)
     return 0 if result.complete else 1
 
