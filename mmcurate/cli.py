@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from typing import Sequence
 
 from . import __version__
@@ -71,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--gpus", type=int, metavar="N", help="local GPU workers for GPU steps such as clip_score, one per device (default: every CUDA device when the recipe has a GPU step; 0: none)")
     f.add_argument("--against", action="append", default=[], metavar="PREVIOUS_OUT", help="deduplicate against the kept samples of an earlier run directory (its stored hashes are reused; repeatable)")
     f.add_argument("--overwrite", action="store_true", help="replace a different run already in --out: only the files it wrote are removed, its stored annotations are reused where they match")
-    f.add_argument("--quiet", action="store_true", help="no progress bars or funnel")
+    f.add_argument("--quiet", action="store_true", help="no progress bars, funnel or library warnings; failed and wholly unreadable inputs are still reported on stderr")
 
     i = sub.add_parser(
         "inspect",
@@ -104,6 +105,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _filter(args: argparse.Namespace) -> int:
+    if args.quiet:
+        warnings.simplefilter("ignore")  # library warnings on the driver; the workers' are silenced by connect()
     result = curate(
         args.inputs,
         args.recipe,
@@ -121,6 +124,9 @@ def _filter(args: argparse.Namespace) -> int:
         print(result.summary())
     elif result.failed:
         print(format_failed(result.failed, result.shards_in), file=sys.stderr)
+    unreadable = open_run(result.out).unreadable_inputs() if result.decisions_path.exists() else {}
+    for url, why in unreadable.items():  # said even with --quiet
+        print(f"mmcurate: warning: no sample of {url} could be read: {why}", file=sys.stderr)
     return 0 if result.complete else 1
 
 
@@ -162,8 +168,16 @@ def _inspect_sample(run: Run, key: str) -> int:
         for step, columns in record["annotations"].items():
             print(f"  {step}:")
             for name, value in columns.items():
-                print(f"    {name}: {value}")
+                print(f"    {name}: {_short(value)}")
     return 0
+
+
+def _short(value: object, shown: int = 4) -> str:
+    """A value for one line: a long list (an embedding) as its first items and its length."""
+    if isinstance(value, (list, tuple)) and len(value) > 2 * shown:
+        items = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value[:shown])
+        return f"[{items}, ... ({len(value)} values)]"
+    return str(value)
 
 
 def _report(args: argparse.Namespace) -> int:

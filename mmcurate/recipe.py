@@ -7,12 +7,13 @@ starts into frozen dataclasses. Every error names the recipe file, the step and 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Union
+from typing import Any, Iterable, Mapping, Optional, Union
 
 import pyarrow as pa
 import yaml
@@ -124,6 +125,10 @@ class OutputConfig:
     """How kept samples are re-sharded."""
 
     samples_per_shard: int = 10_000
+    shards: Optional[int] = None
+    """Target number of output shards (e.g. a multiple of your DataLoader's workers): when set,
+    each shard takes ``ceil(kept / shards)`` samples instead of ``samples_per_shard``
+    (``max_shard_bytes`` still applies, so there may be more)."""
     max_shard_bytes: int = 1_000_000_000
     prefix: str = "curated"
     annotations_member: bool = True
@@ -134,6 +139,10 @@ class OutputConfig:
     NAME being the input shard's file name without ``.tar``."""
 
     def __post_init__(self) -> None:
+        for name in ("samples_per_shard", "max_shard_bytes", "shards"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"field {name!r}: expected a positive integer, got {value!r}")
         if self.keys not in OUTPUT_KEYS:
             raise ValueError(f"field 'keys': expected one of {', '.join(OUTPUT_KEYS)}, got {self.keys!r}")
 
@@ -298,9 +307,9 @@ def _step_ids(steps: list[Any]) -> list[str]:
 
 
 def _validate(data: dict[str, Any], source: str) -> Recipe:
-    unknown = set(data) - {"name", "description", "modalities", "steps", "output"}
-    if unknown:
-        raise RecipeError(f"{source}: unknown top-level field(s) {', '.join(sorted(unknown))}")
+    top = {"name", "description", "modalities", "steps", "output"}
+    if set(data) - top:
+        raise RecipeError(f"{source}: {_unknown_fields(set(data) - top, top, 'top-level field(s)')}")
     name = data.get("name")
     if not isinstance(name, str) or not name:
         raise RecipeError(f"{source}: field 'name' must be a non-empty string")
@@ -314,7 +323,8 @@ def _validate(data: dict[str, Any], source: str) -> Recipe:
     for index, (raw, step_id) in enumerate(zip(steps_data, ids), start=1):
         where = f"{source}: step {index} ({step_id})"
         if not isinstance(raw, dict) or _step_kind(raw) is None:
-            raise RecipeError(f"{where}: a step is a mapping with exactly one of {', '.join(repr(k) for k in _KINDS)}")
+            guess = _did_you_mean(raw, _KINDS) if isinstance(raw, dict) else ""
+            raise RecipeError(f"{where}: a step is a mapping with exactly one of {', '.join(repr(k) for k in _KINDS)}{guess}")
         if step_id in _RESERVED_IDS or ids.count(step_id) > 1:
             raise RecipeError(f"{where}: field 'id': {step_id!r} is reserved or used twice; give the step a unique 'id'")
         _check_file_name(step_id, where, "id")
@@ -327,6 +337,19 @@ def _validate(data: dict[str, Any], source: str) -> Recipe:
     output = _build_config(OutputConfig, data.get("output") or {}, f"{source}: output")
     _check_file_name(output.prefix, f"{source}: output", "prefix")
     return Recipe(name=name, steps=tuple(steps), modalities=modalities, output=output, source=source)
+
+
+def _did_you_mean(names: Iterable[str], allowed: Iterable[str]) -> str:
+    """``; did you mean 'filter'?`` for names that look like an allowed one (misspelt), else ""."""
+    allowed = list(allowed)
+    guesses = [g for n in names for g in difflib.get_close_matches(str(n), allowed, n=1, cutoff=0.6) if n not in allowed]
+    return f"; did you mean {' or '.join(repr(g) for g in dict.fromkeys(guesses))}?" if guesses else ""
+
+
+def _unknown_fields(unknown: Iterable[str], allowed: Iterable[str], what: str = "field(s)") -> str:
+    """``unknown field(s) idd (allowed: filter, id); did you mean 'id'?``"""
+    unknown, allowed = sorted(unknown), sorted(allowed)
+    return f"unknown {what} {', '.join(unknown)} (allowed: {', '.join(allowed) or 'none'}){_did_you_mean(unknown, allowed)}"
 
 
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -370,22 +393,24 @@ def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: Mappi
             cls = annotators.get(str(name))
         except KeyError as exc:
             raise RecipeError(f"{where}: field 'annotate': {exc.args[0]}") from None
-        return AnnotateStep(id=step_id, annotator=cls.name, config=_build_config(cls.Config, params, where))
+        return AnnotateStep(id=step_id, annotator=cls.name, config=_build_config(cls.Config, params, where, ("annotate", "id")))
     if "filter" in raw:
         if set(params) != {"filter"}:
-            raise RecipeError(f"{where}: unknown field(s) {', '.join(sorted(set(params) - {'filter'}))}")
+            raise RecipeError(f"{where}: {_unknown_fields(set(params) - {'filter'}, ['filter', 'id'])}")
         try:
             expr = Expr.parse(str(raw["filter"]))
         except ExprError as exc:
             raise RecipeError(f"{where}: field 'filter': {exc}") from None
+        kinds = {c: _kind(t) for c, t in columns.items()}
         missing = sorted(expr.columns - set(columns))
         if missing:
+            hint = expr.quote_hint(kinds)
             raise RecipeError(
                 f"{where}: field 'filter': column(s) {', '.join(missing)} not produced by an earlier "
-                f"annotate step (available: {', '.join(sorted(columns)) or 'none'})"
+                f"annotate step (available: {', '.join(sorted(columns)) or 'none'})" + (f"; {hint}" if hint else _did_you_mean(missing, columns))
             )
         try:
-            expr.check_kinds({c: _kind(t) for c, t in columns.items()})
+            expr.check_kinds(kinds)
         except ExprError as exc:
             raise RecipeError(f"{where}: field 'filter': {exc}") from None
         return FilterStep(id=step_id, expr=expr)
@@ -394,7 +419,7 @@ def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: Mappi
     method = str(params.pop("dedup"))
     if method not in DEDUP_METHODS:
         raise RecipeError(f"{where}: field 'dedup': unknown method {method!r}; known: {', '.join(DEDUP_METHODS)}")
-    config = _build_config(DEDUP_METHODS[method], params, where)
+    config = _build_config(DEDUP_METHODS[method], params, where, ("dedup", "id"))
     try:
         keep = KeepPolicy.parse(config.keep)
     except ValueError as exc:
@@ -414,7 +439,7 @@ def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: Mappi
 def _validate_keep_top(params: dict[str, Any], step_id: str, where: str, columns: Mapping[str, pa.DataType]) -> KeepTopStep:
     unknown = sorted(set(params) - {"keep_top", "fraction"})
     if unknown:
-        raise RecipeError(f"{where}: unknown field(s) {', '.join(unknown)} (allowed: keep_top, fraction)")
+        raise RecipeError(f"{where}: {_unknown_fields(unknown, ['keep_top', 'fraction', 'id'])}")
     column = str(params["keep_top"])
     if column not in columns:
         raise RecipeError(f"{where}: field 'keep_top': column {column!r} is not produced by an earlier annotate step")
@@ -424,14 +449,14 @@ def _validate_keep_top(params: dict[str, Any], step_id: str, where: str, columns
     return KeepTopStep(id=step_id, column=column, fraction=float(fraction))
 
 
-def _build_config(cls: type, params: Mapping[str, Any], where: str) -> Any:
-    """Instantiate a frozen config dataclass, checking names and types of every field."""
+def _build_config(cls: type, params: Mapping[str, Any], where: str, step_fields: Iterable[str] = ()) -> Any:
+    """Instantiate a frozen config dataclass, checking names and types of every field
+    (``step_fields``: the step's own, listed beside the config's when a name is unknown)."""
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(params) - known)
     if unknown:
-        allowed = ", ".join(sorted(known)) or "none"
-        raise RecipeError(f"{where}: unknown field(s) {', '.join(unknown)} (allowed: {allowed})")
+        raise RecipeError(f"{where}: {_unknown_fields(unknown, known | set(step_fields))}")
     values = {}
     for name, value in params.items():
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 
@@ -51,6 +53,8 @@ def test_inspect_shows_funnel_counts_and_top_reasons(demo_run):
     assert "200 samples in, 174 kept, 26 dropped" in proc.stdout
     assert "top drop reasons:" in proc.stdout
     assert "decode_error: not a recognised image format" in proc.stdout
+    # the 6 exact duplicates of 5 kept samples: one line for the kind, not one per kept key
+    assert "       6  duplicate_of:KEY (of 5 kept sample(s))" in proc.stdout and "duplicate_of:0" not in proc.stdout
 
 
 def test_datacomp_basic_removes_more_than_default(tmp_path):
@@ -159,3 +163,55 @@ def test_annotators_lists_one_whose_config_has_required_fields(capsys):
     out = capsys.readouterr().out
     assert "test_needs_path      registered in Python" in out and "columns: (depend on the step's settings)" in out
     assert "clip_tags" in out and "columns: tag_watermark, tag_text_heavy, tag_nsfw" in out
+
+
+NOISY = """
+import warnings
+
+import pyarrow as pa
+
+from mmcurate import annotators
+
+
+@annotators.register
+class Noisy(annotators.Annotator):
+    name = "noisy"
+    columns = {"noise": pa.int64()}
+
+    def annotate_one(self, sample):
+        warnings.warn("Converting a tensor with requires_grad=True to a scalar may lead to errors")
+        return {"noise": 1}
+"""
+
+
+def test_quiet_says_only_what_must_be_said(tmp_path):
+    """``--quiet`` with port 8787 taken and an annotator that warns on every worker (like torch's
+    requires_grad line): stdout and stderr are empty but for the one input nothing could be read from."""
+    (tmp_path / "noisy.py").write_text(NOISY)
+    recipe = tmp_path / "noisy.yaml"
+    recipe.write_text("name: noisy\nsteps:\n  - annotate: noisy\n  - filter: 'noise >= 1'\n")
+    garbage = tmp_path / "garbage.tar"
+    garbage.write_bytes(b"not a tar " * 300)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)}
+    code = "import sys, noisy; from mmcurate.cli import main; sys.exit(main(sys.argv[1:]))"
+    args = ["filter", str(DEMO_SHARDS[0]), str(garbage), "--recipe", str(recipe), "--out", str(tmp_path / "run"), "--workers", "2"]
+    with socket.socket() as dashboard:
+        try:
+            dashboard.bind(("127.0.0.1", 8787))
+            dashboard.listen()
+        except OSError:
+            pass  # something else holds 8787 already: the same case
+        quiet = subprocess.run([sys.executable, "-c", code, *args, "--quiet"], capture_output=True, text=True, timeout=300, env=env)
+    assert quiet.returncode == 0 and quiet.stdout == ""
+    (line,) = quiet.stderr.splitlines()
+    assert line.startswith(f"mmcurate: warning: no sample of {garbage} could be read: read_error: {garbage}: not a readable tar file (")
+    args[args.index("--out") + 1] = str(tmp_path / "loud")  # a fresh run: the annotator runs again
+    loud = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300, env=env)
+    assert "requires_grad=True" in loud.stderr and "no sample of" in loud.stderr  # the same run without --quiet does warn
+
+
+def test_inspect_sample_abbreviates_vectors():
+    from mmcurate.cli import _short
+
+    assert _short([0.123456] * 512) == "[0.1235, 0.1235, 0.1235, 0.1235, ... (512 values)]"  # an embedding
+    assert _short([1, 2, 3]) == "[1, 2, 3]" and _short(0.5) == "0.5"

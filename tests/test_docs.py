@@ -15,7 +15,7 @@ def test_api_examples_run_as_written(tmp_path):
     assert len(blocks) >= 8
     (tmp_path / "shards").symlink_to(REPO / "shards")
     (tmp_path / "runs").mkdir()
-    # run with -c, like an interactive session (a script file would need `if __name__ == "__main__":`)
+    # run with -c, like an interactive session (test_engine runs a script file without a main guard)
     proc = subprocess.run([sys.executable, "-c", "\n".join(blocks)], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "200 samples in" in proc.stdout and "rows computed;" in proc.stdout

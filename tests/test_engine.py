@@ -150,3 +150,41 @@ def test_a_batch_of_large_samples_ends_at_the_byte_budget(tmp_path, monkeypatch)
     result = shard_task.run_group(task)
     assert len(result.entries) == 10 and not result.drops
     assert BatchBytes.calls == [300_018] * 3 + [100_006]  # 3 samples (bytes + captions) per call, then the last one
+
+
+SCRIPT_WITHOUT_GUARD = '''
+import os
+import pyarrow as pa
+import mmcurate
+from mmcurate import annotators
+
+with open("ran.txt", "a") as f:  # one line per time this module runs
+    f.write(f"{os.getpid()}\\n")
+
+
+@annotators.register
+class Pid(annotators.Annotator):  # defined in the script itself: reaches the workers by value
+    name = "test_worker_pid"
+    columns = {"worker_pid": pa.int64()}
+
+    def annotate_one(self, sample):
+        return {"worker_pid": os.getpid()}
+
+
+recipe = mmcurate.Recipe.load("default").with_step({"annotate": "test_worker_pid"}, after="image_info")
+result = mmcurate.curate("shard.tar", recipe, "run", workers=2, quiet=True)
+print(result.kept, sorted({r["worker_pid"] for r in mmcurate.open_run("run").annotations().to_pylist()}))
+'''
+
+
+def test_a_script_without_a_main_guard_runs_once_and_its_annotator_runs_on_the_workers(tmp_path):
+    """The README's example pasted into a file, with no ``if __name__ == "__main__":``: the local
+    cluster's worker processes do not run the script again (no "Nanny failed to start", no second
+    import of what it imports), and an annotator the script defines still runs on them."""
+    make_shard(tmp_path / "shard.tar", simple_samples("k", 6))
+    (tmp_path / "script.py").write_text(SCRIPT_WITHOUT_GUARD)
+    proc = subprocess.run([sys.executable, "script.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len((tmp_path / "ran.txt").read_text().split()) == 1  # only the driver ran the script
+    kept, pids = proc.stdout.split(" ", 1)
+    assert int(kept) == 6 and str(os.getpid()) not in pids and (tmp_path / "run" / "shards" / "curated-000000.tar").exists()

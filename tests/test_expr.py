@@ -102,3 +102,68 @@ def test_comparing_values_of_different_kinds_is_refused_with_a_hint(text, messag
 )
 def test_comparisons_of_one_kind_or_with_null_pass(text):
     parse(text).check_kinds(KINDS)
+
+
+@pytest.mark.parametrize(
+    "text,row,expected",
+    [
+        ("min(width, height) >= 224", {"width": 300, "height": 224}, True),
+        ("min(width, height) >= 224", {"width": 300, "height": 223}, False),
+        ("min(width, height) >= 224", {"width": 300}, False),  # a function of a missing value is missing
+        ("max(width, height) <= 4096", {"width": 12000, "height": 10}, False),
+        ("max(a, b, c) == 3", {"a": 1, "b": 3, "c": 2}, True),
+        ("abs(loudness_lufs) < 30", {"loudness_lufs": -23.0}, True),
+        ("mode in ['RGB', 'L']", {"mode": "L"}, True),
+        ("mode in ['RGB', 'L']", {"mode": "CMYK"}, False),
+        ("mode not in ['CMYK']", {"mode": "RGB"}, True),
+        ("format in ['PNG', null]", {}, True),
+        ("caption_words in [1, 2, 3] and min(width, height) > 10", {"caption_words": 2, "width": 11, "height": 20}, True),
+    ],
+)
+def test_functions_and_lists_a_user_would_write(text, row, expected):
+    expr = parse(text)
+    assert expr(row) is expected
+    assert parse(expr.text).text == expr.text  # the source round-trips (sliders rewrite it)
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("len(caption) > 3", "unknown function 'len' at position 0 in 'len(caption) > 3'; functions: abs, max, min"),
+        ("abs(a, b) > 1", "abs() takes one argument, got 2"),
+        ("min(a) > 1", "min() takes 2 or more arguments, got 1"),
+        ("format in [JPEG, PNG]", "quote strings: format in ['JPEG', 'PNG']"),
+        ("x in [1 2]", "expected ',' or ']'"),
+        ("x in 3", "expected a list such as [1, 2] after 'in'"),
+        ("mode = 'RGB'", "unexpected character '=' at position 5 in \"mode = 'RGB'\"; compare with =="),
+    ],
+)
+def test_mistakes_in_functions_and_lists_say_how_to_fix_them(text, message):
+    with pytest.raises(ExprError) as err:
+        parse(text)
+    assert message in str(err.value)
+
+
+KINDS_IMAGE = {"width": "number", "height": "number", "mode": "string"}
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("abs(mode) > 1", "abs(mode): abs() takes numbers, but mode is a string column"),
+        ("min(width, mode) > 1", "min() takes numbers, but mode is a string column"),
+        ("mode in ['RGB', 1]", "mode in ['RGB', 1] is never true for 1: mode is a string column and 1 is a number; list strings only"),
+        ("width not in ['5']", "is always true for '5': width is a number column"),
+        ("min(width, height) == 'big'", "min(width, height) is a number and 'big' is a string"),
+    ],
+)
+def test_strings_compare_only_with_string_columns_inside_functions_and_lists(text, message):
+    with pytest.raises(ExprError) as err:
+        parse(text).check_kinds(KINDS_IMAGE)
+    assert message in str(err.value)
+
+
+def test_a_bare_word_compared_with_a_string_column_is_a_quoting_hint():
+    assert parse("mode == RGB").quote_hint(KINDS_IMAGE) == "quote strings: mode == 'RGB'"
+    assert parse("width > 3 and L != mode").quote_hint(KINDS_IMAGE) == "quote strings: 'L' != mode"
+    assert parse("width > heigth").quote_hint(KINDS_IMAGE) == ""

@@ -50,7 +50,7 @@ def test_set_overrides_filters_params_and_output():
         ("nosuchstep.x=1", "no step 'nosuchstep'"),
         ("image_info.max_pixels=lots", "field 'max_pixels': expected int"),
         ("image_size.expr=width >", "step 3 (image_size): field 'filter'"),
-        ("output.shards=3", "output: unknown field(s) shards"),
+        ("output.shard=3", "output: unknown field(s) shard"),
         ("justtext", "expected STEP.PARAM=VALUE"),
     ],
 )
@@ -136,3 +136,31 @@ def test_recipes_that_could_only_fail_late_are_refused_before_any_work(tmp_path:
 def test_mirror_dedup_passes_when_the_hash_step_stores_the_mirror_column():
     recipe = Recipe.from_dict({"name": "m", "steps": [{"annotate": "phash", "mirror": True}, {"dedup": "phash", "mirror": True}]})
     assert recipe.steps[-1].columns == ["phash", "phash_mirror"]
+
+
+@pytest.mark.parametrize(
+    "steps,message",
+    [
+        (
+            [{"annotate": "image_info"}, {"filtr": "width > 3"}],
+            "step 2 (step_2): a step is a mapping with exactly one of 'annotate', 'filter', 'dedup', 'keep_top'; did you mean 'filter'?",
+        ),
+        ([{"annotate": "image_info"}, {"filter": "width > 3", "idd": "big"}], "step 2 (filter_1): unknown field(s) idd (allowed: filter, id); did you mean 'id'?"),
+        ([{"annotate": "image_info", "idd": "x"}], "step 1 (image_info): unknown field(s) idd (allowed: annotate, id, max_pixels); did you mean 'id'?"),
+        ([{"annotate": "caption_info"}, {"keep_top": "caption_words", "fractoin": 0.5}], "(allowed: fraction, id, keep_top); did you mean 'fraction'?"),
+        ([{"annotate": "image_info"}, {"filter": "mode == RGB"}], "column(s) RGB not produced by an earlier annotate step (available: aspect_ratio, format, height, image_bytes, mode, width); quote strings: mode == 'RGB'"),
+        ([{"annotate": "image_info"}, {"filter": "widht >= 64"}], "column(s) widht not produced by an earlier annotate step (available: aspect_ratio, format, height, image_bytes, mode, width); did you mean 'width'?"),
+        ([{"annotate": "image_info"}, {"filter": "mode in ['RGB', 3]"}], "field 'filter': mode in ['RGB', 3] is never true for 3"),
+    ],
+    ids=["misspelt kind", "misspelt id", "misspelt id on annotate", "misspelt fraction", "unquoted string", "misspelt column", "list of mixed kinds"],
+)
+def test_misspellings_suggest_the_name_and_list_what_is_allowed(steps, message):
+    with pytest.raises(RecipeError) as err:
+        Recipe.from_dict({"name": "x", "steps": steps})
+    assert message in str(err.value)
+
+
+def test_filters_with_functions_and_lists_validate():
+    recipe = Recipe.from_dict({"name": "x", "steps": [{"annotate": "image_info"}, {"id": "big", "filter": "min(width, height) >= 224 and mode in ['RGB', 'L']"}]})
+    step = recipe.step("big")
+    assert step.expr({"width": 300, "height": 224, "mode": "RGB"}) and not step.expr({"width": 300, "height": 224, "mode": "CMYK"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -136,3 +137,85 @@ def test_report_renders_in_headless_chromium_with_its_images(chromium, demo, vid
     green = np.all(np.abs(pixels - (0x3A, 0x7D, 0x44)) < 8, axis=1).sum()
     red = np.all(np.abs(pixels - (0xC8, 0x55, 0x3D)) < 8, axis=1).sum()
     assert green > 5000 and red > 200 and len(np.unique(pixels, axis=0)) > 1000
+
+
+def _png16(width: int, height: int) -> bytes:
+    """A 16-bit greyscale PNG (Pillow mode ``I;16``), like a scanner's or a depth camera's."""
+    ramp = (np.arange(width * height, dtype=np.uint32).reshape(height, width) * 65535 // (width * height)).astype(np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(ramp).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def real_world(tmp_path_factory, client):
+    """Data as found: a large 16-bit PNG (its caption empty, so a step drops it and the report
+    shows it), a 12000 px wide banner among 96 px photos, and a smaller re-encoding of a photo."""
+    from conftest import image_bytes, make_shard, simple_samples
+
+    samples = simple_samples("k", 8)
+    photo = Image.open(io.BytesIO(samples[1][1]["jpg"]))
+    smaller = io.BytesIO()
+    photo.resize((90, 75)).save(smaller, format="JPEG", quality=90)
+    samples += [
+        ("deep16", {"png": _png16(640, 480), "txt": b""}),
+        ("banner", {"jpg": image_bytes(12000, 16, seed=9), "txt": b"a very wide banner"}),
+        ("resized", {"jpg": smaller.getvalue(), "txt": b"the same photo, smaller"}),
+    ]
+    shard = make_shard(tmp_path_factory.mktemp("real") / "000000.tar", samples)
+    return mmcurate.curate(str(shard), "near-dup", tmp_path_factory.mktemp("real-run") / "run", client=client, quiet=True)
+
+
+def test_a_16_bit_png_gets_its_thumbnail_in_the_report(real_world):
+    html = real_world.report.read_text()
+    assert re.search(r'<img src="data:image/jpeg;base64,[^"]+" width="112" height="84" alt="deep16">', html) and "wrong mode" not in html
+
+
+def test_a_thumbnail_that_fails_fails_alone(real_world, tmp_path):
+    from mmcurate.views import thumbs
+
+    original = thumbs._THUMBNAILERS["image"]
+
+    def fussy(view, size):
+        if view.key == "deep16":
+            raise ValueError("image has wrong mode")  # what Pillow said about 16-bit PNGs
+        return original(view, size)
+
+    thumbs.register("image")(fussy)
+    try:
+        html = write_report(real_world.out, tmp_path / "report.html").read_text()
+    finally:
+        thumbs.register("image")(original)
+    assert '<div class="ph" style="width:112px;height:84px">no thumbnail: ValueError: image has wrong mode</div><figcaption><b>deep16</b>' in html
+    assert html.count('<img src="data:image/jpeg;base64,') > 5  # every other sample still shows
+
+
+def test_histograms_clip_an_outlier_and_say_so(real_world):
+    html = real_world.report.read_text()
+    width = html[html.index(">width (image_info)<") :]
+    width = width[: width.index("</svg>")]
+    assert "axis clipped past outliers (far beyond the 1st/99th percentile): 1 above, in the end bars" in width
+    assert ">640</text>" in width and ">12000<" not in width  # the axis ends at the largest usual width, not at the banner
+
+
+@pytest.mark.parametrize(
+    "values,expected",
+    [
+        (np.random.default_rng(0).normal(500, 50, 600), ""),
+        (np.append(np.random.default_rng(0).normal(500, 50, 599), 12000), "axis clipped past outliers (far beyond the 1st/99th percentile): 1 above, in the end bars"),
+        (np.exp(np.random.default_rng(0).normal(10, 2, 600)), "log axis"),  # file sizes
+    ],
+    ids=["normal", "one outlier", "orders of magnitude"],
+)
+def test_the_axis_is_chosen_per_column(values, expected):
+    from mmcurate.views.charts import value_axis
+
+    axis = value_axis(values, [64])
+    assert axis.note == expected and axis.low <= 64  # a threshold always stays in view
+
+
+def test_duplicates_show_their_distance_to_the_kept_sample(real_world):
+    html = real_world.report.read_text()
+    clusters = html[html.index('id="clusters"') :]
+    found = re.search(r'<span class="dropped">duplicate</span> · (\d+) bits (\(mirrored\) )?from the kept', clusters)
+    assert found and int(found.group(1)) <= 4 and clusters.index("k00001") < clusters.index("resized")

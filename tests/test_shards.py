@@ -86,6 +86,17 @@ def test_output_shards_follow_samples_per_shard_with_deterministic_names(curated
     assert counts == [5, 5, 5, 5, 1]
 
 
+def test_output_shards_sets_the_shard_count_for_small_outputs(curated, tmp_path, client):
+    """21 kept samples, ``output.shards: 4``: four shards of ceil(21 / 4) = 6, 6, 6 and 3 samples
+    (a DataLoader with 4 workers gets one each), whatever ``samples_per_shard`` says."""
+    shards, _ = curated
+    result = mmcurate.curate([str(p) for p in shards], "default", tmp_path / "run", client=client, quiet=True, overrides=["output.shards=4"])
+    counts = [len({n.split(".")[0] for n in _read_members(p)}) for p in result.shards]
+    assert counts == [6, 6, 6, 3]
+    with pytest.raises(mmcurate.RecipeError, match="'shards': expected a positive integer"):
+        mmcurate.Recipe.load("default", ["output.shards=0"])
+
+
 def test_index_json_opens_with_wids_and_webdataset(curated):
     import wids
 

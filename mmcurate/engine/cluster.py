@@ -14,10 +14,11 @@ import logging
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
-from dask.distributed import Client, LocalCluster, as_completed
+from dask.distributed import Client, LocalCluster, WorkerPlugin, as_completed
 from tqdm import tqdm
 
 __all__ = ["ClusterError", "Failed", "TaskFailed", "connect", "cuda_device_count", "map_tasks", "offers"]
@@ -98,7 +99,9 @@ def connect(
         return
     logging.getLogger("distributed").setLevel(logging.ERROR)
     n = workers or default_workers()
-    with _local_cluster(n, threads_per_worker) as cluster, Client(cluster) as local:
+    with _workers_skip_main(), _local_cluster(n, threads_per_worker) as cluster, Client(cluster) as local:
+        if quiet:
+            local.register_plugin(_NoWarnings(), name="mmcurate-quiet")  # also on workers started later
         if gpus:
             _add_gpu_workers(cluster, gpus)
             local.wait_for_workers(n + gpus, timeout=120)
@@ -107,18 +110,46 @@ def connect(
         yield local
 
 
+@contextlib.contextmanager
+def _workers_skip_main() -> Iterator[None]:
+    """Worker processes started meanwhile (spawned, also when one is replaced) do not import the
+    driver's ``__main__`` again, as they would not for ``python -c`` or a notebook: a script
+    without an ``if __name__ == "__main__":`` guard would run once more in each (Dask's "Nanny
+    failed to start"), and a script that imports torch would import it in each. What the script
+    defines (an annotator class) still reaches the workers, pickled by value."""
+    main = sys.modules.get("__main__")
+    hidden = {k: main.__dict__.pop(k) for k in ("__file__", "__spec__") if main is not None and k in main.__dict__}
+    if main is not None and "__spec__" in hidden:
+        main.__spec__ = None  # multiprocessing.spawn reads both: no spec name, no file, nothing to import
+    try:
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.update(hidden)
+
+
+class _NoWarnings(WorkerPlugin):
+    """Ignore Python warnings in the worker process (``quiet``: libraries' warnings, once per worker)."""
+
+    def setup(self, worker: Any) -> None:
+        warnings.simplefilter("ignore")
+
+
 def _local_cluster(n: int, threads_per_worker: int, attempts: int = 2) -> LocalCluster:
     """A LocalCluster of ``n`` worker processes; started again once if a worker dies while
-    starting, then :class:`ClusterError` with the cause."""
+    starting, then :class:`ClusterError` with the cause. The dashboard takes port 8787, or
+    silently another when that one is taken (the summary line gives its link)."""
     for attempt in range(1, attempts + 1):
         try:
-            return LocalCluster(
-                n_workers=n,
-                threads_per_worker=threads_per_worker,
-                processes=True,
-                dashboard_address=":8787",
-                silence_logs=logging.ERROR,
-            )
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
+                return LocalCluster(
+                    n_workers=n,
+                    threads_per_worker=threads_per_worker,
+                    processes=True,
+                    dashboard_address=":8787",
+                    silence_logs=logging.ERROR,
+                )
         except RuntimeError as exc:  # "Nanny failed to start": a worker process died on the way up
             if attempt == attempts:
                 raise ClusterError(f"the local Dask cluster did not start ({exc}); re-run the same command to resume") from exc

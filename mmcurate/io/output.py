@@ -26,6 +26,7 @@ __all__ = [
     "index_json",
     "kept_samples",
     "output_key",
+    "shard_capacity",
     "unique_keys",
     "write_piece",
     "write_tasks",
@@ -114,9 +115,18 @@ def unique_keys(kept: Iterable[Kept]) -> tuple[list[Kept], dict[str, dict[int, t
     return written, drops
 
 
+def shard_capacity(total_kept: int, config: OutputConfig) -> int:
+    """Samples per output shard: ``ceil(total_kept / shards)`` when ``output.shards`` is set,
+    else ``samples_per_shard``."""
+    if config.shards is None:
+        return config.samples_per_shard
+    return max(1, -(-total_kept // config.shards))
+
+
 def assign_shards(kept: list[Kept], config: OutputConfig) -> list[OutputShard]:
-    """Pack the kept samples in order into shards of at most ``samples_per_shard`` samples and
+    """Pack the kept samples in order into shards of at most :func:`shard_capacity` samples and
     ``max_shard_bytes`` bytes (a lone larger sample gets its own)."""
+    capacity = shard_capacity(len(kept), config)
     shards: list[OutputShard] = []
     segments: list[tuple[ShardRef, list[int], list[str]]] = []
     count = size = 0
@@ -129,7 +139,7 @@ def assign_shards(kept: list[Kept], config: OutputConfig) -> list[OutputShard]:
         segments, count, size = [], 0, 0
 
     for sample in kept:
-        if count and (count >= config.samples_per_shard or size + sample.nbytes > config.max_shard_bytes):
+        if count and (count >= capacity or size + sample.nbytes > config.max_shard_bytes):
             close()
         if not segments or segments[-1][0] != sample.ref:
             segments.append((sample.ref, [], []))

@@ -6,14 +6,19 @@ Grammar::
     or      := and ("or" and)*
     and     := not ("and" not)*
     not     := "not" not | compare
-    compare := atom (OP atom)*          OP: == != < <= > >=  (chains like 2 <= x <= 60)
-    atom    := NUMBER | STRING | NAME | true | false | null | "(" expr ")"
+    compare := atom (OP atom)* | atom ["not"] "in" list
+                                        OP: == != < <= > >=  (chains like 2 <= x <= 60)
+    atom    := NUMBER | STRING | NAME | true | false | null | "(" expr ")" | FUNC "(" expr ("," expr)* ")"
+    list    := "[" [value ("," value)*] "]"      value: NUMBER | STRING | true | false | null
+    FUNC    := min | max | abs
     NUMBER  := optional "-", digits, optional fraction and exponent (-45, 0.5, 1e3)
 
 An ordering comparison with a null value is false, so a sample whose column is missing
-fails the filter instead of crashing it; ``x == null`` tests for a missing value. Parentheses
+fails the filter instead of crashing it; ``x == null`` tests for a missing value, and a function
+of a missing value is missing (``min(width, height) >= 224`` fails without both). Parentheses
 and ``not`` nest at most :data:`MAX_DEPTH` deep. :meth:`Expr.check_kinds` rejects a comparison
-that can never be true because its sides are of different kinds (``caption_words >= '5'``).
+that can never be true because its sides are of different kinds (``caption_words >= '5'``), and a
+function given a string (``abs(mode)``).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Union
 
-__all__ = ["Comparison", "Expr", "ExprError", "KINDS", "MAX_DEPTH", "parse"]
+__all__ = ["Comparison", "Expr", "ExprError", "FUNCTIONS", "KINDS", "MAX_DEPTH", "parse"]
 
 MAX_DEPTH = 64
 """How deep parentheses and ``not`` may nest (deeper is an error, never a RecursionError)."""
@@ -40,12 +45,15 @@ _TOKEN = re.compile(
     r"""\s*(?:
         (?P<number>-?(?:\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?))
       | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
-      | (?P<op>==|!=|<=|>=|<|>|\(|\))
+      | (?P<op>==|!=|<=|>=|<|>|\(|\)|\[|\]|,)
       | (?P<name>[A-Za-z_][A-Za-z0-9_.]*)
     )""",
     re.VERBOSE,
 )
-_KEYWORDS = {"and", "or", "not", "true", "false", "null"}
+_KEYWORDS = {"and", "or", "not", "in", "true", "false", "null"}
+FUNCTIONS: dict[str, tuple[Callable[..., Any], int]] = {"min": (min, 2), "max": (max, 2), "abs": (abs, 1)}
+"""Functions an expression may call, with the fewest arguments each takes (``abs`` takes exactly one)."""
+_CHAR_HINTS = {"=": "compare with ==", "&": "write and", "|": "write or", "!": "write not, or != to compare"}
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq,
     "!=": operator.ne,
@@ -83,7 +91,18 @@ class Not:
     part: "Node"
 
 
-Node = Union[Literal, Column, Compare, BoolOp, Not]
+@dataclass(frozen=True)
+class Call:
+    name: str
+    args: tuple["Node", ...]
+
+
+@dataclass(frozen=True)
+class ListOf:
+    values: tuple[Literal, ...]
+
+
+Node = Union[Literal, Column, Compare, BoolOp, Not, Call, ListOf]
 
 
 def _tokenize(text: str) -> list[tuple[str, str, int]]:
@@ -95,7 +114,8 @@ def _tokenize(text: str) -> list[tuple[str, str, int]]:
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
             at = len(text) - len(text[pos:].lstrip())
-            raise ExprError(f"unexpected character {text[at]!r} at position {at} in {text!r}")
+            hint = _CHAR_HINTS.get(text[at])
+            raise ExprError(f"unexpected character {text[at]!r} at position {at} in {text!r}" + (f"; {hint}" if hint else ""))
         kind = m.lastgroup or ""
         value, start = m.group(kind), m.start(kind)
         if kind == "name" and value in _KEYWORDS:
@@ -166,7 +186,50 @@ class _Parser:
         while (tok := self.peek()) is not None and tok[1] in _COMPARE:
             ops.append(self.take()[1])
             operands.append(self.atom())
+        if not ops and (op := self._in_op()):
+            return Compare((operands[0], self.list_(operands[0], op)), (op,))
         return operands[0] if not ops else Compare(tuple(operands), tuple(ops))
+
+    def _in_op(self) -> str | None:
+        """``in`` or ``not in`` next (taken), else None."""
+        kinds = [t[0] for t in self.tokens[self.i : self.i + 2]]
+        if kinds[:1] == ["in"] or kinds == ["not", "in"]:
+            self.i += len(kinds) if kinds[0] == "not" else 1
+            return "not in" if kinds[0] == "not" else "in"
+        return None
+
+    def list_(self, left: Node, op: str) -> ListOf:
+        kind, value, pos = self.take()
+        if value != "[":
+            raise ExprError(f"expected a list such as [1, 2] after {op!r} at position {pos} in {self.text!r}")
+        items: list[Node] = []
+        while (tok := self.peek()) is not None and tok[1] != "]":
+            items.append(self.atom())
+            if (tok := self.peek()) is not None and tok[1] == ",":
+                self.take()
+            elif tok is not None and tok[1] != "]":
+                raise ExprError(f"expected ',' or ']' at position {tok[2]} in {self.text!r}")
+        self.take()  # "]" (or the end-of-expression error)
+        if any(not isinstance(i, Literal) for i in items):
+            fixed = ListOf(tuple(Literal(i.name) if isinstance(i, Column) else i for i in items))  # type: ignore[misc]
+            raise ExprError(f"a list holds numbers, strings, true, false or null; quote strings: {_source(Compare((left, fixed), (op,)))}")
+        return ListOf(tuple(items))  # type: ignore[arg-type]
+
+    def call(self, name: str, pos: int) -> Call:
+        if name not in FUNCTIONS:
+            raise ExprError(f"unknown function {name!r} at position {pos} in {self.text!r}; functions: {', '.join(sorted(FUNCTIONS))}")
+        self.take()  # "("
+        args = [self._nested(pos, self.or_)]
+        while (tok := self.peek()) is not None and tok[1] == ",":
+            self.take()
+            args.append(self._nested(pos, self.or_))
+        if self.take()[1] != ")":
+            raise ExprError(f"expected ')' after the arguments of {name}() in {self.text!r}")
+        fewest = FUNCTIONS[name][1]
+        if len(args) < fewest or (name == "abs" and len(args) > 1):
+            wanted = "one argument" if name == "abs" else f"{fewest} or more arguments"
+            raise ExprError(f"{name}() takes {wanted}, got {len(args)} in {self.text!r}")
+        return Call(name, tuple(args))
 
     def atom(self) -> Node:
         kind, value, pos = self.take()
@@ -179,6 +242,8 @@ class _Parser:
         if kind == "null":
             return Literal(None)
         if kind == "name":
+            if (tok := self.peek()) is not None and tok[1] == "(":
+                return self.call(value, pos)
             return Column(value)
         if value == "(":
             node = self._nested(pos, self.or_)
@@ -197,6 +262,8 @@ def _columns(node: Node) -> set[str]:
         return set().union(*(_columns(n) for n in node.parts))
     if isinstance(node, Not):
         return _columns(node.part)
+    if isinstance(node, Call):
+        return set().union(*(_columns(n) for n in node.args))
     return set()
 
 
@@ -211,9 +278,19 @@ def _evaluate(node: Node, row: Mapping[str, Any]) -> Any:
         if node.op == "and":
             return all(_truthy(_evaluate(p, row)) for p in node.parts)
         return any(_truthy(_evaluate(p, row)) for p in node.parts)
+    if isinstance(node, Call):
+        args = [_evaluate(a, row) for a in node.args]
+        try:
+            return None if None in args else FUNCTIONS[node.name][0](*args)
+        except TypeError:  # a value of the wrong type: missing, like a missing column
+            return None
+    if isinstance(node, ListOf):
+        return [v.value for v in node.values]
     values = [_evaluate(n, row) for n in node.operands]
     for op, left, right in zip(node.ops, values, values[1:]):
-        if left is None or right is None:
+        if op in ("in", "not in"):
+            ok = (left in right) == (op == "in")
+        elif left is None or right is None:
             ok = (left is right) if op == "==" else (left is not right) if op == "!=" else False
         else:
             try:
@@ -235,6 +312,10 @@ def _source(node: Node) -> str:
         return "null" if v is None else ("true" if v is True else "false" if v is False else repr(v))
     if isinstance(node, Column):
         return node.name
+    if isinstance(node, Call):
+        return f"{node.name}({', '.join(_source(a) for a in node.args)})"
+    if isinstance(node, ListOf):
+        return f"[{', '.join(_source(v) for v in node.values)}]"
     if isinstance(node, Not):
         return f"not {_source(node.part)}"
     if isinstance(node, BoolOp):
@@ -248,7 +329,7 @@ def _source(node: Node) -> str:
 
 
 def _operand(node: Node) -> str:
-    return _source(node) if isinstance(node, (Literal, Column)) else f"({_source(node)})"
+    return _source(node) if isinstance(node, (Literal, Column, Call, ListOf)) else f"({_source(node)})"
 
 
 def _kind(node: Node, kinds: Mapping[str, str]) -> str | None:
@@ -259,6 +340,8 @@ def _kind(node: Node, kinds: Mapping[str, str]) -> str | None:
         if node.value is None:
             return None
         return "string" if isinstance(node.value, str) else "boolean" if isinstance(node.value, bool) else "number"
+    if isinstance(node, Call):
+        return "number"
     return "boolean"  # a parenthesised test
 
 
@@ -272,6 +355,8 @@ def _describe(node: Node, kind: str) -> str:
         return f"{node.name} is a {'list or bytes' if kind == 'other' else kind} column"
     if isinstance(node, Literal):
         return f"{_source(node)} is a {kind}"
+    if isinstance(node, Call):
+        return f"{_source(node)} is a number"
     return f"({_source(node)}) is a boolean"
 
 
@@ -303,10 +388,19 @@ def _check_kinds(node: Node, kinds: Mapping[str, str]) -> None:
             _check_kinds(part, kinds)
     elif isinstance(node, Not):
         _check_kinds(node.part, kinds)
+    elif isinstance(node, Call):
+        for arg in node.args:
+            _check_kinds(arg, kinds)
+            kind = _kind(arg, kinds)
+            if kind not in (None, "number", "boolean"):
+                raise ExprError(f"{_source(node)}: {node.name}() takes numbers, but {_describe(arg, kind)}")
     elif isinstance(node, Compare):
         for operand in node.operands:
             _check_kinds(operand, kinds)
         for op, left, right in zip(node.ops, node.operands, node.operands[1:]):
+            if isinstance(right, ListOf):
+                _check_list(Compare((left, right), (op,)), kinds)
+                continue
             a, b = _kind(left, kinds), _kind(right, kinds)
             if a is None or b is None or _comparable(a, b):
                 continue
@@ -314,6 +408,35 @@ def _check_kinds(node: Node, kinds: Mapping[str, str]) -> None:
             pair = Compare((left, right), (op,))
             verdict = "always true" if op == "!=" else "never true"
             raise ExprError(f"{_source(pair)} is {verdict}: {_describe(left, a)} and {_describe(right, b)}; {_hint(pair, column, kind, other)}")
+
+
+def _check_list(pair: Compare, kinds: Mapping[str, str]) -> None:
+    """``x in [...]``: every listed value must be of ``x``'s kind (or null)."""
+    left, values = pair.operands[0], pair.operands[1]
+    a = _kind(left, kinds)
+    for value in values.values:  # type: ignore[union-attr]
+        b = _kind(value, kinds)
+        if a is not None and b is not None and not _comparable(a, b):
+            verdict = "always true" if pair.ops[0] == "not in" else "never true"
+            raise ExprError(f"{_source(pair)} is {verdict} for {_source(value)}: {_describe(left, a)} and {_describe(value, b)}; list {a}s only")
+
+
+def _quote_hints(node: Node, missing: set[str], kinds: Mapping[str, str]) -> list[str]:
+    """``mode == RGB`` with RGB no column but mode a string column: ``mode == 'RGB'``."""
+    if isinstance(node, BoolOp):
+        return [h for p in node.parts for h in _quote_hints(p, missing, kinds)]
+    if isinstance(node, Not):
+        return _quote_hints(node.part, missing, kinds)
+    if not isinstance(node, Compare):
+        return []
+    hints = []
+    for op, left, right in zip(node.ops, node.operands, node.operands[1:]):
+        pair = (left, right)
+        bare = [o for o in pair if isinstance(o, Column) and o.name in missing]
+        if len(bare) == 1 and any(isinstance(o, Column) and kinds.get(o.name) == "string" for o in pair):
+            fixed = tuple(Literal(o.name) if o is bare[0] else o for o in pair)
+            hints.append(_source(Compare(fixed, (op,))))
+    return hints
 
 
 _FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
@@ -383,6 +506,12 @@ class Expr:
         """Raise :class:`ExprError` for a comparison of values of different kinds (one of
         :data:`KINDS` per column in ``kinds``; null compares with any), which no sample can pass."""
         _check_kinds(self.root, kinds)
+
+    def quote_hint(self, kinds: Mapping[str, str]) -> str:
+        """For names that are no column (of ``kinds``): "quote strings: mode == 'RGB'" where one is
+        compared with a string column; else ""."""
+        hints = _quote_hints(self.root, self.columns - set(kinds), kinds)
+        return f"quote strings: {', '.join(hints)}" if hints else ""
 
     def __call__(self, row: Mapping[str, Any]) -> bool:
         return _truthy(_evaluate(self.root, row))

@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..steps.dedup.results import CLUSTER_FILE
-from ..views.funnel import StepCount, funnel
+from ..steps.dedup.results import CLUSTER_FILE, REASONS
+from ..views.funnel import StepCount, funnel, reason_category
 from ..io.inputs import ShardRef
 from ..io.output import OUTPUT_STEP
-from ..engine.plan import Plan, build_plan, funnel_steps, read_annotations
+from ..engine.plan import READ_STEP, Plan, build_plan, funnel_steps, read_annotations
 from ..recipe import DedupStep, Recipe
 from ..steps.sampleview import SampleView
 from ..engine.shard_task import read_manifest
@@ -170,9 +170,31 @@ class Run:
     def funnel(self) -> list[StepCount]:
         return funnel(self.decisions, funnel_steps(self.recipe))
 
+    def unreadable_inputs(self) -> dict[str, str]:
+        """Input shard URL -> why, for the inputs not one sample of which could be read (every
+        sample dropped at ``read``, or no sample found at all)."""
+        d = self.decisions.select(["shard", "step", "reason"])
+        at_read = pc.fill_null(pc.equal(d["step"], READ_STEP), False)
+        readable = set(pc.unique(d.filter(pc.invert(at_read))["shard"]).to_pylist())
+        why: dict[str, str] = {}
+        for row in d.filter(at_read).to_pylist():
+            why.setdefault(row["shard"], row["reason"] or "read_error")
+        failed = self.info.get("failed") or {}
+        return {url: why.get(url, "no samples") for url in self.info["inputs"] if url not in readable and url not in failed}
+
     def top_reasons(self, n: int = 10) -> list[tuple[str, int]]:
-        """The most common full drop reasons."""
-        return Counter(r for r in self.decisions.column("reason").to_pylist() if r).most_common(n)
+        """The most common drop reasons; those naming the sample a dedup step kept
+        (``duplicate_of:KEY``) count together per kind: ``duplicate_of:KEY (of 3 kept samples)``."""
+        counts: Counter[str] = Counter()
+        kept_keys: dict[str, set[str]] = {}
+        for entry in pc.value_counts(self.decisions.column("reason").drop_null()).to_pylist():
+            reason, count = entry["values"], entry["counts"]
+            kind = reason_category(reason)
+            if kind in REASONS.values():
+                reason = f"{kind}:KEY"
+                kept_keys.setdefault(reason, set()).add(entry["values"])
+            counts[reason] += count
+        return [(f"{r} (of {len(kept_keys[r])} kept sample(s))" if r in kept_keys else r, c) for r, c in counts.most_common(n)]
 
 
 def open_run(out: str | os.PathLike[str]) -> Run:

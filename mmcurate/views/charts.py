@@ -14,7 +14,7 @@ import numpy as np
 from ..steps.expr import Comparison
 from .funnel import StepCount
 
-__all__ = ["KEPT_COLOR", "DROPPED_COLOR", "Threshold", "funnel_svg", "histogram_svg"]
+__all__ = ["KEPT_COLOR", "DROPPED_COLOR", "Axis", "Threshold", "funnel_svg", "histogram_svg", "value_axis"]
 
 KEPT_COLOR = "#3a7d44"
 DROPPED_COLOR = "#c8553d"
@@ -60,14 +60,66 @@ def funnel_svg(counts: Sequence[StepCount], width: int = 720) -> str:
     return _svg(width, height, rows)
 
 
-def _bins(values: np.ndarray, thresholds: Sequence[Threshold], integer: bool, max_bins: int) -> np.ndarray:
-    points = np.concatenate([values, [t.comparison.value for t in thresholds]])
-    low, high = float(points.min()), float(points.max())
-    if integer and high - low < max_bins:
+OUTLIER_TAIL = 1.0
+"""Values further beyond the 1st or 99th percentile than this many times the span between them
+are outliers: the axis ends before them (one 12000 px image among 500 px ones)."""
+LOG_RATIO = 20.0
+"""Positive values whose 99th percentile is this many times their 1st, and which a linear axis would
+squeeze (most in its lowest twentieth), get a log axis (file sizes)."""
+
+
+@dataclass(frozen=True)
+class Axis:
+    """The range a column's histogram shows, and a threshold slider over it: the values' own
+    range, a log axis, or one that ends before outliers (counted in the end bars)."""
+
+    low: float
+    high: float
+    log: bool = False
+    clipped: tuple[int, int] = (0, 0)
+    """Values below ``low`` and above ``high`` (counted in the first and last bar)."""
+
+    @property
+    def note(self) -> str:
+        """How the axis was chosen, for the chart ("" for the plain range)."""
+        if self.log:
+            return "log axis"
+        below, above = self.clipped
+        if below or above:
+            beyond = " and ".join(f"{n} {side}" for n, side in ((below, "below"), (above, "above")) if n)
+            return f"axis clipped past outliers (far beyond the 1st/99th percentile): {beyond}, in the end bars"
+        return ""
+
+
+def value_axis(values: np.ndarray, marks: Sequence[float] = ()) -> Axis:
+    """The axis for ``values`` (finite ones) that keeps ``marks`` (thresholds) in view: their full
+    range, a log axis for skewed values spanning orders of magnitude, or one that ends before
+    outliers far beyond the 1st or 99th percentile (see :data:`OUTLIER_TAIL`, :data:`LOG_RATIO`)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    marks = [float(m) for m in marks]
+    if values.size == 0:
+        points = marks or [0.0]
+        return Axis(min(points), max(points))
+    low, high = float(values.min()), float(values.max())
+    p1 = float(np.percentile(values, 1, method="higher"))
+    p99 = float(np.percentile(values, 99, method="lower"))
+    squeezed = np.mean(values < low + (high - low) / 20) > 0.5
+    if low > 0 and all(m > 0 for m in marks) and p99 >= LOG_RATIO * p1 and squeezed:
+        return Axis(min([low, *marks]), max([high, *marks]), log=True)
+    core = p99 - p1
+    usual = values[(values >= p1 - OUTLIER_TAIL * core) & (values <= p99 + OUTLIER_TAIL * core)]
+    lo, hi = min([float(usual.min()), *marks]), max([float(usual.max()), *marks])
+    return Axis(lo, hi, clipped=(int((values < lo).sum()), int((values > hi).sum())))
+
+
+def _bins(axis: Axis, integer: bool, max_bins: int) -> np.ndarray:
+    low, high = axis.low, axis.high
+    if integer and not axis.log and high - low < max_bins:
         return np.arange(np.floor(low), np.floor(high) + 2) - 0.5
     if high == low:
         return np.array([low - 0.5, high + 0.5])
-    return np.linspace(low, high, max_bins + 1)
+    return np.geomspace(low, high, max_bins + 1) if axis.log else np.linspace(low, high, max_bins + 1)
 
 
 def histogram_svg(
@@ -80,7 +132,8 @@ def histogram_svg(
     height: int = 170,
     max_bins: int = 40,
 ) -> str:
-    """Histogram of ``values`` stacked by ``kept`` (bool per value), with ``thresholds`` as dashed lines."""
+    """Histogram of ``values`` stacked by ``kept`` (bool per value), with ``thresholds`` as dashed
+    lines, over :func:`value_axis` (a log or clipped axis is said under the chart)."""
     values = np.asarray(values, dtype=np.float64)
     kept = np.asarray(kept, dtype=bool)
     finite = np.isfinite(values)
@@ -91,19 +144,22 @@ def histogram_svg(
     if values.size == 0:
         parts.append(f'<text x="{left}" y="{top + 20}">no values</text>')
     else:
-        edges = _bins(values, thresholds, integer, max_bins)
-        unit_bins = integer and np.allclose(np.diff(edges), 1)
+        axis = value_axis(values, [t.comparison.value for t in thresholds])
+        edges = _bins(axis, integer, max_bins)
+        unit_bins = integer and not axis.log and np.allclose(np.diff(edges), 1)
         # on one-bin-per-integer charts a threshold sits on the bin edge it cuts at (>= 1: left of bar 1)
-        n_kept, _ = np.histogram(values[kept], edges)
-        n_drop, _ = np.histogram(values[~kept], edges)
+        inside = np.clip(values, edges[0], edges[-1])  # a clipped axis counts the rest in its end bars
+        n_kept, _ = np.histogram(inside[kept], edges)
+        n_drop, _ = np.histogram(inside[~kept], edges)
         peak = max(int((n_kept + n_drop).max()), 1)
-        span = edges[-1] - edges[0]
+        scale = np.log10 if axis.log else (lambda v: v)
 
         def x_of(v: float) -> float:
-            return left + plot_w * (v - edges[0]) / span
+            return left + plot_w * float(scale(v) - scale(edges[0])) / float(scale(edges[-1]) - scale(edges[0]))
 
         for lo, hi, k, d in zip(edges, edges[1:], n_kept, n_drop):
-            x, w = x_of(lo), max(plot_w * (hi - lo) / span - 1, 1)
+            x = x_of(lo)
+            w = max(x_of(hi) - x - 1, 1)
             hk, hd = plot_h * k / peak, plot_h * d / peak
             base = top + plot_h
             tip = f"{lo:g} to {hi:g}: {k} kept, {d} dropped"
@@ -122,4 +178,7 @@ def histogram_svg(
         parts.append(f'<text x="{left}" y="{height - 8}">{edges[0]:g}</text>')
         parts.append(f'<text x="{left + plot_w}" y="{height - 8}" text-anchor="end">{edges[-1]:g}</text>')
         parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="#888"/>')
+        if axis.note:
+            parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{height + 6}" text-anchor="middle" fill="#555" font-size="10">{escape(axis.note)}</text>')
+            height += 12
     return _svg(width, height, parts)

@@ -83,7 +83,7 @@ def build_report(run: Run, options: ReportOptions = ReportOptions()) -> str:
         _funnel_section(run, decisions),
         _histogram_section(run, decisions.select(["shard", "pos", "kept"])),
         _examples_section(run, examples, gallery, options),
-        _clusters_section(clusters, gallery),
+        _clusters_section(run, clusters, gallery),
         _errors_section(run, decisions, options),
     ]
     return _PAGE.format(title=escape(f"mmcurate report: {run.recipe.name}"), body="\n".join(body))
@@ -226,10 +226,45 @@ def _pick_clusters(run: Run, decisions: pa.Table, options: ReportOptions) -> dic
     return picked
 
 
-def _clusters_section(clusters: dict[str, list[list[dict[str, Any]]]], gallery: Gallery) -> str:
+def _bits(a: int, b: int) -> int:
+    return bin((a ^ b) & (2**64 - 1)).count("1")
+
+
+def distance(kept: Any, other: Any) -> tuple[float, str] | None:
+    """How far a duplicate's stored hash or embedding is from the kept sample's, as (a number,
+    smaller is closer; its text): pHash bits (64-bit hashes), cosine (embeddings), identical;
+    None when the values are not comparable."""
+    if kept is None or other is None:
+        return None
+    if isinstance(kept, int) and isinstance(other, int):
+        bits = _bits(kept, other)
+        return bits, f"{bits} bits"
+    if isinstance(kept, (list, tuple)) and isinstance(other, (list, tuple)) and len(kept) == len(other) and kept:
+        if all(isinstance(v, float) for v in (*kept, *other)):
+            a, b = np.asarray(kept, np.float64), np.asarray(other, np.float64)
+            cosine = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+            return -cosine, f"cosine {cosine:.3f}"
+        if all(isinstance(v, int) for v in (*kept, *other)):
+            mean = sum(_bits(x, y) for x, y in zip(kept, other)) / len(kept)
+            return mean, f"{mean:.1f} bits per hash"
+    return (0.0, "identical") if kept == other else None
+
+
+def _distance_note(gallery: Gallery, column: str, kept: dict[str, Any], member: dict[str, Any]) -> str:
+    """`` · 3 bits from the kept`` (the closer of the member's hash and its mirror's), or ""."""
+    mine, theirs = gallery.values(member["shard"], member["pos"]), gallery.values(kept["shard"], kept["pos"])
+    found = [(d, c) for c in (column, f"{column}_mirror") if (d := distance(theirs.get(column), mine.get(c))) is not None]
+    if not found:
+        return ""
+    (_, text), col = min(found)
+    return f" · {escape(text)}{' (mirrored)' if col != column else ''} from the kept"
+
+
+def _clusters_section(run: Run, clusters: dict[str, list[list[dict[str, Any]]]], gallery: Gallery) -> str:
     parts = ['<section id="clusters"><h2>Duplicate clusters</h2>']
     if not clusters:
         parts.append("<p>No dedup step in this recipe.</p>")
+    columns = {s.id: s.config.column for s in run.recipe.steps if isinstance(s, DedupStep)}
     for step, groups in clusters.items():
         parts.append(f"<h3>{escape(step)}: the {len(groups)} largest cluster(s)</h3>")
         if not groups:
@@ -237,7 +272,10 @@ def _clusters_section(clusters: dict[str, list[list[dict[str, Any]]]], gallery: 
         for group in groups:
             figures = []
             for m in group:
-                label = '<span class="kept">kept by this step</span>' if m["step"] != step else '<span class="dropped">duplicate</span>'
+                if m["step"] != step:
+                    label = '<span class="kept">kept by this step</span>'
+                else:
+                    label = '<span class="dropped">duplicate</span>' + _distance_note(gallery, columns[step], group[0], m)
                 figures.append(gallery.figure({**m, "reason": None}, extra=label))
             parts.append(labelled_row(figures, f'{group[0]["dup_cluster_size"]} samples'))
     return "".join(parts) + "</section>"

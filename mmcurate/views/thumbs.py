@@ -10,7 +10,8 @@ modalities plug in without touching this module::
         ...
 
 A thumbnailer returns an HTML fragment and raises :class:`~mmcurate.decode.DecodeError`
-for media it cannot show; the reason is shown instead.
+for media it cannot show; the reason is shown instead. Any other error fails that one
+thumbnail alone (a placeholder names it), never the page around it.
 """
 
 from __future__ import annotations
@@ -48,8 +49,23 @@ def data_uri(mime: str, data: bytes) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
+def _eight_bit(img: Image.Image) -> Image.Image:
+    """16-bit and 32-bit single-channel images (``I;16``, ``I``, ``F``: scans, depth maps) as ``L``:
+    16-bit values scaled by 1/257, others stretched over their own range. Other modes as they are."""
+    if not (img.mode.startswith("I") or img.mode == "F"):
+        return img
+    values = np.asarray(img, dtype=np.float64)
+    if img.mode.startswith("I;16"):
+        scaled = values / 257.0
+    else:
+        low, high = float(values.min(initial=0.0)), float(values.max(initial=0.0))
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8))  # 2-D uint8: mode L
+
+
 def _jpeg_img(img: Image.Image, box: int, alt: str) -> str:
-    small = img.copy()
+    small = _eight_bit(img)  # Pillow cannot shrink these modes
+    small = small.copy() if small is img else small
     small.thumbnail((box, box))  # shrink first: converting a large image would cost more
     small = small.convert("RGB")
     buf = io.BytesIO()
@@ -108,6 +124,8 @@ def media_html(view: SampleView, size: int = 128) -> str:
             return fn(view, size)
         except DecodeError as exc:
             return placeholder(str(exc), size)
+        except Exception as exc:  # a thumbnailer's own failure: this thumbnail only, never the page
+            return placeholder(f"no thumbnail: {type(exc).__name__}: {exc}", size)
     text = view.member("text")
     others = [m.ext for m in view.sample.members if text is None or m.ext != text[0]]
     if text is not None and not others:

@@ -51,7 +51,7 @@ class ClipEncoder:
 
     @property
     def logit_scale(self) -> float:
-        return float(self.model.logit_scale.exp())
+        return float(self.model.logit_scale.detach().exp())  # a parameter: detached, no requires_grad warning
 
 
 def _create(config: ClipModelConfig, revision: str | None) -> ClipEncoder:
