@@ -9,6 +9,7 @@ from .base import Annotator, AnnotatorUnavailable, NoConfig, Row
 from .caption_info import CaptionInfo
 from .clip import ClipScore, ClipTags
 from .image_info import ImageInfo
+from .pdq import Pdq
 from .phash import DHash, PHash
 from .sha256 import Sha256
 from .video_info import VideoInfo
@@ -16,7 +17,7 @@ from .video_phash import VideoPHash
 
 __all__ = ["Annotator", "AnnotatorUnavailable", "NoConfig", "Row", "get", "names", "origin", "register"]
 
-_BUILT_IN = (ImageInfo, CaptionInfo, Sha256, PHash, DHash, VideoInfo, VideoPHash, AudioInfo, ClipScore, ClipTags)
+_BUILT_IN = (ImageInfo, CaptionInfo, Sha256, PHash, DHash, Pdq, VideoInfo, VideoPHash, AudioInfo, ClipScore, ClipTags)
 _REGISTRY: dict[str, type[Annotator]] = {cls.name: cls for cls in _BUILT_IN}
 _ORIGINS: dict[str, str] = {}
 
