@@ -11,13 +11,13 @@ from .clip import ClipScore, ClipTags
 from .image_info import ImageInfo
 from .pdq import Pdq
 from .phash import DHash, PHash
-from .sha256 import Sha256
+from .sha256 import Md5, Sha256
 from .video_info import VideoInfo
 from .video_phash import VideoPHash
 
 __all__ = ["Annotator", "AnnotatorUnavailable", "NoConfig", "Row", "get", "names", "origin", "register"]
 
-_BUILT_IN = (ImageInfo, CaptionInfo, Sha256, PHash, DHash, Pdq, VideoInfo, VideoPHash, AudioInfo, ClipScore, ClipTags)
+_BUILT_IN = (ImageInfo, CaptionInfo, Sha256, Md5, PHash, DHash, Pdq, VideoInfo, VideoPHash, AudioInfo, ClipScore, ClipTags)
 _REGISTRY: dict[str, type[Annotator]] = {cls.name: cls for cls in _BUILT_IN}
 _ORIGINS: dict[str, str] = {}
 
