@@ -106,3 +106,12 @@ def test_a_missing_list_is_reported_before_any_work(tmp_path, client):
         mmcurate.curate(str(tmp_path / "x.tar"), _recipe(str(tmp_path / "nope.txt")), tmp_path / "run", client=client, quiet=True)
     with pytest.raises(AnnotatorUnavailable, match="no built-in entry list 'wordnet'"):
         mmcurate.curate(str(tmp_path / "x.tar"), _recipe("builtin:wordnet"), tmp_path / "run", client=client, quiet=True)
+
+
+def test_the_annotators_command_lists_the_new_annotators(capsys):
+    from mmcurate.cli import main
+
+    assert main(["annotators"]) == 0
+    printed = capsys.readouterr().out
+    for line in ("columns: concepts, concept_count", "columns: caption_lang, caption_lang_confidence", "columns: pdq, pdq_quality", "columns: md5"):
+        assert line in printed
