@@ -19,7 +19,7 @@ from .base import Annotator, Row
 
 class Pdq(Annotator):
     """Cost grows with the pixel count (two sequential box-filter passes, as in the reference):
-    about 60 ms for a 1-megapixel photo, about a second for 6 megapixels, on one core."""
+    about 60 ms for a 1-megapixel photo, about half a second for 6 megapixels, on one core."""
 
     name = "pdq"
     columns = {"pdq": pa.string(), "pdq_quality": pa.int32()}
