@@ -19,6 +19,8 @@ import pyarrow as pa
 import yaml
 
 from .steps import annotators
+from .steps.blocklist import METHODS as BLOCKLIST_METHODS
+from .steps.blocklist import index_for, read_list
 from .decode.image import DEFAULT_IMAGE_EXTENSIONS, image_formats
 from .steps.dedup.config import METHODS as DEDUP_METHODS
 from .steps.dedup.config import KeepPolicy
@@ -26,6 +28,7 @@ from .steps.expr import Expr, ExprError
 
 __all__ = [
     "AnnotateStep",
+    "BlocklistStep",
     "DedupStep",
     "FilterStep",
     "GlobalStep",
@@ -70,6 +73,37 @@ class FilterStep:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "filter": self.expr.text}
 
+    def verdict(self, row: Mapping[str, Any]) -> str | None:
+        """The drop reason for a sample with columns ``row`` (``fails CLAUSE``), or None to keep it."""
+        failed = self.expr.failure(row)
+        return None if failed is None else f"fails {failed}"
+
+
+@dataclass(frozen=True)
+class BlocklistStep:
+    """Drop samples whose ``method`` hash (md5, sha256, pdq, phash) is on the list in file
+    ``list`` (within ``max_distance`` bits for pdq and phash); see :mod:`mmcurate.steps.blocklist`.
+    ``list_sha256`` is the file's content when the recipe was loaded: part of the run's identity."""
+
+    id: str
+    method: str
+    list: str
+    max_distance: int
+    list_sha256: str
+
+    @property
+    def reason(self) -> str:
+        return f"blocklisted:{Path(self.list).name}"
+
+    def verdict(self, row: Mapping[str, Any]) -> str | None:
+        """``blocklisted:<list file name>`` for a listed sample, else None."""
+        index = index_for(self.list, self.method, self.max_distance, self.list_sha256)
+        return self.reason if index.matches(row) else None
+
+    def to_dict(self) -> dict[str, Any]:
+        near = {"max_distance": self.max_distance} if BLOCKLIST_METHODS[self.method].near else {}
+        return {"id": self.id, "blocklist": self.method, "list": self.list, **near, "list_sha256": self.list_sha256}
+
 
 @dataclass(frozen=True)
 class DedupStep:
@@ -113,8 +147,8 @@ class KeepTopStep:
 
 GlobalStep = Union[DedupStep, KeepTopStep]
 """Steps that see every surviving sample of the dataset at once."""
-Step = Union[AnnotateStep, FilterStep, DedupStep, KeepTopStep]
-_KINDS = ("annotate", "filter", "dedup", "keep_top")
+Step = Union[AnnotateStep, FilterStep, BlocklistStep, DedupStep, KeepTopStep]
+_KINDS = ("annotate", "filter", "blocklist", "dedup", "keep_top")
 
 
 OUTPUT_KEYS = ("keep", "prefix_shard")
@@ -281,7 +315,7 @@ def _step_kind(step: Mapping[str, Any]) -> str | None:
 
 
 def _step_ids(steps: list[Any]) -> list[str]:
-    """Explicit ``id`` or a default: the annotator's name, ``filter_N``, ``dedup_METHOD``, ``keep_top_COLUMN``."""
+    """Explicit ``id`` or a default: the annotator's name, ``filter_N``, ``dedup_METHOD``, ``keep_top_COLUMN``, ``blocklist_METHOD``."""
     ids: list[str] = []
     filters = 0
     for step in steps:
@@ -301,6 +335,8 @@ def _step_ids(steps: list[Any]) -> list[str]:
             ids.append(f"dedup_{step['dedup']}")
         elif kind == "keep_top":
             ids.append(f"keep_top_{step['keep_top']}")
+        elif kind == "blocklist":
+            ids.append(f"blocklist_{step['blocklist']}")
         else:
             ids.append(f"step_{len(ids) + 1}")
     return ids
@@ -416,6 +452,8 @@ def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: Mappi
         return FilterStep(id=step_id, expr=expr)
     if "keep_top" in raw:
         return _validate_keep_top(params, step_id, where, columns)
+    if "blocklist" in raw:
+        return _validate_blocklist(params, step_id, where, columns)
     method = str(params.pop("dedup"))
     if method not in DEDUP_METHODS:
         raise RecipeError(f"{where}: field 'dedup': unknown method {method!r}; known: {', '.join(DEDUP_METHODS)}")
@@ -447,6 +485,38 @@ def _validate_keep_top(params: dict[str, Any], step_id: str, where: str, columns
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
         raise RecipeError(f"{where}: field 'fraction': expected a number in (0, 1], e.g. 0.3 for the top 30%, got {fraction!r}")
     return KeepTopStep(id=step_id, column=column, fraction=float(fraction))
+
+
+def _validate_blocklist(params: dict[str, Any], step_id: str, where: str, columns: Mapping[str, pa.DataType]) -> BlocklistStep:
+    """A blocklist step: a known method, a readable list of well-formed digests, its hash column
+    computed earlier. ``list_sha256`` (written into run.json by mmcurate) is read again from the file."""
+    allowed = {"blocklist", "list", "max_distance", "list_sha256"}
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise RecipeError(f"{where}: unknown field(s) {', '.join(unknown)} (allowed: blocklist, list, max_distance)")
+    method = str(params["blocklist"])
+    if method not in BLOCKLIST_METHODS:
+        raise RecipeError(f"{where}: field 'blocklist': unknown hash {method!r}; known: {', '.join(BLOCKLIST_METHODS)}")
+    spec = BLOCKLIST_METHODS[method]
+    path = params.get("list")
+    if not isinstance(path, str) or not path:
+        raise RecipeError(f"{where}: field 'list': expected the path of a file of {method} digests, one per line")
+    path = str(Path(path).expanduser().resolve())
+    try:
+        _, sha256 = read_list(path, method)
+    except OSError as exc:
+        raise RecipeError(f"{where}: field 'list': cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise RecipeError(f"{where}: field 'list': {exc}") from None
+    distance = params.get("max_distance", spec.default_distance)
+    if "max_distance" in params and not spec.near:
+        raise RecipeError(f"{where}: field 'max_distance': {method} digests match exactly; max_distance is for pdq and phash")
+    bits = spec.hex_digits * 4
+    if isinstance(distance, bool) or not isinstance(distance, int) or not 0 <= distance < bits:
+        raise RecipeError(f"{where}: field 'max_distance': expected a whole number of bits from 0 to {bits - 1}, got {distance!r}")
+    if spec.column not in columns:
+        raise RecipeError(f"{where}: field 'blocklist': column {spec.column!r} is not produced by an earlier step; add `- annotate: {spec.annotator}` before it")
+    return BlocklistStep(id=step_id, method=method, list=path, max_distance=distance, list_sha256=sha256)
 
 
 def _build_config(cls: type, params: Mapping[str, Any], where: str, step_fields: Iterable[str] = ()) -> Any:

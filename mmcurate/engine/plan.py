@@ -1,6 +1,6 @@
 """From a recipe to stages of work, and the fingerprints that name stored annotations.
 
-Consecutive annotate/filter steps form a *group*, run as one task per input shard; a new
+Consecutive annotate/filter/blocklist steps form a *group*, run as one task per input shard; a new
 group starts where an annotator asks for other worker resources (a GPU), so cheap steps run
 on every worker and the GPU step only on the survivors. Dedup and keep_top steps are
 *global*: they run once over small columns of the whole dataset.
@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from ..steps import annotators
 from ..io.inputs import ShardRef
-from ..recipe import AnnotateStep, FilterStep, GlobalStep, Recipe
+from ..recipe import AnnotateStep, BlocklistStep, FilterStep, GlobalStep, Recipe
 from ..store.runstore import RunStore
 
 __all__ = ["AnnotatePlan", "GlobalPlan", "Group", "Plan", "READ_STEP", "build_plan", "digest", "funnel_steps", "read_annotations", "reads_pixels"]
@@ -74,7 +74,7 @@ class AnnotatePlan:
         return self.annotator(self.step.config, self.resolved)
 
 
-GroupStep = Union[AnnotatePlan, FilterStep]
+GroupStep = Union[AnnotatePlan, FilterStep, BlocklistStep]
 
 
 def reads_pixels(steps: Iterable[GroupStep]) -> bool:
@@ -132,7 +132,7 @@ class Plan:
         return [s for g in self.stages if isinstance(g, Group) for s in g.steps if isinstance(s, AnnotatePlan)]
 
     def per_sample_steps(self) -> list[GroupStep]:
-        """Every annotate and filter step in order, without the global stages (dedup, keep_top) between them."""
+        """Every annotate, filter and blocklist step in order, without the global stages (dedup, keep_top) between them."""
         return [s for g in self.stages if isinstance(g, Group) for s in g.steps]
 
 
@@ -196,7 +196,7 @@ def build_plan(recipe: Recipe, identities: Mapping[str, Mapping[str, Any]] | Non
                 stages.append(Group(tuple(current)))
                 current = []
             current.append(plan)
-        elif isinstance(step, FilterStep):
+        elif isinstance(step, (FilterStep, BlocklistStep)):
             current.append(step)
         else:
             if current:

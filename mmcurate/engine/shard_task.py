@@ -118,7 +118,8 @@ def decide_steps(
     """Run annotate/filter ``steps`` over ``samples`` (positions) in order: ``(drops, columns of the survivors)``.
 
     ``rows_of(plan, alive)`` returns a row for every alive sample (stored or freshly computed);
-    a row with an ``error`` drops its sample at that step, a failed filter drops with ``fails CLAUSE``.
+    a row with an ``error`` drops its sample at that step, a failed filter drops with ``fails CLAUSE``,
+    a blocklist with ``blocklisted:<list file name>``.
     """
     alive = list(samples)
     columns: dict[int, Row] = {k: {} for k in samples}
@@ -132,9 +133,9 @@ def decide_steps(
                 verdict = (step.id, row["error"]) if row.get("error") else None
                 if verdict is None:
                     columns[k].update(row)
-            else:
-                failed = step.expr.failure(columns[k])
-                verdict = None if failed is None else (step.id, f"fails {failed}")
+            else:  # a filter or a blocklist
+                reason = step.verdict(columns[k])
+                verdict = None if reason is None else (step.id, reason)
             if verdict is None:
                 survivors.append(k)
             else:

@@ -17,7 +17,7 @@ from ..views.funnel import StepCount, funnel, reason_category
 from ..io.inputs import ShardRef
 from ..io.output import OUTPUT_STEP
 from ..engine.plan import READ_STEP, Plan, build_plan, funnel_steps, read_annotations
-from ..recipe import DedupStep, Recipe
+from ..recipe import BlocklistStep, DedupStep, Recipe
 from ..steps.sampleview import SampleView
 from ..engine.shard_task import read_manifest
 from .runstore import RunStore
@@ -108,11 +108,15 @@ class Run:
             raise KeyError(f"{self.root}: no input sample with key {key!r} (keys look like {examples})")
         plan = self.plan
         clusters_by_step = self.clusters()
+        withheld = self.withheld((r["shard"], r["pos"]) for r in found)
         for record in found:
             ref, pos = self.shard_ref(record["shard"]), record["pos"]
             entries = read_manifest(self.store, ref) or []
             record["members"] = dict(zip(entries[pos].members, entries[pos].sizes)) if pos < len(entries) else {}
-            steps = {}
+            steps: dict[str, Any] = {}
+            record["annotations"] = steps
+            if (record["shard"], pos) in withheld:
+                continue  # nothing derived from a sample a blocklist may hold back is shown
             for p in plan.annotate_plans():
                 row = self.store.read_rows(self.store.part_path(p.id, p.part_name(ref))).get(pos)
                 if row is not None:
@@ -122,8 +126,23 @@ class Run:
                 if mine and mine[0]["dup_cluster_size"] > 1:
                     members = clusters.filter(pc.field("dup_cluster") == mine[0]["dup_cluster"]).column("key").to_pylist()
                     steps[step_id] = {**{k: mine[0][k] for k in ("dup_cluster", "dup_cluster_size")}, "cluster_keys": members}
-            record["annotations"] = steps
         return found
+
+    def withheld(self, pairs: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
+        """Those of the samples ``(shard, pos)`` whose content is never shown: with a blocklist
+        step in the recipe, every sample that did not pass all of them (blocklisted, or dropped
+        before it was checked), and every sample when the run has no decisions yet."""
+        pairs = set(pairs)
+        blocklists = {s.id for s in self.recipe.steps if isinstance(s, BlocklistStep)}
+        if not blocklists or not pairs:
+            return set()
+        if not self.store.decisions_path.exists():
+            return pairs
+        steps = funnel_steps(self.recipe)
+        last = max(steps.index(b) for b in blocklists)
+        unchecked = pa.array(steps[: last + 1], pa.string())
+        held = self.decisions.select(["shard", "pos", "step"]).filter(pc.is_in(pc.field("step"), value_set=unchecked))
+        return pairs & set(zip(held.column("shard").to_pylist(), held.column("pos").to_pylist()))
 
     def clusters(self) -> dict[str, pa.Table]:
         """Per dedup step that ran: shard, pos, key, dup_cluster, dup_cluster_size of every sample it saw."""
@@ -145,10 +164,11 @@ class Run:
         """The raw samples named by ``(shard, pos)``, read from the run's input shards.
 
         Each shard is streamed only up to the last sample wanted from it; a sample no longer
-        there is missing from the result.
+        there, or :meth:`withheld`, is missing from the result.
         """
+        pairs = set(pairs)
         wanted: dict[str, set[int]] = {}
-        for shard, pos in pairs:
+        for shard, pos in pairs - self.withheld(pairs):
             wanted.setdefault(shard, set()).add(pos)
         found: dict[tuple[str, int], Sample] = {}
         for shard, positions in wanted.items():

@@ -71,11 +71,14 @@ class Gallery:
         self.size = size
         self.plans = run.plan.annotate_plans()
         self.samples: dict[tuple[str, int], Sample | None] = {}
+        self.withheld: set[tuple[str, int]] = set()
+        """Samples a blocklist holds back (see :meth:`Run.withheld`): shown as a grey box."""
         self.annotations: dict[str, dict[int, dict[str, Any]]] = {}
 
     def load(self, pairs: Iterable[tuple[str, int]]) -> None:
         """Read the samples ``(shard, pos)`` not read yet, in one pass per shard."""
         missing = sorted({p for p in pairs if p not in self.samples})
+        self.withheld |= self.run.withheld(missing)
         found = self.run.read_samples(missing)
         self.samples.update({p: found.get(p) for p in missing})
 
@@ -91,6 +94,9 @@ class Gallery:
         pair = (row["shard"], row["pos"])
         self.load([pair])
         notes = [extra] if extra else []
+        if pair in self.withheld:
+            caption = "<br>".join([f"<b>{escape(row['key'])}</b>", *notes, escape(row.get("reason") or "")])
+            return f'<figure class="thumb">{placeholder("withheld: blocklist", self.size)}<figcaption>{caption}</figcaption></figure>'
         if row.get("reason"):
             notes.append(f'<span class="why">{escape(row["reason"])}</span>')
         stored = self.values(*pair)

@@ -7,16 +7,19 @@ from importlib.metadata import entry_points
 from .audio_info import AudioInfo
 from .base import Annotator, AnnotatorUnavailable, NoConfig, Row
 from .caption_info import CaptionInfo
+from .caption_lang import CaptionLang
 from .clip import ClipScore, ClipTags
+from .concepts import Concepts
 from .image_info import ImageInfo
+from .pdq import Pdq
 from .phash import DHash, PHash
-from .sha256 import Sha256
+from .sha256 import Md5, Sha256
 from .video_info import VideoInfo
 from .video_phash import VideoPHash
 
 __all__ = ["Annotator", "AnnotatorUnavailable", "NoConfig", "Row", "get", "names", "origin", "register"]
 
-_BUILT_IN = (ImageInfo, CaptionInfo, Sha256, PHash, DHash, VideoInfo, VideoPHash, AudioInfo, ClipScore, ClipTags)
+_BUILT_IN = (ImageInfo, CaptionInfo, CaptionLang, Sha256, Md5, PHash, DHash, Pdq, VideoInfo, VideoPHash, AudioInfo, ClipScore, ClipTags, Concepts)
 _REGISTRY: dict[str, type[Annotator]] = {cls.name: cls for cls in _BUILT_IN}
 _ORIGINS: dict[str, str] = {}
 
