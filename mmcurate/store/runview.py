@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import os
-from collections import Counter
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from ..steps.dedup.results import CLUSTER_FILE
-from ..views.funnel import StepCount, funnel
+from ..engine.state import drop_groups
+from ..views.funnel import StepCount, funnel_from_groups
 from ..io.inputs import ShardRef
 from ..io.output import OUTPUT_STEP
 from ..engine.plan import Plan, build_plan, funnel_steps, read_annotations
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from ..steps.dedup import PriorRows
 
 __all__ = ["Run", "open_run"]
+
+_NO_DROPS = pa.table({"step": pa.array([], pa.string()), "reason": pa.array([], pa.string())})
 
 
 class Run:
@@ -54,10 +57,34 @@ class Run:
 
     @property
     def decisions(self) -> pa.Table:
-        """One row per input sample: shard, key, pos (its place in the shard), kept, step, reason, output_shard."""
+        """One row per input sample: shard, key, pos (its place in the shard), kept, step, reason,
+        output_shard. This reads the whole dataset: for a large run use :meth:`decisions_dataset`,
+        :meth:`decisions_where` or :meth:`shard_decisions`."""
+        return self.decisions_dataset().to_table()
+
+    def decisions_dataset(self) -> ds.Dataset:
+        """The decisions as a lazy ``pyarrow.dataset`` (``OUT/decisions.parquet/``, one file per
+        input shard, in input order; a single file in runs of mmcurate before 0.x)."""
         if not self.store.decisions_path.exists():
             raise FileNotFoundError(f"{self.root}: no decisions.parquet yet (the run did not finish)")
-        return pq.read_table(self.store.decisions_path)
+        return ds.dataset(self.store.decisions_path, format="parquet")
+
+    def decisions_where(self, where: pc.Expression | None = None, columns: list[str] | None = None) -> pa.Table:
+        """The decisions matching ``where`` (an Arrow expression such as ``pc.field("step") == "dedup"``),
+        scanned file by file."""
+        return self.decisions_dataset().to_table(filter=where, columns=columns)
+
+    def shard_decisions(self, url: str, columns: list[str] | None = None) -> pa.Table:
+        """The decisions of input shard ``url`` alone (one file read)."""
+        if self.store.decisions_path.is_file():
+            return self.decisions_where(pc.field("shard") == url, columns)
+        index = self.info["inputs"].index(url)
+        return pq.read_table(self.store.decisions_file(index, self.shard_ref(url).name), columns=columns)
+
+    def counts(self) -> tuple[int, int]:
+        """(samples in, kept), counted from the decisions without reading them whole."""
+        dataset = self.decisions_dataset()
+        return dataset.count_rows(), dataset.count_rows(filter=pc.field("kept"))
 
     @cached_property
     def plan(self) -> Plan:
@@ -89,7 +116,7 @@ class Run:
         """The kept samples' keys and stored columns, for deduplicating a new run against this one."""
         from ..steps.dedup import PriorRows
 
-        kept = {(d["shard"], d["pos"]) for d in self.decisions.select(["shard", "pos", "kept"]).to_pylist() if d["kept"]}
+        kept = {(d["shard"], d["pos"]) for d in self.decisions_where(pc.field("kept"), ["shard", "pos"]).to_pylist()}
         rows = [r for r in self.annotations().to_pylist() if (r["shard"], r["pos"]) in kept]
         names = {c for r in rows for c in r} - {"shard", "key", "pos", "error"}
         return PriorRows(str(self.root), [r["key"] for r in rows], {c: [r.get(c) for r in rows] for c in names})
@@ -101,10 +128,9 @@ class Run:
 
         Raises ``KeyError`` naming the run when no input sample has that key.
         """
-        decisions = self.decisions
-        found = decisions.filter(pc.field("key") == key).to_pylist()
+        found = self.decisions_where(pc.field("key") == key).to_pylist()
         if not found:
-            examples = ", ".join(decisions.column("key").to_pylist()[:3])
+            examples = ", ".join(self.decisions_dataset().head(3, columns=["key"]).column("key").to_pylist())
             raise KeyError(f"{self.root}: no input sample with key {key!r} (keys look like {examples})")
         plan = self.plan
         clusters_by_step = self.clusters()
@@ -139,7 +165,7 @@ class Run:
         steps = funnel_steps(self.recipe) + [OUTPUT_STEP]
         if step not in steps:
             raise KeyError(f"{self.root}: no step {step!r}; steps are {', '.join(steps)}")
-        return self.decisions.filter(pc.field("step") == step).select(["shard", "key", "pos", "reason"])
+        return self.decisions_where(pc.field("step") == step, ["shard", "key", "pos", "reason"])
 
     def read_samples(self, pairs: Iterable[tuple[str, int]]) -> dict[tuple[str, int], Sample]:
         """The raw samples named by ``(shard, pos)``, read from the run's input shards.
@@ -168,11 +194,21 @@ class Run:
         return SampleView(sample, self.recipe.modalities)
 
     def funnel(self) -> list[StepCount]:
-        return funnel(self.decisions, funnel_steps(self.recipe))
+        """Counts per step, aggregated file by file (never the whole decisions at once)."""
+        groups, rows = [], 0
+        for fragment in sorted(self.decisions_dataset().get_fragments(), key=lambda f: f.path):
+            table = fragment.to_table(columns=["step", "reason"])
+            groups.append(drop_groups(table, rows))
+            rows += table.num_rows
+        return funnel_from_groups(pa.concat_tables(groups) if groups else drop_groups(_NO_DROPS), rows, funnel_steps(self.recipe))
 
     def top_reasons(self, n: int = 10) -> list[tuple[str, int]]:
         """The most common full drop reasons."""
-        return Counter(r for r in self.decisions.column("reason").to_pylist() if r).most_common(n)
+        reasons = self.decisions_where(pc.is_valid(pc.field("reason")), ["reason"])
+        reasons = reasons.append_column("row", pa.array(range(reasons.num_rows), pa.int64()))
+        counted = reasons.group_by("reason").aggregate([("row", "count"), ("row", "min")])
+        counted = counted.sort_by([("row_count", "descending"), ("row_min", "ascending")]).slice(0, n)
+        return list(zip(counted["reason"].to_pylist(), counted["row_count"].to_pylist()))
 
 
 def open_run(out: str | os.PathLike[str]) -> Run:
