@@ -9,6 +9,7 @@ Layout::
     OUT/state/NAME-ID.parquet            while a run decides: each input shard's samples, alive or dropped
     OUT/decisions.parquet/NNNNNNNN-NAME.parquet  a dataset, one file per input shard (in input order):
                                          every input sample, kept or dropped, by which step, why
+    OUT/decisions.parquet/_shards.parquet  url, identity and file of each input shard
     OUT/shards/PREFIX-000000.tar ...     the curated set, with shards/index.json (wids format)
     OUT/shards/.pieces/                  pieces of output shards while they are written
 
@@ -43,6 +44,7 @@ __all__ = ["RunConflict", "RunStore", "atomic_write_bytes", "atomic_write_table"
 _log = logging.getLogger("mmcurate")
 
 INDEX = "index.json"
+_INDEX_SCHEMA = pa.schema([("url", pa.string()), ("identity", pa.string()), ("file", pa.string())])
 PIECES = ".pieces"
 _PIECE = re.compile(r"(.+)\.\d{6}\.piece")
 
@@ -81,6 +83,16 @@ class RunStore:
     @property
     def decisions_path(self) -> Path:
         return self.root / "decisions.parquet"
+
+    @property
+    def decisions_index(self) -> Path:
+        """``decisions.parquet/_shards.parquet``: url, identity and file of every input shard
+        (readers of the dataset skip names starting with ``_``)."""
+        return self.decisions_path / "_shards.parquet"
+
+    def write_decisions_index(self, urls: Sequence[str], identities: Sequence[str]) -> None:
+        files = [self.decisions_file(i, ShardRef(url, "").name).name for i, url in enumerate(urls)]
+        atomic_write_table(self.decisions_index, pa.table({"url": urls, "identity": identities, "file": files}, schema=_INDEX_SCHEMA))
 
     def decisions_file(self, index: int, shard_name: str) -> Path:
         """The file of input shard number ``index`` in the decisions dataset (names sort in input order)."""
@@ -182,6 +194,7 @@ class RunStore:
             self.decisions_path.unlink(missing_ok=True)
             return
         names = {self.decisions_file(i, ShardRef(url, "").name).name for i, url in enumerate(info.get("inputs", []))}
+        names.add(self.decisions_index.name)
         self._remove(self.decisions_path, names)
         with contextlib.suppress(OSError):  # only if empty
             self.decisions_path.rmdir()

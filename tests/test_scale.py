@@ -1,0 +1,58 @@
+"""Web scale: the driver holds per-shard state only; decisions are a dataset read per shard."""
+
+from __future__ import annotations
+
+import pickle
+
+import pyarrow.parquet as pq
+
+import mmcurate
+from conftest import make_shard, simple_samples
+from mmcurate.engine import cluster
+
+RECIPE = {
+    "name": "scale",
+    "modalities": {"image": ["jpg"], "text": ["txt"]},
+    "steps": [
+        {"annotate": "image_info"},
+        {"annotate": "caption_info"},
+        {"id": "long", "filter": "caption_chars >= 17"},
+    ],
+    "output": {"samples_per_shard": 7},
+}
+
+
+def test_what_tasks_send_the_driver_does_not_grow_with_the_samples_per_shard(tmp_path, client, monkeypatch):
+    """Group, write and decisions tasks return counts per shard: 40 times the samples per shard
+    leaves what reaches the driver at the same size (entries or drops per sample would not)."""
+    returned: dict[str, int] = {}
+    real = cluster.map_tasks
+
+    def measured(client, fn, items, label, *args, **kwargs):
+        results = real(client, fn, items, label, *args, **kwargs)
+        returned[label.split(":")[0]] = len(pickle.dumps(results))
+        return results
+
+    monkeypatch.setattr(cluster, "map_tasks", measured)
+    recipe = mmcurate.Recipe.from_dict(RECIPE)
+    sizes = {}
+    for n in (5, 200):
+        shards = [str(make_shard(tmp_path / f"in{n}" / f"{i:06d}.tar", simple_samples(f"s{i}-", n, seed=i))) for i in range(3)]
+        returned.clear()
+        result = mmcurate.curate(shards, recipe, tmp_path / f"run{n}", client=client, quiet=True)
+        assert result.samples_in == 3 * n and result.kept == 3 * (n - min(n, 10))  # "a photo number 0".."9" are short
+        sizes[n] = dict(returned)
+    for label in ("stage 1/1", "decisions"):
+        assert sizes[200][label] <= sizes[5][label] * 1.1 + 64, (label, sizes)
+
+
+def test_decisions_are_one_file_per_input_shard_read_per_shard(tmp_path, client):
+    shards = [str(make_shard(tmp_path / "in" / f"{i:06d}.tar", simple_samples(f"s{i}-", 12, seed=i))) for i in range(3)]
+    result = mmcurate.curate(shards, mmcurate.Recipe.from_dict(RECIPE), tmp_path / "run", client=client, quiet=True)
+    files = sorted(p.name for p in result.decisions_path.iterdir())
+    assert files == ["00000000-000000.parquet", "00000001-000001.parquet", "00000002-000002.parquet", "_shards.parquet"]
+    run = mmcurate.open_run(result.out)
+    assert run.shard_decisions(shards[1])["key"].to_pylist() == [f"s1-{i:05d}" for i in range(12)]
+    assert pq.read_table(result.decisions_path).num_rows == run.counts()[0] == 36  # readers see one table
+    assert run.counts()[1] == result.kept == 6
+    assert not (result.out / "state").exists()
