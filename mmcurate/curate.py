@@ -66,6 +66,8 @@ class CurateResult:
 
     @property
     def decisions_path(self) -> Path:
+        """``OUT/decisions.parquet``: a folder of Parquet files, one per input shard, read as one
+        table by ``pyarrow.parquet.read_table`` (see :meth:`mmcurate.store.runview.Run.decisions_dataset`)."""
         return self.out / "decisions.parquet"
 
     def summary(self) -> str:

@@ -7,9 +7,7 @@ from typing import Any, Mapping
 
 import pyarrow as pa
 
-from ..engine.state import drop_groups
-
-__all__ = ["StepCount", "format_dedup", "format_failed", "format_funnel", "funnel", "funnel_from_groups", "reason_category"]
+__all__ = ["StepCount", "format_dedup", "format_failed", "format_funnel", "funnel_from_groups", "reason_category"]
 
 
 @dataclass
@@ -26,15 +24,11 @@ def reason_category(reason: str) -> str:
     return reason.split(":", 1)[0] if ":" in reason else reason
 
 
-def funnel(decisions: pa.Table, step_ids: list[str]) -> list[StepCount]:
-    """Counts per step, in recipe order, from a decisions table (counted in Arrow: no Python
-    loop over samples). Within a step, reasons go by count, ties by first appearance."""
-    return funnel_from_groups(drop_groups(decisions), decisions.num_rows, step_ids)
-
-
 def funnel_from_groups(groups: pa.Table, n: int, step_ids: list[str]) -> list[StepCount]:
-    """The funnel of ``n`` samples from drop counts per (step, reason category) (:func:`drop_groups`
-    of parts of the decisions, ``first`` counted in the whole run): groups repeated across parts add up."""
+    """Counts per step, in recipe order, of ``n`` samples from their drops per (step, reason
+    category) (:func:`mmcurate.engine.state.drop_groups` of parts of the decisions, ``first``
+    counted in the whole run; groups repeated across parts add up). Within a step, reasons go by
+    count, ties by first appearance."""
     merged = (
         groups.group_by(["step", "reason"])
         .aggregate([("count", "sum"), ("first", "min")])
