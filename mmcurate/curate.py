@@ -336,6 +336,7 @@ def _write(
         for seg in shard.segments:
             outputs.setdefault(seg.ref.url, []).append((shard.name, seg.start, seg.stop))
     records = [(ref, i, outputs.get(ref.url, []), ref.url in failed) for i, ref in enumerate(shards)]
+    store.begin_decisions()
     cluster.map_tasks(client, functools.partial(_finish, root), records, "decisions", lambda r: r[0].url, quiet)
     store.write_decisions_index([ref.url for ref in shards], [ref.identity for ref in shards])
     return written

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pickle
+import shutil
 
 import pyarrow.parquet as pq
+import webdataset as wds
 
 import mmcurate
 from conftest import make_shard, simple_samples
@@ -56,3 +58,19 @@ def test_decisions_are_one_file_per_input_shard_read_per_shard(tmp_path, client)
     assert pq.read_table(result.decisions_path).num_rows == run.counts()[0] == 36  # readers see one table
     assert run.counts()[1] == result.kept == 6
     assert not (result.out / "state").exists()
+
+
+def test_a_run_with_a_single_decisions_file_still_opens_streams_and_resumes(tmp_path, client):
+    """Runs written before decisions became a dataset hold one decisions.parquet file."""
+    shards = [str(make_shard(tmp_path / "in" / f"{i:06d}.tar", simple_samples(f"s{i}-", 12, seed=i))) for i in range(2)]
+    recipe = mmcurate.Recipe.from_dict(RECIPE)
+    first = mmcurate.curate(shards, recipe, tmp_path / "run", client=client, quiet=True)
+    table = pq.read_table(first.decisions_path)
+    shutil.rmtree(first.decisions_path)
+    pq.write_table(table, first.decisions_path)
+    run = mmcurate.open_run(first.out)
+    assert run.counts() == (24, 4) and run.shard_decisions(shards[1]).equals(table.slice(12))
+    streamed = list(mmcurate.select(run=first.out)(wds.WebDataset(shards, shardshuffle=False)))
+    assert [s["__key__"] for s in streamed] == ["s0-00010", "s0-00011", "s1-00010", "s1-00011"]
+    again = mmcurate.curate(shards, recipe, tmp_path / "run", client=client, quiet=True)
+    assert again.decisions_path.is_dir() and pq.read_table(again.decisions_path).equals(table)

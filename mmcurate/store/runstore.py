@@ -84,6 +84,12 @@ class RunStore:
     def decisions_path(self) -> Path:
         return self.root / "decisions.parquet"
 
+    def begin_decisions(self) -> None:
+        """Make way for this run's decisions dataset: the single decisions file an earlier version
+        of mmcurate wrote for this run (run.json matched) is removed."""
+        if self.decisions_path.is_file():
+            self.decisions_path.unlink()
+
     @property
     def decisions_index(self) -> Path:
         """``decisions.parquet/_shards.parquet``: url, identity and file of every input shard
