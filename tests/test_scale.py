@@ -74,3 +74,19 @@ def test_a_run_with_a_single_decisions_file_still_opens_streams_and_resumes(tmp_
     assert [s["__key__"] for s in streamed] == ["s0-00010", "s0-00011", "s1-00010", "s1-00011"]
     again = mmcurate.curate(shards, recipe, tmp_path / "run", client=client, quiet=True)
     assert again.decisions_path.is_dir() and pq.read_table(again.decisions_path).equals(table)
+
+
+def test_output_keys_repeated_across_many_shards_keep_the_first_shards_sample(tmp_path, client):
+    """Cross-shard key uniqueness runs as a shuffle over partitions of shards; the result is
+    what one pass in input order gives."""
+    shards = []
+    for i in range(20):
+        (shared, data), (_, other) = simple_samples("x", 2, seed=i)
+        shards.append(str(make_shard(tmp_path / "in" / f"{i:06d}.tar", [(f"k{i % 5}", data), (f"u{i}", other)])))
+    recipe = {**RECIPE, "steps": [{"annotate": "image_info"}]}
+    result = mmcurate.curate(shards, mmcurate.Recipe.from_dict(recipe), tmp_path / "run", client=client, quiet=True)
+    dropped = mmcurate.open_run(result.out).dropped_by("output").to_pylist()
+    assert [(d["shard"], d["key"], d["reason"]) for d in dropped] == [
+        (shards[i], f"k{i % 5}", f"duplicate_key_across_shards:{shards[i % 5]}") for i in range(5, 20)
+    ]
+    assert result.kept == 25 and len(result.shards) == 4  # 7 per output shard

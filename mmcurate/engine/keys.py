@@ -23,6 +23,9 @@ from .state import ShardSummary, kept_rows, record_drops
 
 __all__ = ["drop_repeated_keys"]
 
+SHARDS_PER_PARTITION = 16
+"""Input shards whose keys one partition of the shuffle reads (and holds) at once."""
+
 Named = tuple[str, int, int]
 """(output key, input shard number, pos)."""
 
@@ -56,9 +59,9 @@ def _record(group: tuple[int, list[tuple[int, int, int]]], root: str, shards: Se
 def drop_repeated_keys(client: Client, root: str, shards: Sequence[ShardRef], keys: str) -> dict[str, ShardSummary]:
     """Drop kept samples whose output key (under ``output.keys``) an earlier shard gave; return
     the new summaries of the shards that lost samples (by URL)."""
-    if len(shards) < 2:
-        return {}
-    parts = len(shards)
+    if len(shards) < 2 or (keys == "prefix_shard" and len({ref.name for ref in shards}) == len(shards)):
+        return {}  # each output key carries its own shard's name: no two shards can give the same
+    parts = -(-len(shards) // SHARDS_PER_PARTITION)
     bag = db.from_sequence(list(enumerate(shards)), npartitions=parts).map_partitions(lambda items: list(_named(root, keys, items)))
     copies = bag.groupby(lambda n: zlib.crc32(n[0].encode()) % parts, shuffle="tasks").map_partitions(lambda g: list(_later_copies(g)))
     every = dask.delayed(list(shards), traverse=False)  # one graph key, not a copy per task
