@@ -73,13 +73,21 @@ class CurateResult:
     def summary(self) -> str:
         return (
             f"{self.samples_in} samples in, {self.kept} kept, {self.dropped} dropped; "
-            f"{len(self.shards)} output shard(s) in {self.out / 'shards'}\n"
+            f"{len(self.shards)} output shard(s) in {_shown(self.out / 'shards')}\n"
             + format_funnel(self.funnel)
             + "".join("\n" + format_dedup(asdict(r)) for r in self.dedup)
             + "".join("\n" + format_keep_top(asdict(r)) for r in self.top)
             + (f"\nreport: {self.report}" if self.report else "")
             + ("\n" + format_failed(self.failed, self.shards_in) if self.failed else "")
         )
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it lies inside it, else absolute."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _versions() -> dict[str, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import ssl
 import threading
 from pathlib import Path
 from typing import Any
@@ -117,16 +118,19 @@ class _Quiet(http.server.ThreadingHTTPServer):
 
 
 class Server:
-    """A threaded HTTP server on 127.0.0.1 serving ``root``."""
+    """A threaded HTTP server on 127.0.0.1 serving ``root``; HTTPS with ``tls`` (a server context)."""
 
-    def __init__(self, root: Path, last_modified: bool = True):
+    def __init__(self, root: Path, last_modified: bool = True, tls: ssl.SSLContext | None = None):
         handler = type("Handler", (_Handler,), {"last_modified": last_modified, "cuts": {}})
         self.cuts: dict[str, int] = handler.cuts
         self.httpd = _Quiet(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        self.scheme = "https" if tls is not None else "http"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+        return f"{self.scheme}://127.0.0.1:{self.httpd.server_address[1]}/{name}"
 
     def __enter__(self) -> "Server":
         self.thread.start()

@@ -63,7 +63,7 @@ def _torchaudio():
 def test_loudness_and_resampling_match_torchaudio_where_it_is_installed():
     import torch
 
-    from mmcurate.annotators.audio_info import loudness_lufs
+    from mmcurate.steps.annotators.audio_info import loudness_lufs
     from mmcurate.decode.audio import Audio, resample
 
     torchaudio = _torchaudio()

@@ -131,10 +131,12 @@ def test_long_audio_is_refused_from_its_header_without_decoding(member, limits, 
 
 
 def test_a_decode_over_the_memory_limit_fails_with_a_memory_reason():
-    """The decode child may grow by ``memory_mb`` per member: a 48 MiB member under a 16 MiB limit
-    is refused with that reason, and the same child goes on serving the next member."""
+    """The decode child may grow by ``memory_mb`` per member: two minutes of real 48 kHz audio
+    (11 MB as a WAV, 22 MiB as float32 samples) under a 16 MiB limit is refused with that reason,
+    and the same child goes on serving the next member."""
+    two_minutes = wav_claiming(120, channels=1, actual_s=120)
     with pytest.raises(DecodeError, match=r"^decode_error: audio exceeded the decode memory limit \(16 MiB\)$"):
-        decode_audio_limited(bytes(48 << 20), memory_mb=16)
+        decode_audio_limited(two_minutes, memory_mb=16)
     children = {p.pid for p in psutil.Process().children()}
     with pytest.raises(DecodeError) as err:
         decode_audio_limited(b"not audio at all")

@@ -7,17 +7,21 @@ thread of the test process; nothing else on the network is touched.
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import json
 import tarfile
 import threading
+from collections import Counter
 from pathlib import Path
 
+import fsspec
 import pytest
+from fsspec.implementations.memory import MemoryFileSystem
 
 import mmcurate
 from conftest import make_shard, simple_samples
-from mmcurate.io.inputs import InputError, ShardRef, resolve_inputs
+from mmcurate.io.inputs import LOOKUPS_AT_ONCE, InputError, ShardRef, resolve_inputs
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -144,6 +148,145 @@ def test_http_urls_resolve(http_root):
 def test_missing_http_shard_is_named(http_root):
     with pytest.raises(InputError, match="000005.tar"):
         resolve_inputs([f"{http_root}/000000.tar", f"{http_root}/000005.tar"])
+
+
+# --------------------------------------------------------------------------- at scale
+
+
+class _Crowd:
+    """Counts the requests an HTTP server gets and how many are in flight at once. Each one
+    waits until ``crowd`` are in flight; if that never happens, the first to wait 5 s lets
+    everything through, so a client asking one file at a time still finishes."""
+
+    def __init__(self, crowd: int):
+        self.crowd, self.lock, self.in_flight, self.peak = crowd, threading.Lock(), 0, 0
+        self.requests: Counter[tuple[str, str]] = Counter()
+        self.gathered = threading.Event()
+
+    def handler(self, directory: Path) -> type:
+        stats = self
+
+        class Handler(_QuietHandler):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, directory=str(directory), **kwargs)
+
+            def send_head(self):
+                with stats.lock:
+                    stats.requests[self.command, self.path] += 1
+                    stats.in_flight += 1
+                    stats.peak = max(stats.peak, stats.in_flight)
+                    if stats.in_flight >= stats.crowd:
+                        stats.gathered.set()
+                try:
+                    if not stats.gathered.wait(timeout=5):
+                        stats.gathered.set()
+                    return super().send_head()
+                finally:
+                    with stats.lock:
+                        stats.in_flight -= 1
+
+        return Handler
+
+
+class _Backlogged(http.server.ThreadingHTTPServer):
+    request_queue_size = 64  # room for every concurrent look-up's connection
+
+
+def test_many_http_shards_are_looked_up_concurrently_and_once_each(tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    data = make_shard(tmp_path / "one.tar", simple_samples("k", 1)).read_bytes()
+    for i in range(500):
+        (folder / f"{i:06d}.tar").write_bytes(data + bytes(i))  # sizes differ: so do identities
+    stats = _Crowd(crowd=4)
+    server = _Backlogged(("127.0.0.1", 0), stats.handler(folder))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        root = f"http://127.0.0.1:{server.server_address[1]}"
+        refs = resolve_inputs(f"{root}/{{000000..000499}}.tar")
+        asked = dict(stats.requests)
+        one_by_one = [resolve_inputs(r.url)[0] for r in refs[:: 50]]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+    assert [r.url for r in refs] == [f"{root}/{i:06d}.tar" for i in range(500)]
+    assert asked == {("HEAD", f"/{i:06d}.tar"): 1 for i in range(500)}  # one question per shard
+    assert 4 <= stats.peak <= LOOKUPS_AT_ONCE  # concurrent, and bounded
+    assert one_by_one == refs[:: 50]  # the same identities as a shard looked up alone
+    assert len({r.identity for r in refs}) == 500
+
+
+class _ObjectStore(MemoryFileSystem):
+    """``store://``: an in-memory filesystem shaped like an object store (listings and ``info``
+    both carry an ETag of the content) that counts the questions it is asked."""
+
+    protocol = ("store",)
+    store: dict = {}
+    pseudo_dirs = [""]
+    asked: Counter[str] = Counter()
+
+    @classmethod
+    def _strip_protocol(cls, path):
+        return super()._strip_protocol(str(path).removeprefix("store://"))
+
+    def _etag(self, entry: dict) -> dict:
+        if entry["type"] == "file":
+            entry["ETag"] = hashlib.md5(self.store[entry["name"]].getvalue()).hexdigest()
+        return entry
+
+    def info(self, path, **kwargs):
+        self.asked["info"] += 1
+        return self._etag(super().info(path, **kwargs))
+
+    def ls(self, path, detail=True, **kwargs):
+        self.asked["ls"] += 1
+        entries = super().ls(path, detail=detail, **kwargs)
+        return [self._etag(e) for e in entries] if detail else entries
+
+    def find(self, path, maxdepth=None, withdirs=False, detail=False, **kwargs):
+        self.asked["find"] += 1
+        found = super().find(path, maxdepth=maxdepth, withdirs=withdirs, detail=detail, **kwargs)
+        return {name: self._etag(e) for name, e in found.items()} if detail else found
+
+
+@pytest.fixture
+def object_store():
+    """``store://data/000000.tar`` .. ``001999.tar`` (distinct contents)."""
+    fsspec.register_implementation("store", _ObjectStore, clobber=True)
+    fs = fsspec.filesystem("store")
+    _ObjectStore.store.clear()
+    fs.pipe({f"/data/{i:06d}.tar": b"shard %d" % i for i in range(2000)})
+    _ObjectStore.asked.clear()
+    yield fs
+    _ObjectStore.store.clear()
+
+
+def test_a_folder_of_many_shards_on_an_object_store_is_listed_once(object_store):
+    refs = resolve_inputs("store://data/{000000..001999}.tar")
+
+    assert sum(_ObjectStore.asked.values()) <= 4  # a few questions, not one per shard
+    assert [r.url for r in refs] == [f"store://data/{i:06d}.tar" for i in range(2000)]
+    assert not any(r.unstamped for r in refs)  # the listing's ETags are in the identities
+    _ObjectStore.asked.clear()
+    assert [resolve_inputs(r.url)[0] for r in refs[::100]] == refs[::100]  # as when asked alone
+    assert _ObjectStore.asked["info"] == 20
+
+    object_store.pipe("/data/000007.tar", b"shard 7, republished")
+    assert resolve_inputs("store://data/{000000..001999}.tar")[7].identity != refs[7].identity
+
+    _ObjectStore.asked.clear()
+    globbed = resolve_inputs("store://data/*.tar")
+    assert sum(_ObjectStore.asked.values()) <= 4
+    assert len(globbed) == 2000 and globbed[0].identity == resolve_inputs(globbed[0].url)[0].identity
+
+
+def test_a_shard_missing_from_a_listed_folder_is_named(object_store):
+    with pytest.raises(InputError, match="002000.tar") as info:  # the first of 000 missing
+        resolve_inputs("store://data/{001980..002009}.tar")
+    assert "002001" not in str(info.value)
 
 
 # --------------------------------------------------------------------------- end to end

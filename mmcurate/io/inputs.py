@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import fsspec
 from braceexpand import braceexpand
+from fsspec.implementations.local import LocalFileSystem
 
 from .tarread import open_stream
 
@@ -53,8 +56,8 @@ _STAMPS = (
 ``ETag``/``Last-Modified``, S3 ``ETag``/``VersionId``, GCS ``generation``/``md5Hash`` ..."""
 
 
-def _identity(fs: fsspec.AbstractFileSystem, path: str, url: str) -> ShardRef:
-    info = fs.info(path)
+def _identity(url: str, info: dict) -> ShardRef:
+    """The shard ``url`` with the identity its ``fs.info()`` (or listing entry) ``info`` gives it."""
     if info.get("type") == "directory":
         raise InputError(f"{url}: is a directory; give shard files or a glob such as '{url.rstrip('/')}/*.tar'")
     found = {str(k).lower(): v for k, v in info.items() if v}
@@ -72,42 +75,114 @@ def hash_identity(ref: ShardRef) -> ShardRef:
     return replace(ref, identity=f"{ref.identity}sha256:{sha.hexdigest()}", unstamped=False)
 
 
-def _expand(item: str) -> list[tuple[str, str, fsspec.AbstractFileSystem]]:
-    """(fs path, url to report, filesystem) for each shard one brace-expanded item names."""
+LIST_AT = 16
+"""List a folder once, instead of asking about each file, when at least this many named shards
+sit in it (filesystems with listings only: object stores, memory, ...)."""
+
+LOOKUPS_AT_ONCE = 32
+"""Per-file look-ups (HTTP ``HEAD``, object ``info``) in flight at once, at most."""
+
+
+@dataclass
+class _Named:
+    path: str
+    fs: fsspec.AbstractFileSystem
+    info: dict | Exception | None = None
+    """What ``fs.info(path)`` said (or a listing said for it), or what it raised."""
+
+
+def _lists(fs: fsspec.AbstractFileSystem) -> bool:
+    """Whether one listing of a folder beats asking about its files one by one. Not on local
+    disks: a ``stat`` is a system call, not a request, and a listing's ``stat`` of a symlink
+    differs from ``info``'s, which would change identities. Not over HTTP: it has no listing."""
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    return not isinstance(fs, LocalFileSystem) and not protocols & {"http", "https"}
+
+
+def _expand(item: str) -> list[tuple[str, _Named]]:
+    """(url to report, where to find it) for each shard one brace-expanded item names; a glob
+    over a filesystem with listings brings each match's info along."""
     fs, path = fsspec.core.url_to_fs(item)
     remote = "://" in item and not item.startswith("file://")
     if _has_glob(path) and not item.startswith(("http://", "https://")):
-        matches = sorted(fs.glob(path))
+        matches = fs.glob(path, detail=True) if _lists(fs) else dict.fromkeys(fs.glob(path))
         if not matches:
             raise InputError(f"{item}: no shard matches this pattern")
-        return [(m, fs.unstrip_protocol(m) if remote else m, fs) for m in matches]
-    return [(path, item if remote else path, fs)]
+        return [(fs.unstrip_protocol(m) if remote else m, _Named(m, fs, matches[m])) for m in sorted(matches)]
+    return [(item if remote else path, _Named(path, fs))]
+
+
+def _folders(named: list[_Named]) -> list[list[_Named]]:
+    """The shards of ``named`` still unknown, grouped by folder, for the folders worth listing:
+    those holding at least :data:`LIST_AT` of them, on filesystems with listings."""
+    folders: dict[tuple[int, str], list[_Named]] = defaultdict(list)
+    for shard in named:
+        if shard.info is None and _lists(shard.fs):
+            folders[id(shard.fs), shard.fs._parent(shard.path)].append(shard)
+    return [shards for shards in folders.values() if len(shards) >= LIST_AT]
+
+
+def _list(shards: list[_Named]) -> None:
+    """Fill in the ``info`` of ``shards`` (one folder's) from one listing of that folder; a
+    listing that fails (no permission to list, say) or lacks a file leaves it to be asked alone."""
+    fs = shards[0].fs
+    try:
+        listing = {fs._strip_protocol(e["name"]).rstrip("/"): e for e in fs.ls(fs._parent(shards[0].path), detail=True)}
+    except Exception:
+        return
+    for shard in shards:
+        shard.info = listing.get(shard.path.rstrip("/"))
+
+
+def _ask(shard: _Named) -> None:
+    try:
+        shard.info = shard.fs.info(shard.path)
+    except Exception as exc:
+        shard.info = exc
+
+
+def _look_up(named: list[_Named]) -> None:
+    """Fill in every shard's ``info``: from folder listings where they pay, else one question per
+    file; remote requests :data:`LOOKUPS_AT_ONCE` at a time, local ``stat`` calls in turn."""
+    with ThreadPoolExecutor(LOOKUPS_AT_ONCE, thread_name_prefix="mmcurate-inputs") as pool:
+        list(pool.map(_list, _folders(named)))
+        list(pool.map(_ask, [s for s in named if s.info is None and not isinstance(s.fs, LocalFileSystem)]))
+    for shard in named:
+        if shard.info is None:
+            _ask(shard)
 
 
 def resolve_inputs(inputs: list[str] | tuple[str, ...] | str) -> list[ShardRef]:
     """Expand braces and globs, check every shard exists, keep the order given (globs sorted).
 
-    Raises :class:`InputError` naming the first input that matches nothing.
+    Folders of many named shards on object stores are listed once; other shards are looked up
+    one by one, remote ones concurrently (:data:`LOOKUPS_AT_ONCE`). Raises :class:`InputError`
+    naming the first input that matches nothing.
     """
     if isinstance(inputs, str):
         inputs = [inputs]
-    refs: list[ShardRef] = []
-    seen: set[str] = set()
-    for pattern in inputs:
-        for item in braceexpand(str(pattern)):
-            for path, url, fs in _expand(item):
-                if url in seen:
-                    continue
-                try:
-                    ref = _identity(fs, path, url)
-                except FileNotFoundError:
-                    raise InputError(f"{url}: no such shard") from None
-                except InputError:
-                    raise
-                except Exception as exc:  # network errors, permissions: say which input
-                    raise InputError(f"{url}: cannot read shard ({exc})") from exc
-                seen.add(url)
-                refs.append(ref)
+    named: dict[str, _Named] = {}
+    unmatched: InputError | None = None
+    try:
+        for pattern in inputs:
+            for item in braceexpand(str(pattern)):
+                for url, shard in _expand(item):
+                    named.setdefault(url, shard)
+    except InputError as exc:  # the shards named before it are checked first
+        unmatched = exc
+    _look_up(list(named.values()))
+    refs = [_checked(url, shard.info) for url, shard in named.items()]
+    if unmatched is not None:
+        raise unmatched
     if not refs:
         raise InputError("no input shards given")
     return refs
+
+
+def _checked(url: str, info: dict | Exception | None) -> ShardRef:
+    if isinstance(info, FileNotFoundError):
+        raise InputError(f"{url}: no such shard") from None
+    if isinstance(info, Exception):  # network errors, permissions: say which input
+        raise InputError(f"{url}: cannot read shard ({info})") from info
+    assert info is not None
+    return _identity(url, info)

@@ -74,7 +74,8 @@ class RunStore:
     """Paths and atomic reads/writes inside one run directory."""
 
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+        self.root = Path(os.path.abspath(root))
+        """Absolute, so tasks on workers with another working directory find the same run."""
 
     @property
     def run_json(self) -> Path:
