@@ -21,7 +21,7 @@ from ..steps.sampleview import SampleView
 from ..store.runstore import RunStore, rows_to_table
 from ..io.tarread import Sample, UnreadableShard, iter_samples
 from ..io.tarwrite import sample_bytes
-from .state import ShardSummary, alive_positions, create_state, record_drops
+from .state import ShardSummary, alive_positions, create_state, record_verdicts
 
 __all__ = ["Entry", "GroupResult", "GroupTask", "compute_rows", "decide_steps", "read_manifest", "run_group"]
 
@@ -247,6 +247,4 @@ def _finish(task: GroupTask, store: RunStore, entries: list[Entry], drops: dict[
     """Record ``drops`` in the shard's state (first written from ``entries`` by the first group)."""
     if task.first:
         create_state(store, task.shard, [e.key for e in entries], [sample_bytes(e.sizes) for e in entries], [e.error for e in entries])
-    order = sorted(drops)
-    summary = record_drops(store, task.shard, order, [drops[p][0] for p in order], [drops[p][1] for p in order])
-    return GroupResult(task.shard.url, summary, computed)
+    return GroupResult(task.shard.url, record_verdicts(store, task.shard, drops), computed)

@@ -38,6 +38,7 @@ __all__ = [
     "kept_rows",
     "read_state",
     "record_drops",
+    "record_verdicts",
     "state_path",
 ]
 
@@ -65,7 +66,6 @@ class ShardSummary:
 
     samples: int
     kept: int
-    kept_bytes: int
     groups: pa.Table
     """Drops per (step, reason category): ``count`` and ``first`` (the lowest pos), see :func:`drop_groups`."""
 
@@ -75,7 +75,7 @@ class ShardSummary:
 
     @classmethod
     def empty(cls) -> "ShardSummary":
-        return cls(0, 0, 0, GROUPS_SCHEMA.empty_table())
+        return cls(0, 0, GROUPS_SCHEMA.empty_table())
 
 
 def state_path(store: RunStore, shard: ShardRef) -> Path:
@@ -129,7 +129,6 @@ def summarise(table: pa.Table) -> ShardSummary:
     return ShardSummary(
         samples=table.num_rows,
         kept=pc.sum(alive).as_py() or 0,
-        kept_bytes=pc.sum(table["nbytes"].filter(alive)).as_py() or 0,
         groups=drop_groups(table),
     )
 
@@ -205,8 +204,12 @@ class RunState:
         return read_state(self.store, self.refs[url], ["key"])["key"].take(pa.array(positions, pa.int64())).to_pylist()
 
 
+def record_verdicts(store: RunStore, shard: ShardRef, drops: Mapping[int, tuple[str, str]]) -> ShardSummary:
+    """:func:`record_drops` of ``pos -> (step, reason)``."""
+    order = sorted(drops)
+    return record_drops(store, shard, order, [drops[p][0] for p in order], [drops[p][1] for p in order])
+
+
 def apply_drops(root: str, item: tuple[ShardRef, Mapping[int, tuple[str, str]]]) -> ShardSummary:
     """Record a global step's drops (pos -> (step, reason)) of one shard; a worker task."""
-    shard, drops = item
-    order = sorted(drops)
-    return record_drops(RunStore(root), shard, order, [drops[p][0] for p in order], [drops[p][1] for p in order])
+    return record_verdicts(RunStore(root), *item)
