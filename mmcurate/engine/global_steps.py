@@ -110,4 +110,6 @@ GLOBAL_RUNNERS: dict[type, Callable[..., tuple[dict[str, dict[int, tuple[str, st
     DedupStep: run_dedup,
     KeepTopStep: run_keep_top,
 }
-"""How each kind of global step runs: (client, store, plan, ledger, shards, priors) -> (drops per shard, report)."""
+"""How each kind of global step runs: (client, store, plan, state, shards, priors) -> (drops per shard, report).
+``state`` (:class:`.state.RunState`) reads a shard's alive positions and keys on demand; the
+driver records the returned drops in each shard's state with one worker task per shard."""
