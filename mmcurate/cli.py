@@ -138,10 +138,9 @@ def _inspect(args: argparse.Namespace) -> int:
         for row in run.dropped_by(args.dropped_by).to_pylist():
             print(f"{row['key']}\t{row['reason']}\t{row['shard']}")
         return 0
-    d = run.decisions
-    kept = sum(d.column("kept").to_pylist())
+    samples, kept = run.counts()
     print(f"run {run.root}: {run.info['describe']}, status {run.info.get('status')}")
-    print(f"{d.num_rows} samples in, {kept} kept, {d.num_rows - kept} dropped")
+    print(f"{samples} samples in, {kept} kept, {samples - kept} dropped")
     if run.info.get("failed"):
         print(format_failed(run.info["failed"], len(run.info["inputs"])))
     print(format_funnel(run.funnel()))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
 import platform
 import sys
@@ -10,22 +12,24 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import pyarrow as pa
 from dask.distributed import Client
 
 from .engine import cluster
 from .engine.global_steps import GLOBAL_RUNNERS
-from .engine.ledger import Ledger
+from .engine.keys import drop_repeated_keys
 from .engine.plan import GlobalPlan, Group, Plan, build_plan, digest, funnel_steps
 from .engine.shard_task import GroupTask, run_group
+from .engine.state import RunState, ShardSummary, apply_drops, finish
 from .io.inputs import ShardRef, hash_identity, resolve_inputs
-from .io.output import assemble, assign_shards, index_json, kept_samples, unique_keys, write_piece, write_tasks
+from .io.output import assemble, index_json, plan_layout, write_piece, write_tasks
 from .recipe import AnnotateStep, Recipe
 from .steps import annotators
 from .steps.dedup import DedupReport, PriorRows
 from .steps.keep_top import KeepTopReport, format_keep_top
 from .store.runstore import INDEX, RunStore, atomic_write_bytes
 from .store.runview import open_run
-from .views.funnel import StepCount, format_dedup, format_failed, format_funnel, funnel
+from .views.funnel import StepCount, format_dedup, format_failed, format_funnel, funnel_from_groups
 from .views.report import write_report
 
 __all__ = ["CurateResult", "curate"]
@@ -62,6 +66,8 @@ class CurateResult:
 
     @property
     def decisions_path(self) -> Path:
+        """``OUT/decisions.parquet``: a folder of Parquet files, one per input shard, read as one
+        table by ``pyarrow.parquet.read_table`` (see :meth:`mmcurate.store.runview.Run.decisions_dataset`)."""
         return self.out / "decisions.parquet"
 
     def summary(self) -> str:
@@ -180,19 +186,19 @@ def _run(
     with cluster.connect(**connection, quiet=quiet, gpus=gpu_workers) as dask_client:
         shards, failed = _hash_unstamped(dask_client, shards, quiet)
         info["shard_identities"] = {s.url: s.identity for s in shards}
-        ledger, computed, reports = _decide(dask_client, plan, shards, store, batch_size, quiet, priors, failed)
-        output_of, written = _write(dask_client, plan, shards, ledger, store, quiet, info)
+        summaries, computed, reports = _decide(dask_client, plan, shards, store, batch_size, quiet, priors, failed)
+        written = _write(dask_client, plan, shards, summaries, failed, store, quiet, info)
 
-    decisions = ledger.table(output_of)
-    store.write_decisions(decisions)
-    counts = funnel(decisions, funnel_steps(recipe))
-    kept = sum(decisions.column("kept").to_pylist())
+    counts = [summaries[s.url] for s in shards]
+    offsets = itertools.accumulate((c.samples for c in counts), initial=0)
+    groups = pa.concat_tables([c.offset(start) for c, start in zip(counts, offsets)]) if counts else ShardSummary.empty().groups
+    samples_in, kept = sum(c.samples for c in counts), sum(c.kept for c in counts)
     result = CurateResult(
         out=store.root,
-        samples_in=decisions.num_rows,
+        samples_in=samples_in,
         kept=kept,
-        dropped=decisions.num_rows - kept,
-        funnel=counts,
+        dropped=samples_in - kept,
+        funnel=funnel_from_groups(groups, samples_in, funnel_steps(recipe)),
         shards=[store.shards_dir / w["url"] for w in written],
         computed=computed,
         dedup=[r for r in reports if isinstance(r, DedupReport)],
@@ -203,7 +209,7 @@ def _run(
     info.update(
         status="complete" if result.complete else "incomplete",
         failed=failed,
-        counts={"samples_in": result.samples_in, "kept": kept, "dropped": result.dropped},
+        counts={"samples_in": samples_in, "kept": kept, "dropped": result.dropped},
         dedup=[asdict(r) for r in result.dedup],
         keep_top=[asdict(r) for r in result.top],
         against=[p.source for p in priors],
@@ -262,21 +268,23 @@ def _decide(
     quiet: bool,
     priors: list[PriorRows],
     failed: dict[str, str],
-) -> tuple[Ledger, dict[str, int], list[Any]]:
+) -> tuple[dict[str, ShardSummary], dict[str, int], list[Any]]:
     """Run the plan's stages; a shard whose task still fails after its retries is added to
-    ``failed`` and leaves the run (its samples are in no count), every other shard goes on."""
-    ledger = Ledger(shards)
-    for url in failed:
-        ledger.record_read(url, [])
+    ``failed`` and leaves the run (its samples are in no count), every other shard goes on.
+
+    Workers keep each shard's decisions in its state (:mod:`.engine.state`); the driver gets a
+    summary per shard."""
+    summaries = {url: ShardSummary.empty() for url in failed}
     computed: dict[str, int] = {}
     reports: list[Any] = []
     first = True
     for number, stage in enumerate(plan.stages, start=1):
         todo = [ref for ref in shards if ref.url not in failed]
         if isinstance(stage, GlobalPlan):
-            all_drops, report = GLOBAL_RUNNERS[type(stage.step)](client, store, stage, ledger, todo, priors)
-            for url, drops in all_drops.items():
-                ledger.drop(url, drops)
+            all_drops, report = GLOBAL_RUNNERS[type(stage.step)](client, store, stage, RunState(store, todo), todo, priors)
+            touched = [(ref, all_drops[ref.url]) for ref in todo if all_drops.get(ref.url)]
+            done = cluster.map_tasks(client, functools.partial(apply_drops, str(store.root)), touched, f"record {stage.id}", lambda t: t[0].url, quiet)
+            summaries.update((ref.url, summary) for (ref, _), summary in zip(touched, done))
             reports.append(report)
             continue
         tasks = [
@@ -285,7 +293,7 @@ def _decide(
                 root=str(store.root),
                 modalities=dict(plan.recipe.modalities),
                 steps=stage.steps,
-                alive=None if first else frozenset(ledger.alive(ref.url)),
+                first=first,
                 batch_size=stage.batch_size(batch_size),
             )
             for ref in todo
@@ -296,35 +304,52 @@ def _decide(
         for ref, result in zip(todo, results):
             if isinstance(result, cluster.Failed):
                 failed[ref.url] = result.error
-                ledger.record_read(ref.url, [])
+                summaries[ref.url] = ShardSummary.empty()
                 continue
-            if first:
-                ledger.record_read(ref.url, result.entries)
-            ledger.drop(ref.url, result.drops)
+            summaries[ref.url] = result.summary
             for step_id, n in result.computed.items():
                 computed[step_id] = computed.get(step_id, 0) + n
         first = False
-    return ledger, computed, reports
+    return summaries, computed, reports
 
 
 def _write(
-    client: Client, plan: Plan, shards: list[ShardRef], ledger: Ledger, store: RunStore, quiet: bool, info: dict[str, Any]
-) -> tuple[dict[tuple[str, int], str], list[dict]]:
+    client: Client,
+    plan: Plan,
+    shards: list[ShardRef],
+    summaries: dict[str, ShardSummary],
+    failed: dict[str, str],
+    store: RunStore,
+    quiet: bool,
+    info: dict[str, Any],
+) -> list[dict]:
     """Write the output shards, recording their names in run.json (``info``) first, so that
-    only files mmcurate wrote are ever replaced or removed. A kept sample whose output key an
-    earlier shard already gave is dropped here (output keys are unique)."""
+    only files mmcurate wrote are ever replaced or removed; then the decisions dataset. A kept
+    sample whose output key an earlier shard already gave is dropped here (output keys are unique)."""
     config = plan.recipe.output
-    kept, drops = unique_keys(kept_samples(ledger, shards, config.keys))
-    for url, dropped in drops.items():
-        ledger.drop(url, dropped)
-    layout = assign_shards(kept, config)
+    root = str(store.root)
+    todo = [ref for ref in shards if ref.url not in failed]
+    summaries.update(drop_repeated_keys(client, root, todo, config.keys))
+    total_kept = sum(summaries[ref.url].kept for ref in todo)
+    layout = client.submit(plan_layout, root, todo, config, total_kept, pure=False).result()
     names = [s.name for s in layout]
     store.begin_outputs(info, names)
-    tasks = write_tasks(layout, str(store.root), tuple(plan.annotate_plans()), config)
+    tasks = write_tasks(layout, root, tuple(plan.annotate_plans()), config)
     if tasks:
         cluster.map_tasks(client, write_piece, tasks, "write", lambda t: f"{t.shard.name} from {t.shard.segments[t.segment].ref.url}", quiet)
     written = [assemble(store, s) for s in layout]
     atomic_write_bytes(store.shards_dir / INDEX, index_json(plan.recipe.name, written))
     store.finish_outputs(info, names)
-    output_of = {(seg.ref.url, pos): s.name for s in layout for seg in s.segments for pos in seg.positions}
-    return output_of, written
+    outputs: dict[str, list[tuple[str, int, int]]] = {}
+    for shard in layout:
+        for seg in shard.segments:
+            outputs.setdefault(seg.ref.url, []).append((shard.name, seg.start, seg.stop))
+    records = [(ref, i, outputs.get(ref.url, []), ref.url in failed) for i, ref in enumerate(shards)]
+    store.begin_decisions()
+    cluster.map_tasks(client, functools.partial(_finish, root), records, "decisions", lambda r: r[0].url, quiet)
+    store.write_decisions_index([ref.url for ref in shards], [ref.identity for ref in shards])
+    return written
+
+
+def _finish(root: str, record: tuple[ShardRef, int, list[tuple[str, int, int]], bool]) -> None:
+    finish(RunStore(root), *record)

@@ -12,7 +12,7 @@ from mmcurate.io.tarread import iter_samples
 
 
 def _output_bytes(out):
-    files = sorted((out / "shards").glob("*")) + [out / "decisions.parquet"]
+    files = sorted((out / "shards").glob("*")) + sorted((out / "decisions.parquet").glob("*"))  # decisions: a dataset
     return {p.name: p.read_bytes() for p in files}
 
 

@@ -22,7 +22,7 @@ def _shards(tmp_path, n_shards=3, per_shard=10):
 
 
 def _output_bytes(out):
-    files = sorted((out / "shards").glob("*")) + [out / "decisions.parquet"]
+    files = sorted((out / "shards").glob("*")) + sorted((out / "decisions.parquet").glob("*"))  # decisions: a dataset
     return {p.name: p.read_bytes() for p in files}
 
 

@@ -7,6 +7,7 @@ what both webdataset lines offer (``compose``, ``decode``, ``to_tuple``).
 from __future__ import annotations
 
 import io
+import shutil
 
 import pytest
 import torch
@@ -88,8 +89,7 @@ def test_curated_output_reads_with_plain_webdataset_and_decodes(demo):
 def test_run_stage_needs_only_the_decisions_and_names_a_missing_run(demo, tmp_path):
     result, _ = demo
     bare = tmp_path / "decisions-only"
-    bare.mkdir()
-    (bare / "decisions.parquet").write_bytes((result.out / "decisions.parquet").read_bytes())  # no run.json, no recipe
+    shutil.copytree(result.out / "decisions.parquet", bare / "decisions.parquet")  # no run.json, no recipe
     assert len(list(mmcurate.select(run=bare)(wds.WebDataset(URLS, shardshuffle=False)))) == 174
     with pytest.raises(FileNotFoundError, match="no decisions.parquet; not a finished mmcurate run"):
         mmcurate.select(run=tmp_path / "nothing")

@@ -7,7 +7,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from ..io.inputs import ShardRef
-from .ledger import Ledger
+from .state import RunState
 from .plan import AnnotatePlan, GlobalPlan
 from ..store.runstore import RunStore
 
@@ -15,7 +15,7 @@ __all__ = ["gather_columns"]
 
 
 def gather_columns(
-    store: RunStore, plan: GlobalPlan, ledger: Ledger, shards: list[ShardRef]
+    store: RunStore, plan: GlobalPlan, ledger: RunState, shards: list[ShardRef]
 ) -> tuple[list[str], list[int], list[str], dict[str, list[Any]]]:
     """(shard URL, pos, key, {column: values}) of the alive samples, in input order, for ``plan.columns``."""
     urls: list[str] = []
@@ -28,16 +28,15 @@ def gather_columns(
         by_source.setdefault(source.id, (source, []))[1].append(col)
     for ref in shards:
         alive = ledger.alive(ref.url)
-        if not alive:
+        if not len(alive):
             continue
-        entries = ledger.entries[ref.url]
         urls += [ref.url] * len(alive)
-        positions += alive
-        keys += [entries[pos].key for pos in alive]
+        positions += alive.tolist()
+        keys += ledger.keys(ref.url, alive)
         for source, cols in by_source.values():
             table = pq.read_table(store.part_path(source.id, source.part_name(ref)), columns=["pos", *cols])
             row_of = {pos: i for i, pos in enumerate(table.column("pos").to_pylist())}
-            rows = [row_of[pos] for pos in alive]
+            rows = [row_of[pos] for pos in alive.tolist()]
             for col in cols:
                 values = table.column(col).to_pylist()
                 columns[col] += [values[i] for i in rows]

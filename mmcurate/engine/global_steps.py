@@ -20,14 +20,14 @@ from ..steps.dedup.results import CLUSTER_FILE, REASONS, DedupReport, PriorRows
 from ..steps.keep_top import REASON, KeepTopReport, top_fraction
 from ..store.runstore import RunStore, atomic_write_table
 from .gather import gather_columns
-from .ledger import Ledger
+from .state import RunState
 from .plan import GlobalPlan
 
 __all__ = ["GLOBAL_RUNNERS", "run_dedup", "run_keep_top"]
 
 
 def run_dedup(
-    client: Client, store: RunStore, plan: GlobalPlan, ledger: Ledger, shards: list[ShardRef], priors: list[PriorRows]
+    client: Client, store: RunStore, plan: GlobalPlan, ledger: RunState, shards: list[ShardRef], priors: list[PriorRows]
 ) -> tuple[dict[str, dict[int, tuple[str, str]]], DedupReport]:
     """Run one dedup step over all alive samples; return drops per shard URL and a report."""
     urls, positions, keys, columns = gather_columns(store, plan, ledger, shards)
@@ -84,7 +84,7 @@ def run_dedup(
 
 
 def run_keep_top(
-    client: Client, store: RunStore, plan: GlobalPlan, ledger: Ledger, shards: list[ShardRef], priors: Any = ()
+    client: Client, store: RunStore, plan: GlobalPlan, ledger: RunState, shards: list[ShardRef], priors: Any = ()
 ) -> tuple[dict[str, dict[int, tuple[str, str]]], KeepTopReport]:
     """Drop every alive sample outside the top fraction; return drops per shard URL and a report.
     (``client`` and ``priors`` are unused: sorting one column is driver work, and earlier runs
@@ -110,4 +110,6 @@ GLOBAL_RUNNERS: dict[type, Callable[..., tuple[dict[str, dict[int, tuple[str, st
     DedupStep: run_dedup,
     KeepTopStep: run_keep_top,
 }
-"""How each kind of global step runs: (client, store, plan, ledger, shards, priors) -> (drops per shard, report)."""
+"""How each kind of global step runs: (client, store, plan, state, shards, priors) -> (drops per shard, report).
+``state`` (:class:`.state.RunState`) reads a shard's alive positions and keys on demand; the
+driver records the returned drops in each shard's state with one worker task per shard."""

@@ -1,4 +1,5 @@
-"""Where every input sample stands: alive, or dropped by a step with a reason."""
+"""Where every input sample stands, held in memory: the what-if decisions of ``browse.preview``
+(a run keeps its decisions per shard on the workers instead, see :mod:`.state`)."""
 
 from __future__ import annotations
 
@@ -9,21 +10,9 @@ import pyarrow as pa
 from ..io.inputs import ShardRef
 from .plan import READ_STEP
 from .shard_task import Entry
+from .state import DECISIONS_SCHEMA
 
 __all__ = ["DECISIONS_SCHEMA", "Ledger"]
-
-DECISIONS_SCHEMA = pa.schema(
-    [
-        ("shard", pa.string()),
-        ("key", pa.string()),
-        ("pos", pa.int64()),
-        ("kept", pa.bool_()),
-        ("step", pa.string()),
-        ("reason", pa.string()),
-        ("output_shard", pa.string()),
-    ]
-)
-
 
 class Ledger:
     """Input samples per shard in input order, each alive or ``(step, reason)``; a sample is

@@ -20,6 +20,8 @@ from .plan import READ_STEP, AnnotatePlan, GroupStep, read_part_name, reads_pixe
 from ..steps.sampleview import SampleView
 from ..store.runstore import RunStore, rows_to_table
 from ..io.tarread import Sample, UnreadableShard, iter_samples
+from ..io.tarwrite import sample_bytes
+from .state import ShardSummary, alive_positions, create_state, record_verdicts
 
 __all__ = ["Entry", "GroupResult", "GroupTask", "compute_rows", "decide_steps", "read_manifest", "run_group"]
 
@@ -43,17 +45,18 @@ class GroupTask:
     root: str
     modalities: Mapping[str, tuple[str, ...]]
     steps: tuple[GroupStep, ...]
-    alive: frozenset[int] | None = None
-    """Positions (in the shard) of the samples entering this group; None means every readable sample (the first group)."""
+    first: bool = True
+    """The run's first group: every readable sample enters, and the task writes the shard's
+    state (:mod:`.state`); later groups take the alive samples from that state."""
     batch_size: int = 64
 
 
 @dataclass
 class GroupResult:
+    """What a group task returns: counts only, never a per-sample value."""
+
     shard: str
-    entries: list[Entry]
-    drops: dict[int, tuple[str, str]] = field(default_factory=dict)
-    """pos -> (step id, reason) for samples this group dropped."""
+    summary: ShardSummary
     computed: dict[str, int] = field(default_factory=dict)
     """step id -> rows computed now (0 when every row came from the store)."""
 
@@ -209,19 +212,20 @@ def _batches(
 
 
 def run_group(task: GroupTask) -> GroupResult:
-    """Run ``task`` and return every entry of the shard with the drops of this group."""
+    """Run ``task``: record this group's drops in the shard's state and return its summary."""
     store = RunStore(task.root)
     decider = _Decider(task, store)
     entries = read_manifest(store, task.shard)
+    alive = None if task.first else set(alive_positions(store, task.shard).tolist())
 
     def entering(batch_entries: list[Entry], start: int) -> list[int]:
         """Positions of the samples among ``batch_entries`` (the first at ``start``) this group decides."""
-        return [p for p, e in enumerate(batch_entries, start) if e.error is None and (task.alive is None or p in task.alive)]
+        return [p for p, e in enumerate(batch_entries, start) if e.error is None and (alive is None or p in alive)]
 
     if entries is not None:
         try:
             drops = decider.decide(entering(entries, 0), views=None)
-            return GroupResult(task.shard.url, entries, drops, decider.save(store, entries))
+            return _finish(task, store, entries, drops, decider.save(store, entries))
         except _NeedSamples:
             pass
     fresh: list[Entry] = []
@@ -237,4 +241,11 @@ def run_group(task: GroupTask) -> GroupResult:
         drops.update(decider.decide(positions, views))
     if entries is None:
         _write_manifest(store, task.shard, fresh)
-    return GroupResult(task.shard.url, fresh, drops, decider.save(store, fresh))
+    return _finish(task, store, fresh, drops, decider.save(store, fresh))
+
+
+def _finish(task: GroupTask, store: RunStore, entries: list[Entry], drops: dict[int, tuple[str, str]], computed: dict[str, int]) -> GroupResult:
+    """Record ``drops`` in the shard's state (first written from ``entries`` by the first group)."""
+    if task.first:
+        create_state(store, task.shard, [e.key for e in entries], [sample_bytes(e.sizes) for e in entries], [e.error for e in entries])
+    return GroupResult(task.shard.url, record_verdicts(store, task.shard, drops), computed)

@@ -5,29 +5,28 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator, Sequence
+
+import numpy as np
 
 from .inputs import ShardRef
-from ..engine.ledger import Ledger
 from ..engine.plan import AnnotatePlan, read_annotations
+from ..engine.state import kept_rows
 from ..recipe import OutputConfig
 from ..store.runstore import RunStore
 from .tarread import iter_samples
-from .tarwrite import join_tar_pieces, member_bytes, write_tar_piece
+from .tarwrite import join_tar_pieces, write_tar_piece
 
 __all__ = [
     "OUTPUT_STEP",
-    "Kept",
     "OutputShard",
     "Segment",
     "WriteTask",
     "assemble",
-    "assign_shards",
     "index_json",
-    "kept_samples",
     "output_key",
+    "plan_layout",
     "shard_capacity",
-    "unique_keys",
     "write_piece",
     "write_tasks",
 ]
@@ -37,24 +36,14 @@ OUTPUT_STEP = "output"
 """The pseudo-step that drops a kept sample whose output key an earlier input shard already gave."""
 
 
-@dataclass(frozen=True, slots=True)
-class Kept:
-    """A kept sample on its way out: its input shard, position there, output key and tar bytes."""
-
-    ref: ShardRef
-    pos: int
-    name: str
-    nbytes: int
-
-
 @dataclass(frozen=True)
 class Segment:
-    """The kept samples one output shard takes from one input shard: positions there (in input
-    order) and their output keys."""
+    """The kept samples one output shard takes from one input shard: those numbered
+    ``start``..``stop - 1`` among its kept samples, in input order."""
 
     ref: ShardRef
-    positions: tuple[int, ...]
-    names: tuple[str, ...]
+    start: int
+    stop: int
 
 
 @dataclass(frozen=True)
@@ -66,7 +55,7 @@ class OutputShard:
 
     @property
     def nsamples(self) -> int:
-        return sum(len(s.positions) for s in self.segments)
+        return sum(s.stop - s.start for s in self.segments)
 
 
 @dataclass(frozen=True)
@@ -91,30 +80,6 @@ def output_key(ref: ShardRef, key: str, keys: str) -> str:
     return f"{ref.name}/{key}" if keys == "prefix_shard" else key
 
 
-def kept_samples(ledger: Ledger, shards: Iterable[ShardRef], keys: str) -> Iterator[Kept]:
-    """The samples ``ledger`` keeps, in input order, with their output keys under ``output.keys``."""
-    for ref in shards:
-        entries = ledger.entries[ref.url]
-        for pos in ledger.alive(ref.url):
-            entry = entries[pos]
-            yield Kept(ref, pos, output_key(ref, entry.key, keys), sample_tar_bytes(entry.sizes))
-
-
-def unique_keys(kept: Iterable[Kept]) -> tuple[list[Kept], dict[str, dict[int, tuple[str, str]]]]:
-    """The samples to write, and the drops (per shard URL, pos -> (step, reason)) of those whose
-    output key an earlier shard's sample already took: output keys are unique."""
-    owner: dict[str, str] = {}  # output key -> URL of the input shard that gave it first
-    written: list[Kept] = []
-    drops: dict[str, dict[int, tuple[str, str]]] = {}
-    for sample in kept:
-        first = owner.setdefault(sample.name, sample.ref.url)
-        if first == sample.ref.url:
-            written.append(sample)
-        else:
-            drops.setdefault(sample.ref.url, {})[sample.pos] = (OUTPUT_STEP, f"duplicate_key_across_shards:{first}")
-    return written, drops
-
-
 def shard_capacity(total_kept: int, config: OutputConfig) -> int:
     """Samples per output shard: ``ceil(total_kept / shards)`` when ``output.shards`` is set,
     else ``samples_per_shard``."""
@@ -123,36 +88,39 @@ def shard_capacity(total_kept: int, config: OutputConfig) -> int:
     return max(1, -(-total_kept // config.shards))
 
 
-def assign_shards(kept: list[Kept], config: OutputConfig) -> list[OutputShard]:
-    """Pack the kept samples in order into shards of at most :func:`shard_capacity` samples and
-    ``max_shard_bytes`` bytes (a lone larger sample gets its own)."""
-    capacity = shard_capacity(len(kept), config)
-    shards: list[OutputShard] = []
-    segments: list[tuple[ShardRef, list[int], list[str]]] = []
+def plan_layout(root: str, shards: Sequence[ShardRef], config: OutputConfig, total_kept: int) -> list[OutputShard]:
+    """Pack the ``total_kept`` kept samples in input order into shards of at most :func:`shard_capacity` samples
+    and ``max_shard_bytes`` bytes (a lone larger sample gets its own).
+
+    Runs on a worker: a scan over the input shards that holds one shard's kept sizes at a time
+    (read from its state) and cuts them with a prefix sum."""
+    store = RunStore(root)
+    limit, cap = shard_capacity(total_kept, config), config.max_shard_bytes
+    layout: list[OutputShard] = []
+    segments: list[Segment] = []
     count = size = 0
 
     def close() -> None:
         nonlocal segments, count, size
         if segments:
-            name = f"{config.prefix}-{len(shards):06d}.tar"
-            shards.append(OutputShard(name, tuple(Segment(ref, tuple(pos), tuple(names)) for ref, pos, names in segments)))
+            layout.append(OutputShard(f"{config.prefix}-{len(layout):06d}.tar", tuple(segments)))
         segments, count, size = [], 0, 0
 
-    for sample in kept:
-        if count and (count >= capacity or size + sample.nbytes > config.max_shard_bytes):
-            close()
-        if not segments or segments[-1][0] != sample.ref:
-            segments.append((sample.ref, [], []))
-        segments[-1][1].append(sample.pos)
-        segments[-1][2].append(sample.name)
-        count += 1
-        size += sample.nbytes
+    for ref in shards:
+        sizes = kept_rows(store, ref)["nbytes"].to_numpy()
+        i = 0
+        while i < len(sizes):
+            total = np.cumsum(sizes[i : i + max(limit - count, 1)])  # what the open shard could still take
+            take = min(max(limit - count, 0), int(np.searchsorted(total, cap - size, side="right")))
+            if take == 0 and count == 0:
+                take = 1  # a lone sample larger than the cap
+            if take:
+                segments.append(Segment(ref, i, i + take))
+                count, size, i = count + take, size + int(total[take - 1]), i + take
+            if i < len(sizes):  # the next sample does not fit
+                close()
     close()
-    return shards
-
-
-def sample_tar_bytes(sizes: tuple[int, ...]) -> int:
-    return sum(member_bytes(s) for s in sizes)
+    return layout
 
 
 def write_tasks(layout: list[OutputShard], root: str, plans: tuple[AnnotatePlan, ...], config: OutputConfig) -> list[WriteTask]:
@@ -163,7 +131,8 @@ def _members(task: WriteTask) -> Iterator[tuple[str, bytes]]:
     store = RunStore(task.root)
     segment = task.shard.segments[task.segment]
     ref = segment.ref
-    wanted = dict(zip(segment.positions, segment.names))
+    kept = kept_rows(store, ref).slice(segment.start, segment.stop - segment.start)
+    wanted = {pos: output_key(ref, key, task.keys) for pos, key in zip(kept["pos"].to_pylist(), kept["key"].to_pylist())}
     notes = read_annotations(store, task.plans, ref) if task.annotations_member else {}
     done = 0
     for pos, sample in enumerate(iter_samples(ref.url)):  # kept samples are in tar order: stream, never buffer

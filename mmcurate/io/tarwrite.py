@@ -10,12 +10,17 @@ from typing import BinaryIO, Iterable
 
 from .atomic import atomic_file
 
-__all__ = ["join_tar_pieces", "member_bytes", "write_tar", "write_tar_piece"]
+__all__ = ["join_tar_pieces", "member_bytes", "sample_bytes", "write_tar", "write_tar_piece"]
 
 
 def member_bytes(size: int) -> int:
     """Bytes a member of ``size`` takes in a tar: a header block plus padded data."""
     return 512 + -(-size // 512) * 512
+
+
+def sample_bytes(sizes: Iterable[int]) -> int:
+    """Bytes a sample of members of ``sizes`` takes in a tar."""
+    return sum(member_bytes(s) for s in sizes)
 
 
 _PLAIN_FIELDS = b"0000644\x000000000\x000000000\x00"  # mode, uid, gid

@@ -6,7 +6,10 @@ Layout::
     OUT/.mmcurate.store.lock                   held while a run writes here (see :mod:`mmcurate.store.lock`)
     OUT/annotations/read/NAME-FP.parquet one row per sample of an input shard: pos, key, members, sizes
     OUT/annotations/STEP/NAME-FP.parquet pos, key + the step's columns (+ error) for one input shard
-    OUT/decisions.parquet                every input sample: kept or dropped, by which step, why
+    OUT/state/NAME-ID.parquet            while a run decides: each input shard's samples, alive or dropped
+    OUT/decisions.parquet/NNNNNNNN-NAME.parquet  a dataset, one file per input shard (in input order):
+                                         every input sample, kept or dropped, by which step, why
+    OUT/decisions.parquet/_shards.parquet  url, identity and file of each input shard
     OUT/shards/PREFIX-000000.tar ...     the curated set, with shards/index.json (wids format)
     OUT/shards/.pieces/                  pieces of output shards while they are written
 
@@ -15,7 +18,7 @@ is data, and may repeat.
 
 Every file but the lock is written through :func:`mmcurate.io.atomic.atomic_file`. mmcurate
 deletes only what run.json records it wrote (``outputs``: names in ``shards/``), their pieces
-and temporary files, and a replaced run's decisions.parquet and report.html; annotation parts
+and temporary files, and a replaced run's decisions files and report.html; annotation parts
 are never deleted.
 """
 
@@ -33,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..io.atomic import atomic_file, atomic_write_bytes, tmp_target
+from ..io.inputs import ShardRef
 from .lock import LOCK_NAME, hold
 
 __all__ = ["RunConflict", "RunStore", "atomic_write_bytes", "atomic_write_table", "rows_to_table"]
@@ -40,6 +44,7 @@ __all__ = ["RunConflict", "RunStore", "atomic_write_bytes", "atomic_write_table"
 _log = logging.getLogger("mmcurate")
 
 INDEX = "index.json"
+_INDEX_SCHEMA = pa.schema([("url", pa.string()), ("identity", pa.string()), ("file", pa.string())])
 PIECES = ".pieces"
 _PIECE = re.compile(r"(.+)\.\d{6}\.piece")
 
@@ -79,6 +84,26 @@ class RunStore:
     @property
     def decisions_path(self) -> Path:
         return self.root / "decisions.parquet"
+
+    def begin_decisions(self) -> None:
+        """Make way for this run's decisions dataset: the single decisions file an earlier version
+        of mmcurate wrote for this run (run.json matched) is removed."""
+        if self.decisions_path.is_file():
+            self.decisions_path.unlink()
+
+    @property
+    def decisions_index(self) -> Path:
+        """``decisions.parquet/_shards.parquet``: url, identity and file of every input shard
+        (readers of the dataset skip names starting with ``_``)."""
+        return self.decisions_path / "_shards.parquet"
+
+    def write_decisions_index(self, urls: Sequence[str], identities: Sequence[str]) -> None:
+        files = [self.decisions_file(i, ShardRef(url, "").name).name for i, url in enumerate(urls)]
+        atomic_write_table(self.decisions_index, pa.table({"url": urls, "identity": identities, "file": files}, schema=_INDEX_SCHEMA))
+
+    def decisions_file(self, index: int, shard_name: str) -> Path:
+        """The file of input shard number ``index`` in the decisions dataset (names sort in input order)."""
+        return self.decisions_path / f"{index:08d}-{shard_name}.parquet"
 
     @property
     def shards_dir(self) -> Path:
@@ -165,9 +190,21 @@ class RunStore:
                 f"annotations are reused where they still match), or choose another --out"
             )
         self.remove_outputs(recorded)
-        for path in (self.decisions_path, self.root / "report.html"):
-            path.unlink(missing_ok=True)
+        self.remove_decisions(info)
+        (self.root / "report.html").unlink(missing_ok=True)
         return []
+
+    def remove_decisions(self, info: Mapping[str, Any]) -> None:
+        """Delete the decisions of the run ``info`` records: the files its inputs named in the
+        dataset (and their temporary files), or the single file runs before it wrote."""
+        if not self.decisions_path.is_dir():
+            self.decisions_path.unlink(missing_ok=True)
+            return
+        names = {self.decisions_file(i, ShardRef(url, "").name).name for i, url in enumerate(info.get("inputs", []))}
+        names.add(self.decisions_index.name)
+        self._remove(self.decisions_path, names)
+        with contextlib.suppress(OSError):  # only if empty
+            self.decisions_path.rmdir()
 
     def _recorded_outputs(self, info: Mapping[str, Any]) -> list[str]:
         if "outputs" in info:
@@ -228,7 +265,4 @@ class RunStore:
                 name = piece.group(1) if piece else ""
             if name in names:
                 os.unlink(entry.path)
-
-    def write_decisions(self, table: pa.Table) -> None:
-        atomic_write_table(self.decisions_path, table)
 

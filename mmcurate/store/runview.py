@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from ..steps.dedup.results import CLUSTER_FILE, REASONS
-from ..views.funnel import StepCount, funnel, reason_category
+from ..engine.state import drop_groups
+from ..views.funnel import StepCount, funnel_from_groups, reason_category
 from ..io.inputs import ShardRef
 from ..io.output import OUTPUT_STEP
 from ..engine.plan import READ_STEP, Plan, build_plan, funnel_steps, read_annotations
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     from ..steps.dedup import PriorRows
 
 __all__ = ["Run", "open_run"]
+
+_NO_DROPS = pa.table({"step": pa.array([], pa.string()), "reason": pa.array([], pa.string())})
 
 
 class Run:
@@ -54,10 +58,34 @@ class Run:
 
     @property
     def decisions(self) -> pa.Table:
-        """One row per input sample: shard, key, pos (its place in the shard), kept, step, reason, output_shard."""
+        """One row per input sample: shard, key, pos (its place in the shard), kept, step, reason,
+        output_shard. This reads the whole dataset: for a large run use :meth:`decisions_dataset`,
+        :meth:`decisions_where` or :meth:`shard_decisions`."""
+        return self.decisions_dataset().to_table()
+
+    def decisions_dataset(self) -> ds.Dataset:
+        """The decisions as a lazy ``pyarrow.dataset`` (``OUT/decisions.parquet/``, one file per
+        input shard, in input order; a single file in runs of mmcurate before 0.x)."""
         if not self.store.decisions_path.exists():
             raise FileNotFoundError(f"{self.root}: no decisions.parquet yet (the run did not finish)")
-        return pq.read_table(self.store.decisions_path)
+        return ds.dataset(self.store.decisions_path, format="parquet")
+
+    def decisions_where(self, where: pc.Expression | None = None, columns: list[str] | None = None) -> pa.Table:
+        """The decisions matching ``where`` (an Arrow expression such as ``pc.field("step") == "dedup"``),
+        scanned file by file."""
+        return self.decisions_dataset().to_table(filter=where, columns=columns)
+
+    def shard_decisions(self, url: str, columns: list[str] | None = None) -> pa.Table:
+        """The decisions of input shard ``url`` alone (one file read)."""
+        if self.store.decisions_path.is_file():
+            return self.decisions_where(pc.field("shard") == url, columns)
+        index = self.info["inputs"].index(url)
+        return pq.read_table(self.store.decisions_file(index, self.shard_ref(url).name), columns=columns)
+
+    def counts(self) -> tuple[int, int]:
+        """(samples in, kept), counted from the decisions without reading them whole."""
+        dataset = self.decisions_dataset()
+        return dataset.count_rows(), dataset.count_rows(filter=pc.field("kept"))
 
     @cached_property
     def plan(self) -> Plan:
@@ -89,7 +117,7 @@ class Run:
         """The kept samples' keys and stored columns, for deduplicating a new run against this one."""
         from ..steps.dedup import PriorRows
 
-        kept = {(d["shard"], d["pos"]) for d in self.decisions.select(["shard", "pos", "kept"]).to_pylist() if d["kept"]}
+        kept = {(d["shard"], d["pos"]) for d in self.decisions_where(pc.field("kept"), ["shard", "pos"]).to_pylist()}
         rows = [r for r in self.annotations().to_pylist() if (r["shard"], r["pos"]) in kept]
         names = {c for r in rows for c in r} - {"shard", "key", "pos", "error"}
         return PriorRows(str(self.root), [r["key"] for r in rows], {c: [r.get(c) for r in rows] for c in names})
@@ -101,10 +129,9 @@ class Run:
 
         Raises ``KeyError`` naming the run when no input sample has that key.
         """
-        decisions = self.decisions
-        found = decisions.filter(pc.field("key") == key).to_pylist()
+        found = self.decisions_where(pc.field("key") == key).to_pylist()
         if not found:
-            examples = ", ".join(decisions.column("key").to_pylist()[:3])
+            examples = ", ".join(self.decisions_dataset().head(3, columns=["key"]).column("key").to_pylist())
             raise KeyError(f"{self.root}: no input sample with key {key!r} (keys look like {examples})")
         plan = self.plan
         clusters_by_step = self.clusters()
@@ -158,7 +185,7 @@ class Run:
         steps = funnel_steps(self.recipe) + [OUTPUT_STEP]
         if step not in steps:
             raise KeyError(f"{self.root}: no step {step!r}; steps are {', '.join(steps)}")
-        return self.decisions.filter(pc.field("step") == step).select(["shard", "key", "pos", "reason"])
+        return self.decisions_where(pc.field("step") == step, ["shard", "key", "pos", "reason"])
 
     def read_samples(self, pairs: Iterable[tuple[str, int]]) -> dict[tuple[str, int], Sample]:
         """The raw samples named by ``(shard, pos)``, read from the run's input shards.
@@ -188,7 +215,13 @@ class Run:
         return SampleView(sample, self.recipe.modalities)
 
     def funnel(self) -> list[StepCount]:
-        return funnel(self.decisions, funnel_steps(self.recipe))
+        """Counts per step, aggregated file by file (never the whole decisions at once)."""
+        groups, rows = [], 0
+        for fragment in sorted(self.decisions_dataset().get_fragments(), key=lambda f: f.path):
+            table = fragment.to_table(columns=["step", "reason"])
+            groups.append(drop_groups(table, rows))
+            rows += table.num_rows
+        return funnel_from_groups(pa.concat_tables(groups) if groups else drop_groups(_NO_DROPS), rows, funnel_steps(self.recipe))
 
     def unreadable_inputs(self) -> dict[str, str]:
         """Input shard URL -> why, for the inputs not one sample of which could be read (every
@@ -207,7 +240,7 @@ class Run:
         (``duplicate_of:KEY``) count together per kind: ``duplicate_of:KEY (of 3 kept samples)``."""
         counts: Counter[str] = Counter()
         kept_keys: dict[str, set[str]] = {}
-        for entry in pc.value_counts(self.decisions.column("reason").drop_null()).to_pylist():
+        for entry in pc.value_counts(self.decisions_where(pc.is_valid(pc.field("reason")), ["reason"]).column("reason")).to_pylist():
             reason, count = entry["values"], entry["counts"]
             kind = reason_category(reason)
             if kind in REASONS.values():

@@ -6,9 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-__all__ = ["StepCount", "format_dedup", "format_failed", "format_funnel", "funnel", "reason_category"]
+__all__ = ["StepCount", "format_dedup", "format_failed", "format_funnel", "funnel_from_groups", "reason_category"]
 
 
 @dataclass
@@ -25,22 +24,20 @@ def reason_category(reason: str) -> str:
     return reason.split(":", 1)[0] if ":" in reason else reason
 
 
-def funnel(decisions: pa.Table, step_ids: list[str]) -> list[StepCount]:
-    """Counts per step, in recipe order, from a decisions table (counted in Arrow: no Python
-    loop over samples). Within a step, reasons go by count, ties by first appearance."""
-    dropped = decisions.select(["step", "reason"]).filter(pc.is_valid(decisions.column("step")))
-    category = pc.list_element(pc.split_pattern(pc.fill_null(dropped.column("reason"), ""), ":", max_splits=1), 0)
-    groups = (
-        pa.table({"step": dropped.column("step"), "reason": category, "row": pa.array(range(dropped.num_rows), pa.int64())})
-        .group_by(["step", "reason"])
-        .aggregate([("row", "count"), ("row", "min")])
-        .sort_by([("row_count", "descending"), ("row_min", "ascending")])
+def funnel_from_groups(groups: pa.Table, n: int, step_ids: list[str]) -> list[StepCount]:
+    """Counts per step, in recipe order, of ``n`` samples from their drops per (step, reason
+    category) (:func:`mmcurate.engine.state.drop_groups` of parts of the decisions, ``first``
+    counted in the whole run; groups repeated across parts add up). Within a step, reasons go by
+    count, ties by first appearance."""
+    merged = (
+        groups.group_by(["step", "reason"])
+        .aggregate([("count", "sum"), ("first", "min")])
+        .sort_by([("count_sum", "descending"), ("first_min", "ascending")])
     )
     by_step: dict[str, dict[str, int]] = {s: {} for s in step_ids}
-    for step, reason, count in zip(*(groups.column(c).to_pylist() for c in ("step", "reason", "row_count"))):
+    for step, reason, count in zip(*(merged.column(c).to_pylist() for c in ("step", "reason", "count_sum"))):
         by_step.setdefault(step, {})[reason] = count
     counts = []
-    n = decisions.num_rows
     for step in step_ids + [s for s in by_step if s not in step_ids]:
         gone = sum(by_step[step].values())
         counts.append(StepCount(step, n, n - gone, gone, by_step[step]))

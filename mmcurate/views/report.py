@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import random
-from collections import Counter
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -29,7 +28,7 @@ import pyarrow.parquet as pq
 
 from .browse import STYLE, Gallery, labelled_row
 from .charts import DROPPED_COLOR, KEPT_COLOR, Threshold, funnel_svg, histogram_svg
-from .funnel import funnel, reason_category
+from ..engine.state import drop_groups
 from ..engine.plan import READ_STEP, AnnotatePlan, funnel_steps
 from ..recipe import AnnotateStep, DedupStep, FilterStep
 from ..store.runview import Run, open_run
@@ -64,27 +63,26 @@ def write_report(run: str | os.PathLike[str] | Run, path: str | os.PathLike[str]
 
 def build_report(run: Run, options: ReportOptions = ReportOptions()) -> str:
     """The report of a finished run as one HTML string."""
-    decisions = run.decisions  # Arrow all the way: a run of millions of samples stays cheap
-    examples = _pick_examples(run, decisions, options)
-    clusters = _pick_clusters(run, decisions, options)
+    examples = _pick_examples(run, options)  # decisions are read per shard or filtered, never whole
+    clusters = _pick_clusters(run, options)
     wanted = {pair for picks in examples.values() for rows in picks for pair in ((r["shard"], r["pos"]) for r in rows)}
     wanted |= {(m["shard"], m["pos"]) for groups in clusters.values() for group in groups for m in group}
     gallery = Gallery(run, options.thumb_size)
     gallery.load(wanted)
-    kept = pc.sum(decisions["kept"]).as_py() or 0
+    samples, kept = run.counts()
     info = run.info
     body = [
         f"<h1>mmcurate run: {escape(str(info.get('describe', run.root)))}</h1>",
-        f'<p class="sum">{decisions.num_rows} samples in, <b style="color:{KEPT_COLOR}">{kept} kept</b>, '
-        f'<b style="color:{DROPPED_COLOR}">{decisions.num_rows - kept} dropped</b>; status {escape(str(info.get("status")))}; '
+        f'<p class="sum">{samples} samples in, <b style="color:{KEPT_COLOR}">{kept} kept</b>, '
+        f'<b style="color:{DROPPED_COLOR}">{samples - kept} dropped</b>; status {escape(str(info.get("status")))}; '
         f"recipe <code>{escape(run.recipe.name)}</code> ({escape(str(info.get('recipe_source', '')))}); "
         f"{len(info.get('inputs', []))} input shard(s); output in <code>{escape(str(run.root / 'shards'))}</code></p>",
         _nav(),
-        _funnel_section(run, decisions),
-        _histogram_section(run, decisions.select(["shard", "pos", "kept"])),
+        _funnel_section(run),
+        _histogram_section(run),
         _examples_section(run, examples, gallery, options),
         _clusters_section(run, clusters, gallery),
-        _errors_section(run, decisions, options),
+        _errors_section(run, options),
     ]
     return _PAGE.format(title=escape(f"mmcurate report: {run.recipe.name}"), body="\n".join(body))
 
@@ -94,8 +92,8 @@ def _nav() -> str:
     return '<nav>' + " · ".join(f'<a href="#{a}">{t}</a>' for a, t in links) + "</nav>"
 
 
-def _funnel_section(run: Run, decisions: pa.Table) -> str:
-    counts = funnel(decisions, funnel_steps(run.recipe))
+def _funnel_section(run: Run) -> str:
+    counts = run.funnel()
     rows = "".join(
         f"<tr><td>{escape(c.step)}</td><td>{c.n_in}</td><td>{c.kept}</td><td>{c.dropped}</td>"
         f"<td>{escape(', '.join(f'{r} {n}' for r, n in c.reasons.items()))}</td></tr>"
@@ -127,23 +125,23 @@ def _numeric_columns(run: Run, plan: AnnotatePlan) -> list[tuple[str, pa.DataTyp
     ]
 
 
-def _read_columns(run: Run, plan: AnnotatePlan, columns: list[str], kept: pa.Table) -> pa.Table | None:
-    """``columns`` and the final ``kept`` flag of every row ``plan`` stored without an error."""
+def _read_columns(run: Run, plan: AnnotatePlan, columns: list[str]) -> pa.Table | None:
+    """``columns`` and the final ``kept`` flag of every row ``plan`` stored without an error (joined shard by shard)."""
     parts = []
     for url in run.info["inputs"]:
         path = run.store.part_path(plan.id, plan.part_name(run.shard_ref(url)))
         if path.exists():
             table = pq.read_table(path, columns=["pos", *columns, "error"]).filter(pc.field("error").is_null())
-            parts.append(table.drop_columns(["error"]).append_column("shard", pa.array([url] * table.num_rows, pa.string())))
-    return pa.concat_tables(parts).join(kept, keys=["shard", "pos"]) if parts else None
+            parts.append(table.drop_columns(["error"]).join(run.shard_decisions(url, ["pos", "kept"]), keys="pos").drop_columns(["pos"]))
+    return pa.concat_tables(parts) if parts else None
 
 
-def _histogram_section(run: Run, kept: pa.Table) -> str:
+def _histogram_section(run: Run) -> str:
     thresholds = _thresholds(run)
     cards = []
     for plan in run.plan.annotate_plans():
         columns = _numeric_columns(run, plan)
-        table = _read_columns(run, plan, [c for c, _ in columns], kept) if columns else None
+        table = _read_columns(run, plan, [c for c, _ in columns]) if columns else None
         if table is None:
             continue
         flags = table.column("kept").to_numpy(zero_copy_only=False).astype(bool)
@@ -165,10 +163,9 @@ def _spread(items: Sequence[Any], n: int) -> list[Any]:
     return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)] if n > 1 else [items[0]]
 
 
-def _pick_examples(run: Run, decisions: pa.Table, options: ReportOptions) -> dict[str, tuple[list[dict], list[dict]]]:
+def _pick_examples(run: Run, options: ReportOptions) -> dict[str, tuple[list[dict], list[dict]]]:
     """step -> (samples that passed it, samples it dropped), drawn from a few input shards."""
-    shards = pa.array(_spread(run.info["inputs"], options.max_thumb_shards), pa.string())
-    rows = decisions.filter(pc.is_in(decisions["shard"], value_set=shards)).to_pylist()
+    rows = [row for url in _spread(run.info["inputs"], options.max_thumb_shards) for row in run.shard_decisions(url).to_pylist()]
     steps = funnel_steps(run.recipe)
     order = {s: i for i, s in enumerate(steps)}
     rng = random.Random(options.seed)
@@ -206,7 +203,7 @@ def _examples_section(run: Run, examples: dict[str, tuple[list[dict], list[dict]
     return "".join(parts) + "</section>"
 
 
-def _pick_clusters(run: Run, decisions: pa.Table, options: ReportOptions) -> dict[str, list[list[dict[str, Any]]]]:
+def _pick_clusters(run: Run, options: ReportOptions) -> dict[str, list[list[dict[str, Any]]]]:
     """dedup step -> its largest clusters, each a list of members, the one the step kept first."""
     picked = {}
     for step, table in run.clusters().items():
@@ -216,7 +213,7 @@ def _pick_clusters(run: Run, decisions: pa.Table, options: ReportOptions) -> dic
         ids = largest.column("dup_cluster").to_pylist()
         members = multi.filter(pc.is_in(multi["dup_cluster"], value_set=pa.array(ids, pa.int64()))).to_pylist()
         keys = pa.array(sorted({m["key"] for m in members}), pa.string())
-        fate = {(d["shard"], d["pos"]): d for d in decisions.filter(pc.is_in(decisions["key"], value_set=keys)).to_pylist()}
+        fate = {(d["shard"], d["pos"]): d for d in run.decisions_where(pc.field("key").isin(keys)).to_pylist()}
         groups = []
         for cluster in ids:
             group = [dict(m, **fate[(m["shard"], m["pos"])]) for m in members if m["dup_cluster"] == cluster]
@@ -281,23 +278,23 @@ def _clusters_section(run: Run, clusters: dict[str, list[list[dict[str, Any]]]],
     return "".join(parts) + "</section>"
 
 
-def _errors_section(run: Run, decisions: pa.Table, options: ReportOptions) -> str:
+def _errors_section(run: Run, options: ReportOptions) -> str:
     """Samples dropped because they could not be read or annotated (annotators never decide)."""
     error_steps = pa.array([READ_STEP] + [s.id for s in run.recipe.steps if isinstance(s, AnnotateStep)], pa.string())
-    errors = decisions.filter(pc.is_in(decisions["step"], value_set=error_steps)).select(["shard", "key", "step", "reason"]).to_pylist()
-    parts = [f'<section id="errors"><h2>Errors ({len(errors)})</h2>']
-    if not errors:
+    errors = run.decisions_where(pc.field("step").isin(error_steps), ["shard", "key", "step", "reason"])
+    parts = [f'<section id="errors"><h2>Errors ({errors.num_rows})</h2>']
+    if not errors.num_rows:
         parts.append("<p>No sample failed to read or decode.</p>")
     else:
-        summary = Counter((d["step"], reason_category(d["reason"] or "")) for d in errors)
+        summary = drop_groups(errors).sort_by([("count", "descending"), ("first", "ascending")])
         parts.append("<table><tr><th>step</th><th>error</th><th>samples</th></tr>")
-        parts += [f"<tr><td>{escape(s)}</td><td>{escape(r)}</td><td>{n}</td></tr>" for (s, r), n in summary.most_common()]
+        parts += [f"<tr><td>{escape(s)}</td><td>{escape(r)}</td><td>{n}</td></tr>" for s, r, n in zip(*(summary[c].to_pylist() for c in ("step", "reason", "count")))]
         parts.append("</table><table><tr><th>shard</th><th>key</th><th>step</th><th>reason</th></tr>")
-        for d in errors[: options.max_errors]:
+        for d in errors.slice(0, options.max_errors).to_pylist():
             parts.append(f"<tr><td>{escape(Path(d['shard']).name)}</td><td>{escape(d['key'])}</td><td>{escape(d['step'])}</td><td>{escape(d['reason'] or '')}</td></tr>")
         parts.append("</table>")
-        if len(errors) > options.max_errors:
-            parts.append(f"<p>… and {len(errors) - options.max_errors} more (all in decisions.parquet).</p>")
+        if errors.num_rows > options.max_errors:
+            parts.append(f"<p>… and {errors.num_rows - options.max_errors} more (all in decisions.parquet).</p>")
     return "".join(parts) + "</section>"
 
 

@@ -3,7 +3,7 @@
 Two ways::
 
     import webdataset as wds, mmcurate
-    # keep exactly what an earlier run kept (reads its decisions.parquet once)
+    # keep exactly what an earlier run kept (reads each shard's decisions when the stream reaches it)
     ds = wds.WebDataset(urls, shardshuffle=False).compose(mmcurate.select(run="runs/demo"))
     # or decide on the fly with a recipe's per-sample annotators and filters
     ds = wds.WebDataset(urls).compose(mmcurate.select(recipe="default"))
@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections import Counter
+from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Mapping
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..engine.plan import build_plan, reads_pixels
@@ -80,47 +81,81 @@ def _normal_url(url: str) -> str:
 
 
 class RunSelect:
-    """Keeps the samples a finished run kept; see :func:`select`."""
+    """Keeps the samples a finished run kept; see :func:`select`.
+
+    It holds the run's list of input shards; the decisions of a streamed shard are read when
+    the stream reaches it (its own file of the decisions dataset), so a DataLoader worker's
+    memory does not grow with the run."""
+
+    CACHED = 4
+    """Shards whose decisions are held at once (a stream that interleaves a few shards)."""
 
     def __init__(self, run: str | os.PathLike[str] | Run, unknown: Unknown = "error"):
         if unknown not in ("error", "drop", "keep"):
             raise ValueError(f"unknown={unknown!r}: expected 'error', 'drop' or 'keep'")
         # decisions.parquet alone: a training machine needs no annotator (plugin) the run used
-        store = run.store if isinstance(run, Run) else RunStore(run)
-        if not store.decisions_path.exists():
-            raise FileNotFoundError(f"{store.root}: no decisions.parquet; not a finished mmcurate run")
-        decisions = pq.read_table(store.decisions_path, columns=["shard", "key", "kept"]).to_pydict()
-        urls = sorted(set(decisions["shard"]))
-        names = [Path(u).name for u in urls]
+        self.store = run.store if isinstance(run, Run) else RunStore(run)
+        if not self.store.decisions_path.exists():
+            raise FileNotFoundError(f"{self.store.root}: no decisions.parquet; not a finished mmcurate run")
+        if self.store.decisions_path.is_dir():
+            index = pq.read_table(self.store.decisions_index, columns=["url", "file"]).to_pydict()
+            files: dict[str, str | None] = dict(zip(index["url"], index["file"]))
+        else:  # a run of mmcurate before decisions became a dataset: one file
+            files = dict.fromkeys(pc.unique(pq.read_table(self.store.decisions_path, columns=["shard"])["shard"]).to_pylist())
+        names = [Path(u).name for u in files]
         self.by_name = len(set(names)) == len(names)
-        self.source = str(store.root)
+        self.files = {self._shard_id(url): (url, file) for url, file in files.items()}
+        self.source = str(self.store.root)
         self.unknown = unknown
-        self.kept: dict[tuple[str, str], bool] = {}
-        self.repeated: dict[tuple[str, str], list[bool]] = {}
-        """Keys a shard holds more than once: their verdicts in tar order, matched by occurrence."""
-        for url, key, kept in zip(decisions["shard"], decisions["key"], decisions["kept"]):
-            name = (self._shard_id(url), key)
-            if name in self.kept:
-                self.repeated.setdefault(name, [self.kept[name]]).append(kept)
-            self.kept[name] = kept
+        self._cache: OrderedDict[str, tuple[dict[str, bool], dict[str, list[bool]], Counter[str]]] = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_cache": OrderedDict()}
 
     def _shard_id(self, url: str) -> str:
         return Path(url).name if self.by_name else _normal_url(url)
 
+    def _verdicts(self, shard: str) -> tuple[dict[str, bool], dict[str, list[bool]], Counter[str]] | None:
+        """key -> kept for the run's input shard ``shard`` (by :meth:`_shard_id`); keys the shard
+        holds more than once: their verdicts in tar order, and how many were streamed so far."""
+        if shard in self._cache:
+            self._cache.move_to_end(shard)
+            return self._cache[shard]
+        if shard not in self.files:
+            return None
+        url, file = self.files[shard]
+        columns = ["key", "kept"]
+        if file is None:
+            table = pq.read_table(self.store.decisions_path, columns=columns, filters=[("shard", "=", url)])
+        else:
+            table = pq.read_table(self.store.decisions_path / file, columns=columns)
+        kept: dict[str, bool] = {}
+        repeated: dict[str, list[bool]] = {}
+        for key, verdict in zip(table["key"].to_pylist(), table["kept"].to_pylist()):
+            if key in kept:
+                repeated.setdefault(key, [kept[key]]).append(verdict)
+            kept[key] = verdict
+        self._cache[shard] = (kept, repeated, Counter())
+        if len(self._cache) > self.CACHED:
+            self._cache.popitem(last=False)
+        return self._cache[shard]
+
     def __call__(self, samples: Iterable[WdsSample]) -> Iterator[WdsSample]:
-        occurrences: Counter[tuple[str, str]] = Counter()
         for sample in samples:
             url = str(sample.get("__url__", ""))
-            name = (self._shard_id(url), sample["__key__"])
-            verdict = self.kept.get(name)
-            if name in self.repeated:
-                verdicts = self.repeated[name]
-                verdict = verdicts[min(occurrences[name], len(verdicts) - 1)]
-                occurrences[name] += 1
+            key = sample["__key__"]
+            found = self._verdicts(self._shard_id(url))
+            verdict = None
+            if found is not None:
+                kept, repeated, occurrences = found
+                verdict = kept.get(key)
+                if key in repeated:
+                    verdict = repeated[key][min(occurrences[key], len(repeated[key]) - 1)]
+                    occurrences[key] += 1
             if verdict is None:
                 if self.unknown == "error":
                     raise UnknownSample(
-                        f"sample {sample['__key__']!r} from {url or '<no __url__>'} is not in run {self.source} "
+                        f"sample {key!r} from {url or '<no __url__>'} is not in run {self.source} "
                         f"(stream that run's input shards, or pass unknown='drop' or 'keep')"
                     )
                 verdict = self.unknown == "keep"

@@ -1,0 +1,215 @@
+"""Per-shard decision state: kept by workers in the run directory, so the driver holds none per sample.
+
+While a run decides, ``OUT/state/NAME-ID.parquet`` holds one row per sample of an input shard,
+in tar order (row ``i`` is ``pos`` ``i``): ``pos``, ``key``, ``nbytes`` (the sample's bytes in an
+output tar), and ``step``/``reason`` (null while the sample is alive). The first group task
+writes it from the shard's manifest; every later stage reads the alive positions from it and
+records its drops in it (:func:`alive_positions`, :func:`record_drops`: the seam global steps
+use). Tasks return only a :class:`ShardSummary`. At the end :func:`finish` turns a shard's state
+into its file of the decisions dataset (``OUT/decisions.parquet/``) and removes the state file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..io.inputs import ShardRef
+from ..store.runstore import RunStore, atomic_write_table
+from .plan import READ_STEP, digest
+
+__all__ = [
+    "DECISIONS_SCHEMA",
+    "STATE_SCHEMA",
+    "RunState",
+    "ShardSummary",
+    "alive_positions",
+    "apply_drops",
+    "create_state",
+    "drop_groups",
+    "finish",
+    "kept_rows",
+    "read_state",
+    "record_drops",
+    "record_verdicts",
+    "state_path",
+]
+
+STATE_DIR = "state"
+STATE_SCHEMA = pa.schema(
+    [("pos", pa.int64()), ("key", pa.string()), ("nbytes", pa.int64()), ("step", pa.string()), ("reason", pa.string())]
+)
+DECISIONS_SCHEMA = pa.schema(
+    [
+        ("shard", pa.string()),
+        ("key", pa.string()),
+        ("pos", pa.int64()),
+        ("kept", pa.bool_()),
+        ("step", pa.string()),
+        ("reason", pa.string()),
+        ("output_shard", pa.string()),
+    ]
+)
+GROUPS_SCHEMA = pa.schema([("step", pa.string()), ("reason", pa.string()), ("count", pa.int64()), ("first", pa.int64())])
+
+
+@dataclass(frozen=True)
+class ShardSummary:
+    """What a task tells the driver about one input shard: counts, never samples."""
+
+    samples: int
+    kept: int
+    groups: pa.Table
+    """Drops per (step, reason category): ``count`` and ``first`` (the lowest pos), see :func:`drop_groups`."""
+
+    def offset(self, rows: int) -> pa.Table:
+        """``groups`` with ``first`` counted from the shard's first row in the whole run, ``rows``."""
+        return self.groups.set_column(3, "first", pc.add(self.groups["first"], rows))
+
+    @classmethod
+    def empty(cls) -> "ShardSummary":
+        return cls(0, 0, GROUPS_SCHEMA.empty_table())
+
+
+def state_path(store: RunStore, shard: ShardRef) -> Path:
+    return store.root / STATE_DIR / f"{shard.name}-{digest([shard.url, shard.identity])}.parquet"
+
+
+def create_state(store: RunStore, shard: ShardRef, keys: Sequence[str], nbytes: Sequence[int], errors: Sequence[str | None]) -> None:
+    """The state of a shard as read: samples with a read error are dropped by ``read``."""
+    table = pa.table(
+        {
+            "pos": pa.array(np.arange(len(keys)), pa.int64()),
+            "key": pa.array(keys, pa.string()),
+            "nbytes": pa.array(nbytes, pa.int64()),
+            "step": pa.array([READ_STEP if e else None for e in errors], pa.string()),
+            "reason": pa.array(errors, pa.string()),
+        },
+        schema=STATE_SCHEMA,
+    )
+    atomic_write_table(state_path(store, shard), table)
+
+
+def read_state(store: RunStore, shard: ShardRef, columns: list[str] | None = None) -> pa.Table:
+    return pq.read_table(state_path(store, shard), columns=columns)
+
+
+def alive_positions(store: RunStore, shard: ShardRef) -> np.ndarray:
+    """Positions (int64, ascending) of the samples of ``shard`` no stage has dropped yet."""
+    table = read_state(store, shard, ["pos", "step"])
+    return table.filter(pc.is_null(table["step"]))["pos"].to_numpy()
+
+
+def record_drops(
+    store: RunStore, shard: ShardRef, positions: np.ndarray | Sequence[int], steps: str | Sequence[str], reasons: Sequence[str] | pa.Array
+) -> ShardSummary:
+    """Drop the samples at ``positions`` of ``shard``, each by its step (or all by ``steps``)
+    with its reason; return the shard's summary after them."""
+    table = read_state(store, shard)
+    positions = np.asarray(positions, dtype=np.int64)
+    if len(positions):
+        step = table["step"].to_numpy(zero_copy_only=False).astype(object)
+        reason = table["reason"].to_numpy(zero_copy_only=False).astype(object)
+        step[positions] = steps if isinstance(steps, str) else list(steps)
+        reason[positions] = list(reasons.to_pylist() if isinstance(reasons, pa.Array) else reasons)
+        table = table.set_column(3, "step", pa.array(step, pa.string())).set_column(4, "reason", pa.array(reason, pa.string()))
+        atomic_write_table(state_path(store, shard), table)
+    return summarise(table)
+
+
+def summarise(table: pa.Table) -> ShardSummary:
+    alive = pc.is_null(table["step"])
+    return ShardSummary(
+        samples=table.num_rows,
+        kept=pc.sum(alive).as_py() or 0,
+        groups=drop_groups(table),
+    )
+
+
+def drop_groups(table: pa.Table, offset: int = 0) -> pa.Table:
+    """Drops of a decisions (or state) table per (step, reason category: the reason up to its
+    first colon): ``count``, and ``first``, the lowest row number (plus ``offset``) among them."""
+    dropped = pc.is_valid(table["step"])
+    reason = pc.fill_null(table["reason"].filter(dropped), "")
+    category = pc.list_element(pc.split_pattern(reason, ":", max_splits=1), 0)
+    rows = pa.array(np.arange(offset, offset + table.num_rows), pa.int64()).filter(dropped)
+    grouped = (
+        pa.table({"step": table["step"].filter(dropped), "reason": category, "row": rows})
+        .group_by(["step", "reason"])
+        .aggregate([("row", "count"), ("row", "min")])
+    )
+    return pa.table(
+        {"step": grouped["step"], "reason": grouped["reason"], "count": grouped["row_count"], "first": grouped["row_min"]}, schema=GROUPS_SCHEMA
+    )
+
+
+def kept_rows(store: RunStore, shard: ShardRef) -> pa.Table:
+    """``pos``, ``key`` and ``nbytes`` of the samples of ``shard`` that are still alive, in order."""
+    table = read_state(store, shard, ["pos", "key", "nbytes", "step"])
+    return table.filter(pc.is_null(table["step"])).drop_columns(["step"])
+
+
+def finish(store: RunStore, shard: ShardRef, index: int, outputs: Sequence[tuple[str, int, int]], failed: bool = False) -> None:
+    """Write the shard's file of the decisions dataset from its state, then remove the state.
+
+    ``outputs``: (output shard name, start, stop) of the ranges of its kept samples (numbered in
+    input order) that each output shard took. A shard that ``failed`` gets an empty file: its
+    samples are in no count.
+    """
+    path = state_path(store, shard)
+    table = STATE_SCHEMA.empty_table() if failed or not path.exists() else pq.read_table(path)
+    kept = pc.is_null(table["step"])
+    rank = np.cumsum(kept.to_numpy(zero_copy_only=False)) - 1  # the kept sample's number among the kept
+    output = np.full(table.num_rows, None, dtype=object)
+    for name, start, stop in outputs:
+        output[(rank >= start) & (rank < stop) & kept.to_numpy(zero_copy_only=False)] = name
+    decisions = pa.table(
+        {
+            "shard": pa.array(np.full(table.num_rows, shard.url, dtype=object), pa.string()),
+            "key": table["key"],
+            "pos": table["pos"],
+            "kept": kept,
+            "step": table["step"],
+            "reason": table["reason"],
+            "output_shard": pa.array(output, pa.string()),
+        },
+        schema=DECISIONS_SCHEMA,
+    )
+    atomic_write_table(store.decisions_file(index, shard.name), decisions)
+    path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # the last shard's leaves the folder empty
+        path.parent.rmdir()
+
+
+class RunState:
+    """The run's state as the driver's global-step runners see it: a shard's alive positions
+    and keys, read from its state file on demand (nothing is held)."""
+
+    def __init__(self, store: RunStore, shards: Sequence[ShardRef]):
+        self.store = store
+        self.refs = {ref.url: ref for ref in shards}
+
+    def alive(self, url: str) -> np.ndarray:
+        return alive_positions(self.store, self.refs[url])
+
+    def keys(self, url: str, positions: np.ndarray) -> list[str]:
+        """The keys of the samples of ``url`` at ``positions``."""
+        return read_state(self.store, self.refs[url], ["key"])["key"].take(pa.array(positions, pa.int64())).to_pylist()
+
+
+def record_verdicts(store: RunStore, shard: ShardRef, drops: Mapping[int, tuple[str, str]]) -> ShardSummary:
+    """:func:`record_drops` of ``pos -> (step, reason)``."""
+    order = sorted(drops)
+    return record_drops(store, shard, order, [drops[p][0] for p in order], [drops[p][1] for p in order])
+
+
+def apply_drops(root: str, item: tuple[ShardRef, Mapping[int, tuple[str, str]]]) -> ShardSummary:
+    """Record a global step's drops (pos -> (step, reason)) of one shard; a worker task."""
+    return record_verdicts(RunStore(root), *item)
