@@ -31,8 +31,7 @@ import dask
 import dask.bag as db
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
-from dask.distributed import Client
+from dask.distributed import Client, wait
 
 from ..io.inputs import ShardRef
 from ..recipe import DedupStep, KeepTopStep
@@ -46,8 +45,8 @@ from ..steps.dedup.compute import (
     semantic_parents,
     unit_rows,
 )
-from ..steps.dedup.neardup import _Layout, _widths, choose_k, cluster_labels
-from ..steps.dedup.partition import RowResults, band_edges, band_of, bucket_of, exact_groups, parents_in_partition, results_from_labels
+from ..steps.dedup.neardup import _Layout, _widths, cluster_labels
+from ..steps.dedup.partition import RowResults, band_edges, band_of, bucket_of, choose_band_k, exact_groups, parents_in_partition, results_from_labels
 from ..steps.dedup.results import CLUSTER_FILE, REASONS, DedupReport, PriorRows
 from ..steps.keep_top import REASON, KeepTopReport, band, bracket, keep_mask, ranked_values, sketch, threshold_from_bands, top_count
 from ..store.runstore import RunStore, atomic_write_table
@@ -55,10 +54,12 @@ from .gather import PRIOR, ShardRows, ShardSpec, prior_rows, read_rows, shard_sp
 from .ledger import Ledger
 from .plan import GlobalPlan
 
-__all__ = ["GLOBAL_RUNNERS", "ShardDrops", "run_dedup", "run_keep_top"]
+__all__ = ["GLOBAL_RUNNERS", "ShardDrops", "dedup_rows", "run_dedup", "run_keep_top"]
 
 ROWS_PER_PARTITION = 1 << 20
 """Rows (or distinct hashes) a partition task aims at."""
+TABLES_PER_WAVE = 4
+"""Tables of the phash search shuffled at once (each holds every distinct hash once)."""
 
 
 @dataclass
@@ -383,17 +384,17 @@ def _phash(client: Client, rows: db.Bag, step: Any, n: int, starts: np.ndarray, 
     exact = client.persist(_each(_groups(_flat(rows, items), parts * len(searches)), group_exact))
     edges = [_each(exact, lambda g: g[3])]
     if d > 0:
-        k = max(1, choose_k(2 * n if kinds else n, d))
+        k = choose_band_k(2 * n if kinds else n, d)
         blocks = d + k
         combos = list(combinations(range(blocks), k))
         layouts = [_Layout(64, _widths(64, blocks), c) for c in combos]
         band_bits = min(min(lay.key_bits for lay in layouts), max(0, math.ceil(math.log2(_parts(n)))))
 
-        def banded(g: tuple[str, np.ndarray, np.ndarray, np.ndarray]) -> list[tuple[tuple[str, int, int], tuple[np.ndarray, np.ndarray]]]:
+        def banded(g: tuple[str, np.ndarray, np.ndarray, np.ndarray], tables: range) -> list[tuple[tuple[str, int, int], tuple[np.ndarray, np.ndarray]]]:
             search, values, reps, _ = g
             out = []
-            for t, lay in enumerate(layouts):
-                where = band_of(values, lay, band_bits)
+            for t in tables:
+                where = band_of(values, layouts[t], band_bits)
                 out += [((search, t, int(b)), (values[where == b], reps[where == b])) for b in np.unique(where)]
             return out
 
@@ -402,7 +403,11 @@ def _phash(client: Client, rows: db.Bag, step: Any, n: int, starts: np.ndarray, 
             ids = np.concatenate([i for _, i in group[1]])
             return band_edges(values, ids, d, blocks, combos[group[0][1]])
 
-        edges.append(_each(_groups(_flat(exact, banded), parts * len(combos) * len(searches)), search_band))
+        for first in range(0, len(combos), TABLES_PER_WAVE):  # a few tables at a time: bounded shuffle memory
+            tables = range(first, min(len(combos), first + TABLES_PER_WAVE))
+            wave = client.persist(_each(_groups(_flat(exact, banded, tables), parts * len(tables) * len(searches)), search_band))
+            wait(wave)
+            edges.append(wave)
     scores = _each(rows, lambda r: (r.rows, _arrays(step, r).score, np.full(len(r.rows), r.index == PRIOR)))
 
     def union(edge_parts: list[list[np.ndarray]], score_parts: list[list[tuple]]) -> tuple[list[tuple[int, RowResults]], int]:
@@ -441,11 +446,20 @@ def run_dedup(
         atomic_write_table(cluster_dir / "part-empty.parquet", _cluster_table("", [], [], [], []))
         empty = dedup_arrays(plan.step, {c: [] for c in plan.columns}, np.zeros(0, dtype=bool))
         return {}, DedupReport(plan.id, plan.step.method, 0, 0, [], find_parents(plan.step.method, plan.step.config, empty).stats)
-    indexes = np.array([PRIOR] + [s.index for s in specs], dtype=np.int64)
-    starts = np.array([0] + [s.first_row for s in specs], dtype=np.int64)
-    records, stats = _METHODS[plan.step.method](client, rows, plan.step, n, starts, indexes)
-    outcomes = _compute(client, _finish(records, rows, starts, indexes, _parts(n), plan.id, REASONS[plan.step.method], str(cluster_dir)))
+    first_rows = {s.index: s.first_row for s in specs}
+    outcomes, stats = dedup_rows(client, plan.step, rows, first_rows, n, str(cluster_dir))
     return _report(plan, outcomes, specs, stats)
+
+
+def dedup_rows(client: Client, step: DedupStep, rows: db.Bag, first_rows: dict[int, int], n: int,
+               cluster_dir: str) -> tuple[list[Any], dict[str, Any]]:
+    """Dedup ``n`` rows given as a bag of :class:`ShardRows` (shard index -> its first row in
+    ``first_rows``; earlier runs' rows first, from 0): per shard its outcome (drops, summary;
+    cluster file parts written under ``cluster_dir``), and the method's stats."""
+    indexes = np.array([PRIOR, *first_rows], dtype=np.int64)
+    starts = np.array([0, *first_rows.values()], dtype=np.int64)
+    records, stats = _METHODS[step.method](client, rows, step, n, starts, indexes)
+    return _compute(client, _finish(records, rows, starts, indexes, _parts(n), step.id, REASONS[step.method], cluster_dir)), stats
 
 
 # --------------------------------------------------------------------------- keep_top

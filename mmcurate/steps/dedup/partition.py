@@ -9,15 +9,16 @@ size; clusters never cross partitions, so the results equal the single-task ones
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .compute import DedupArrays, find_parents
-from .neardup import _EMPTY, _Buffers, _Layout, _table, _widths
+from .neardup import _EMPTY, _MAX_TABLES, _Buffers, _Layout, _plan_cost, _table, _widths
 
-__all__ = ["RowResults", "band_of", "band_edges", "bucket_of", "exact_groups", "parents_in_partition", "results_from_labels"]
+__all__ = ["RowResults", "band_of", "band_edges", "bucket_of", "choose_band_k", "exact_groups", "parents_in_partition", "results_from_labels"]
 
 
 @dataclass
@@ -86,6 +87,25 @@ def exact_groups(values: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.nd
     rep = np.repeat(i[first], np.diff(np.append(np.flatnonzero(first), len(v))))
     edges = np.stack([rep[~first], i[~first]], axis=1)
     return v[first], i[first], edges
+
+
+_C_SHUFFLE = 2e-7
+"""Seconds per hash per table sent through the band shuffle (cut, pickle, move, join)."""
+
+
+def choose_band_k(n: int, d: int) -> int:
+    """Identical blocks per table for the partitioned search of ``n`` distinct hashes: as in
+    :func:`~.neardup.choose_k`, but every table also costs a shuffle of all the hashes, so
+    fewer tables win."""
+    best_k, best = 1, math.inf
+    for k in range(1, 64 - d + 1):
+        tables = math.comb(d + k, k)
+        if tables > _MAX_TABLES:
+            break
+        cost = tables * n * _C_SHUFFLE + _plan_cost(n, d, k, 64)
+        if cost < best:
+            best_k, best = k, cost
+    return best_k
 
 
 def band_of(values: np.ndarray, layout: _Layout, band_bits: int) -> np.ndarray:
