@@ -24,7 +24,8 @@ dedup step does (``mmcurate.engine.global_steps.dedup_rows``: a Dask LocalCluste
 ``--workers`` single-threaded worker processes, bag shuffles, per-shard outcomes): synthetic
 shards of ``--shard-size`` rows are generated on the workers (exact: ``v<random int below N>``
 strings, about a third repeats; phash: random hashes, 1% planted near-duplicates of the
-previous shard's rows). Prints wall time, rows removed, the driver's peak RSS and each
+previous shard's rows). Prints wall time, CPU time (workers and driver: the machine may be
+shared), rows removed, the driver's peak RSS and each
 worker's peak RSS (``ru_maxrss``).
 
 Run from the repository root::
@@ -218,6 +219,12 @@ def synthetic_rows(index: int, size: int, n: int, method: str, d: int, seed: int
     return ShardRows(index, f"shard-{index:06d}", rows, np.arange(size), keys, {"phash": h.tolist()})
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process so far (user + system)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_cluster(n: int, method: str, args: argparse.Namespace) -> dict[str, Any]:
     """One dedup of ``n`` synthetic rows through a fresh LocalCluster."""
     import tempfile
@@ -239,12 +246,15 @@ def run_cluster(n: int, method: str, args: argparse.Namespace) -> dict[str, Any]
             lambda part: [synthetic_rows(i, size, n, method, d, args.seed) for i in part]))
         client.run(lambda: __import__("gc").collect())
         base = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        cpu = client.run(cpu_seconds)
+        cpu0 = cpu_seconds()
         t0 = time.perf_counter()
         outcomes, stats = dedup_rows(client, step, rows, {i: i * size for i in range(shards)}, shards * size, out)
         wall = time.perf_counter() - t0
         peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        cpu = sum(client.run(cpu_seconds).values()) - sum(cpu.values()) + cpu_seconds() - cpu0
     return {
-        "n": shards * size, "method": method, "d": d if method == "phash" else None, "shards": shards, "wall_s": wall,
+        "n": shards * size, "method": method, "d": d if method == "phash" else None, "shards": shards, "wall_s": wall, "cpu_s": cpu,
         "removed": int(sum(len(o.positions) for o in outcomes)), "stats": stats,
         "driver_peak_bytes": peak_memory()["ru_maxrss_bytes"],
         "worker_peak_bytes": sorted(peaks.values()), "worker_rows_loaded_bytes": sorted(base.values()),
@@ -260,7 +270,7 @@ def main_cluster(args: argparse.Namespace) -> int:
             results.append(r)
             workers = ", ".join(f"{b / 1e6:.0f}" for b in r["worker_peak_bytes"])
             loaded = ", ".join(f"{b / 1e6:.0f}" for b in r["worker_rows_loaded_bytes"])
-            print(f"  {r['wall_s']:.1f} s, removed {r['removed']:,}, {r['stats']}; driver peak {r['driver_peak_bytes'] / 1e6:.0f} MB; "
+            print(f"  {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU (workers + driver), removed {r['removed']:,}, {r['stats']}; driver peak {r['driver_peak_bytes'] / 1e6:.0f} MB; "
                   f"worker peaks {workers} MB (after generating the rows: {loaded} MB)", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"results": results}, indent=2))
