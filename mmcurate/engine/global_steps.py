@@ -131,9 +131,22 @@ def _parts(n: int) -> int:
     return max(1, math.ceil(n / ROWS_PER_PARTITION))
 
 
-def _owner(rows: np.ndarray, starts: np.ndarray, indexes: np.ndarray) -> np.ndarray:
-    """The shard index (``PRIOR`` for earlier runs) of each global row."""
-    return indexes[np.searchsorted(starts, rows, "right") - 1]
+@dataclass
+class _Shards:
+    """Where the global rows live: shard ``indexes[i]`` (``PRIOR`` first) from row ``starts[i]``.
+    Tasks get it as one shared graph key, not copied into each task."""
+
+    starts: np.ndarray
+    indexes: np.ndarray
+
+    def owner(self, rows: np.ndarray) -> np.ndarray:
+        """The shard index of each global row."""
+        return self.indexes[np.searchsorted(self.starts, rows, "right") - 1]
+
+    def split(self, res: RowResults) -> list[tuple[int, RowResults]]:
+        """Results cut into ``(shard index, results)`` pieces."""
+        owners = self.owner(res.row)
+        return [(int(o), RowResults(res.row[owners == o], res.parent[owners == o], res.size[owners == o])) for o in np.unique(owners)]
 
 
 # --------------------------------------------------------------------------- dedup: results to drops
@@ -149,18 +162,18 @@ class _ShardOutcome:
     """(size, kept row, kept key, dropped keys here in row order) of this shard's largest clusters."""
 
 
-def _finish(records: db.Bag, rows: db.Bag, starts: np.ndarray, indexes: np.ndarray, step: str, reason: str,
+def _finish(records: db.Bag, rows: db.Bag, at: Any, step: str, reason: str,
             cluster_dir: str) -> db.Bag:
     """From ``(shard index, RowResults)`` records covering every row: per shard its drops (with
     the kept sample's key in the reason, looked up at the shard holding it), its part of the
     cluster file, and a summary for the report."""
     providers = _each(rows, lambda r: (r.index, ("rows", replace(r, columns={}))))
 
-    def base(group: tuple[int, list[RowResults]]) -> list[tuple[int, tuple[str, Any]]]:
+    def base(group: tuple[int, list[RowResults]], at: _Shards) -> list[tuple[int, tuple[str, Any]]]:
         index, pieces = group
         res = _concat_results(pieces)
         dropped = res.parent != res.row
-        owners = _owner(res.parent[dropped], starts, indexes)
+        owners = at.owner(res.parent[dropped])
         out: list[tuple[int, tuple[str, Any]]] = [(index, ("base", res))]
         for owner in np.unique(owners):
             mine = owners == owner
@@ -185,7 +198,7 @@ def _finish(records: db.Bag, rows: db.Bag, starts: np.ndarray, indexes: np.ndarr
         named = {int(r): k for kind, p in items if kind == "named" for r, k in zip(p[0].tolist(), p[1])}
         return _shard_outcome(index, own, res, named, step, reason, cluster_dir)
 
-    bases = _flat(_groups(records), base)
+    bases = _flat(_groups(records), base, at)
     needs = _flat(bases, lambda r: [r] if r[1][0] == "need" else [])
     names = _flat(_groups(db.concat([needs, providers])), name)
     own = _flat(bases, lambda r: [r] if r[1][0] == "base" else [])
@@ -273,7 +286,7 @@ def _join(pieces: list[tuple[np.ndarray, DedupArrays]]) -> tuple[np.ndarray, Ded
 
 
 def _by_partition(rows: db.Bag, step: Any, part_of: Callable[[ShardRows, DedupArrays], np.ndarray],
-                  starts: np.ndarray, indexes: np.ndarray) -> tuple[db.Bag, db.Bag]:
+                  at: Any) -> tuple[db.Bag, db.Bag]:
     """Rows sent to the partition ``part_of`` gives them, each partition solved by
     :func:`parents_in_partition`; returns ((shard index, RowResults) records, stats per partition)."""
 
@@ -282,19 +295,13 @@ def _by_partition(rows: db.Bag, step: Any, part_of: Callable[[ShardRows, DedupAr
         where = part_of(r, arrays)
         return [(int(p), (r.rows[where == p], _take(arrays, where == p))) for p in np.unique(where)]
 
-    def solve(group: tuple[int, list[tuple[np.ndarray, DedupArrays]]]) -> tuple[list[tuple[int, RowResults]], dict[str, Any]]:
+    def solve(group: tuple[int, list[tuple[np.ndarray, DedupArrays]]], at: _Shards) -> tuple[list[tuple[int, RowResults]], dict[str, Any]]:
         rows_, arrays = _join(group[1])
         res, stats = parents_in_partition(step.method, step.config, rows_, arrays)
-        return _split(res, starts, indexes), stats
+        return at.split(res), stats
 
-    solved = _each(_groups(_flat(rows, emit)), solve)
+    solved = _each(_groups(_flat(rows, emit)), solve, at)
     return _flat(solved, lambda s: s[0]), _each(solved, lambda s: s[1])
-
-
-def _split(res: RowResults, starts: np.ndarray, indexes: np.ndarray) -> list[tuple[int, RowResults]]:
-    """Results cut into ``(shard index, results)`` pieces."""
-    owners = _owner(res.row, starts, indexes)
-    return [(int(o), RowResults(res.row[owners == o], res.parent[owners == o], res.size[owners == o])) for o in np.unique(owners)]
 
 
 def _sum_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
@@ -310,19 +317,19 @@ def _sum_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
     return total
 
 
-def _exact(client: Client, rows: db.Bag, step: Any, n: int, starts: np.ndarray, indexes: np.ndarray) -> tuple[db.Bag, dict[str, Any]]:
+def _exact(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db.Bag, dict[str, Any]]:
     parts = _parts(n)
-    records, _ = _by_partition(rows, step, lambda r, a: bucket_of(a.values, parts), starts, indexes)
+    records, _ = _by_partition(rows, step, lambda r, a: bucket_of(a.values, parts), at)
     return records, {}
 
 
-def _video(client: Client, rows: db.Bag, step: Any, n: int, starts: np.ndarray, indexes: np.ndarray) -> tuple[db.Bag, dict[str, Any]]:
-    records, stats = _by_partition(rows, step, lambda r, a: np.zeros(len(r.keys), np.int64), starts, indexes)
+def _video(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db.Bag, dict[str, Any]]:
+    records, stats = _by_partition(rows, step, lambda r, a: np.zeros(len(r.keys), np.int64), at)
     records = client.persist(records)
     return records, _compute(client, stats)[0]
 
 
-def _semantic(client: Client, rows: db.Bag, step: Any, n: int, starts: np.ndarray, indexes: np.ndarray) -> tuple[db.Bag, dict[str, Any]]:
+def _semantic(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db.Bag, dict[str, Any]]:
     config = step.config
     k = semantic_clusters(n, config)
     every = max(1, math.ceil(n / config.fit_sample))
@@ -335,7 +342,7 @@ def _semantic(client: Client, rows: db.Bag, step: Any, n: int, starts: np.ndarra
         where = assign_clusters(emb, centroids)
         return [(int(c), (r.rows[where == c], emb[where == c], _take(arrays, where == c))) for c in np.unique(where)]
 
-    def solve(group: tuple[int, list[tuple[np.ndarray, np.ndarray, DedupArrays]]]) -> tuple[list[tuple[int, RowResults]], dict[str, Any]]:
+    def solve(group: tuple[int, list[tuple[np.ndarray, np.ndarray, DedupArrays]]], at: _Shards) -> tuple[list[tuple[int, RowResults]], dict[str, Any]]:
         pieces = group[1]
         rows_, arrays = _join([(r, a) for r, _, a in pieces])
         emb = np.concatenate([e for _, e, _ in pieces])
@@ -345,16 +352,16 @@ def _semantic(client: Client, rows: db.Bag, step: Any, n: int, starts: np.ndarra
         outcome = semantic_parents(emb, arrays, np.zeros(len(rows_), np.int64), config)
         parent = rows_[outcome.parent]
         _, inverse, counts = np.unique(parent, return_inverse=True, return_counts=True)
-        return _split(RowResults(rows_, parent, counts[inverse]), starts, indexes), outcome.stats
+        return at.split(RowResults(rows_, parent, counts[inverse])), outcome.stats
 
-    solved = _each(_groups(_flat(rows, emit, centroids)), solve)
+    solved = _each(_groups(_flat(rows, emit, centroids)), solve, at)
     solved = client.persist(solved)
     stats = _sum_stats(_compute(client, _each(solved, lambda s: s[1])))
     stats = {"clusters": k, "removed_by_eps": {str(e): stats.get("removed_by_eps", {}).get(str(e), 0) for e in config.report_eps}}
     return _flat(solved, lambda s: s[0]), stats
 
 
-def _phash(client: Client, rows: db.Bag, step: Any, n: int, starts: np.ndarray, indexes: np.ndarray) -> tuple[db.Bag, dict[str, Any]]:
+def _phash(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db.Bag, dict[str, Any]]:
     """Plain hashes, and each kind of extra hash with the plain ones (ids ``n + row``), each
     searched by the partitioned block-permutation search; edges meet in one union-find."""
     config = step.config
@@ -411,7 +418,7 @@ def _phash(client: Client, rows: db.Bag, step: Any, n: int, starts: np.ndarray, 
             edges.append(wave)
     scores = _each(rows, lambda r: (r.rows, _arrays(step, r).score, np.full(len(r.rows), r.index == PRIOR)))
 
-    def union(edge_parts: list[list[np.ndarray]], score_parts: list[list[tuple]]) -> tuple[list[tuple[int, RowResults]], int]:
+    def union(edge_parts: list[list[np.ndarray]], score_parts: list[list[tuple]], at: _Shards) -> tuple[list[tuple[int, RowResults]], int]:
         found = [e for part in edge_parts for e in part if len(e)]
         pairs = np.concatenate(found) % n if found else np.empty((0, 2), np.int64)
         pairs = pairs[pairs[:, 0] != pairs[:, 1]]
@@ -422,9 +429,9 @@ def _phash(client: Client, rows: db.Bag, step: Any, n: int, starts: np.ndarray, 
             for r, s, p in part:
                 score[r], prior[r] = s, p
         labels = cluster_labels(n, pairs)
-        return _split(results_from_labels(np.arange(n, dtype=np.int64), labels, score, prior), starts, indexes), int(len(pairs))
+        return at.split(results_from_labels(np.arange(n, dtype=np.int64), labels, score, prior)), int(len(pairs))
 
-    done = client.persist(dask.delayed(union)(db.concat(edges).to_delayed(), scores.to_delayed()))
+    done = client.persist(dask.delayed(union)(db.concat(edges).to_delayed(), scores.to_delayed(), at))
     records = db.from_delayed([dask.delayed(lambda u: u[0])(done)])
     return records, {"pairs_within_distance": _compute(client, dask.delayed(lambda u: u[1])(done))}
 
@@ -457,10 +464,10 @@ def dedup_rows(client: Client, step: DedupStep, rows: db.Bag, first_rows: dict[i
     """Dedup ``n`` rows given as a bag of :class:`ShardRows` (shard index -> its first row in
     ``first_rows``; earlier runs' rows first, from 0): per shard its outcome (drops, summary;
     cluster file parts written under ``cluster_dir``), and the method's stats."""
-    indexes = np.array([PRIOR, *first_rows], dtype=np.int64)
-    starts = np.array([0, *first_rows.values()], dtype=np.int64)
-    records, stats = _METHODS[step.method](client, rows, step, n, starts, indexes)
-    return _compute(client, _finish(records, rows, starts, indexes, step.id, REASONS[step.method], cluster_dir)), stats
+    shards = _Shards(np.array([0, *first_rows.values()], dtype=np.int64), np.array([PRIOR, *first_rows], dtype=np.int64))
+    at = dask.delayed(shards, pure=True)
+    records, stats = _METHODS[step.method](client, rows, step, n, at)
+    return _compute(client, _finish(records, rows, at, step.id, REASONS[step.method], cluster_dir)), stats
 
 
 # --------------------------------------------------------------------------- keep_top
