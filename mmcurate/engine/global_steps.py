@@ -20,7 +20,6 @@ report; results equal the single-task computation's.
 from __future__ import annotations
 
 import math
-import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from itertools import combinations
@@ -445,11 +444,11 @@ def run_dedup(
     """Run one dedup step over all alive samples; return drops per shard URL and a report."""
     rows, specs, n_prior, n = _read(client, store, plan, ledger, shards, priors)
     cluster_dir = store.part_path(plan.id, CLUSTER_FILE)
-    if cluster_dir.is_file():  # one file, from an earlier version of this run
+    if cluster_dir.is_file():  # one file, as an earlier version of mmcurate wrote it
         cluster_dir.unlink()
-    elif cluster_dir.is_dir():
-        shutil.rmtree(cluster_dir)
-    cluster_dir.mkdir(parents=True)
+    for stale in cluster_dir.glob("part-*.parquet"):  # parts of an earlier try of this step
+        stale.unlink()
+    cluster_dir.mkdir(parents=True, exist_ok=True)
     if n == 0:
         atomic_write_table(cluster_dir / "part-empty.parquet", _cluster_table("", [], [], [], []))
         empty = dedup_arrays(plan.step, {c: [] for c in plan.columns}, np.zeros(0, dtype=bool))
