@@ -108,10 +108,10 @@ def _compute(client: Client, x: Any) -> Any:
     return client.compute(x).result()
 
 
-def _groups(bag: db.Bag) -> db.Bag:
-    """``(key, payload)`` records grouped as ``(key, [payloads])`` by a task shuffle (as many
-    partitions as ``bag``: the groups spread over them; one group is one partition's work)."""
-    grouped = bag.groupby(lambda r: r[0], shuffle="tasks")
+def _groups(bag: db.Bag, parts: int) -> db.Bag:
+    """``(key, payload)`` records grouped as ``(key, [payloads])`` by a task shuffle through
+    ``parts`` partitions (shard pieces are joined first: fewer, larger shuffle tasks)."""
+    grouped = bag.repartition(max(1, min(parts, bag.npartitions))).groupby(lambda r: r[0], shuffle="tasks")
     return _each(grouped, lambda g: (g[0], [r[1] for r in g[1]]))
 
 
@@ -161,7 +161,7 @@ class _ShardOutcome:
     """(size, kept row, kept key, dropped keys here in row order) of this shard's largest clusters."""
 
 
-def _finish(records: db.Bag, rows: db.Bag, at: Any, step: str, reason: str,
+def _finish(records: db.Bag, rows: db.Bag, at: Any, parts: int, step: str, reason: str,
             cluster_dir: str) -> db.Bag:
     """From ``(shard index, RowResults)`` records covering every row: per shard its drops (with
     the kept sample's key in the reason, looked up at the shard holding it), its part of the
@@ -197,11 +197,11 @@ def _finish(records: db.Bag, rows: db.Bag, at: Any, step: str, reason: str,
         named = {int(r): k for kind, p in items if kind == "named" for r, k in zip(p[0].tolist(), p[1])}
         return _shard_outcome(index, own, res, named, step, reason, cluster_dir)
 
-    bases = _flat(_groups(records), base, at)
+    bases = _flat(_groups(records, parts), base, at)
     needs = _flat(bases, lambda r: [r] if r[1][0] == "need" else [])
-    names = _flat(_groups(db.concat([needs, providers])), name)
+    names = _flat(_groups(db.concat([needs, providers]), parts), name)
     own = _flat(bases, lambda r: [r] if r[1][0] == "base" else [])
-    return _each(_groups(db.concat([own, names, providers])), assemble)
+    return _each(_groups(db.concat([own, names, providers]), parts), assemble)
 
 
 def _concat_results(pieces: list[RowResults]) -> RowResults:
@@ -284,7 +284,7 @@ def _join(pieces: list[tuple[np.ndarray, DedupArrays]]) -> tuple[np.ndarray, Ded
     )
 
 
-def _by_partition(rows: db.Bag, step: Any, part_of: Callable[[ShardRows, DedupArrays], np.ndarray],
+def _by_partition(rows: db.Bag, step: Any, part_of: Callable[[ShardRows, DedupArrays], np.ndarray], parts: int,
                   at: Any) -> tuple[db.Bag, db.Bag]:
     """Rows sent to the partition ``part_of`` gives them, each partition solved by
     :func:`parents_in_partition`; returns ((shard index, RowResults) records, stats per partition)."""
@@ -299,7 +299,7 @@ def _by_partition(rows: db.Bag, step: Any, part_of: Callable[[ShardRows, DedupAr
         res, stats = parents_in_partition(step.method, step.config, rows_, arrays)
         return at.split(res), stats
 
-    solved = _each(_groups(_flat(rows, emit)), solve, at)
+    solved = _each(_groups(_flat(rows, emit), parts), solve, at)
     return _flat(solved, lambda s: s[0]), _each(solved, lambda s: s[1])
 
 
@@ -318,12 +318,12 @@ def _sum_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _exact(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db.Bag, dict[str, Any]]:
     parts = _parts(n)
-    records, _ = _by_partition(rows, step, lambda r, a: bucket_of(a.values, parts), at)
+    records, _ = _by_partition(rows, step, lambda r, a: bucket_of(a.values, parts), parts, at)
     return records, {}
 
 
 def _video(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db.Bag, dict[str, Any]]:
-    records, stats = _by_partition(rows, step, lambda r, a: np.zeros(len(r.keys), np.int64), at)
+    records, stats = _by_partition(rows, step, lambda r, a: np.zeros(len(r.keys), np.int64), 1, at)
     records = client.persist(records)
     return records, _compute(client, stats)[0]
 
@@ -353,7 +353,7 @@ def _semantic(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple
         _, inverse, counts = np.unique(parent, return_inverse=True, return_counts=True)
         return at.split(RowResults(rows_, parent, counts[inverse])), outcome.stats
 
-    solved = _each(_groups(_flat(rows, emit, centroids)), solve, at)
+    solved = _each(_groups(_flat(rows, emit, centroids), _parts(n)), solve, at)
     solved = client.persist(solved)
     stats = _sum_stats(_compute(client, _each(solved, lambda s: s[1])))
     stats = {"clusters": k, "removed_by_eps": {str(e): stats.get("removed_by_eps", {}).get(str(e), 0) for e in config.report_eps}}
@@ -388,7 +388,7 @@ def _phash(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db
         distinct, reps, stars = exact_groups(values, ids)
         return group[0][0], distinct, reps, stars
 
-    exact = client.persist(_each(_groups(_flat(rows, items)), group_exact))
+    exact = client.persist(_each(_groups(_flat(rows, items), parts * len(searches)), group_exact))
     edges = [_each(exact, lambda g: g[3])]
     if d > 0:
         k = choose_band_k(2 * n if kinds else n, d)
@@ -412,7 +412,7 @@ def _phash(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db
 
         for first in range(0, len(combos), TABLES_PER_WAVE):  # a few tables at a time: bounded shuffle memory
             tables = range(first, min(len(combos), first + TABLES_PER_WAVE))
-            wave = client.persist(_each(_groups(_flat(exact, banded, tables)), search_band))
+            wave = client.persist(_each(_groups(_flat(exact, banded, tables), parts * len(tables)), search_band))
             wait(wave)
             edges.append(wave)
     scores = _each(rows, lambda r: (r.rows, _arrays(step, r).score, np.full(len(r.rows), r.index == PRIOR)))
@@ -466,7 +466,7 @@ def dedup_rows(client: Client, step: DedupStep, rows: db.Bag, first_rows: dict[i
     shards = _Shards(np.array([0, *first_rows.values()], dtype=np.int64), np.array([PRIOR, *first_rows], dtype=np.int64))
     at = dask.delayed(shards, pure=True)
     records, stats = _METHODS[step.method](client, rows, step, n, at)
-    return _compute(client, _finish(records, rows, at, step.id, REASONS[step.method], cluster_dir)), stats
+    return _compute(client, _finish(records, rows, at, _parts(n), step.id, REASONS[step.method], cluster_dir)), stats
 
 
 # --------------------------------------------------------------------------- keep_top
