@@ -268,10 +268,17 @@ def _arrays(step: Any, rows: ShardRows) -> DedupArrays:
     return dedup_arrays(step, rows.columns, np.full(len(rows.keys), rows.index == PRIOR))
 
 
-def _take(arrays: DedupArrays, mask: np.ndarray) -> DedupArrays:
-    """The rows of ``arrays`` where ``mask`` (bool) holds."""
-    values = [v for v, m in zip(arrays.values, mask) if m] if isinstance(arrays.values, list) else arrays.values[mask]
-    return DedupArrays(values, {k: e[mask] for k, e in arrays.extra.items()}, arrays.score[mask], arrays.prior[mask])
+def _take(arrays: DedupArrays, idx: np.ndarray) -> DedupArrays:
+    """The rows ``idx`` of ``arrays``."""
+    values = [arrays.values[i] for i in idx] if isinstance(arrays.values, list) else arrays.values[idx]
+    return DedupArrays(values, {k: e[idx] for k, e in arrays.extra.items()}, arrays.score[idx], arrays.prior[idx])
+
+
+def _by_key(where: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """``(key, the ascending indices holding it)`` for each distinct key of ``where``."""
+    order = np.argsort(where, kind="stable")
+    keys, first = np.unique(where[order], return_index=True)
+    return list(zip(keys.tolist(), np.split(order, first[1:])))
 
 
 def _join(pieces: list[tuple[np.ndarray, DedupArrays]]) -> tuple[np.ndarray, DedupArrays]:
@@ -292,7 +299,7 @@ def _by_partition(rows: db.Bag, step: Any, part_of: Callable[[ShardRows, DedupAr
     def emit(r: ShardRows) -> list[tuple[int, tuple[np.ndarray, DedupArrays]]]:
         arrays = _arrays(step, r)
         where = part_of(r, arrays)
-        return [(int(p), (r.rows[where == p], _take(arrays, where == p))) for p in np.unique(where)]
+        return [(p, (r.rows[idx], _take(arrays, idx))) for p, idx in _by_key(where)]
 
     def solve(group: tuple[int, list[tuple[np.ndarray, DedupArrays]]], at: _Shards) -> tuple[list[tuple[int, RowResults]], dict[str, Any]]:
         rows_, arrays = _join(group[1])
@@ -339,7 +346,7 @@ def _semantic(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple
         arrays = _arrays(step, r)
         emb = unit_rows(arrays.values)
         where = assign_clusters(emb, centroids)
-        return [(int(c), (r.rows[where == c], emb[where == c], _take(arrays, where == c))) for c in np.unique(where)]
+        return [(c, (r.rows[idx], emb[idx], _take(arrays, idx))) for c, idx in _by_key(where)]
 
     def solve(group: tuple[int, list[tuple[np.ndarray, np.ndarray, DedupArrays]]], at: _Shards) -> tuple[list[tuple[int, RowResults]], dict[str, Any]]:
         pieces = group[1]
@@ -379,7 +386,7 @@ def _phash(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db
                 if extra is not None:
                     values, ids = np.concatenate([values, extra]), np.concatenate([ids, r.rows + n])
             bucket = bucket_of(values, parts)
-            out += [((search, int(b)), (values[bucket == b], ids[bucket == b])) for b in np.unique(bucket)]
+            out += [((search, b), (values[idx], ids[idx])) for b, idx in _by_key(bucket)]
         return out
 
     def group_exact(group: tuple[tuple[str, int], list[tuple[np.ndarray, np.ndarray]]]) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
@@ -402,7 +409,7 @@ def _phash(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db
             out = []
             for t in tables:
                 where = band_of(values, layouts[t], band_bits)
-                out += [((search, t, int(b)), (values[where == b], reps[where == b])) for b in np.unique(where)]
+                out += [((search, t, b), (values[idx], reps[idx])) for b, idx in _by_key(where)]
             return out
 
         def search_band(group: tuple[tuple[str, int, int], list[tuple[np.ndarray, np.ndarray]]]) -> np.ndarray:
