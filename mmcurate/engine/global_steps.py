@@ -45,7 +45,17 @@ from ..steps.dedup.compute import (
     unit_rows,
 )
 from ..steps.dedup.neardup import _Layout, _widths, cluster_labels
-from ..steps.dedup.partition import RowResults, band_edges, band_of, bucket_of, choose_band_k, exact_groups, parents_in_partition, results_from_labels
+from ..steps.dedup.partition import (
+    RowResults,
+    band_edges,
+    band_of,
+    bucket_of,
+    choose_band_k,
+    cluster_sizes,
+    exact_groups,
+    parents_in_partition,
+    results_from_labels,
+)
 from ..steps.dedup.results import CLUSTER_FILE, REASONS, DedupReport, PriorRows
 from ..steps.keep_top import REASON, KeepTopReport, band, bracket, keep_mask, ranked_values, sketch, threshold_from_bands, top_count
 from ..store.runstore import RunStore, atomic_write_table
@@ -357,8 +367,7 @@ def _semantic(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple
         arrays = DedupArrays(arrays.values[order], {}, arrays.score[order], arrays.prior[order])
         outcome = semantic_parents(emb, arrays, np.zeros(len(rows_), np.int64), config)
         parent = rows_[outcome.parent]
-        _, inverse, counts = np.unique(parent, return_inverse=True, return_counts=True)
-        return at.split(RowResults(rows_, parent, counts[inverse])), outcome.stats
+        return at.split(RowResults(rows_, parent, cluster_sizes(parent))), outcome.stats
 
     solved = _each(_groups(_flat(rows, emit, centroids), _parts(n)), solve, at)
     solved = client.persist(solved)

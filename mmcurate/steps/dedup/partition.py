@@ -18,7 +18,10 @@ import numpy as np
 from .compute import DedupArrays, find_parents
 from .neardup import _EMPTY, _MAX_TABLES, _Buffers, _Layout, _plan_cost, _table, _widths
 
-__all__ = ["RowResults", "band_of", "band_edges", "bucket_of", "choose_band_k", "exact_groups", "parents_in_partition", "results_from_labels"]
+__all__ = [
+    "RowResults", "band_edges", "band_of", "bucket_of", "choose_band_k", "cluster_sizes", "exact_groups",
+    "parents_in_partition", "results_from_labels",
+]
 
 
 @dataclass
@@ -43,7 +46,8 @@ def bucket_of(values: Any, parts: int) -> np.ndarray:
     )
 
 
-def _sizes(parent: np.ndarray) -> np.ndarray:
+def cluster_sizes(parent: np.ndarray) -> np.ndarray:
+    """For each row, how many rows share its parent (its cluster's size)."""
     _, inverse, counts = np.unique(parent, return_inverse=True, return_counts=True)
     return counts[inverse].astype(np.int64)
 
@@ -61,7 +65,7 @@ def parents_in_partition(method: str, config: Any, rows: np.ndarray, arrays: Ded
     )
     outcome = find_parents(method, config, local)
     parent = rows[outcome.parent]
-    return RowResults(rows, parent, _sizes(parent)), outcome.stats
+    return RowResults(rows, parent, cluster_sizes(parent)), outcome.stats
 
 
 def results_from_labels(rows: np.ndarray, labels: np.ndarray, score: np.ndarray, prior: np.ndarray) -> RowResults:
@@ -74,7 +78,7 @@ def results_from_labels(rows: np.ndarray, labels: np.ndarray, score: np.ndarray,
     parent = np.empty(len(rows), dtype=np.int64)
     parent[order] = keeper_of
     parent[prior] = rows[prior]
-    return RowResults(rows, parent, _sizes(parent))
+    return RowResults(rows, parent, cluster_sizes(parent))
 
 
 def exact_groups(values: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
