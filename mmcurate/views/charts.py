@@ -109,6 +109,8 @@ def value_axis(values: np.ndarray, marks: Sequence[float] = ()) -> Axis:
         return Axis(min([low, *marks]), max([high, *marks]), log=True)
     core = p99 - p1
     usual = values[(values >= p1 - OUTLIER_TAIL * core) & (values <= p99 + OUTLIER_TAIL * core)]
+    if usual.size == 0:  # so few values that the percentiles cross (p1 > p99): no outliers to clip
+        usual = values
     lo, hi = min([float(usual.min()), *marks]), max([float(usual.max()), *marks])
     return Axis(lo, hi, clipped=(int((values < lo).sum()), int((values > hi).sum())))
 
