@@ -19,10 +19,20 @@ Prints a table (and writes JSON with ``--json``), and the goal check: 10M hashes
 ``--timeout`` is reported as timed out, with an estimate scaled from the largest smaller N
 at the same D by the cost model (labelled "est.").
 
+With ``--cluster``, exact dedup and pHash near-dup run instead through the cluster as a
+dedup step does (``mmcurate.engine.global_steps.dedup_rows``: a Dask LocalCluster of
+``--workers`` single-threaded worker processes, bag shuffles, per-shard outcomes): synthetic
+shards of ``--shard-size`` rows are generated on the workers (exact: ``v<random int below N>``
+strings, about a third repeats; phash: random hashes, 1% planted near-duplicates of the
+previous shard's rows). Prints wall time, CPU time (workers and driver: the machine may be
+shared), rows removed, the driver's peak RSS and each
+worker's peak RSS (``ru_maxrss``).
+
 Run from the repository root::
 
     python scripts/bench_dedup_scale.py                     # N in {1M, 10M}, D in {4, 6, 8}
     python scripts/bench_dedup_scale.py --n 1e6 --d 4 6     # a subset
+    python scripts/bench_dedup_scale.py --cluster --n 1e6 5e6 --d 4
 """
 
 from __future__ import annotations
@@ -185,6 +195,88 @@ def goal_check(results: list[dict[str, Any]]) -> bool | None:
     return ok
 
 
+def synthetic_rows(index: int, size: int, n: int, method: str, d: int, seed: int) -> Any:
+    """Shard ``index`` of the synthetic dataset, made on a worker (see the module docstring)."""
+    from mmcurate.engine.gather import ShardRows
+
+    def hashes(s: int) -> np.ndarray:
+        return np.random.default_rng([seed, s]).integers(0, 2**64, size, dtype=np.uint64)
+
+    rows = np.arange(index * size, (index + 1) * size, dtype=np.int64)
+    keys = [f"{index:06d}/{i}" for i in range(size)]
+    if method == "exact":
+        values = [f"v{x}" for x in np.random.default_rng([seed, index]).integers(0, n, size)]
+        return ShardRows(index, f"shard-{index:06d}", rows, np.arange(size), keys, {"sha": values})
+    h = hashes(index)
+    if index:  # 1% of the rows: a copy of a row of the previous shard, 1..d bits flipped
+        rng = np.random.default_rng([seed, index, 1])
+        at = np.arange(0, size, 100)
+        flips = np.zeros(len(at), dtype=np.uint64)
+        for j in range(d):
+            bit = rng.integers(0, 64, len(at)).astype(np.uint64)
+            flips ^= np.where(rng.random(len(at)) < 0.7, np.uint64(1) << bit, np.uint64(0))
+        h[at] = hashes(index - 1)[(at + 50) % size] ^ flips  # rows of the previous shard not overwritten there
+    return ShardRows(index, f"shard-{index:06d}", rows, np.arange(size), keys, {"phash": h.tolist()})
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process so far (user + system)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_cluster(n: int, method: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One dedup of ``n`` synthetic rows through a fresh LocalCluster."""
+    import tempfile
+
+    import dask.bag as db
+    from dask.distributed import Client, LocalCluster
+
+    from mmcurate.engine.global_steps import dedup_rows
+    from mmcurate.recipe import DedupStep
+    from mmcurate.steps.dedup.config import ExactConfig, NearConfig
+
+    size = args.shard_size
+    shards = max(1, n // size)
+    d = args.d[0]
+    step = DedupStep("dedup", method, ExactConfig(column="sha") if method == "exact" else NearConfig(max_distance=d))
+    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                      memory_limit=None) as cluster, Client(cluster) as client, tempfile.TemporaryDirectory() as out:
+        rows = client.persist(db.from_sequence(range(shards), npartitions=shards).map_partitions(
+            lambda part: [synthetic_rows(i, size, n, method, d, args.seed) for i in part]))
+        client.run(lambda: __import__("gc").collect())
+        base = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        cpu = client.run(cpu_seconds)
+        cpu0 = cpu_seconds()
+        t0 = time.perf_counter()
+        outcomes, stats = dedup_rows(client, step, rows, {i: i * size for i in range(shards)}, shards * size, out)
+        wall = time.perf_counter() - t0
+        peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        cpu = sum(client.run(cpu_seconds).values()) - sum(cpu.values()) + cpu_seconds() - cpu0
+    return {
+        "n": shards * size, "method": method, "d": d if method == "phash" else None, "shards": shards, "wall_s": wall, "cpu_s": cpu,
+        "removed": int(sum(len(o.positions) for o in outcomes)), "stats": stats,
+        "driver_peak_bytes": peak_memory()["ru_maxrss_bytes"],
+        "worker_peak_bytes": sorted(peaks.values()), "worker_rows_loaded_bytes": sorted(base.values()),
+    }
+
+
+def main_cluster(args: argparse.Namespace) -> int:
+    results = []
+    for n in sorted(int(x) for x in args.n):
+        for method in ("exact", "phash"):
+            print(f"running {method} N={fmt_n(n)} on {args.workers} workers ...", flush=True)
+            r = run_cluster(n, method, args)
+            results.append(r)
+            workers = ", ".join(f"{b / 1e6:.0f}" for b in r["worker_peak_bytes"])
+            loaded = ", ".join(f"{b / 1e6:.0f}" for b in r["worker_rows_loaded_bytes"])
+            print(f"  {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU (workers + driver), removed {r['removed']:,}, {r['stats']}; driver peak {r['driver_peak_bytes'] / 1e6:.0f} MB; "
+                  f"worker peaks {workers} MB (after generating the rows: {loaded} MB)", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"results": results}, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -197,11 +289,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of np.random.default_rng (default 0)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per configuration before it is abandoned")
     p.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    p.add_argument("--cluster", action="store_true", help="exact and phash dedup through a Dask LocalCluster instead")
+    p.add_argument("--workers", type=int, default=2, help="--cluster: worker processes (default 2)")
+    p.add_argument("--shard-size", type=int, default=10_000, help="--cluster: rows per synthetic shard (default 10k)")
     p.add_argument("--child", type=int, nargs=2, metavar=("N", "D"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         child(args)
         return 0
+    if args.cluster:
+        sys.path.insert(0, str(REPO_ROOT))
+        return main_cluster(args)
 
     print(f"python {platform.python_version()}, numpy {np.__version__}, {os.cpu_count()} CPUs, "
           f"{platform.processor() or platform.machine()}")

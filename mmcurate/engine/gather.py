@@ -1,43 +1,100 @@
-"""Input of a global step: keys and a few stored columns of every alive sample, never bytes."""
+"""Input of a global step: keys and a few stored columns of every alive sample, never bytes.
+
+Each shard's rows are read by a worker task (:func:`read_rows`) from the stored parts; the
+driver only lists what to read (:class:`ShardSpec`: the shard's alive positions as one array).
+Rows are numbered globally: an earlier run's kept rows (``--against``) first, then the alive
+samples of every shard in input order.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from ..io.inputs import ShardRef
+from ..steps.dedup.results import PriorRows
+from ..store.runstore import RunStore
 from .state import RunState
 from .plan import AnnotatePlan, GlobalPlan
-from ..store.runstore import RunStore
 
-__all__ = ["gather_columns"]
+__all__ = ["PRIOR", "ShardRows", "ShardSpec", "prior_rows", "read_rows", "shard_specs"]
+
+PRIOR = -1
+"""The shard index of an earlier run's rows."""
 
 
-def gather_columns(
-    store: RunStore, plan: GlobalPlan, ledger: RunState, shards: list[ShardRef]
-) -> tuple[list[str], list[int], list[str], dict[str, list[Any]]]:
-    """(shard URL, pos, key, {column: values}) of the alive samples, in input order, for ``plan.columns``."""
-    urls: list[str] = []
-    positions: list[int] = []
-    keys: list[str] = []
-    columns: dict[str, list[Any]] = {c: [] for c in plan.columns}
+@dataclass
+class ShardSpec:
+    """What a worker reads for one shard: its alive positions, and per stored part the columns."""
+
+    index: int
+    url: str
+    first_row: int
+    alive: np.ndarray  # int64 positions, ascending
+    parts: list[tuple[str, list[str]]] = field(default_factory=list)
+
+
+@dataclass
+class ShardRows:
+    """One shard's alive rows: global row numbers, positions, keys and the step's columns."""
+
+    index: int
+    url: str
+    rows: np.ndarray
+    pos: np.ndarray
+    keys: list[str]
+    columns: dict[str, list[Any]]
+
+
+def shard_specs(store: RunStore, plan: GlobalPlan, ledger: RunState, shards: list[ShardRef], first_row: int) -> list[ShardSpec]:
+    """One spec per shard with alive samples, rows numbered from ``first_row``."""
     by_source: dict[str, tuple[AnnotatePlan, list[str]]] = {}
     for col in plan.columns:
         source = plan.sources[col]
         by_source.setdefault(source.id, (source, []))[1].append(col)
-    for ref in shards:
-        alive = ledger.alive(ref.url)
+    specs = []
+    for index, ref in enumerate(shards):
+        alive = np.asarray(ledger.alive(ref.url), dtype=np.int64)
         if not len(alive):
             continue
-        urls += [ref.url] * len(alive)
-        positions += alive.tolist()
-        keys += ledger.keys(ref.url, alive)
-        for source, cols in by_source.values():
-            table = pq.read_table(store.part_path(source.id, source.part_name(ref)), columns=["pos", *cols])
-            row_of = {pos: i for i, pos in enumerate(table.column("pos").to_pylist())}
-            rows = [row_of[pos] for pos in alive.tolist()]
-            for col in cols:
-                values = table.column(col).to_pylist()
-                columns[col] += [values[i] for i in rows]
-    return urls, positions, keys, columns
+        parts = [(str(store.part_path(source.id, source.part_name(ref))), cols) for source, cols in by_source.values()]
+        specs.append(ShardSpec(index, ref.url, first_row, alive, parts))
+        first_row += len(alive)
+    return specs
+
+
+def read_rows(spec: ShardSpec) -> ShardRows:
+    """The alive rows of one shard, read from its stored parts (a worker task)."""
+    columns: dict[str, list[Any]] = {}
+    keys: list[str] = []
+    for path, cols in spec.parts:
+        table = pq.read_table(path, columns=["pos", "key", *cols])
+        stored = table.column("pos").to_numpy()
+        order = np.argsort(stored, kind="stable")
+        rows = order[np.minimum(np.searchsorted(stored, spec.alive, sorter=order), max(len(stored) - 1, 0))] if len(stored) else order
+        if len(rows) != len(spec.alive) or not np.array_equal(stored[rows], spec.alive):
+            raise ValueError(f"{path}: the stored part lacks alive samples of {spec.url}")
+        picked = table.take(rows)
+        keys = picked.column("key").to_pylist()
+        for col in cols:
+            columns[col] = picked.column(col).to_pylist()
+    n = len(spec.alive)
+    return ShardRows(spec.index, spec.url, np.arange(spec.first_row, spec.first_row + n, dtype=np.int64), spec.alive, keys, columns)
+
+
+def prior_rows(priors: list[PriorRows], plan: GlobalPlan) -> ShardRows:
+    """The kept rows of earlier runs as one pseudo-shard (index :data:`PRIOR`), rows from 0."""
+    keys: list[str] = []
+    columns: dict[str, list[Any]] = {c: [] for c in plan.columns}
+    for prior in priors:
+        missing = [c for c in plan.columns if c not in prior.columns]
+        if missing:
+            raise ValueError(f"--against {prior.source}: the earlier run has no column(s) {', '.join(missing)} for step {plan.id}")
+        keys += prior.keys
+        for col in plan.columns:
+            columns[col] += list(prior.columns[col])
+    n = len(keys)
+    return ShardRows(PRIOR, "", np.arange(n, dtype=np.int64), np.full(n, -1, dtype=np.int64), keys, columns)

@@ -1,115 +1,527 @@
 """Global steps on the cluster: dedup and keep_top over every alive sample of the dataset.
 
-Only positions, keys and the small columns a step reads travel; sample bytes never do. Each
-runner returns the drops per shard URL (position -> (step id, reason)) and a report.
+Only positions, keys and the small columns a step reads travel; sample bytes never do, and no
+task holds the whole dataset unless a method needs it (``video_phash``). Each shard's rows are
+read by a worker task; they are partitioned with Dask bags (``groupby``, a task shuffle), so
+each partition holds whole clusters:
+
+* exact: by a hash of the value;
+* phash: identical hashes by a hash of the value, then each table of the block-permutation
+  search by band (a range of its key bits); the edges found meet in one union-find task over
+  O(n) integer arrays;
+* semantic: k-means fitted on a sample, rows assigned per shard, one task per cluster;
+* video_phash: one task (frame hashes shared by many videos are left out, see the config);
+* keep_top: an exact distributed selection (see :mod:`mmcurate.steps.keep_top`).
+
+Each runner returns the drops per shard URL (:class:`ShardDrops`: positions and reasons) and a
+report; results equal the single-task computation's.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from itertools import combinations
+from pathlib import Path
 from typing import Any, Callable
 
+import dask
+import dask.bag as db
 import numpy as np
 import pyarrow as pa
-from dask.distributed import Client
+from dask.distributed import Client, wait
 
 from ..io.inputs import ShardRef
 from ..recipe import DedupStep, KeepTopStep
-from ..steps.dedup.compute import dedup_arrays, find_parents
+from ..steps.dedup.compute import (
+    DedupArrays,
+    assign_clusters,
+    dedup_arrays,
+    find_parents,
+    fit_centroids,
+    semantic_clusters,
+    semantic_parents,
+    unit_rows,
+)
+from ..steps.dedup.neardup import _Layout, _widths, cluster_labels
+from ..steps.dedup.partition import (
+    RowResults,
+    band_edges,
+    band_of,
+    bucket_of,
+    choose_band_k,
+    cluster_sizes,
+    exact_groups,
+    parents_in_partition,
+    results_from_labels,
+)
 from ..steps.dedup.results import CLUSTER_FILE, REASONS, DedupReport, PriorRows
-from ..steps.keep_top import REASON, KeepTopReport, top_fraction
+from ..steps.keep_top import REASON, KeepTopReport, band, bracket, keep_mask, ranked_values, sketch, threshold_from_bands, top_count
 from ..store.runstore import RunStore, atomic_write_table
-from .gather import gather_columns
+from .gather import PRIOR, ShardRows, ShardSpec, prior_rows, read_rows, shard_specs
 from .state import RunState
 from .plan import GlobalPlan
 
-__all__ = ["GLOBAL_RUNNERS", "run_dedup", "run_keep_top"]
+__all__ = ["GLOBAL_RUNNERS", "ShardDrops", "dedup_rows", "run_dedup", "run_keep_top"]
+
+ROWS_PER_PARTITION = 1 << 20
+"""Rows (or distinct hashes) a partition task aims at."""
+TABLES_PER_WAVE = 4
+"""Tables of the phash search shuffled at once (each holds every distinct hash once)."""
 
 
-def run_dedup(
-    client: Client, store: RunStore, plan: GlobalPlan, ledger: RunState, shards: list[ShardRef], priors: list[PriorRows]
-) -> tuple[dict[str, dict[int, tuple[str, str]]], DedupReport]:
-    """Run one dedup step over all alive samples; return drops per shard URL and a report."""
-    urls, positions, keys, columns = gather_columns(store, plan, ledger, shards)
-    prior_keys: list[str] = []
-    for prior in priors:
-        missing = [c for c in plan.columns if c not in prior.columns]
-        if missing:
-            raise ValueError(f"--against {prior.source}: the earlier run has no column(s) {', '.join(missing)} for step {plan.id}")
-        prior_keys += prior.keys
-        for col in plan.columns:
-            columns[col] = list(prior.columns[col]) + columns[col]
-    n_prior = len(prior_keys)
-    all_keys = prior_keys + keys
-    is_prior = np.zeros(len(all_keys), dtype=bool)
-    is_prior[:n_prior] = True
-    arrays = dedup_arrays(plan.step, columns, is_prior)
-    outcome = client.submit(find_parents, plan.step.method, plan.step.config, arrays, pure=False).result()
-    parent = outcome.parent
+@dataclass
+class ShardDrops(Mapping):
+    """The samples of one shard a global step drops: positions and reasons (a mapping
+    ``pos -> (step, reason)`` for the ledger)."""
 
-    reason = REASONS[plan.step.method]
-    drops: dict[str, dict[int, tuple[str, str]]] = {}
-    for row in np.flatnonzero(parent[n_prior:] != np.arange(n_prior, len(all_keys))) + n_prior:
-        kept = all_keys[parent[row]]
-        drops.setdefault(urls[row - n_prior], {})[positions[row - n_prior]] = (plan.id, f"{reason}:{kept}")
+    step: str
+    positions: np.ndarray
+    reasons: list[str]
 
-    sizes = Counter(parent.tolist())
-    new_parent = parent[n_prior:]
-    atomic_write_table(
-        store.part_path(plan.id, CLUSTER_FILE),
-        pa.table(
-            {
-                "shard": pa.array(urls, pa.string()),
-                "pos": pa.array(positions, pa.int64()),
-                "key": pa.array(keys, pa.string()),
-                "dup_cluster": pa.array(new_parent, pa.int64()),
-                "dup_cluster_size": pa.array([sizes[p] for p in new_parent.tolist()], pa.int32()),
-            }
-        ),
-    )
-    members: dict[int, list[str]] = {}
-    for row, p in enumerate(parent.tolist()):
-        if row != p:
-            members.setdefault(p, []).append(all_keys[row])
-    largest = sorted(members.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:5]
+    def __getitem__(self, pos: int) -> tuple[str, str]:
+        at = int(np.searchsorted(self.positions, pos))
+        if at == len(self.positions) or self.positions[at] != pos:
+            raise KeyError(pos)
+        return self.step, self.reasons[at]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.positions.tolist())
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+
+Drops = dict[str, ShardDrops]
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read(client: Client, store: RunStore, plan: GlobalPlan, ledger: RunState, shards: list[ShardRef],
+          priors: list[PriorRows]) -> tuple[db.Bag, list[ShardSpec], int, int]:
+    """The rows of every shard (and earlier runs) as a persisted bag of :class:`ShardRows`, one
+    per partition; with the specs, the number of prior rows and of all rows."""
+    prior = prior_rows(priors, plan)
+    n_prior = len(prior.keys)
+    specs = shard_specs(store, plan, ledger, shards, n_prior)
+    n = n_prior + sum(len(s.alive) for s in specs)
+    parts = [db.from_sequence([prior], npartitions=1)] if n_prior else []
+    if specs:
+        parts.append(_each(db.from_sequence(specs, npartitions=len(specs)), read_rows))
+    bag = db.concat(parts) if parts else db.from_sequence([], npartitions=1)
+    return client.persist(bag), specs, n_prior, n
+
+
+def _compute(client: Client, x: Any) -> Any:
+    return client.compute(x).result()
+
+
+def _groups(bag: db.Bag, parts: int) -> db.Bag:
+    """``(key, payload)`` records grouped as ``(key, [payloads])`` by a task shuffle through
+    ``parts`` partitions (shard pieces are joined first: fewer, larger shuffle tasks)."""
+    grouped = bag.repartition(max(1, min(parts, bag.npartitions))).groupby(lambda r: r[0], shuffle="tasks")
+    return _each(grouped, lambda g: (g[0], [r[1] for r in g[1]]))
+
+
+def _each(bag: db.Bag, f: Callable[..., Any], *args: Any) -> db.Bag:
+    """``f`` of each element, as partitions of lists (not lazy iterators: a partition may be
+    read by several later steps)."""
+    return bag.map_partitions(lambda part, *a: [f(x, *a) for x in part], *args)
+
+
+def _flat(bag: db.Bag, f: Callable[..., Any], *args: Any) -> db.Bag:
+    """The items of each ``f(element)``, as partitions of lists."""
+    return bag.map_partitions(lambda part, *a: [y for x in part for y in f(x, *a)], *args)
+
+
+def _parts(n: int) -> int:
+    return max(1, math.ceil(n / ROWS_PER_PARTITION))
+
+
+@dataclass
+class _Shards:
+    """Where the global rows live: shard ``indexes[i]`` (``PRIOR`` first) from row ``starts[i]``.
+    Tasks get it as one shared graph key, not copied into each task."""
+
+    starts: np.ndarray
+    indexes: np.ndarray
+
+    def owner(self, rows: np.ndarray) -> np.ndarray:
+        """The shard index of each global row."""
+        return self.indexes[np.searchsorted(self.starts, rows, "right") - 1]
+
+    def split(self, res: RowResults) -> list[tuple[int, RowResults]]:
+        """Results cut into ``(shard index, results)`` pieces."""
+        owners = self.owner(res.row)
+        return [(int(o), RowResults(res.row[owners == o], res.parent[owners == o], res.size[owners == o])) for o in np.unique(owners)]
+
+
+# --------------------------------------------------------------------------- dedup: results to drops
+
+
+@dataclass
+class _ShardOutcome:
+    index: int
+    positions: np.ndarray
+    reasons: list[str]
+    clusters: int
+    top: list[tuple[int, int, str, list[str]]] = field(default_factory=list)
+    """(size, kept row, kept key, dropped keys here in row order) of this shard's largest clusters."""
+
+
+def _finish(records: db.Bag, rows: db.Bag, at: Any, parts: int, step: str, reason: str,
+            cluster_dir: str) -> db.Bag:
+    """From ``(shard index, RowResults)`` records covering every row: per shard its drops (with
+    the kept sample's key in the reason, looked up at the shard holding it), its part of the
+    cluster file, and a summary for the report."""
+    providers = _each(rows, lambda r: (r.index, ("rows", replace(r, columns={}))))
+
+    def base(group: tuple[int, list[RowResults]], at: _Shards) -> list[tuple[int, tuple[str, Any]]]:
+        index, pieces = group
+        res = _concat_results(pieces)
+        dropped = res.parent != res.row
+        owners = at.owner(res.parent[dropped])
+        out: list[tuple[int, tuple[str, Any]]] = [(index, ("base", res))]
+        for owner in np.unique(owners):
+            mine = owners == owner
+            out.append((int(owner), ("need", (index, res.row[dropped][mine], res.parent[dropped][mine]))))
+        return out
+
+    def name(group: tuple[int, list[tuple[str, Any]]]) -> list[tuple[int, tuple[str, Any]]]:
+        _, items = group
+        own = next(p for kind, p in items if kind == "rows")
+        out = []
+        for kind, payload in items:
+            if kind == "need":
+                requester, wanted, parents = payload
+                at = np.searchsorted(own.rows, parents)
+                out.append((requester, ("named", (wanted, [own.keys[i] for i in at]))))
+        return out
+
+    def assemble(group: tuple[int, list[tuple[str, Any]]]) -> _ShardOutcome:
+        index, items = group
+        own = next(p for kind, p in items if kind == "rows")
+        res = next(p for kind, p in items if kind == "base")
+        named = {int(r): k for kind, p in items if kind == "named" for r, k in zip(p[0].tolist(), p[1])}
+        return _shard_outcome(index, own, res, named, step, reason, cluster_dir)
+
+    bases = _flat(_groups(records, parts), base, at)
+    needs = _flat(bases, lambda r: [r] if r[1][0] == "need" else [])
+    names = _flat(_groups(db.concat([needs, providers]), parts), name)
+    own = _flat(bases, lambda r: [r] if r[1][0] == "base" else [])
+    return _each(_groups(db.concat([own, names, providers]), parts), assemble)
+
+
+def _concat_results(pieces: list[RowResults]) -> RowResults:
+    row = np.concatenate([p.row for p in pieces])
+    order = np.argsort(row, kind="stable")
+    return RowResults(row[order], np.concatenate([p.parent for p in pieces])[order], np.concatenate([p.size for p in pieces])[order])
+
+
+def _shard_outcome(index: int, own: ShardRows, res: RowResults, named: dict[int, str], step: str, reason: str,
+                   cluster_dir: str) -> _ShardOutcome:
+    if not np.array_equal(res.row, own.rows):
+        raise RuntimeError(f"dedup step {step}: rows of shard {index} went missing in the shuffle")
+    dropped = np.flatnonzero(res.parent != res.row)
+    kept_key = {int(res.row[i]): own.keys[i] for i in np.flatnonzero(res.parent == res.row)}
+    kept_key.update((int(res.parent[i]), named[int(res.row[i])]) for i in dropped)
+    reasons = [f"{reason}:{kept_key[int(res.parent[i])]}" for i in dropped]
+    if index != PRIOR:
+        path = Path(cluster_dir) / f"part-{index:09d}.parquet"
+        atomic_write_table(path, _cluster_table(own.url, own.pos, own.keys, res.parent, res.size))
+    multi = res.size > 1
+    clusters = int(np.count_nonzero(multi & (res.parent == res.row)))
+    top = sorted({(int(-s), int(p)) for s, p in zip(res.size[multi], res.parent[multi])})[:5]
+    largest = [(-s, p, kept_key[p], [own.keys[i] for i in dropped if res.parent[i] == p][:4]) for s, p in top]
+    positions = own.pos[dropped] if index != PRIOR else np.empty(0, np.int64)
+    return _ShardOutcome(index, positions, reasons if index != PRIOR else [], clusters, largest)
+
+
+def _cluster_table(url: str, pos: Any, keys: list[str], parent: Any, size: Any) -> pa.Table:
+    """Rows of the cluster file (``annotations/STEP/dataset.parquet/``, one part per shard)."""
+    return pa.table({
+        "shard": pa.array([url] * len(keys), pa.string()),
+        "pos": pa.array(pos, pa.int64()),
+        "key": pa.array(keys, pa.string()),
+        "dup_cluster": pa.array(parent, pa.int64()),
+        "dup_cluster_size": pa.array(size, pa.int32()),
+    })
+
+
+def _report(plan: GlobalPlan, outcomes: list[_ShardOutcome], specs: list[ShardSpec], stats: dict[str, Any]) -> tuple[Drops, DedupReport]:
+    url_of = {s.index: s.url for s in specs}
+    outcomes = sorted(outcomes, key=lambda o: o.index)
+    drops = {url_of[o.index]: ShardDrops(plan.id, o.positions, o.reasons) for o in outcomes if o.index != PRIOR and len(o.positions)}
+    merged: dict[int, tuple[int, str, list[str]]] = {}
+    for o in outcomes:  # in row order: earlier runs, then shards
+        for size, p, key, members in o.top:
+            had = merged.get(p, (size, key, []))
+            merged[p] = (size, key, had[2] + members)
+    largest = sorted(merged.items(), key=lambda kv: (-kv[1][0], kv[0]))[:5]
     report = DedupReport(
         step=plan.id,
         method=plan.step.method,
         removed=sum(len(d) for d in drops.values()),
-        clusters=len(members),
-        largest=[(len(m) + 1, all_keys[p], m[:4]) for p, m in largest],
-        stats=outcome.stats,
+        clusters=sum(o.clusters for o in outcomes),
+        largest=[(size, key, members[:4]) for _, (size, key, members) in largest],
+        stats=stats,
     )
     return drops, report
 
 
+# --------------------------------------------------------------------------- dedup: per method
+
+
+def _arrays(step: Any, rows: ShardRows) -> DedupArrays:
+    return dedup_arrays(step, rows.columns, np.full(len(rows.keys), rows.index == PRIOR))
+
+
+def _take(arrays: DedupArrays, idx: np.ndarray) -> DedupArrays:
+    """The rows ``idx`` of ``arrays``."""
+    values = [arrays.values[i] for i in idx] if isinstance(arrays.values, list) else arrays.values[idx]
+    return DedupArrays(values, {k: e[idx] for k, e in arrays.extra.items()}, arrays.score[idx], arrays.prior[idx])
+
+
+def _by_key(where: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """``(key, the ascending indices holding it)`` for each distinct key of ``where``."""
+    order = np.argsort(where, kind="stable")
+    keys, first = np.unique(where[order], return_index=True)
+    return list(zip(keys.tolist(), np.split(order, first[1:])))
+
+
+def _join(pieces: list[tuple[np.ndarray, DedupArrays]]) -> tuple[np.ndarray, DedupArrays]:
+    rows = np.concatenate([r for r, _ in pieces])
+    first = pieces[0][1]
+    values = [v for _, a in pieces for v in a.values] if isinstance(first.values, list) else np.concatenate([a.values for _, a in pieces])
+    return rows, DedupArrays(
+        values, {k: np.concatenate([a.extra[k] for _, a in pieces]) for k in first.extra},
+        np.concatenate([a.score for _, a in pieces]), np.concatenate([a.prior for _, a in pieces]),
+    )
+
+
+def _by_partition(rows: db.Bag, step: Any, part_of: Callable[[ShardRows, DedupArrays], np.ndarray], parts: int,
+                  at: Any) -> tuple[db.Bag, db.Bag]:
+    """Rows sent to the partition ``part_of`` gives them, each partition solved by
+    :func:`parents_in_partition`; returns ((shard index, RowResults) records, stats per partition)."""
+
+    def emit(r: ShardRows) -> list[tuple[int, tuple[np.ndarray, DedupArrays]]]:
+        arrays = _arrays(step, r)
+        where = part_of(r, arrays)
+        return [(p, (r.rows[idx], _take(arrays, idx))) for p, idx in _by_key(where)]
+
+    def solve(group: tuple[int, list[tuple[np.ndarray, DedupArrays]]], at: _Shards) -> tuple[list[tuple[int, RowResults]], dict[str, Any]]:
+        rows_, arrays = _join(group[1])
+        res, stats = parents_in_partition(step.method, step.config, rows_, arrays)
+        return at.split(res), stats
+
+    solved = _each(_groups(_flat(rows, emit), parts), solve, at)
+    return _flat(solved, lambda s: s[0]), _each(solved, lambda s: s[1])
+
+
+def _sum_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
+    total: dict[str, Any] = {}
+    for s in stats:
+        for k, v in s.items():
+            if isinstance(v, dict):
+                total[k] = _sum_stats([total.get(k, {}), v])
+            elif isinstance(v, (int, np.integer)):
+                total[k] = total.get(k, 0) + int(v)
+            else:
+                total[k] = v
+    return total
+
+
+def _exact(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db.Bag, dict[str, Any]]:
+    parts = _parts(n)
+    records, _ = _by_partition(rows, step, lambda r, a: bucket_of(a.values, parts), parts, at)
+    return records, {}
+
+
+def _video(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db.Bag, dict[str, Any]]:
+    records, stats = _by_partition(rows, step, lambda r, a: np.zeros(len(r.keys), np.int64), 1, at)
+    records = client.persist(records)
+    return records, _compute(client, stats)[0]
+
+
+def _semantic(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db.Bag, dict[str, Any]]:
+    config = step.config
+    k = semantic_clusters(n, config)
+    every = max(1, math.ceil(n / config.fit_sample))
+    sample = _each(rows, lambda r: unit_rows(r.columns[config.column])[r.rows % every == 0])
+    centroids = client.persist(dask.delayed(lambda parts: fit_centroids(np.concatenate([a for part in parts for a in part]), k))(sample.to_delayed()))
+
+    def emit(r: ShardRows, centroids: np.ndarray) -> list[tuple[int, tuple[np.ndarray, np.ndarray, DedupArrays]]]:
+        arrays = _arrays(step, r)
+        emb = unit_rows(arrays.values)
+        where = assign_clusters(emb, centroids)
+        return [(c, (r.rows[idx], emb[idx], _take(arrays, idx))) for c, idx in _by_key(where)]
+
+    def solve(group: tuple[int, list[tuple[np.ndarray, np.ndarray, DedupArrays]]], at: _Shards) -> tuple[list[tuple[int, RowResults]], dict[str, Any]]:
+        pieces = group[1]
+        rows_, arrays = _join([(r, a) for r, _, a in pieces])
+        emb = np.concatenate([e for _, e, _ in pieces])
+        order = np.argsort(rows_, kind="stable")
+        rows_, emb = rows_[order], emb[order]
+        arrays = DedupArrays(arrays.values[order], {}, arrays.score[order], arrays.prior[order])
+        outcome = semantic_parents(emb, arrays, np.zeros(len(rows_), np.int64), config)
+        parent = rows_[outcome.parent]
+        return at.split(RowResults(rows_, parent, cluster_sizes(parent))), outcome.stats
+
+    solved = _each(_groups(_flat(rows, emit, centroids), _parts(n)), solve, at)
+    solved = client.persist(solved)
+    stats = _sum_stats(_compute(client, _each(solved, lambda s: s[1])))
+    stats = {"clusters": k, "removed_by_eps": {str(e): stats.get("removed_by_eps", {}).get(str(e), 0) for e in config.report_eps}}
+    return _flat(solved, lambda s: s[0]), stats
+
+
+def _phash(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db.Bag, dict[str, Any]]:
+    """Plain hashes, and each kind of extra hash with the plain ones (ids ``n + row``), each
+    searched by the partitioned block-permutation search; edges meet in one union-find."""
+    config = step.config
+    d = config.max_distance
+    kinds = sorted(set().union(*_compute(client, _each(rows, lambda r: list(_arrays(step, r).extra)))))
+    searches = ["", *kinds]
+    parts = _parts(n)
+
+    def items(r: ShardRows) -> list[tuple[tuple[str, int], tuple[np.ndarray, np.ndarray]]]:
+        arrays = _arrays(step, r)
+        out = []
+        for search in searches:
+            values, ids = arrays.values, r.rows
+            if search:
+                extra = arrays.extra.get(search)
+                if extra is not None:
+                    values, ids = np.concatenate([values, extra]), np.concatenate([ids, r.rows + n])
+            bucket = bucket_of(values, parts)
+            out += [((search, b), (values[idx], ids[idx])) for b, idx in _by_key(bucket)]
+        return out
+
+    def group_exact(group: tuple[tuple[str, int], list[tuple[np.ndarray, np.ndarray]]]) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+        values = np.concatenate([v for v, _ in group[1]])
+        ids = np.concatenate([i for _, i in group[1]])
+        distinct, reps, stars = exact_groups(values, ids)
+        return group[0][0], distinct, reps, stars
+
+    exact = client.persist(_each(_groups(_flat(rows, items), parts * len(searches)), group_exact))
+    edges = [_each(exact, lambda g: g[3])]
+    if d > 0:
+        k = choose_band_k(2 * n if kinds else n, d)
+        blocks = d + k
+        combos = list(combinations(range(blocks), k))
+        layouts = [_Layout(64, _widths(64, blocks), c) for c in combos]
+        band_bits = min(min(lay.key_bits for lay in layouts), max(0, math.ceil(math.log2(_parts(n)))))
+
+        def banded(g: tuple[str, np.ndarray, np.ndarray, np.ndarray], tables: range) -> list[tuple[tuple[str, int, int], tuple[np.ndarray, np.ndarray]]]:
+            search, values, reps, _ = g
+            out = []
+            for t in tables:
+                where = band_of(values, layouts[t], band_bits)
+                out += [((search, t, b), (values[idx], reps[idx])) for b, idx in _by_key(where)]
+            return out
+
+        def search_band(group: tuple[tuple[str, int, int], list[tuple[np.ndarray, np.ndarray]]]) -> np.ndarray:
+            values = np.concatenate([v for v, _ in group[1]])
+            ids = np.concatenate([i for _, i in group[1]])
+            return band_edges(values, ids, d, blocks, combos[group[0][1]])
+
+        for first in range(0, len(combos), TABLES_PER_WAVE):  # a few tables at a time: bounded shuffle memory
+            tables = range(first, min(len(combos), first + TABLES_PER_WAVE))
+            wave = client.persist(_each(_groups(_flat(exact, banded, tables), parts * len(tables)), search_band))
+            wait(wave)
+            edges.append(wave)
+    scores = _each(rows, lambda r: (r.rows, _arrays(step, r).score, np.full(len(r.rows), r.index == PRIOR)))
+
+    def union(edge_parts: list[list[np.ndarray]], score_parts: list[list[tuple]], at: _Shards) -> tuple[list[tuple[int, RowResults]], int]:
+        found = [e for part in edge_parts for e in part if len(e)]
+        pairs = np.concatenate(found) % n if found else np.empty((0, 2), np.int64)
+        pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+        pairs = np.unique(np.sort(pairs, axis=1), axis=0)
+        score = np.empty(n)
+        prior = np.zeros(n, dtype=bool)
+        for part in score_parts:
+            for r, s, p in part:
+                score[r], prior[r] = s, p
+        labels = cluster_labels(n, pairs)
+        return at.split(results_from_labels(np.arange(n, dtype=np.int64), labels, score, prior)), int(len(pairs))
+
+    done = client.persist(dask.delayed(union)(db.concat(edges).to_delayed(), scores.to_delayed(), at))
+    records = db.from_delayed([dask.delayed(lambda u: u[0])(done)])
+    return records, {"pairs_within_distance": _compute(client, dask.delayed(lambda u: u[1])(done))}
+
+
+_METHODS = {"exact": _exact, "phash": _phash, "semantic": _semantic, "video_phash": _video}
+
+
+def run_dedup(
+    client: Client, store: RunStore, plan: GlobalPlan, ledger: RunState, shards: list[ShardRef], priors: list[PriorRows]
+) -> tuple[Drops, DedupReport]:
+    """Run one dedup step over all alive samples; return drops per shard URL and a report."""
+    rows, specs, n_prior, n = _read(client, store, plan, ledger, shards, priors)
+    cluster_dir = store.part_path(plan.id, CLUSTER_FILE)
+    if cluster_dir.is_file():  # one file, as an earlier version of mmcurate wrote it
+        cluster_dir.unlink()
+    for stale in cluster_dir.glob("part-*.parquet"):  # parts of an earlier try of this step
+        stale.unlink()
+    cluster_dir.mkdir(parents=True, exist_ok=True)
+    if n == 0:
+        atomic_write_table(cluster_dir / "part-empty.parquet", _cluster_table("", [], [], [], []))
+        empty = dedup_arrays(plan.step, {c: [] for c in plan.columns}, np.zeros(0, dtype=bool))
+        return {}, DedupReport(plan.id, plan.step.method, 0, 0, [], find_parents(plan.step.method, plan.step.config, empty).stats)
+    first_rows = {s.index: s.first_row for s in specs}
+    outcomes, stats = dedup_rows(client, plan.step, rows, first_rows, n, str(cluster_dir))
+    return _report(plan, outcomes, specs, stats)
+
+
+def dedup_rows(client: Client, step: DedupStep, rows: db.Bag, first_rows: dict[int, int], n: int,
+               cluster_dir: str) -> tuple[list[Any], dict[str, Any]]:
+    """Dedup ``n`` rows given as a bag of :class:`ShardRows` (shard index -> its first row in
+    ``first_rows``; earlier runs' rows first, from 0): per shard its outcome (drops, summary;
+    cluster file parts written under ``cluster_dir``), and the method's stats."""
+    shards = _Shards(np.array([0, *first_rows.values()], dtype=np.int64), np.array([PRIOR, *first_rows], dtype=np.int64))
+    at = dask.delayed(shards, pure=True)
+    records, stats = _METHODS[step.method](client, rows, step, n, at)
+    return _compute(client, _finish(records, rows, at, _parts(n), step.id, REASONS[step.method], cluster_dir)), stats
+
+
+# --------------------------------------------------------------------------- keep_top
+
+
 def run_keep_top(
     client: Client, store: RunStore, plan: GlobalPlan, ledger: RunState, shards: list[ShardRef], priors: Any = ()
-) -> tuple[dict[str, dict[int, tuple[str, str]]], KeepTopReport]:
+) -> tuple[Drops, KeepTopReport]:
     """Drop every alive sample outside the top fraction; return drops per shard URL and a report.
-    (``client`` and ``priors`` are unused: sorting one column is driver work, and earlier runs
-    do not take part in a quantile of this one.)"""
+    (``priors`` is unused: earlier runs do not take part in a quantile of this one.)"""
     step = plan.step
-    urls, positions, _, columns = gather_columns(store, plan, ledger, shards)
-    values = np.array([np.nan if v is None else v for v in columns[step.column]], dtype=np.float64)
-    keep = top_fraction(values, step.fraction)
-    threshold = float(values[keep].min()) if keep.any() else None
-    drops: dict[str, dict[int, tuple[str, str]]] = {}
-    for row in np.flatnonzero(~keep):
-        value = values[row]
-        if threshold is not None and value == threshold:
-            reason = f"{REASON}: {step.column} == {threshold:.6g}, a tie kept for earlier samples"
+    specs = shard_specs(store, plan, ledger, shards, 0)
+    n = sum(len(s.alive) for s in specs)
+    k = top_count(n, step.fraction)
+    values = client.map(lambda s: ranked_values([np.nan if v is None else v for v in read_rows(s).columns[step.column]]), specs)
+    threshold, takes = None, [0] * len(specs)
+    if k:
+        points = max(16, (1 << 20) // max(1, len(specs)))
+        lo, hi = bracket(client.gather(client.map(sketch, values, points=points)), k)
+        threshold, takes = threshold_from_bands(client.gather(client.map(band, values, lo=lo, hi=hi)), k)
+
+    def drops_of(ranked: np.ndarray, spec: ShardSpec, take: int) -> ShardDrops:
+        lost = np.flatnonzero(~keep_mask(ranked, threshold, take))
+        if threshold is None:
+            reasons = [f"{REASON}: none kept"] * len(lost)
         else:
-            reason = f"{REASON}: {step.column} < {threshold:.6g}" if threshold is not None else f"{REASON}: none kept"
-        drops.setdefault(urls[row], {})[positions[row]] = (plan.id, reason)
-    report = KeepTopReport(plan.id, step.column, step.fraction, len(positions), int(keep.sum()), threshold)
-    return drops, report
+            tie = f"{REASON}: {step.column} == {threshold:.6g}, a tie kept for earlier samples"
+            below = f"{REASON}: {step.column} < {threshold:.6g}"
+            reasons = [tie if ranked[i] == threshold else below for i in lost]
+        return ShardDrops(plan.id, spec.alive[lost], reasons)
+
+    results = client.gather(client.map(drops_of, values, specs, takes))
+    drops = {spec.url: d for spec, d in zip(specs, results) if len(d)}
+    kept = n - sum(len(d) for d in drops.values())
+    return drops, KeepTopReport(plan.id, step.column, step.fraction, n, kept, threshold)
 
 
-GLOBAL_RUNNERS: dict[type, Callable[..., tuple[dict[str, dict[int, tuple[str, str]]], Any]]] = {
+GLOBAL_RUNNERS: dict[type, Callable[..., tuple[Drops, Any]]] = {
     DedupStep: run_dedup,
     KeepTopStep: run_keep_top,
 }
-"""How each kind of global step runs: (client, store, plan, state, shards, priors) -> (drops per shard, report).
-``state`` (:class:`.state.RunState`) reads a shard's alive positions and keys on demand; the
-driver records the returned drops in each shard's state with one worker task per shard."""
+"""How each kind of global step runs: (client, store, plan, ledger, shards, priors) -> (drops per shard, report)."""

@@ -172,7 +172,8 @@ class Run:
         return pairs & set(zip(held.column("shard").to_pylist(), held.column("pos").to_pylist()))
 
     def clusters(self) -> dict[str, pa.Table]:
-        """Per dedup step that ran: shard, pos, key, dup_cluster, dup_cluster_size of every sample it saw."""
+        """Per dedup step that ran: shard, pos, key, dup_cluster, dup_cluster_size of every sample it saw
+        (a dataset directory of one part per shard)."""
         found = {}
         for step in self.recipe.steps:
             path = self.store.part_path(step.id, CLUSTER_FILE)

@@ -13,7 +13,10 @@ import numpy as np
 
 from .config import ExactConfig, NearConfig, SemanticConfig, VideoNearConfig
 
-__all__ = ["DedupArrays", "DedupOutcome", "find_parents"]
+__all__ = [
+    "DedupArrays", "DedupOutcome", "assign_clusters", "dedup_arrays", "find_parents", "fit_centroids", "semantic_clusters",
+    "semantic_greedy", "semantic_parents", "unit_rows",
+]
 
 
 @dataclass
@@ -21,9 +24,9 @@ class DedupArrays:
     """What travels to the dedup task: the compared values, keep scores, and prior flags."""
 
     values: Any  # hashables (exact), uint64 (n,) (phash), float32 (n, d) (semantic), uint64 arrays (video_phash)
-    extra: list[np.ndarray]
+    extra: dict[str, np.ndarray]
     """phash: more hashes per row, one uint64 (n,) array per kind (mirrored, each turn, each
-    region); a row matches another when its hash or one kind of its hashes is near the other's
+    region), by kind name; a row matches another when its hash or one kind of its hashes is near the other's
     hash or the same kind of the other's hashes (never two different kinds: no turned-mirrored)."""
     score: np.ndarray  # higher is kept first; zeros for keep: first
     prior: np.ndarray  # bool
@@ -63,7 +66,7 @@ def _near_labels(arrays: DedupArrays, max_distance: int) -> tuple[np.ndarray, di
     hashes = np.asarray(arrays.values, dtype=np.uint64)
     n = len(hashes)
     found = [near_duplicate_pairs(hashes, max_distance)]
-    for extra in arrays.extra:  # rows' extra hashes of one kind against the hashes and each other
+    for extra in arrays.extra.values():  # rows' extra hashes of one kind against the hashes and each other
         both = near_duplicate_pairs(np.concatenate([hashes, extra.astype(np.uint64)]), max_distance) % n
         found.append(both[both[:, 0] != both[:, 1]])
     pairs = np.unique(np.sort(np.concatenate(found), axis=1), axis=0)
@@ -72,8 +75,10 @@ def _near_labels(arrays: DedupArrays, max_distance: int) -> tuple[np.ndarray, di
 
 def _video_labels(arrays: DedupArrays, config: VideoNearConfig) -> tuple[np.ndarray, dict[str, Any]]:
     """Videos linked when most distinct frame hashes of one have a near hash in the other,
-    then clustered. Every near pair of frames is expanded (identical hashes across ``m``
-    videos give ``m^2`` pairs); repeated hashes within one video count once."""
+    then clustered. A hash held by more than ``config.max_hash_videos`` videos (an intro, a
+    black frame) is left out of the search: it cannot tell videos apart and would cost
+    ``m^2`` pairs; it still counts in its videos' number of hashes. Every other near pair of
+    frames is expanded; repeated hashes within one video count once."""
     from .neardup import cluster_labels, near_duplicate_pairs
 
     lists = [np.unique(np.asarray(v, dtype=np.uint64)) for v in arrays.values]
@@ -81,6 +86,9 @@ def _video_labels(arrays: DedupArrays, config: VideoNearConfig) -> tuple[np.ndar
     counts = np.array([len(v) for v in lists], dtype=np.int64)
     owner = np.repeat(np.arange(n, dtype=np.int64), counts)
     flat = np.concatenate(lists) if n else np.empty(0, np.uint64)
+    _, inverse, videos = np.unique(flat, return_inverse=True, return_counts=True)
+    common = videos[inverse.reshape(-1)] > config.max_hash_videos
+    flat, owner = flat[~common], owner[~common]
     frames = near_duplicate_pairs(flat, config.max_distance, all_duplicate_pairs=True)
     x, y = owner[frames[:, 0]], owner[frames[:, 1]]
     across = x != y
@@ -92,42 +100,86 @@ def _video_labels(arrays: DedupArrays, config: VideoNearConfig) -> tuple[np.ndar
     ordered, hits = np.unique(matched, axis=0, return_counts=True)
     enough = hits >= config.min_shared * counts[ordered[:, 0]]
     pairs = np.unique(np.sort(ordered[enough], axis=1), axis=0)
-    stats = {"frame_pairs_within_distance": int(across.sum()), "video_pairs": int(len(pairs))}
+    stats = {
+        "frame_pairs_within_distance": int(across.sum()),
+        "video_pairs": int(len(pairs)),
+        "max_hash_videos": config.max_hash_videos,
+        "hashes_ignored": int(np.count_nonzero(videos > config.max_hash_videos)),
+    }
     return cluster_labels(n, pairs), stats
 
 
-def _semantic(arrays: DedupArrays, config: SemanticConfig) -> DedupOutcome:
+def unit_rows(values: Any) -> np.ndarray:
+    """Embeddings as float32 rows of length 1 (a zero row stays zero)."""
+    emb = np.array(values, dtype=np.float32, copy=True).reshape(len(values), -1)
+    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    return emb
+
+
+def semantic_clusters(n: int, config: SemanticConfig) -> int:
+    """The number of k-means clusters for ``n`` rows."""
+    return min(n, config.clusters or max(1, int(round(np.sqrt(n / 4)))))
+
+
+def fit_centroids(emb: np.ndarray, k: int) -> np.ndarray:
+    """Spherical k-means centroids (k, d) of unit rows ``emb`` (faiss, fixed seed)."""
     import faiss
 
-    emb = np.asarray(arrays.values, dtype=np.float32)
-    n = len(emb)
-    parent = np.arange(n, dtype=np.int64)
-    if n == 0:
-        return DedupOutcome(parent, {"clusters": 0, "removed_by_eps": {}})
-    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    k = min(n, config.clusters or max(1, int(round(np.sqrt(n / 4)))))
     kmeans = faiss.Kmeans(emb.shape[1], k, niter=20, seed=1234, spherical=True, verbose=False)
     kmeans.cp.min_points_per_centroid = 1
     kmeans.train(emb)
-    _, assign = kmeans.index.search(emb, 1)
-    groups = [_policy_order(np.flatnonzero(assign[:, 0] == c), arrays) for c in range(k)]
+    return kmeans.centroids
+
+
+def assign_clusters(emb: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """The nearest centroid (L2, as k-means assigns) of each row."""
+    import faiss
+
+    index = faiss.IndexFlatL2(centroids.shape[1])
+    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    return index.search(emb, 1)[1][:, 0].astype(np.int64)
+
+
+def semantic_greedy(emb: np.ndarray, arrays: DedupArrays, rows: np.ndarray, eps: float, parent: np.ndarray) -> None:
+    """In one k-means cluster (``rows``): walk its rows in keep-policy order; a row whose cosine
+    similarity to a kept row is >= 1 - eps (and not prior) points ``parent`` at the most similar."""
+    kept: list[int] = []
+    for row in _policy_order(rows, arrays):
+        if kept:
+            sims = emb[kept] @ emb[row]
+            best = int(np.argmax(sims))
+            if sims[best] >= 1.0 - eps and not arrays.prior[row]:
+                parent[row] = kept[best]
+                continue
+        kept.append(int(row))
+
+
+def semantic_parents(emb: np.ndarray, arrays: DedupArrays, assign: np.ndarray, config: SemanticConfig) -> DedupOutcome:
+    """Parents of unit rows ``emb`` clustered by ``assign``, and how many rows each of
+    ``config.report_eps`` would remove."""
+    n = len(emb)
+    order = np.argsort(assign, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(assign[order])) + 1) if n else []
 
     def greedy(eps: float) -> np.ndarray:
         result = np.arange(n, dtype=np.int64)
         for rows in groups:
-            kept: list[int] = []
-            for row in rows:
-                if kept:
-                    sims = emb[kept] @ emb[row]
-                    best = int(np.argmax(sims))
-                    if sims[best] >= 1.0 - eps and not arrays.prior[row]:
-                        result[row] = kept[best]
-                        continue
-                kept.append(int(row))
+            semantic_greedy(emb, arrays, rows, eps, result)
         return result
 
     removed = {str(e): int((greedy(e) != np.arange(n)).sum()) for e in config.report_eps}
-    return DedupOutcome(greedy(config.eps), {"clusters": k, "removed_by_eps": removed})
+    return DedupOutcome(greedy(config.eps), {"removed_by_eps": removed})
+
+
+def _semantic(arrays: DedupArrays, config: SemanticConfig) -> DedupOutcome:
+    n = len(arrays.values)
+    if n == 0:
+        return DedupOutcome(np.arange(0, dtype=np.int64), {"clusters": 0, "removed_by_eps": {}})
+    emb = unit_rows(arrays.values)
+    k = semantic_clusters(n, config)
+    outcome = semantic_parents(emb, arrays, assign_clusters(emb, fit_centroids(emb, k)), config)
+    outcome.stats = {"clusters": k, **outcome.stats}
+    return outcome
 
 
 def find_parents(method: str, config: Any, arrays: DedupArrays) -> DedupOutcome:
@@ -171,14 +223,15 @@ def dedup_arrays(step: Any, columns: dict[str, list[Any]], prior: np.ndarray) ->
     return DedupArrays(values=values, extra=_extra_hashes(config, columns), score=score, prior=prior)
 
 
-def _extra_hashes(config: Any, columns: dict[str, list[Any]]) -> list[np.ndarray]:
-    """One (n,) uint64 array per kind of extra hash a phash step searches: ``<column>_mirror``
-    holds one per row; ``<column>_variants`` and ``<column>_regions`` a list per row, one kind
-    per position (a row with a shorter list, from an earlier run, repeats its plain hash)."""
-    kinds: list[np.ndarray] = []
+def _extra_hashes(config: Any, columns: dict[str, list[Any]]) -> dict[str, np.ndarray]:
+    """One (n,) uint64 array per kind of extra hash a phash step searches, by kind name:
+    ``<column>_mirror`` holds one per row; ``<column>_variants`` and ``<column>_regions`` a list
+    per row, one kind per position (``<column>_variants:2``; a row with a shorter list, from an
+    earlier run, repeats its plain hash)."""
+    kinds: dict[str, np.ndarray] = {}
     for col in getattr(config, "extra_columns", []):
         if col.endswith("_mirror"):
-            kinds.append(np.asarray(columns[col], dtype=np.uint64))
+            kinds[col] = np.asarray(columns[col], dtype=np.uint64)
             continue
         lists = columns[col]
         width = max((len(v) for v in lists if v), default=0)
@@ -186,5 +239,5 @@ def _extra_hashes(config: Any, columns: dict[str, list[Any]]) -> list[np.ndarray
         for row, v in enumerate(lists):
             if v:
                 table[row, : len(v)] = v
-        kinds += list(table.T)
+        kinds.update((f"{col}:{j}", kind) for j, kind in enumerate(table.T))
     return kinds

@@ -76,6 +76,9 @@ class SemanticConfig:
     keep: str = "first"
     report_eps: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2)
     """Also count how many samples each of these eps values would remove (for the report)."""
+    fit_sample: int = 1_000_000
+    """k-means is fitted on at most this many rows (every m-th row in input order); each
+    cluster is then deduplicated by its own task."""
 
 
 @dataclass(frozen=True)
@@ -88,10 +91,15 @@ class VideoNearConfig:
     max_distance: int = 8
     min_shared: float = 0.5
     keep: str = "first"
+    max_hash_videos: int = 100
+    """A frame hash held by more than this many videos (a shared intro, a black frame) is left
+    out of the search (it cannot tell videos apart and costs m^2 pairs); reported."""
 
     def __post_init__(self) -> None:
         if not 0 < self.min_shared <= 1:
             raise ValueError(f"min_shared must be in (0, 1], not {self.min_shared}")
+        if self.max_hash_videos < 2:
+            raise ValueError(f"max_hash_videos must be at least 2, not {self.max_hash_videos}")
 
 
 METHODS: dict[str, type] = {

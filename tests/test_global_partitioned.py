@@ -1,0 +1,180 @@
+"""Global steps partitioned on the cluster give the single-task results, at any partition count.
+
+Random values with planted duplicates go through the real engine (shards, LocalCluster) with
+partitions of a few rows up to one partition; decisions, cluster files and reports are
+compared with :func:`find_parents` / :func:`top_fraction` over the whole dataset in one piece.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import mmcurate
+from conftest import image_bytes, make_shard
+from mmcurate import annotators
+from mmcurate.annotators import Annotator
+from mmcurate.engine import global_steps
+from mmcurate.steps.dedup.compute import DedupArrays, dedup_arrays, find_parents
+from mmcurate.steps.dedup.config import VideoNearConfig
+from mmcurate.steps.dedup.results import REASONS
+from mmcurate.steps.keep_top import top_fraction
+
+
+class Values(Annotator):
+    """Reads planted ``sha``, ``ph``, ``ph_mirror``, ``quality`` and ``emb`` from ``KEY.json``."""
+
+    name = "planted_values"
+    columns = {"sha": pa.string(), "ph": pa.uint64(), "ph_mirror": pa.uint64(), "quality": pa.float64(), "emb": pa.list_(pa.float32(), 4)}
+
+    def annotate_one(self, sample):
+        meta = json.loads(sample.sample.get("json"))
+        return {c: meta.get(c) for c in self.columns}
+
+
+@pytest.fixture(autouse=True)
+def _register():
+    import cloudpickle
+    import test_global_partitioned
+
+    cloudpickle.register_pickle_by_value(test_global_partitioned)
+    annotators.register(Values)
+
+
+def _values(n: int, seed: int) -> dict[str, list]:
+    """Random values with planted duplicates: exact copies, hashes a few bits apart (and
+    mirrored), near-identical embeddings, and repeated qualities (ties)."""
+    rng = np.random.default_rng(seed)
+    sha = [f"v{x}" for x in rng.integers(0, n // 2, n)]  # about half repeat
+    ph = rng.integers(0, 2**63, n, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, n, dtype=np.uint64)
+    mirror = rng.integers(0, 2**63, n, dtype=np.uint64)
+    for _ in range(n // 5):
+        a, b = rng.integers(0, n, 2)
+        bits = rng.choice(64, rng.integers(0, 6), replace=False)
+        flips = np.uint64(sum(1 << int(x) for x in bits))
+        if rng.random() < 0.3:
+            ph[b] = mirror[a] ^ flips  # a mirrored copy
+        else:
+            ph[b] = ph[a] ^ flips
+    emb = rng.normal(size=(n, 4))
+    for _ in range(n // 5):
+        a, b = rng.integers(0, n, 2)
+        emb[b] = emb[a] + rng.normal(scale=rng.choice([1e-4, 0.05, 0.3]), size=4)
+    quality = rng.integers(0, 8, n).astype(float)
+    return {"sha": sha, "ph": ph.tolist(), "ph_mirror": mirror.tolist(), "quality": quality.tolist(), "emb": emb.astype(np.float32).tolist()}
+
+
+def _shards(tmp_path, values: dict[str, list], sizes: list[int], prefix: str) -> tuple[list[str], list[str]]:
+    paths, keys, row = [], [], 0
+    for s, size in enumerate(sizes):
+        samples = []
+        for _ in range(size):
+            key = f"{prefix}{row:05d}"
+            meta = {c: v[row] for c, v in values.items()}
+            samples.append((key, {"jpg": image_bytes(8, 8, seed=row), "json": json.dumps(meta).encode()}))
+            keys.append(key)
+            row += 1
+        paths.append(str(make_shard(tmp_path / f"{prefix}{s:06d}.tar", samples)))
+    return paths, keys
+
+
+def _run(tmp_path, name, shards, step, client, against=()):
+    recipe = mmcurate.Recipe.from_dict({"name": "partitioned", "steps": [{"annotate": "planted_values"}, step]})
+    result = mmcurate.curate(shards, recipe, tmp_path / name, client=client, quiet=True, against=list(against))
+    return recipe.steps[-1], result
+
+
+def _reference(step, values: dict[str, list], prior: np.ndarray) -> np.ndarray:
+    return find_parents(step.method, step.config, dedup_arrays(step, values, prior)).parent
+
+
+STEPS = {
+    "exact, highest quality": {"dedup": "exact", "column": "sha", "keep": "highest quality"},
+    "phash D=4 with mirror": {"dedup": "phash", "column": "ph", "max_distance": 4, "mirror": True},
+    "phash D=2, lowest quality": {"dedup": "phash", "column": "ph", "max_distance": 2, "keep": "lowest quality"},
+    "semantic": {"dedup": "semantic", "column": "emb", "eps": 0.01, "clusters": 5},
+}
+
+
+@pytest.mark.parametrize("name", list(STEPS))
+def test_dedup_partitioned_equals_the_single_task(tmp_path, client, monkeypatch, name):
+    values = _values(300, seed=len(name))
+    shards, keys = _shards(tmp_path, values, [40, 1, 90, 69, 100], "s")
+    for per_partition in (7, 64, 10**6):  # many partitions, a few, one
+        monkeypatch.setattr(global_steps, "ROWS_PER_PARTITION", per_partition)
+        step, result = _run(tmp_path, f"run{per_partition}", shards, STEPS[name], client)
+        parent = _reference(step, values, np.zeros(len(keys), dtype=bool))
+        decisions = {d["key"]: d for d in pq.read_table(result.decisions_path).to_pylist()}
+        expected = {k: None if parent[i] == i else f"{REASONS[step.method]}:{keys[parent[i]]}" for i, k in enumerate(keys)}
+        assert {k: d["reason"] for k, d in decisions.items()} == expected, per_partition
+        assert sum(r is not None for r in expected.values()) > 10  # the planted duplicates were found
+
+        sizes = Counter(parent.tolist())
+        clusters = mmcurate.open_run(result.out).clusters()[step.id].to_pylist()
+        assert [(c["key"], c["dup_cluster"], c["dup_cluster_size"]) for c in clusters] == [
+            (k, parent[i], sizes[parent[i]]) for i, k in enumerate(keys)
+        ]
+        (report,) = result.dedup
+        members: dict[int, list[str]] = {}
+        for row, p in enumerate(parent.tolist()):
+            if row != p:
+                members.setdefault(p, []).append(keys[row])
+        largest = sorted(members.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:5]
+        assert report.clusters == len(members)
+        assert [tuple(x) for x in report.largest] == [(len(m) + 1, keys[p], m[:4]) for p, m in largest]
+
+
+def test_exact_dedup_against_an_earlier_run_keeps_its_rows_at_every_partition_count(tmp_path, client, monkeypatch):
+    old_values, new_values = _values(120, seed=1), _values(200, seed=2)
+    old_shards, old_keys = _shards(tmp_path, old_values, [60, 60], "o")
+    step = {"dedup": "exact", "column": "sha", "keep": "highest quality"}
+    _, first = _run(tmp_path, "first", old_shards, step, client)
+    kept = {d["key"] for d in pq.read_table(first.decisions_path).to_pylist() if d["kept"]}
+    prior_rows = [i for i, k in enumerate(old_keys) if k in kept]
+    new_shards, new_keys = _shards(tmp_path, new_values, [50, 150], "n")
+    both = {c: [old_values[c][i] for i in prior_rows] + new_values[c] for c in old_values}
+    keys = [old_keys[i] for i in prior_rows] + new_keys
+    prior = np.arange(len(keys)) < len(prior_rows)
+    for per_partition in (5, 10**6):
+        monkeypatch.setattr(global_steps, "ROWS_PER_PARTITION", per_partition)
+        dedup, result = _run(tmp_path, f"second{per_partition}", new_shards, step, client, against=[first.out])
+        parent = _reference(dedup, both, prior)
+        decisions = {d["key"]: d["reason"] for d in pq.read_table(result.decisions_path).to_pylist()}
+        assert decisions == {k: None if parent[i] == i else f"duplicate_of:{keys[parent[i]]}" for i, k in enumerate(keys) if not prior[i]}
+        assert any(parent[i] < len(prior_rows) for i in range(len(prior_rows), len(keys)) if parent[i] != i)
+
+
+def test_keep_top_distributed_selection_keeps_exactly_the_single_task_top_with_ties(tmp_path, client):
+    values = _values(400, seed=3)
+    values["quality"][5] = None  # NaN ranks lowest
+    shards, keys = _shards(tmp_path, values, [100, 3, 150, 147], "k")
+    for fraction in (0.001, 0.13, 0.5, 0.9, 1.0):  # 0.001 keeps none; 8 qualities: the threshold is a tie
+        _, result = _run(tmp_path, f"top{fraction}", shards, {"keep_top": "quality", "fraction": fraction}, client)
+        keep = top_fraction(np.array([np.nan if v is None else v for v in values["quality"]]), fraction)
+        decisions = {d["key"]: d["kept"] for d in pq.read_table(result.decisions_path).to_pylist()}
+        assert decisions == {k: bool(keep[i]) for i, k in enumerate(keys)}, fraction
+        (report,) = result.top
+        assert report.kept == int(keep.sum())
+
+
+def test_video_hashes_shared_by_many_videos_are_ignored_and_reported():
+    rng = np.random.default_rng(0)
+    intro = np.uint64(0x0123456789ABCDEF)
+    videos = [np.concatenate([[intro], rng.integers(0, 2**63, 4, dtype=np.uint64)]) for _ in range(3000)]
+    videos[2999] = videos[7].copy()  # one real duplicate
+    config = VideoNearConfig(max_hash_videos=50)
+    arrays = DedupArrays(videos, {}, np.zeros(len(videos)), np.zeros(len(videos), dtype=bool))
+    outcome = find_parents("video_phash", config, arrays)
+    dropped = np.flatnonzero(outcome.parent != np.arange(len(videos)))
+    assert dropped.tolist() == [2999] and outcome.parent[2999] == 7  # sharing only the intro is no match
+    assert outcome.stats["max_hash_videos"] == 50 and outcome.stats["hashes_ignored"] == 1
+    assert outcome.stats["frame_pairs_within_distance"] < 100  # not the 4.5M pairs of the intro
+    capped = mmcurate.Recipe.from_dict(
+        {"name": "v", "steps": [{"annotate": "video_phash"}, {"dedup": "video_phash", "max_hash_videos": 20}]}
+    )
+    assert capped.steps[-1].config.max_hash_videos == 20
