@@ -10,13 +10,14 @@ def test_builtin_recipes_load_by_name():
     default = Recipe.load("default")
     basic = Recipe.load("datacomp-basic")
     assert default.name == "default"
-    assert [s.id for s in basic.steps if isinstance(s, FilterStep)] == ["caption", "image_size"]
+    assert [s.id for s in basic.steps if isinstance(s, FilterStep)] == ["caption", "english", "image_size"]
     assert isinstance(basic.steps[-1], DedupStep)
 
 
 def test_datacomp_basic_encodes_the_published_rule():
     recipe = Recipe.load("datacomp-basic")
-    caption, size = [s.expr for s in recipe.steps if isinstance(s, FilterStep)]
+    caption, english, size = [s.expr for s in recipe.steps if isinstance(s, FilterStep)]
+    assert english({"caption_lang": "en"}) and not english({"caption_lang": "de"})
     ok = {"caption_valid_utf8": True, "caption_words": 3, "caption_chars": 6}
     assert caption(ok)
     assert not caption({**ok, "caption_words": 2})
@@ -143,7 +144,7 @@ def test_mirror_dedup_passes_when_the_hash_step_stores_the_mirror_column():
     [
         (
             [{"annotate": "image_info"}, {"filtr": "width > 3"}],
-            "step 2 (step_2): a step is a mapping with exactly one of 'annotate', 'filter', 'dedup', 'keep_top'; did you mean 'filter'?",
+            "step 2 (step_2): a step is a mapping with exactly one of 'annotate', 'filter', 'blocklist', 'dedup', 'keep_top'; did you mean 'filter'?",
         ),
         ([{"annotate": "image_info"}, {"filter": "width > 3", "idd": "big"}], "step 2 (filter_1): unknown field(s) idd (allowed: filter, id); did you mean 'id'?"),
         ([{"annotate": "image_info", "idd": "x"}], "step 1 (image_info): unknown field(s) idd (allowed: annotate, id, max_pixels); did you mean 'id'?"),
