@@ -21,7 +21,7 @@ class VideoInfoConfig(TimeLimit):
 
 
 class VideoInfo(Annotator):
-    """Reads the container header only (torchcodec); width and height are of the upright frame
+    """Reads the container header only (PyAV); width and height are of the upright frame
     (``rotation`` applied), so ``width >= 256 and height >= 256`` bounds the short side."""
 
     name = "video_info"
