@@ -138,6 +138,7 @@ def test_a_decode_over_the_memory_limit_fails_with_a_memory_reason(tmp_path):
     script = f"""
 import psutil
 from mmcurate.decode import DecodeError
+from mmcurate.decode.sandbox import decode_audio_limited
 for data, limit in ((open({str(tmp_path / "two_minutes.wav")!r}, "rb").read(), 16), (b"not audio at all", 1024)):
     try:
         decode_audio_limited(data, memory_mb=limit)
@@ -145,6 +146,7 @@ for data, limit in ((open({str(tmp_path / "two_minutes.wav")!r}, "rb").read(), 1
         print(exc, "|", sorted(p.pid for p in psutil.Process().children()))
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr
     over, bad = done.stdout.splitlines()
     assert over.split(" | ")[0] == "decode_error: audio exceeded the decode memory limit (16 MiB)"
     assert "memory" not in bad and "died" not in bad
