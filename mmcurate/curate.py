@@ -20,7 +20,7 @@ from .engine.global_steps import GLOBAL_RUNNERS
 from .engine.keys import drop_repeated_keys
 from .engine.plan import GlobalPlan, Group, Plan, build_plan, digest, funnel_steps
 from .engine.shard_task import GroupTask, run_group
-from .engine.state import RunState, ShardSummary, apply_drops, finish
+from .engine.state import RunState, ShardSummary, finish
 from .io.inputs import ShardRef, hash_identity, resolve_inputs
 from .io.output import assemble, index_json, plan_layout, write_piece, write_tasks
 from .recipe import AnnotateStep, Recipe
@@ -281,10 +281,9 @@ def _decide(
     for number, stage in enumerate(plan.stages, start=1):
         todo = [ref for ref in shards if ref.url not in failed]
         if isinstance(stage, GlobalPlan):
-            all_drops, report = GLOBAL_RUNNERS[type(stage.step)](client, store, stage, RunState(store, todo), todo, priors)
-            touched = [(ref, all_drops[ref.url]) for ref in todo if all_drops.get(ref.url)]
-            done = cluster.map_tasks(client, functools.partial(apply_drops, str(store.root)), touched, f"record {stage.id}", lambda t: t[0].url, quiet)
-            summaries.update((ref.url, summary) for (ref, _), summary in zip(touched, done))
+            state = RunState(store, todo, {ref.url: summaries[ref.url].kept for ref in todo})
+            recorded, report = GLOBAL_RUNNERS[type(stage.step)](client, store, stage, state, todo, priors)
+            summaries.update(recorded)  # drops were recorded on the workers
             reports.append(report)
             continue
         tasks = [

@@ -6,8 +6,9 @@ import os
 from collections import Counter
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -18,7 +19,7 @@ from ..engine.state import drop_groups
 from ..views.funnel import StepCount, funnel_from_groups, reason_category
 from ..io.inputs import ShardRef
 from ..io.output import OUTPUT_STEP
-from ..engine.plan import READ_STEP, Plan, build_plan, funnel_steps, read_annotations
+from ..engine.plan import READ_STEP, Plan, build_plan, funnel_steps, read_part_name
 from ..recipe import BlocklistStep, DedupStep, Recipe
 from ..steps.sampleview import SampleView
 from ..engine.shard_task import read_manifest
@@ -93,34 +94,74 @@ class Run:
         return build_plan(self.recipe, self.info.get("resolved"))
 
     def annotations(self) -> pa.Table:
-        """Every stored annotation column, one row per sample that has any (shard, key, pos, columns...)."""
-        plan = self.plan
-        rows: dict[tuple[str, int], dict[str, Any]] = {}
-        types: dict[str, pa.DataType] = {"shard": pa.string(), "key": pa.string(), "pos": pa.int64()}
-        for p in plan.annotate_plans():
-            types.update(p.columns)
+        """Every stored annotation column, one row per sample that has any (shard, key, pos,
+        columns..., ``dup_cluster``/``dup_cluster_size`` per dedup step that ran, ``error``). This
+        holds them all: for a large run iterate :meth:`iter_annotations`."""
+        tables = list(self.iter_annotations())
+        table = pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
+        types = self._annotation_types()
+        present = [c for c in types if c in table.column_names or c in ("shard", "key", "pos")]
+        return pa.table({c: table.column(c).cast(types[c]) if c in table.column_names else pa.array([], types[c]) for c in present})
+
+    def iter_annotations(self) -> Iterator[pa.Table]:
+        """:meth:`annotations` one input shard at a time (shards with no stored row are skipped)."""
+        clusters = self._cluster_datasets()
         for url in self.info["inputs"]:
-            ref = self.shard_ref(url)
-            keys = [e.key for e in read_manifest(self.store, ref) or ()]
-            for pos, row in read_annotations(self.store, plan.annotate_plans(), ref).items():
-                rows[(url, pos)] = {"shard": url, "key": keys[pos] if pos < len(keys) else None, "pos": pos, **row}
-        for table in self.clusters().values():
-            for row in table.to_pylist():
-                rows[(row["shard"], row["pos"])].update(dup_cluster=row["dup_cluster"], dup_cluster_size=row["dup_cluster_size"])
-            types.update(dup_cluster=pa.int64(), dup_cluster_size=pa.int32())
-        types["error"] = pa.string()
-        present = {c for r in rows.values() for c in r}
-        schema = pa.schema([(c, t) for c, t in types.items() if c in present or c in ("shard", "key", "pos")])
-        return pa.Table.from_pylist(list(rows.values()), schema=schema)
+            table = self.shard_annotations(url, clusters)
+            if table.num_rows:
+                yield table
+
+    def _annotation_types(self) -> dict[str, pa.DataType]:
+        types: dict[str, pa.DataType] = {"shard": pa.string(), "key": pa.string(), "pos": pa.int64()}
+        for p in self.plan.annotate_plans():
+            types.update(p.columns)
+        return {**types, "dup_cluster": pa.int64(), "dup_cluster_size": pa.int32(), "error": pa.string()}
+
+    def shard_annotations(self, url: str, clusters: list[ds.Dataset] | None = None) -> pa.Table:
+        """The stored annotation columns of input shard ``url`` alone, in ``pos`` order (see
+        :meth:`annotations`); ``clusters``: the dedup steps' cluster datasets, if already open."""
+        ref = self.shard_ref(url)
+        parts = [self.store.read_part_if_readable(self.store.part_path(p.id, p.part_name(ref))) for p in self.plan.annotate_plans()]
+        parts = [part for part in parts if part is not None]
+        positions = np.unique(np.concatenate([part["pos"].to_numpy() for part in parts] + [np.empty(0, np.int64)]))
+        manifest = self.store.read_part_if_readable(self.store.part_path(READ_STEP, read_part_name(ref)))
+        columns: dict[str, Any] = {
+            "shard": pa.repeat(pa.scalar(url, pa.string()), len(positions)),
+            "key": _at(manifest, positions)["key"] if manifest is not None else pa.nulls(len(positions), pa.string()),
+            "pos": pa.array(positions, pa.int64()),
+        }
+        errors = []
+        for part in parts:
+            aligned = _at(part, positions)
+            columns.update((c, aligned[c]) for c in part.column_names if c not in ("pos", "key", "error"))
+            errors.append(pc.if_else(pc.equal(aligned["error"], ""), None, aligned["error"]))
+        for cluster in self._cluster_datasets() if clusters is None else clusters:
+            aligned = _at(cluster.to_table(filter=pc.field("shard") == url, columns=["pos", "dup_cluster", "dup_cluster_size"]), positions)
+            for c in ("dup_cluster", "dup_cluster_size"):  # a later step's cluster wins where it has one
+                columns[c] = pc.coalesce(aligned[c], columns[c]) if c in columns else aligned[c]
+        error = pc.coalesce(*errors) if errors else pa.nulls(len(positions), pa.string())  # the first step's error
+        if error.null_count < len(error):
+            columns["error"] = error
+        return pa.table(columns)
+
+    def _cluster_datasets(self) -> list[ds.Dataset]:
+        """The cluster file of each dedup step that ran, in recipe order."""
+        paths = [self.store.part_path(s.id, CLUSTER_FILE) for s in self.recipe.steps if isinstance(s, DedupStep)]
+        return [ds.dataset(path, format="parquet") for path in paths if path.exists()]
 
     def kept_rows(self) -> "PriorRows":
-        """The kept samples' keys and stored columns, for deduplicating a new run against this one."""
+        """The kept samples' keys and stored columns, for deduplicating a new run against this one
+        (one Arrow table, built shard by shard)."""
         from ..steps.dedup import PriorRows
 
-        kept = {(d["shard"], d["pos"]) for d in self.decisions_where(pc.field("kept"), ["shard", "pos"]).to_pylist()}
-        rows = [r for r in self.annotations().to_pylist() if (r["shard"], r["pos"]) in kept]
-        names = {c for r in rows for c in r} - {"shard", "key", "pos", "error"}
-        return PriorRows(str(self.root), [r["key"] for r in rows], {c: [r.get(c) for r in rows] for c in names})
+        clusters = self._cluster_datasets()
+        tables = []
+        for url in self.info["inputs"]:
+            table = self.shard_annotations(url, clusters)
+            kept = self.shard_decisions(url, ["pos", "kept"]).filter(pc.field("kept"))["pos"]
+            tables.append(table.filter(pc.is_in(table["pos"], value_set=kept)).drop_columns(["shard", "pos"]))
+        table = pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({"key": pa.array([], pa.string())})
+        return PriorRows(str(self.root), table.drop_columns([c for c in ("error",) if c in table.column_names]))
 
     def sample(self, key: str) -> list[dict[str, Any]]:
         """Everything about the input sample(s) called ``key`` (one per shard holding it): shard,
@@ -249,6 +290,16 @@ class Run:
                 kept_keys.setdefault(reason, set()).add(entry["values"])
             counts[reason] += count
         return [(f"{r} (of {len(kept_keys[r])} kept sample(s))" if r in kept_keys else r, c) for r, c in counts.most_common(n)]
+
+
+def _at(table: pa.Table, positions: np.ndarray) -> pa.Table:
+    """The rows of ``table`` (which has a ``pos`` column) at ``positions``; all null where it has none."""
+    pos = table["pos"].to_numpy()
+    if not len(pos):
+        return table.take(pa.nulls(len(positions), pa.int64()))
+    order = np.argsort(pos, kind="stable")
+    at = order[np.minimum(np.searchsorted(pos, positions, sorter=order), len(pos) - 1)]
+    return table.take(pa.array(at, pa.int64(), mask=pos[at] != positions))
 
 
 def open_run(out: str | os.PathLike[str]) -> Run:

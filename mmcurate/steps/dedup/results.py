@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+
 __all__ = ["CLUSTER_FILE", "DedupReport", "PriorRows", "REASONS"]
 
 REASONS = {
@@ -18,11 +20,11 @@ CLUSTER_FILE = "dataset.parquet"
 
 @dataclass
 class PriorRows:
-    """Kept samples of an earlier run (``--against``): their keys and stored columns."""
+    """Kept samples of an earlier run (``--against``): ``key`` and the stored columns, one Arrow
+    table (no Python object per sample)."""
 
     source: str
-    keys: list[str]
-    columns: dict[str, list[Any]]
+    table: pa.Table
 
 
 @dataclass
