@@ -6,6 +6,7 @@ import pickle
 import shutil
 
 import pyarrow.parquet as pq
+import pytest
 import webdataset as wds
 
 import mmcurate
@@ -95,6 +96,20 @@ def test_decisions_are_one_file_per_input_shard_read_per_shard(tmp_path, client)
     assert pq.read_table(result.decisions_path).num_rows == run.counts()[0] == 36  # readers see one table
     assert run.counts()[1] == result.kept == 6
     assert not (result.out / "state").exists()
+
+
+def test_unreadable_inputs_are_found_file_by_file_without_reading_the_decisions_whole(tmp_path, client, monkeypatch):
+    a = make_shard(tmp_path / "in" / "a.tar", simple_samples("a", 12, seed=1))
+    junk = tmp_path / "in" / "junk.tar"
+    junk.write_bytes(b"not a tar at all" * 64)
+    empty = tmp_path / "in" / "empty.tar"
+    empty.write_bytes(b"")
+    result = mmcurate.curate([str(a), str(junk), str(empty)], mmcurate.Recipe.from_dict(RECIPE), tmp_path / "run", client=client, quiet=True)
+    run = mmcurate.open_run(result.out)
+    monkeypatch.setattr(type(run), "decisions", property(lambda self: pytest.fail("the whole decisions table was read")))
+    found = run.unreadable_inputs()
+    assert sorted(found) == [str(empty), str(junk)]  # a.tar was read
+    assert found[str(junk)].startswith(f"read_error: {junk}: not a readable tar")
 
 
 def test_a_run_with_a_single_decisions_file_still_opens_streams_and_resumes(tmp_path, client):

@@ -256,10 +256,14 @@ class Run:
         """A :class:`SampleView` of ``sample`` with this run's modalities (for thumbnails, annotators)."""
         return SampleView(sample, self.recipe.modalities)
 
+    def _fragments(self) -> list[ds.Fragment]:
+        """The files of the decisions dataset, in input order."""
+        return sorted(self.decisions_dataset().get_fragments(), key=lambda f: f.path)
+
     def funnel(self) -> list[StepCount]:
         """Counts per step, aggregated file by file (never the whole decisions at once)."""
         groups, rows = [], 0
-        for fragment in sorted(self.decisions_dataset().get_fragments(), key=lambda f: f.path):
+        for fragment in self._fragments():
             table = fragment.to_table(columns=["step", "reason"])
             groups.append(drop_groups(table, rows))
             rows += table.num_rows
@@ -267,13 +271,16 @@ class Run:
 
     def unreadable_inputs(self) -> dict[str, str]:
         """Input shard URL -> why, for the inputs not one sample of which could be read (every
-        sample dropped at ``read``, or no sample found at all)."""
-        d = self.decisions.select(["shard", "step", "reason"])
-        at_read = pc.fill_null(pc.equal(d["step"], READ_STEP), False)
-        readable = set(pc.unique(d.filter(pc.invert(at_read))["shard"]).to_pylist())
+        sample dropped at ``read``, or no sample found at all); aggregated file by file."""
+        readable: set[str] = set()
         why: dict[str, str] = {}
-        for row in d.filter(at_read).to_pylist():
-            why.setdefault(row["shard"], row["reason"] or "read_error")
+        for fragment in self._fragments():
+            d = fragment.to_table(columns=["shard", "step", "reason"])
+            at_read = pc.fill_null(pc.equal(d["step"], READ_STEP), False)
+            readable.update(pc.unique(d.filter(pc.invert(at_read))["shard"]).to_pylist())
+            first = d.filter(at_read).group_by("shard", use_threads=False).aggregate([("reason", "first", pc.ScalarAggregateOptions(skip_nulls=False))])
+            for shard, reason in zip(first["shard"].to_pylist(), first["reason_first"].to_pylist()):
+                why.setdefault(shard, reason or "read_error")
         failed = self.info.get("failed") or {}
         return {url: why.get(url, "no samples") for url in self.info["inputs"] if url not in readable and url not in failed}
 
