@@ -281,7 +281,7 @@ def _decide(
     for number, stage in enumerate(plan.stages, start=1):
         todo = [ref for ref in shards if ref.url not in failed]
         if isinstance(stage, GlobalPlan):
-            state = RunState(store, todo, {ref.url: summaries[ref.url].kept for ref in todo})
+            state = RunState(store, todo, {url: summary.kept for url, summary in summaries.items()})
             recorded, report = GLOBAL_RUNNERS[type(stage.step)](client, store, stage, state, todo, priors)
             summaries.update(recorded)  # drops were recorded on the workers
             reports.append(report)

@@ -207,7 +207,7 @@ class RunState:
 
     def count(self, url: str) -> int:
         """How many samples of ``url`` are alive."""
-        return self.kept[url] if self.kept is not None else len(self.alive(url))
+        return self.kept[url] if self.kept is not None and url in self.kept else len(self.alive(url))
 
 
 def record_verdicts(store: RunStore, shard: ShardRef, drops: Mapping[int, tuple[str, str]]) -> ShardSummary:
