@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
@@ -117,7 +118,7 @@ class Run:
             types.update(p.columns)
         return {**types, "dup_cluster": pa.int64(), "dup_cluster_size": pa.int32(), "error": pa.string()}
 
-    def shard_annotations(self, url: str, clusters: list[ds.Dataset] | None = None) -> pa.Table:
+    def shard_annotations(self, url: str, clusters: list[_Clusters] | None = None) -> pa.Table:
         """The stored annotation columns of input shard ``url`` alone, in ``pos`` order (see
         :meth:`annotations`); ``clusters``: the dedup steps' cluster datasets, if already open."""
         ref = self.shard_ref(url)
@@ -136,7 +137,7 @@ class Run:
             columns.update((c, aligned[c]) for c in part.column_names if c not in ("pos", "key", "error"))
             errors.append(pc.if_else(pc.equal(aligned["error"], ""), None, aligned["error"]))
         for cluster in self._cluster_datasets() if clusters is None else clusters:
-            aligned = _at(cluster.to_table(filter=pc.field("shard") == url, columns=["pos", "dup_cluster", "dup_cluster_size"]), positions)
+            aligned = _at(cluster.of(url), positions)
             for c in ("dup_cluster", "dup_cluster_size"):  # a later step's cluster wins where it has one
                 columns[c] = pc.coalesce(aligned[c], columns[c]) if c in columns else aligned[c]
         error = pc.coalesce(*errors) if errors else pa.nulls(len(positions), pa.string())  # the first step's error
@@ -144,10 +145,10 @@ class Run:
             columns["error"] = error
         return pa.table(columns)
 
-    def _cluster_datasets(self) -> list[ds.Dataset]:
-        """The cluster file of each dedup step that ran, in recipe order."""
+    def _cluster_datasets(self) -> list[_Clusters]:
+        """The cluster file of each dedup step that ran, in recipe order, its parts by shard."""
         paths = [self.store.part_path(s.id, CLUSTER_FILE) for s in self.recipe.steps if isinstance(s, DedupStep)]
-        return [ds.dataset(path, format="parquet") for path in paths if path.exists()]
+        return [_Clusters.open(path) for path in paths if path.exists()]
 
     def kept_rows(self) -> "PriorRows":
         """The kept samples' keys and stored columns, for deduplicating a new run against this one
@@ -297,6 +298,40 @@ class Run:
                 kept_keys.setdefault(reason, set()).add(entry["values"])
             counts[reason] += count
         return [(f"{r} (of {len(kept_keys[r])} kept sample(s))" if r in kept_keys else r, c) for r, c in counts.most_common(n)]
+
+
+_CLUSTER_COLUMNS = pa.schema([("pos", pa.int64()), ("dup_cluster", pa.int64()), ("dup_cluster_size", pa.int32())])
+
+
+@dataclass
+class _Clusters:
+    """One dedup step's cluster file: its parts by the shard each holds, told by the parts'
+    statistics (read once), so a shard's rows are one part read, not a scan of every part;
+    parts of many shards (one file, as earlier versions wrote) are scanned with a filter."""
+
+    by_shard: dict[str, list[ds.Fragment]]
+    mixed: list[ds.Fragment]
+
+    @classmethod
+    def open(cls, path: Path) -> "_Clusters":
+        by_shard: dict[str, list[ds.Fragment]] = {}
+        mixed = []
+        for fragment in ds.dataset(path, format="parquet").get_fragments():
+            fragment.ensure_complete_metadata()
+            stats = [rg.statistics.get("shard") for rg in fragment.row_groups if rg.num_rows]
+            urls = {(s["min"], s["max"]) for s in stats if s}
+            if len(urls) == 1 and all(stats) and len(set(next(iter(urls)))) == 1:
+                by_shard.setdefault(next(iter(urls))[0], []).append(fragment)
+            elif stats:
+                mixed.append(fragment)
+        return cls(by_shard, mixed)
+
+    def of(self, url: str) -> pa.Table:
+        """pos, dup_cluster and dup_cluster_size of the rows of shard ``url``."""
+        columns = _CLUSTER_COLUMNS.names
+        tables = [f.to_table(columns=columns) for f in self.by_shard.get(url, [])]
+        tables += [f.to_table(filter=pc.field("shard") == url, columns=columns) for f in self.mixed]
+        return pa.concat_tables([t.cast(_CLUSTER_COLUMNS) for t in tables]) if tables else _CLUSTER_COLUMNS.empty_table()
 
 
 def _at(table: pa.Table, positions: np.ndarray) -> pa.Table:
