@@ -19,16 +19,16 @@ from .engine import cluster
 from .engine.global_steps import GLOBAL_RUNNERS
 from .engine.keys import drop_repeated_keys
 from .engine.plan import GlobalPlan, Group, Plan, build_plan, digest, funnel_steps
+from .engine.reference import Reference, ReferenceRows, resolve_references
 from .engine.shard_task import GroupTask, run_group
 from .engine.state import RunState, ShardSummary, apply_drops, finish
 from .io.inputs import ShardRef, hash_identity, resolve_inputs
 from .io.output import assemble, index_json, plan_layout, write_piece, write_tasks
-from .recipe import AnnotateStep, Recipe
+from .recipe import AnnotateStep, DedupStep, Recipe
 from .steps import annotators
-from .steps.dedup import DedupReport, PriorRows
+from .steps.dedup import DedupReport
 from .steps.keep_top import KeepTopReport, format_keep_top
 from .store.runstore import INDEX, RunStore, atomic_write_bytes
-from .store.runview import open_run
 from .views.funnel import StepCount, format_dedup, format_failed, format_funnel, funnel_from_groups
 from .views.report import write_report
 
@@ -48,6 +48,8 @@ class CurateResult:
     shards: list[Path]
     computed: dict[str, int] = field(default_factory=dict)
     """Rows each annotate step computed in this call (0 where stored rows were reused)."""
+    reference_computed: dict[str, int] = field(default_factory=dict)
+    """Rows each annotate step computed over reference shards (``against``) in this call."""
     dedup: list[DedupReport] = field(default_factory=list)
     """Per dedup step: how many removed, how many clusters, the largest ones."""
     report: Path | None = None
@@ -120,8 +122,10 @@ def curate(
 
     Uses ``client`` if given, else joins ``scheduler``, else starts a LocalCluster of
     ``workers`` processes. Re-running the same call resumes and reuses stored annotations.
-    ``against`` names earlier run directories: samples duplicating their kept samples are
-    dropped (their stored columns are read, nothing is re-hashed).
+    ``against`` names reference sets for every dedup step (a step's own go in its ``against:``):
+    earlier run directories (their kept samples' stored columns are read, nothing is re-hashed)
+    or shards (paths, globs, URLs; the step's annotators run over them once, stored in
+    ``OUT/reference/``). A sample matching a reference item is dropped as ``matches_reference:KEY``.
 
     ``out`` is locked while the run writes (a second run raises :class:`~mmcurate.store.lock.RunLocked`);
     an ``out`` that contains an input or holds files but no run raises
@@ -138,12 +142,13 @@ def curate(
     """
     recipe = Recipe.resolve(recipe, overrides)
     shards = resolve_inputs([inputs] if isinstance(inputs, str) else list(inputs))
-    priors = [open_run(path).kept_rows() for path in against]
+    common = resolve_references(against)
+    own = {s.id: resolve_references(s.against) for s in recipe.steps if isinstance(s, DedupStep) and s.against}
     resolved = _prepare_annotators(recipe)
     plan = build_plan(recipe, resolved)
     store = RunStore(out)
     store.refuse_inputs_inside(s.url for s in shards)
-    identity = digest({"inputs": [s.url for s in shards], "recipe": recipe.to_dict(), "against": [p.source for p in priors]}, 32)
+    identity = digest({"inputs": [s.url for s in shards], "recipe": recipe.to_dict(), "against": [r.source for r in common]}, 32)
     describe = f"recipe {recipe.name!r} on {len(shards)} shard(s)"
     with store.lock():
         outputs = store.prepare(identity, describe, overwrite)
@@ -163,7 +168,7 @@ def curate(
         store.save_run_info(info)
 
         return _run(
-            store, info, plan, shards, priors, batch_size, quiet, gpus,
+            store, info, plan, shards, (common, own), batch_size, quiet, gpus,
             dict(scheduler=scheduler, workers=workers, threads_per_worker=threads_per_worker, client=client),
         )
 
@@ -173,7 +178,7 @@ def _run(
     info: dict[str, Any],
     plan: Plan,
     shards: list[ShardRef],
-    priors: list[PriorRows],
+    against: tuple[list[Reference], dict[str, list[Reference]]],
     batch_size: int,
     quiet: bool,
     gpus: int | None,
@@ -186,7 +191,8 @@ def _run(
     with cluster.connect(**connection, quiet=quiet, gpus=gpu_workers) as dask_client:
         shards, failed = _hash_unstamped(dask_client, shards, quiet)
         info["shard_identities"] = {s.url: s.identity for s in shards}
-        summaries, computed, reports = _decide(dask_client, plan, shards, store, batch_size, quiet, priors, failed)
+        references = ReferenceRows(dask_client, store.root, *against, recipe.modalities, batch_size, quiet)
+        summaries, computed, reports = _decide(dask_client, plan, shards, store, batch_size, quiet, references, failed)
         written = _write(dask_client, plan, shards, summaries, failed, store, quiet, info)
 
     counts = [summaries[s.url] for s in shards]
@@ -201,6 +207,7 @@ def _run(
         funnel=funnel_from_groups(groups, samples_in, funnel_steps(recipe)),
         shards=[store.shards_dir / w["url"] for w in written],
         computed=computed,
+        reference_computed=references.computed,
         dedup=[r for r in reports if isinstance(r, DedupReport)],
         top=[r for r in reports if isinstance(r, KeepTopReport)],
         failed=failed,
@@ -212,7 +219,7 @@ def _run(
         counts={"samples_in": samples_in, "kept": kept, "dropped": result.dropped},
         dedup=[asdict(r) for r in result.dedup],
         keep_top=[asdict(r) for r in result.top],
-        against=[p.source for p in priors],
+        against=[r.source for r in against[0]],
     )
     store.save_run_info(info)
     result.report = _write_report(store.root)
@@ -266,7 +273,7 @@ def _decide(
     store: RunStore,
     batch_size: int,
     quiet: bool,
-    priors: list[PriorRows],
+    references: ReferenceRows,
     failed: dict[str, str],
 ) -> tuple[dict[str, ShardSummary], dict[str, int], list[Any]]:
     """Run the plan's stages; a shard whose task still fails after its retries is added to
@@ -281,7 +288,7 @@ def _decide(
     for number, stage in enumerate(plan.stages, start=1):
         todo = [ref for ref in shards if ref.url not in failed]
         if isinstance(stage, GlobalPlan):
-            all_drops, report = GLOBAL_RUNNERS[type(stage.step)](client, store, stage, RunState(store, todo), todo, priors)
+            all_drops, report = GLOBAL_RUNNERS[type(stage.step)](client, store, stage, RunState(store, todo), todo, references.priors(stage))
             touched = [(ref, all_drops[ref.url]) for ref in todo if all_drops.get(ref.url)]
             done = cluster.map_tasks(client, functools.partial(apply_drops, str(store.root)), touched, f"record {stage.id}", lambda t: t[0].url, quiet)
             summaries.update((ref.url, summary) for (ref, _), summary in zip(touched, done))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
 import re
 import typing
 from dataclasses import dataclass, field
@@ -113,6 +114,9 @@ class DedupStep:
     id: str
     method: str
     config: Any
+    against: tuple[str, ...] = ()
+    """Reference sets for this step alone (besides ``--against``): earlier run directories or
+    shards; a sample matching a reference item is dropped as ``matches_reference:KEY``."""
 
     @property
     def keep(self) -> KeepPolicy:
@@ -125,7 +129,8 @@ class DedupStep:
         return cols + [c for c in self.keep.columns if c not in cols]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "dedup": self.method, **dataclasses.asdict(self.config)}
+        against = {"against": list(self.against)} if self.against else {}
+        return {"id": self.id, "dedup": self.method, **dataclasses.asdict(self.config), **against}
 
 
 @dataclass(frozen=True)
@@ -455,9 +460,10 @@ def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: Mappi
     if "blocklist" in raw:
         return _validate_blocklist(params, step_id, where, columns)
     method = str(params.pop("dedup"))
+    against = _references(params.pop("against", []), where)
     if method not in DEDUP_METHODS:
         raise RecipeError(f"{where}: field 'dedup': unknown method {method!r}; known: {', '.join(DEDUP_METHODS)}")
-    config = _build_config(DEDUP_METHODS[method], params, where, ("dedup", "id"))
+    config = _build_config(DEDUP_METHODS[method], params, where, ("dedup", "id", "against"))
     try:
         keep = KeepPolicy.parse(config.keep)
     except ValueError as exc:
@@ -471,7 +477,15 @@ def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: Mappi
                 option = {"mirror": "mirror: true", "variants": "rotate: [ANGLES]", "regions": "regions: true"}.get(name)
                 hint = f"; set {option} on the step that computes {config.column}" if option else ""
                 raise RecipeError(f"{where}: field {name!r}: column {col!r} is not produced by an earlier annotate step{hint}")
-    return DedupStep(id=step_id, method=method, config=config)
+    return DedupStep(id=step_id, method=method, config=config, against=against)
+
+
+def _references(raw: Any, where: str) -> tuple[str, ...]:
+    """``against:``: a path, glob or URL, or a list of them; local paths made absolute."""
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
+        raise RecipeError(f"{where}: field 'against': expected a run directory or shards (path, glob, URL), or a list of them, got {raw!r}")
+    return tuple(i if "://" in i else os.path.abspath(os.path.expanduser(i)) for i in items)
 
 
 def _validate_keep_top(params: dict[str, Any], step_id: str, where: str, columns: Mapping[str, pa.DataType]) -> KeepTopStep:
