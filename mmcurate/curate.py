@@ -23,7 +23,7 @@ from .engine.reference import Reference, ReferenceRows, resolve_references
 from .engine.shard_task import GroupTask, run_group
 from .engine.state import RunState, ShardSummary, apply_drops, finish
 from .io.inputs import ShardRef, hash_identity, resolve_inputs
-from .io.output import assemble, index_json, plan_layout, write_piece, write_tasks
+from .io.output import assemble, index_json, plan_layout, remove_order_files, shard_outputs, write_piece, write_tasks
 from .recipe import AnnotateStep, DedupStep, Recipe
 from .steps import annotators
 from .steps.dedup import DedupReport
@@ -338,12 +338,13 @@ def _write(
     todo = [ref for ref in shards if ref.url not in failed]
     summaries.update(drop_repeated_keys(client, root, todo, config.keys))
     total_kept = sum(summaries[ref.url].kept for ref in todo)
-    layout = client.submit(plan_layout, root, todo, config, total_kept, pure=False).result()
+    plans = tuple(plan.annotate_plans())
+    layout = client.submit(plan_layout, root, todo, config, total_kept, plans, pure=False).result()
     names = [s.name for s in layout]
     store.begin_outputs(info, names)
-    tasks = write_tasks(layout, root, tuple(plan.annotate_plans()), config)
+    tasks = write_tasks(layout, root, plans, config)
     if tasks:
-        cluster.map_tasks(client, write_piece, tasks, "write", lambda t: f"{t.shard.name} from {t.shard.segments[t.segment].ref.url}", quiet)
+        cluster.map_tasks(client, write_piece, tasks, "write", lambda t: t.label, quiet)
     written = [assemble(store, s) for s in layout]
     atomic_write_bytes(store.shards_dir / INDEX, index_json(plan.recipe.name, written))
     store.finish_outputs(info, names)
@@ -351,12 +352,17 @@ def _write(
     for shard in layout:
         for seg in shard.segments:
             outputs.setdefault(seg.ref.url, []).append((shard.name, seg.start, seg.stop))
-    records = [(ref, i, outputs.get(ref.url, []), ref.url in failed) for i, ref in enumerate(shards)]
+    ordered = config.order != "input"  # then each shard's outputs are read from the order files
+    records = [(ref, i, None if ordered else outputs.get(ref.url, []), ref.url in failed) for i, ref in enumerate(shards)]
     store.begin_decisions()
     cluster.map_tasks(client, functools.partial(_finish, root), records, "decisions", lambda r: r[0].url, quiet)
     store.write_decisions_index([ref.url for ref in shards], [ref.identity for ref in shards])
+    remove_order_files(store, config, layout, todo)
     return written
 
 
-def _finish(root: str, record: tuple[ShardRef, int, list[tuple[str, int, int]], bool]) -> None:
-    finish(RunStore(root), *record)
+def _finish(root: str, record: tuple[ShardRef, int, list[tuple[str, int, int]] | None, bool]) -> None:
+    ref, index, outputs, failed = record
+    if outputs is None:
+        outputs = [] if failed else shard_outputs(root, ref)
+    finish(RunStore(root), ref, index, outputs, failed)

@@ -176,6 +176,12 @@ class OutputConfig:
     """Output keys: ``keep`` the input keys (a key an earlier input shard already gave drops the
     later sample as ``duplicate_key_across_shards:SHARD``), or ``prefix_shard``: ``NAME/KEY``,
     NAME being the input shard's file name without ``.tar``."""
+    order: str = "input"
+    """The order samples are written in, across all output shards: ``input`` (input shard by
+    input shard, tar order), ``shuffle`` (one global permutation drawn from ``seed``), or
+    ``COLUMN asc`` / ``COLUMN desc`` (a stored annotation column; ties and nulls, last, in input order)."""
+    seed: int = 0
+    """Seed of ``order: shuffle``."""
 
     def __post_init__(self) -> None:
         for name in ("samples_per_shard", "max_shard_bytes", "shards"):
@@ -184,6 +190,15 @@ class OutputConfig:
                 raise ValueError(f"field {name!r}: expected a positive integer, got {value!r}")
         if self.keys not in OUTPUT_KEYS:
             raise ValueError(f"field 'keys': expected one of {', '.join(OUTPUT_KEYS)}, got {self.keys!r}")
+        words = self.order.split()
+        if words not in (["input"], ["shuffle"]) and not (len(words) == 2 and words[1] in ("asc", "desc")):
+            raise ValueError(f"field 'order': expected input, shuffle, or COLUMN asc|desc (e.g. 'clip_score desc'), got {self.order!r}")
+
+    @property
+    def sort(self) -> tuple[str, bool] | None:
+        """``(column, descending)`` for ``order: COLUMN asc|desc``, else None."""
+        words = self.order.split()
+        return (words[0], words[1] == "desc") if len(words) == 2 else None
 
 
 @dataclass(frozen=True)
@@ -377,6 +392,11 @@ def _validate(data: dict[str, Any], source: str) -> Recipe:
         steps.append(step)
     output = _build_config(OutputConfig, data.get("output") or {}, f"{source}: output")
     _check_file_name(output.prefix, f"{source}: output", "prefix")
+    if output.sort and _kind(columns.get(output.sort[0], pa.null())) not in ("number", "boolean", "string"):
+        raise RecipeError(
+            f"{source}: output: field 'order': column {output.sort[0]!r} is not a number, boolean or string column of an "
+            f"annotate step (available: {', '.join(c for c, t in sorted(columns.items()) if _kind(t) != 'other') or 'none'})"
+        )
     return Recipe(name=name, steps=tuple(steps), modalities=modalities, output=output, source=source)
 
 
