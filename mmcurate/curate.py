@@ -19,7 +19,7 @@ from .engine import cluster
 from .engine.global_steps import GLOBAL_RUNNERS
 from .engine.keys import drop_repeated_keys
 from .engine.plan import GlobalPlan, Group, Plan, build_plan, digest, funnel_steps
-from .engine.reference import Reference, ReferenceRows, resolve_references
+from .engine.reference import ReferenceRows, resolve_references
 from .engine.shard_task import GroupTask, run_group
 from .engine.state import RunState, ShardSummary, apply_drops, finish
 from .io.inputs import ShardRef, hash_identity, resolve_inputs
@@ -142,13 +142,13 @@ def curate(
     """
     recipe = Recipe.resolve(recipe, overrides)
     shards = resolve_inputs([inputs] if isinstance(inputs, str) else list(inputs))
-    common = resolve_references(against)
     own = {s.id: resolve_references(s.against) for s in recipe.steps if isinstance(s, DedupStep) and s.against}
+    references = ReferenceRows(out, resolve_references(against), own, recipe.modalities, batch_size, quiet)
     resolved = _prepare_annotators(recipe)
     plan = build_plan(recipe, resolved)
     store = RunStore(out)
     store.refuse_inputs_inside(s.url for s in shards)
-    identity = digest({"inputs": [s.url for s in shards], "recipe": recipe.to_dict(), "against": [r.source for r in common]}, 32)
+    identity = digest({"inputs": [s.url for s in shards], "recipe": recipe.to_dict(), "against": references.sources}, 32)
     describe = f"recipe {recipe.name!r} on {len(shards)} shard(s)"
     with store.lock():
         outputs = store.prepare(identity, describe, overwrite)
@@ -168,7 +168,7 @@ def curate(
         store.save_run_info(info)
 
         return _run(
-            store, info, plan, shards, (common, own), batch_size, quiet, gpus,
+            store, info, plan, shards, references, batch_size, quiet, gpus,
             dict(scheduler=scheduler, workers=workers, threads_per_worker=threads_per_worker, client=client),
         )
 
@@ -178,7 +178,7 @@ def _run(
     info: dict[str, Any],
     plan: Plan,
     shards: list[ShardRef],
-    against: tuple[list[Reference], dict[str, list[Reference]]],
+    references: ReferenceRows,
     batch_size: int,
     quiet: bool,
     gpus: int | None,
@@ -191,7 +191,6 @@ def _run(
     with cluster.connect(**connection, quiet=quiet, gpus=gpu_workers) as dask_client:
         shards, failed = _hash_unstamped(dask_client, shards, quiet)
         info["shard_identities"] = {s.url: s.identity for s in shards}
-        references = ReferenceRows(dask_client, store.root, *against, recipe.modalities, batch_size, quiet)
         summaries, computed, reports = _decide(dask_client, plan, shards, store, batch_size, quiet, references, failed)
         written = _write(dask_client, plan, shards, summaries, failed, store, quiet, info)
 
@@ -219,7 +218,7 @@ def _run(
         counts={"samples_in": samples_in, "kept": kept, "dropped": result.dropped},
         dedup=[asdict(r) for r in result.dedup],
         keep_top=[asdict(r) for r in result.top],
-        against=[r.source for r in against[0]],
+        against=references.sources,
     )
     store.save_run_info(info)
     result.report = _write_report(store.root)
@@ -288,7 +287,7 @@ def _decide(
     for number, stage in enumerate(plan.stages, start=1):
         todo = [ref for ref in shards if ref.url not in failed]
         if isinstance(stage, GlobalPlan):
-            all_drops, report = GLOBAL_RUNNERS[type(stage.step)](client, store, stage, RunState(store, todo), todo, references.priors(stage))
+            all_drops, report = GLOBAL_RUNNERS[type(stage.step)](client, store, stage, RunState(store, todo), todo, references.priors(client, stage))
             touched = [(ref, all_drops[ref.url]) for ref in todo if all_drops.get(ref.url)]
             done = cluster.map_tasks(client, functools.partial(apply_drops, str(store.root)), touched, f"record {stage.id}", lambda t: t[0].url, quiet)
             summaries.update((ref.url, summary) for (ref, _), summary in zip(touched, done))

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import fsspec
 from dask.distributed import Client
 
-from ..io.inputs import InputError, ShardRef, resolve_inputs
+from ..io.inputs import InputError, ShardRef, hash_identity, resolve_inputs
 from ..recipe import DedupStep
 from ..steps.dedup.results import PriorRows
 from ..store.runstore import RunStore
@@ -73,9 +73,8 @@ class ReferenceRows:
     """A dedup step's reference items: ``--against`` for every dedup step plus the step's own
     ``against:``; reference shards annotated (or read back) in ``OUT/reference/``."""
 
-    def __init__(self, client: Client, root: str | os.PathLike[str], common: Sequence[Reference],
-                 own: Mapping[str, Sequence[Reference]], modalities: Mapping[str, tuple[str, ...]], batch_size: int, quiet: bool):
-        self.client = client
+    def __init__(self, root: str | os.PathLike[str], common: Sequence[Reference], own: Mapping[str, Sequence[Reference]],
+                 modalities: Mapping[str, tuple[str, ...]], batch_size: int, quiet: bool):
         self.store = RunStore(Path(root) / REFERENCE_DIR)
         self.common = list(common)
         self.own = own
@@ -85,29 +84,42 @@ class ReferenceRows:
         self.computed: dict[str, int] = {}
         """Rows each annotate step computed over reference shards in this run."""
 
-    def priors(self, plan: GlobalPlan) -> list[PriorRows]:
+    @property
+    def sources(self) -> list[str]:
+        """The ``--against`` references (for every dedup step), as run.json records them."""
+        return [r.source for r in self.common]
+
+    def priors(self, client: Client, plan: GlobalPlan) -> list[PriorRows]:
         """The reference items ``plan`` (a dedup step) compares samples to; none for other steps."""
         if not isinstance(plan.step, DedupStep):
             return []
         found = []
         for ref in [*self.common, *self.own.get(plan.id, ())]:
-            found.append(ref.rows if ref.rows is not None else self._shard_rows(plan, ref))
+            found.append(ref.rows if ref.rows is not None else self._shard_rows(client, plan, ref))
         return found
 
-    def _shard_rows(self, plan: GlobalPlan, ref: Reference) -> PriorRows:
+    def _identified(self, client: Client, ref: Reference) -> list[ShardRef]:
+        """``ref``'s shards, those without a change marker (ETag, mtime...) with a hash of their
+        content in their identity, as inputs get, so a shard changed in place is annotated again."""
+        unstamped = [s for s in ref.shards if s.unstamped]
+        hashed = dict(zip(unstamped, cluster.map_tasks(client, hash_identity, unstamped, "hash reference shards", lambda s: s.url, self.quiet)))
+        return [hashed.get(s, s) for s in ref.shards]
+
+    def _shard_rows(self, client: Client, plan: GlobalPlan, ref: Reference) -> PriorRows:
         """The readable, annotated samples of ``ref``'s shards with ``plan``'s columns."""
-        steps = tuple(dict.fromkeys(plan.sources[c] for c in plan.columns))  # in recipe order, each once
+        steps = tuple(dict.fromkeys(plan.sources[c] for c in plan.columns))  # each once
         group = Group(steps)
-        tasks = [GroupTask(s, str(self.store.root), self.modalities, steps, True, group.batch_size(self.batch_size)) for s in ref.shards]
-        resources = group.resources if cluster.offers(self.client, group.resources) else None
+        shards = self._identified(client, ref)
+        tasks = [GroupTask(s, str(self.store.root), self.modalities, steps, True, group.batch_size(self.batch_size)) for s in shards]
+        resources = group.resources if cluster.offers(client, group.resources) else None
         label = f"reference {plan.id}: " + ", ".join(s.id for s in steps)
-        for result in cluster.map_tasks(self.client, run_group, tasks, label, lambda t: t.shard.url, self.quiet, resources):
+        for result in cluster.map_tasks(client, run_group, tasks, label, lambda t: t.shard.url, self.quiet, resources):
             for step_id, n in result.computed.items():
                 self.computed[step_id] = self.computed.get(step_id, 0) + n
-        specs = shard_specs(self.store, plan, RunState(self.store, list(ref.shards)), list(ref.shards), 0)
+        specs = shard_specs(self.store, plan, RunState(self.store, shards), shards, 0)
         keys: list[str] = []
         columns: dict[str, list[Any]] = {c: [] for c in plan.columns}
-        for rows in self.client.gather(self.client.map(read_rows, specs, pure=False)):
+        for rows in client.gather(client.map(read_rows, specs, pure=False)):
             keys += rows.keys
             for c in plan.columns:
                 columns[c] += rows.columns[c]
