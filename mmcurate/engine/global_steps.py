@@ -627,15 +627,16 @@ def run_prune(
     return drops, report
 
 
-def _reference_labels(paths: tuple[str, ...], column: str, centroids: np.ndarray) -> tuple[np.ndarray, int]:
-    """The pool clusters nearest to the kept samples of the reference runs, and how many there are."""
+def _reference(paths: tuple[str, ...], column: str) -> np.ndarray:
+    """The unit embeddings of the reference runs' kept samples (read in the driver, which knows
+    the annotators those runs' recipes name, as for ``--against``)."""
     values: list[Any] = []
     for path in paths:
         kept = open_run(path).kept_rows()
         if column not in kept.columns:
             raise ValueError(f"target reference {path}: its kept samples have no {column!r} column; embed them with the same annotate step")
         values += [v for v in kept.columns[column] if v is not None]
-    return target.target_labels(values, centroids), len(values)
+    return unit_rows(values) if values else np.empty((0, 0), np.float32)
 
 
 def run_target(
@@ -649,7 +650,8 @@ def run_target(
         return {}, target.TargetReport(plan.id, step.column, 0, 0, 0, 0, 0)
     k = target.target_clusters(n, config.clusters)
     assigned, centroids = _clustered(client, rows, step.column, k, config.fit_sample, n, config.seed)
-    picked = client.persist(dask.delayed(_reference_labels)(config.reference, step.column, centroids))
+    [reference] = client.scatter([_reference(config.reference, step.column)])
+    picked = client.persist(dask.delayed(lambda ref, c: (target.target_labels(ref, c), len(ref)))(reference, centroids))
 
     def drops_of(a: tuple[ShardRows, np.ndarray, np.ndarray], picked: tuple[np.ndarray, int]) -> tuple[str, ShardDrops]:
         r, labels, _ = a
