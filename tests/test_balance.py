@@ -105,3 +105,8 @@ def test_bad_balance_steps_are_refused():
         load({"balance": "concept_count"})
     assert load({"balance": "concepts"}).steps[1].id == "balance_concepts"
     assert np.isclose(load({"balance": "concepts"}).steps[1].config.max_per_entry, 20_000)
+
+
+def test_shipped_balanced_recipe_loads():
+    recipe = mmcurate.Recipe.load("metaclip-balanced")
+    assert recipe.step("balance_concepts").config == BalanceConfig(max_per_entry=20_000, unmatched="drop", seed=0)

@@ -159,3 +159,10 @@ def test_bad_prune_and_target_steps_are_refused(tmp_path):
         load({"prune": "dbp", "column": "emb"})
     with pytest.raises(mmcurate.RecipeError, match="not an mmcurate run directory"):
         load({"target": "emb", "reference": str(tmp_path)})
+
+
+def test_shipped_embedding_recipes_load(tmp_path):
+    (tmp_path / "run.json").write_text("{}")
+    recipe = mmcurate.Recipe.load("datacomp-image-based", [f"target_image_embedding.reference={tmp_path}"])
+    assert recipe.step("target_image_embedding").config.reference == (str(tmp_path),)
+    assert mmcurate.Recipe.load("clip-l14-embed").step("clip_score").config.embeddings
