@@ -24,7 +24,7 @@ import numpy as np
 from .dedup.compute import assign_clusters, fit_centroids, unit_rows
 
 __all__ = [
-    "DensityConfig", "PruneReport", "REASON", "assign", "cluster_probabilities", "cluster_sums", "density_clusters", "fit",
+    "DensityConfig", "PruneReport", "REASON", "assign", "cluster_cuts", "cluster_probabilities", "cluster_sums", "density_clusters", "fit",
     "format_prune", "inter_distances", "keep_count", "keep_farthest", "plan_quotas", "prune_density", "quotas", "threshold",
 ]
 
@@ -162,6 +162,14 @@ def keep_farthest(dist: np.ndarray, rows: np.ndarray, cut_dist: np.ndarray, cut_
     return (dist > cut_dist) | ((dist == cut_dist) & (rows <= cut_row))
 
 
+def cluster_cuts(labels: np.ndarray, dist: np.ndarray, rows: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Every cluster's :func:`threshold` (a ``(k, 2)`` array) for rows held in one place."""
+    order = np.argsort(labels, kind="stable")
+    bounds = np.searchsorted(labels[order], np.arange(len(x) + 1))
+    cuts = [threshold(dist[order[a:b]], rows[order[a:b]], int(q)) for a, b, q in zip(bounds[:-1], bounds[1:], x)]
+    return np.array(cuts, dtype=np.float64).reshape(-1, 2)
+
+
 def cluster_sums(labels: np.ndarray, dist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per cluster its member count and the sum of their distances (summed over shards)."""
     return np.bincount(labels, minlength=k), np.bincount(labels, weights=dist, minlength=k)
@@ -186,7 +194,7 @@ def prune_density(values: Any, config: DensityConfig) -> tuple[np.ndarray, np.nd
     sizes, sums = cluster_sums(labels, dist, len(centroids))
     x, _, _ = plan_quotas(sizes, sums, centroids, keep_count(n, config.keep_fraction))
     rows = np.arange(n)
-    cuts = np.array([threshold(dist[labels == j], rows[labels == j], int(x[j])) for j in range(len(x))]).reshape(-1, 2)
+    cuts = cluster_cuts(labels, dist, rows, x)
     return keep_farthest(dist, rows, cuts[labels, 0], cuts[labels, 1]), labels, x
 
 
