@@ -121,6 +121,7 @@ def test_prune_through_the_engine_matches_the_single_process_result(tmp_path, cl
     assert (report.samples_in, report.kept, report.clusters) == (320, 160, 4)
     assert sorted(report.sizes_before) == [40, 40, 120, 120] and report.sizes_after == x.tolist()
     assert "density pruning of emb in 4 clusters kept 160 of 320" in result.summary()
+    assert "density pruning of emb in 4 clusters kept 160 of 320" in result.report.read_text()
 
     again = mmcurate.curate(shards, recipe, tmp_path / "run", client=client, quiet=True, overwrite=True,
                             overrides=["prune_density.keep_fraction=0.75"])
