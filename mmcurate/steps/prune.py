@@ -24,7 +24,7 @@ import numpy as np
 from .dedup.compute import assign_clusters, fit_centroids, unit_rows
 
 __all__ = [
-    "DensityConfig", "PruneReport", "REASON", "assign", "cluster_cuts", "cluster_probabilities", "cluster_sums", "density_clusters", "fit",
+    "DensityConfig", "PruneReport", "REASON", "assign", "check_clustering", "cluster_cuts", "cluster_probabilities", "cluster_sums", "density_clusters", "fit",
     "format_prune", "inter_distances", "keep_count", "keep_farthest", "plan_quotas", "prune_density", "quotas", "threshold",
 ]
 
@@ -33,6 +33,14 @@ TEMPERATURE = 0.5
 NEIGHBOURS = 20
 MAX_CLUSTERS = 500
 """The rule of thumb's cap: DBP's k for LAION-scale pools."""
+
+
+def check_clustering(clusters: int, fit_sample: int) -> None:
+    """The k-means settings of a step's config (``ValueError`` naming the field)."""
+    if clusters < 0:
+        raise ValueError(f"field 'clusters': expected 0 (a rule of thumb) or a positive number, got {clusters!r}")
+    if fit_sample < 1:
+        raise ValueError(f"field 'fit_sample': expected a positive integer, got {fit_sample!r}")
 
 
 @dataclass(frozen=True)
@@ -49,10 +57,7 @@ class DensityConfig:
     def __post_init__(self) -> None:
         if not 0 < self.keep_fraction <= 1:
             raise ValueError(f"field 'keep_fraction': expected a number in (0, 1], got {self.keep_fraction!r}")
-        if self.clusters < 0:
-            raise ValueError(f"field 'clusters': expected 0 (a rule of thumb) or a positive number, got {self.clusters!r}")
-        if self.fit_sample < 1:
-            raise ValueError(f"field 'fit_sample': expected a positive integer, got {self.fit_sample!r}")
+        check_clustering(self.clusters, self.fit_sample)
 
 
 @dataclass

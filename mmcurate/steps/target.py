@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .dedup.compute import unit_rows
-from .prune import assign, fit
+from .prune import assign, check_clustering, fit
 
 __all__ = ["REASON", "TargetConfig", "TargetReport", "format_target", "target_clusters", "target_keep", "target_labels"]
 
@@ -39,10 +39,7 @@ class TargetConfig:
     def __post_init__(self) -> None:
         if not self.reference:
             raise ValueError("field 'reference': expected one or more earlier run directories (embedded with the same annotate step)")
-        if self.clusters < 0:
-            raise ValueError(f"field 'clusters': expected 0 (a rule of thumb) or a positive number, got {self.clusters!r}")
-        if self.fit_sample < 1:
-            raise ValueError(f"field 'fit_sample': expected a positive integer, got {self.fit_sample!r}")
+        check_clustering(self.clusters, self.fit_sample)
 
 
 @dataclass
