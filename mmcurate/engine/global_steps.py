@@ -564,19 +564,27 @@ def run_balance(
 
 
 def _embeddings(r: ShardRows, column: str) -> np.ndarray:
-    """The shard's unit embeddings; a sample without one is an error naming it."""
+    """The shard's unit embeddings; a sample without one (or of another length) is an error naming it."""
     values = r.columns[column]
-    missing = next((i for i, v in enumerate(values) if v is None), None)
-    if missing is not None:
-        raise ValueError(f"{r.url}: sample {r.keys[missing]}: no {column} value to cluster")
-    return unit_rows(values) if values else np.empty((0, 0), np.float32)
+    size = len(values[0] or ())
+    bad = next((i for i, v in enumerate(values) if v is None or len(v) != size or not size), None)
+    if bad is not None:
+        what = "missing" if values[bad] is None else f"{len(values[bad])} numbers long"
+        raise ValueError(f"{r.url}: sample {r.keys[bad]}: {column} is {what}; a step clustering it needs vectors of one length ({size or 'not 0'})")
+    return unit_rows(values)
 
 
-def _clustered(client: Client, rows: db.Bag, column: str, k: int, fit_sample: int, n: int, seed: int) -> tuple[db.Bag, Any]:
+def _clustered(client: Client, specs: list[ShardSpec], column: str, k: int, fit_sample: int, n: int, seed: int) -> tuple[db.Bag, Any]:
     """Spherical k-means over ``column``, fitted on every m-th row (at most ``fit_sample``):
-    a persisted bag of (rows, cluster, distance to centroid) per shard, and the centroids (delayed)."""
+    a persisted bag of (rows without columns, cluster, distance to centroid) per shard, and the
+    centroids (delayed). Each shard's embeddings stay on its worker as one float32 array."""
     every = max(1, math.ceil(n / fit_sample))
-    emb = client.persist(_each(rows, lambda r: (r, _embeddings(r, column))))
+
+    def load(spec: ShardSpec) -> tuple[ShardRows, np.ndarray]:
+        r = read_rows(spec)
+        return replace(r, columns={}), _embeddings(r, column)
+
+    emb = client.persist(_each(db.from_sequence(specs, npartitions=len(specs)), load))
     sample = _each(emb, lambda e: e[1][e[0].rows % every == 0])
     centroids = client.persist(dask.delayed(lambda parts: prune.fit(np.concatenate([a for p in parts for a in p if len(a)]), k, seed))(sample.to_delayed()))
     return client.persist(_each(emb, lambda e, c: (e[0], *prune.assign(e[1], c)), centroids)), centroids
@@ -589,10 +597,11 @@ def run_prune(
     driver, each partly kept cluster's cut from one task, then each shard's drops."""
     step: PruneStep = plan.step
     config = step.config
-    rows, specs, _, n = _read(client, store, plan, ledger, shards, [])
+    specs = shard_specs(store, plan, ledger, shards, 0)
+    n = sum(len(s.alive) for s in specs)
     if n == 0:
         return {}, prune.PruneReport(plan.id, config.column, config.keep_fraction, 0, 0, 0)
-    assigned, centroids = _clustered(client, rows, config.column, prune.density_clusters(n, config.clusters), config.fit_sample, n, config.seed)
+    assigned, centroids = _clustered(client, specs, config.column, prune.density_clusters(n, config.clusters), config.fit_sample, n, config.seed)
     centres = _compute(client, centroids)
     k = len(centres)
     sums = _compute(client, _each(assigned, lambda a: prune.cluster_sums(a[1], a[2], k)))
@@ -645,11 +654,12 @@ def run_target(
     """Keep the samples in pool clusters some reference item is nearest to."""
     step: TargetStep = plan.step
     config = step.config
-    rows, specs, _, n = _read(client, store, plan, ledger, shards, [])
+    specs = shard_specs(store, plan, ledger, shards, 0)
+    n = sum(len(s.alive) for s in specs)
     if n == 0:
         return {}, target.TargetReport(plan.id, step.column, 0, 0, 0, 0, 0)
     k = target.target_clusters(n, config.clusters)
-    assigned, centroids = _clustered(client, rows, step.column, k, config.fit_sample, n, config.seed)
+    assigned, centroids = _clustered(client, specs, step.column, k, config.fit_sample, n, config.seed)
     [reference] = client.scatter([_reference(config.reference, step.column)])
     picked = client.persist(dask.delayed(lambda ref, c: (target.target_labels(ref, c), len(ref)))(reference, centroids))
 
