@@ -15,6 +15,7 @@ import pytest
 
 import mmcurate
 from conftest import image_bytes, make_shard
+from mmcurate.cli import main
 from mmcurate.steps.balance import BalanceConfig, balance_reasons, entry_counts, keep_probability, uniform
 
 
@@ -59,7 +60,7 @@ def _shards(tmp_path, captions: list[str], per_shard: int = 60) -> list[str]:
     return paths
 
 
-def test_balance_through_the_engine(tmp_path, client):
+def test_balance_through_the_engine(tmp_path, client, capsys):
     entries = tmp_path / "entries.txt"
     entries.write_text("dog\ncat\nelephant\nzebra\nhot dog\n")
     captions = ["A dog on grass."] * 100 + ["my cat, asleep"] * 40 + ["An elephant!"] * 6 + ["zebra crossing"] * 3 + ["a hot dog"] * 2 + ["nothing here"] * 4
@@ -85,6 +86,8 @@ def test_balance_through_the_engine(tmp_path, client):
     (report,) = result.reports
     assert (report.samples_in, report.entries, report.capped, report.head[0]) == (len(captions), 5, 2, ("dog", 102))
     assert "balanced concepts at 10 per entry" in result.summary()
+    capsys.readouterr()
+    assert main(["inspect", str(result.out)]) == 0 and "balanced concepts at 10 per entry" in capsys.readouterr().out
 
     again = mmcurate.curate(shards, recipe, tmp_path / "run", client=client, quiet=True, overwrite=True)
     assert pq.read_table(again.decisions_path).to_pylist() == rows  # identical on rerun
