@@ -144,6 +144,8 @@ def test_target_keeps_the_pool_clusters_nearest_to_the_reference(tmp_path, clien
     assert [d[f"p{i:04d}"]["kept"] for i in range(160)] == on_target
     assert {r["reason"] for r in d.values() if not r["kept"]} == {"off_target"}
     assert target_keep(pool, reference, TargetConfig(reference=("x",), clusters=4)).tolist() == on_target
+    with pytest.raises(ValueError, match="reference embeddings have 3 dimensions and the pool's 8"):
+        target_keep(pool, reference[:, :3], TargetConfig(reference=("x",), clusters=4))
     (report,) = result.reports
     assert (report.kept, report.clusters, report.target_clusters, report.reference_items) == (80, 4, 2, 12)
 

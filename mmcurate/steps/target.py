@@ -64,7 +64,10 @@ def target_labels(reference: Any, centroids: np.ndarray) -> np.ndarray:
     """The distinct pool clusters nearest to the reference items."""
     if not len(reference):
         return np.empty(0, dtype=np.int64)
-    return np.unique(assign(unit_rows(reference), centroids)[0])
+    emb = unit_rows(reference)
+    if emb.shape[1] != centroids.shape[1]:
+        raise ValueError(f"the reference embeddings have {emb.shape[1]} dimensions and the pool's {centroids.shape[1]}: embed both with the same annotate step")
+    return np.unique(assign(emb, centroids)[0])
 
 
 def target_keep(values: Any, reference: Any, config: TargetConfig) -> np.ndarray:
