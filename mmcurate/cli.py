@@ -13,11 +13,11 @@ from .steps import annotators
 from .curate import curate
 from .steps.annotators import AnnotatorUnavailable
 from .engine.cluster import ClusterError, TaskFailed
-from .views.funnel import format_dedup, format_failed, format_funnel
+from .views.funnel import format_dedup, format_failed, format_funnel, format_global
 from .io.inputs import InputError
 from .steps.keep_top import format_keep_top
 from .store.lock import RunLocked
-from .recipe import RecipeError, recipe_dirs
+from .recipe import STEP_KINDS, RecipeError, recipe_dirs
 from .views.report import ReportOptions, write_report
 from .store.runview import Run, open_run
 from .store.runstore import RunConflict
@@ -148,6 +148,8 @@ def _inspect(args: argparse.Namespace) -> int:
         print("\n" + format_dedup(report))
     for report in run.info.get("keep_top", []):
         print("\n" + format_keep_top(report))
+    for report in run.info.get("global_steps", []):
+        print("\n" + format_global(report))
     reasons = run.top_reasons(args.top)
     if reasons:
         print("\ntop drop reasons:")
@@ -192,6 +194,7 @@ def _annotators(_: argparse.Namespace) -> int:
         except (TypeError, ValueError):  # a plugin whose config has required fields
             columns = "(depend on the step's settings)"
         print(f"{name:<20} {annotators.origin(name)}\n{'':<20} columns: {columns}")
+    print(f"\nstep kinds: {', '.join(STEP_KINDS)} (annotate runs the annotators above; see the README)")
     return 0
 
 

@@ -29,7 +29,7 @@ from .steps import annotators
 from .steps.dedup import DedupReport
 from .steps.keep_top import KeepTopReport, format_keep_top
 from .store.runstore import INDEX, RunStore, atomic_write_bytes
-from .views.funnel import StepCount, format_dedup, format_failed, format_funnel, funnel_from_groups
+from .views.funnel import StepCount, format_dedup, format_failed, format_funnel, format_global, funnel_from_groups
 from .views.report import write_report
 
 __all__ = ["CurateResult", "curate"]
@@ -61,6 +61,8 @@ class CurateResult:
     samples are in no count; the run is incomplete and re-running it retries only them."""
     shards_in: int = 0
     """Input shards given (read or failed)."""
+    reports: list[Any] = field(default_factory=list)
+    """Per balance, prune and target step its report (prune: cluster sizes before and after)."""
 
     @property
     def complete(self) -> bool:
@@ -79,6 +81,7 @@ class CurateResult:
             + format_funnel(self.funnel)
             + "".join("\n" + format_dedup(asdict(r)) for r in self.dedup)
             + "".join("\n" + format_keep_top(asdict(r)) for r in self.top)
+            + "".join("\n" + format_global(asdict(r)) for r in self.reports)
             + (f"\nreport: {self.report}" if self.report else "")
             + ("\n" + format_failed(self.failed, self.shards_in) if self.failed else "")
         )
@@ -211,6 +214,7 @@ def _run(
         top=[r for r in reports if isinstance(r, KeepTopReport)],
         failed=failed,
         shards_in=len(shards),
+        reports=[r for r in reports if not isinstance(r, (DedupReport, KeepTopReport))],
     )
     info.update(
         status="complete" if result.complete else "incomplete",
@@ -218,6 +222,7 @@ def _run(
         counts={"samples_in": samples_in, "kept": kept, "dropped": result.dropped},
         dedup=[asdict(r) for r in result.dedup],
         keep_top=[asdict(r) for r in result.top],
+        global_steps=[asdict(r) for r in result.reports],
         against=references.sources,
     )
     store.save_run_info(info)
