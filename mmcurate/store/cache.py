@@ -45,7 +45,7 @@ class NotACache(ValueError):
 
 def resolve_cache(cache: str | os.PathLike[str] | None) -> str | None:
     """The cache folder a run uses: ``cache``, else ``$MMCURATE_CACHE``, else none (absolute)."""
-    chosen = os.fspath(cache) if cache is not None else os.environ.get(CACHE_ENV, "")
+    chosen = os.path.expanduser(os.fspath(cache) if cache is not None else os.environ.get(CACHE_ENV, ""))
     return os.path.abspath(chosen) if chosen else None
 
 
