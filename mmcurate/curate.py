@@ -399,7 +399,7 @@ def _write(
         atomic_write_bytes(store.shards_dir / INDEX, index_json(plan.recipe.name, written))
         store.finish_outputs(info, names)
         work.timed("write", started)
-    started = time.perf_counter()
+        started = time.perf_counter()
     outputs: dict[str, list[tuple[str, int, int]]] = {}
     for shard in layout:
         for seg in shard.segments:
