@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 
@@ -134,8 +135,6 @@ def test_cache_ls_du_and_prune_delete_only_cache_parts(tmp_path, client, capsys)
     assert "4 part(s)  total" in capsys.readouterr().out
 
     # "gone" hashed 4 samples where "keep" had 3: the 4-row part now in the cache is held only by "gone"
-    import shutil
-
     shutil.rmtree(tmp_path / "gone")
     assert main(["cache", "prune", str(cache), "--unreferenced"]) == 0
     assert "deleted 1 part(s)" in capsys.readouterr().out
@@ -171,3 +170,13 @@ def test_the_command_line_dry_runs_shares_a_cache_and_says_what_it_reused(tmp_pa
     said = capsys.readouterr().out
     assert "1 output shard(s)" in said and "image_info 0 computed, 6 reused; caption_info 0 computed, 6 reused; sha256 0 computed, 4 reused" in said
     assert "time: image_info, caption_info, image_size, caption, sha256 " in said
+
+
+def test_a_cache_that_cannot_take_a_part_never_fails_the_run(tmp_path, client, caplog):
+    shards, cache = _shards(tmp_path, 1), tmp_path / "cache"
+    mmcurate.curate(shards, "default", tmp_path / "a", client=client, quiet=True, cache=cache)
+    shutil.rmtree(cache / "sha256")
+    (cache / "sha256").write_text("not a folder")  # the cache cannot store sha256 parts
+    looser = mmcurate.curate(shards, "default", tmp_path / "b", client=client, quiet=True, cache=cache, overrides=["image_size.expr=width >= 40"])
+    assert looser.computed == {"image_info": 0, "caption_info": 0, "sha256": 6} and looser.kept == 6 and looser.complete
+    assert (cache / "sha256").read_text() == "not a folder"

@@ -175,7 +175,7 @@ class _Decider:
 
     def _from_cache(self, step: AnnotatePlan, rows: dict[int, Row]) -> None:
         """Add the cache's rows of ``step`` that the run's part lacks (another run computed them)."""
-        if self.cache is None or step.id in self.looked:
+        if self.cache is None or step.id in self.looked or not self.cache.has(step.step.annotator, step.part_name(self.task.shard)):
             return
         self.looked.add(step.id)
         cached = self.store.read_rows(self.cache.path(step.step.annotator, step.part_name(self.task.shard)))

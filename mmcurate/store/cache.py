@@ -21,6 +21,7 @@ whose link count is 1 is held by no run directory on this filesystem (``prune --
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -34,6 +35,7 @@ __all__ = ["CACHE_ENV", "CachedPart", "NotACache", "PartCache", "resolve_cache"]
 
 CACHE_ENV = "MMCURATE_CACHE"
 """Environment variable naming the default cache folder (none when unset or empty)."""
+_log = logging.getLogger("mmcurate")
 TAG = "CACHEDIR.TAG"
 _TAG_TEXT = b"Signature: 8a477f597d28d172789f06886806bc55\n# An mmcurate annotation cache (https://bford.info/cachedir/)\n"
 _PART = re.compile(r"[^/]+-[0-9a-f]{16}\.parquet")
@@ -75,11 +77,14 @@ class PartCache:
     def path(self, kind: str, name: str) -> Path:
         return self.root / kind / name
 
+    def has(self, kind: str, name: str) -> bool:
+        return self.path(kind, name).is_file()
+
     def take(self, kind: str, name: str, target: Path) -> bool:
         """Link the cached part ``kind/name`` to ``target`` (a part of a run) when the run lacks
         it; True if it did. Its time of last use is now."""
         source = self.path(kind, name)
-        if target.exists() or not source.exists():
+        if target.exists() or not source.is_file():
             return False
         try:
             atomic_link(source, target)
@@ -90,13 +95,18 @@ class PartCache:
 
     def publish(self, kind: str, name: str, source: Path, replace: bool = True) -> None:
         """Make the run's part ``source`` the cached ``kind/name`` (atomic; the last publisher
-        stays); with ``replace`` False, only if the cache lacks it."""
+        stays); with ``replace`` False, only if the cache lacks it. A cache that cannot be
+        written (read-only, full) is a warning: the run has its own part."""
         target = self.path(kind, name)
-        if not source.exists() or _same_file(source, target) or (not replace and target.exists()):
+        try:
+            if not source.exists() or _same_file(source, target) or (not replace and target.exists()):
+                return
+            if not (self.root / TAG).exists():
+                atomic_write_bytes(self.root / TAG, _TAG_TEXT)
+            atomic_link(source, target)
+        except OSError as exc:
+            _log.warning("mmcurate: warning: %s: not added to the cache (%s)", target, exc.strerror or exc)
             return
-        if not (self.root / TAG).exists():
-            atomic_write_bytes(self.root / TAG, _TAG_TEXT)
-        atomic_link(source, target)
         _touch(target)
 
     def parts(self) -> Iterator[CachedPart]:
@@ -137,7 +147,7 @@ class PartCache:
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return False
 
 
