@@ -161,9 +161,11 @@ class _Decider:
         self.pixels = reads_pixels(task.steps)
         self.paths = {p.id: store.part_path(p.id, p.part_name(task.shard)) for p in self.annotates}
         self.cache = PartCache(task.cache) if task.cache else None
+        self.cached = {p.id: (p.step.annotator, p.part_name(task.shard)) for p in self.annotates}
+        """Each step's part in the cache: (kind, name)."""
         if self.cache:
             for p in self.annotates:
-                self.cache.take(p.step.annotator, p.part_name(task.shard), self.paths[p.id])
+                self.cache.take(*self.cached[p.id], self.paths[p.id])
         self.store = store
         self.stored = {p.id: store.read_rows(self.paths[p.id]) for p in self.annotates}
         self.new: dict[str, dict[int, Row]] = {p.id: {} for p in self.annotates}
@@ -175,10 +177,10 @@ class _Decider:
 
     def _from_cache(self, step: AnnotatePlan, rows: dict[int, Row]) -> None:
         """Add the cache's rows of ``step`` that the run's part lacks (another run computed them)."""
-        if self.cache is None or step.id in self.looked or not self.cache.has(step.step.annotator, step.part_name(self.task.shard)):
+        if self.cache is None or step.id in self.looked or not self.cache.has(*self.cached[step.id]):
             return
         self.looked.add(step.id)
-        cached = self.store.read_rows(self.cache.path(step.step.annotator, step.part_name(self.task.shard)))
+        cached = self.store.read_rows(self.cache.path(*self.cached[step.id]))
         for pos in cached.keys() - rows.keys():
             rows[pos] = cached[pos]
             self.merged.add(step.id)
@@ -213,7 +215,7 @@ class _Decider:
                 positions = sorted(rows)
                 store.write_rows(self.paths[plan.id], positions, [entries[p].key for p in positions], [rows[p] for p in positions], plan.columns)
             if self.cache:
-                self.cache.publish(plan.step.annotator, plan.part_name(self.task.shard), self.paths[plan.id], replace=changed)
+                self.cache.publish(*self.cached[plan.id], self.paths[plan.id], replace=changed)
         return computed
 
 
