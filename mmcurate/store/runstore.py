@@ -121,9 +121,11 @@ class RunStore:
     def read_part_if_readable(self, path: Path) -> pa.Table | None:
         """The stored part at ``path``; None when it does not exist or cannot be read (left
         damaged by a crash or a full disk), so the caller recomputes it. An unreadable part is
-        logged as a warning naming it and the error."""
+        logged as a warning naming it and the error. It is read from one open file, so a part
+        replaced meanwhile (in a shared cache) reads whole, old or new."""
         try:
-            return pq.read_table(path)
+            with pa.OSFile(str(path)) as fh:
+                return pq.read_table(fh)
         except FileNotFoundError:
             return None
         except (OSError, pa.ArrowException) as exc:

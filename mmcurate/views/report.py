@@ -81,7 +81,8 @@ def build_report(run: Run, options: ReportOptions = ReportOptions()) -> str:
         f'<p class="sum">{samples} samples in, <b style="color:{KEPT_COLOR}">{kept} kept</b>, '
         f'<b style="color:{DROPPED_COLOR}">{samples - kept} dropped</b>; status {escape(str(info.get("status")))}; '
         f"recipe <code>{escape(run.recipe.name)}</code> ({escape(str(info.get('recipe_source', '')))}); "
-        f"{len(info.get('inputs', []))} input shard(s); output in <code>{escape(str(run.root / 'shards'))}</code></p>",
+        f"{len(info.get('inputs', []))} input shard(s); "
+        + (f"output in <code>{escape(str(run.root / 'shards'))}</code></p>" if info.get("status") != "dry-run" else "dry run: no output shards written</p>"),
         _nav(),
         _funnel_section(run),
         _global_steps_section(run),
