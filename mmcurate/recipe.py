@@ -9,34 +9,42 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
 import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
 import pyarrow as pa
 import yaml
 
 from .steps import annotators
+from .steps.balance import BalanceConfig
 from .steps.blocklist import METHODS as BLOCKLIST_METHODS
 from .steps.blocklist import index_for, read_list
 from .decode.image import DEFAULT_IMAGE_EXTENSIONS, image_formats
 from .steps.dedup.config import METHODS as DEDUP_METHODS
 from .steps.dedup.config import KeepPolicy
 from .steps.expr import Expr, ExprError
+from .steps.prune import DensityConfig
+from .steps.target import TargetConfig
 
 __all__ = [
     "AnnotateStep",
+    "BalanceStep",
     "BlocklistStep",
     "DedupStep",
     "FilterStep",
     "GlobalStep",
     "KeepTopStep",
     "OutputConfig",
+    "PruneStep",
     "Recipe",
     "RecipeError",
+    "STEP_KINDS",
     "Step",
+    "TargetStep",
     "recipe_dirs",
 ]
 
@@ -113,6 +121,9 @@ class DedupStep:
     id: str
     method: str
     config: Any
+    against: tuple[str, ...] = ()
+    """Reference sets for this step alone (besides ``--against``): earlier run directories or
+    shards; a sample matching a reference item is dropped as ``matches_reference:KEY``."""
 
     @property
     def keep(self) -> KeepPolicy:
@@ -125,7 +136,8 @@ class DedupStep:
         return cols + [c for c in self.keep.columns if c not in cols]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "dedup": self.method, **dataclasses.asdict(self.config)}
+        against = {"against": list(self.against)} if self.against else {}
+        return {"id": self.id, "dedup": self.method, **dataclasses.asdict(self.config), **against}
 
 
 @dataclass(frozen=True)
@@ -145,10 +157,62 @@ class KeepTopStep:
         return {"id": self.id, "keep_top": self.column, "fraction": self.fraction}
 
 
-GlobalStep = Union[DedupStep, KeepTopStep]
+@dataclass(frozen=True)
+class BalanceStep:
+    """Global step: MetaCLIP balancing over the entries in list column ``column`` (``concepts``);
+    see :mod:`mmcurate.steps.balance`."""
+
+    id: str
+    column: str
+    config: BalanceConfig
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.column]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "balance": self.column, **dataclasses.asdict(self.config)}
+
+
+@dataclass(frozen=True)
+class PruneStep:
+    """Global step: ``density`` pruning (DBP) over an embedding column; see :mod:`mmcurate.steps.prune`."""
+
+    id: str
+    method: str
+    config: DensityConfig
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.config.column]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "prune": self.method, **dataclasses.asdict(self.config)}
+
+
+@dataclass(frozen=True)
+class TargetStep:
+    """Global step: keep samples whose nearest ``column`` centroid is the nearest of some item of
+    the reference runs; see :mod:`mmcurate.steps.target`."""
+
+    id: str
+    column: str
+    config: TargetConfig
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.column]
+
+    def to_dict(self) -> dict[str, Any]:
+        config = dataclasses.asdict(self.config)
+        return {"id": self.id, "target": self.column, **config, "reference": list(self.config.reference)}
+
+
+GlobalStep = Union[DedupStep, KeepTopStep, BalanceStep, PruneStep, TargetStep]
 """Steps that see every surviving sample of the dataset at once."""
-Step = Union[AnnotateStep, FilterStep, BlocklistStep, DedupStep, KeepTopStep]
-_KINDS = ("annotate", "filter", "blocklist", "dedup", "keep_top")
+Step = Union[AnnotateStep, FilterStep, BlocklistStep, DedupStep, KeepTopStep, BalanceStep, PruneStep, TargetStep]
+STEP_KINDS = ("annotate", "filter", "blocklist", "dedup", "keep_top", "balance", "prune", "target")
+PRUNE_METHODS = {"density": DensityConfig}
 
 
 OUTPUT_KEYS = ("keep", "prefix_shard")
@@ -171,6 +235,12 @@ class OutputConfig:
     """Output keys: ``keep`` the input keys (a key an earlier input shard already gave drops the
     later sample as ``duplicate_key_across_shards:SHARD``), or ``prefix_shard``: ``NAME/KEY``,
     NAME being the input shard's file name without ``.tar``."""
+    order: str = "input"
+    """The order samples are written in, across all output shards: ``input`` (input shard by
+    input shard, tar order), ``shuffle`` (one global permutation drawn from ``seed``), or
+    ``COLUMN asc`` / ``COLUMN desc`` (a stored annotation column; ties and nulls, last, in input order)."""
+    seed: int = 0
+    """Seed of ``order: shuffle``."""
 
     def __post_init__(self) -> None:
         for name in ("samples_per_shard", "max_shard_bytes", "shards"):
@@ -179,6 +249,15 @@ class OutputConfig:
                 raise ValueError(f"field {name!r}: expected a positive integer, got {value!r}")
         if self.keys not in OUTPUT_KEYS:
             raise ValueError(f"field 'keys': expected one of {', '.join(OUTPUT_KEYS)}, got {self.keys!r}")
+        words = self.order.split()
+        if words not in (["input"], ["shuffle"]) and not (len(words) == 2 and words[1] in ("asc", "desc")):
+            raise ValueError(f"field 'order': expected input, shuffle, or COLUMN asc|desc (e.g. 'clip_score desc'), got {self.order!r}")
+
+    @property
+    def sort(self) -> tuple[str, bool] | None:
+        """``(column, descending)`` for ``order: COLUMN asc|desc``, else None."""
+        words = self.order.split()
+        return (words[0], words[1] == "desc") if len(words) == 2 else None
 
 
 @dataclass(frozen=True)
@@ -310,12 +389,14 @@ def _apply_overrides(data: dict[str, Any], overrides: list[str], source: str) ->
 
 
 def _step_kind(step: Mapping[str, Any]) -> str | None:
-    kinds = [k for k in _KINDS if k in step]
+    kinds = [k for k in STEP_KINDS if k in step]
     return kinds[0] if len(kinds) == 1 else None
 
 
 def _step_ids(steps: list[Any]) -> list[str]:
-    """Explicit ``id`` or a default: the annotator's name, ``filter_N``, ``dedup_METHOD``, ``keep_top_COLUMN``, ``blocklist_METHOD``."""
+    """Explicit ``id`` or a default: the annotator's name, ``filter_N``, ``KIND_VALUE`` for the
+    other kinds (``dedup_exact``, ``keep_top_clip_score``, ``blocklist_sha256``, ``balance_concepts``,
+    ``prune_density``, ``target_image_embedding``)."""
     ids: list[str] = []
     filters = 0
     for step in steps:
@@ -331,12 +412,8 @@ def _step_ids(steps: list[Any]) -> list[str]:
             ids.append(str(step["annotate"]))
         elif kind == "filter":
             ids.append(f"filter_{filters}")
-        elif kind == "dedup":
-            ids.append(f"dedup_{step['dedup']}")
-        elif kind == "keep_top":
-            ids.append(f"keep_top_{step['keep_top']}")
-        elif kind == "blocklist":
-            ids.append(f"blocklist_{step['blocklist']}")
+        elif kind is not None:
+            ids.append(f"{kind}_{step[kind]}")
         else:
             ids.append(f"step_{len(ids) + 1}")
     return ids
@@ -359,8 +436,8 @@ def _validate(data: dict[str, Any], source: str) -> Recipe:
     for index, (raw, step_id) in enumerate(zip(steps_data, ids), start=1):
         where = f"{source}: step {index} ({step_id})"
         if not isinstance(raw, dict) or _step_kind(raw) is None:
-            guess = _did_you_mean(raw, _KINDS) if isinstance(raw, dict) else ""
-            raise RecipeError(f"{where}: a step is a mapping with exactly one of {', '.join(repr(k) for k in _KINDS)}{guess}")
+            guess = _did_you_mean(raw, STEP_KINDS) if isinstance(raw, dict) else ""
+            raise RecipeError(f"{where}: a step is a mapping with exactly one of {', '.join(repr(k) for k in STEP_KINDS)}{guess}")
         if step_id in _RESERVED_IDS or ids.count(step_id) > 1:
             raise RecipeError(f"{where}: field 'id': {step_id!r} is reserved or used twice; give the step a unique 'id'")
         _check_file_name(step_id, where, "id")
@@ -372,6 +449,11 @@ def _validate(data: dict[str, Any], source: str) -> Recipe:
         steps.append(step)
     output = _build_config(OutputConfig, data.get("output") or {}, f"{source}: output")
     _check_file_name(output.prefix, f"{source}: output", "prefix")
+    if output.sort and _kind(columns.get(output.sort[0], pa.null())) not in ("number", "boolean", "string"):
+        raise RecipeError(
+            f"{source}: output: field 'order': column {output.sort[0]!r} is not a number, boolean or string column of an "
+            f"annotate step (available: {', '.join(c for c, t in sorted(columns.items()) if _kind(t) != 'other') or 'none'})"
+        )
     return Recipe(name=name, steps=tuple(steps), modalities=modalities, output=output, source=source)
 
 
@@ -454,10 +536,31 @@ def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: Mappi
         return _validate_keep_top(params, step_id, where, columns)
     if "blocklist" in raw:
         return _validate_blocklist(params, step_id, where, columns)
+    if "balance" in raw:
+        column = _global_column(params, "balance", where, columns, _is_string_list, "a list of strings such as concepts (`- annotate: concepts`)")
+        return BalanceStep(id=step_id, column=column, config=_build_config(BalanceConfig, params, where, ("balance", "id")))
+    if "prune" in raw:
+        method = str(params.pop("prune"))
+        if method not in PRUNE_METHODS:
+            raise RecipeError(f"{where}: field 'prune': unknown method {method!r}; known: {', '.join(PRUNE_METHODS)}")
+        config = _build_config(PRUNE_METHODS[method], params, where, ("prune", "id"))
+        _global_column({"column": config.column}, "column", where, columns, _is_vector, _VECTOR)
+        return PruneStep(id=step_id, method=method, config=config)
+    if "target" in raw:
+        column = _global_column(params, "target", where, columns, _is_vector, _VECTOR)
+        if isinstance(params.get("reference"), str):
+            params["reference"] = [params["reference"]]
+        config = _build_config(TargetConfig, params, where, ("target", "id"))
+        missing = [r for r in config.reference if not (Path(r).expanduser() / "run.json").is_file()]
+        if missing:
+            raise RecipeError(f"{where}: field 'reference': {', '.join(missing)}: not an mmcurate run directory (no run.json); give earlier runs that stored {column!r}")
+        reference = tuple(str(Path(r).expanduser().resolve()) for r in config.reference)
+        return TargetStep(id=step_id, column=column, config=dataclasses.replace(config, reference=reference))
     method = str(params.pop("dedup"))
+    against = _references(params.pop("against", []), where)
     if method not in DEDUP_METHODS:
         raise RecipeError(f"{where}: field 'dedup': unknown method {method!r}; known: {', '.join(DEDUP_METHODS)}")
-    config = _build_config(DEDUP_METHODS[method], params, where, ("dedup", "id"))
+    config = _build_config(DEDUP_METHODS[method], params, where, ("dedup", "id", "against"))
     try:
         keep = KeepPolicy.parse(config.keep)
     except ValueError as exc:
@@ -471,7 +574,38 @@ def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: Mappi
                 option = {"mirror": "mirror: true", "variants": "rotate: [ANGLES]", "regions": "regions: true"}.get(name)
                 hint = f"; set {option} on the step that computes {config.column}" if option else ""
                 raise RecipeError(f"{where}: field {name!r}: column {col!r} is not produced by an earlier annotate step{hint}")
-    return DedupStep(id=step_id, method=method, config=config)
+    return DedupStep(id=step_id, method=method, config=config, against=against)
+
+
+def _references(raw: Any, where: str) -> tuple[str, ...]:
+    """``against:``: a path, glob or URL, or a list of them; local paths made absolute."""
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
+        raise RecipeError(f"{where}: field 'against': expected a run directory or shards (path, glob, URL), or a list of them, got {raw!r}")
+    return tuple(i if "://" in i else os.path.abspath(os.path.expanduser(i)) for i in items)
+
+
+_VECTOR = "a fixed-size vector such as image_embedding (`- annotate: clip_score` with `embeddings: true`)"
+
+
+def _is_string_list(dtype: pa.DataType) -> bool:
+    return (pa.types.is_list(dtype) or pa.types.is_large_list(dtype)) and _kind(dtype.value_type) == "string"
+
+
+def _is_vector(dtype: pa.DataType) -> bool:
+    listed = pa.types.is_list(dtype) or pa.types.is_large_list(dtype) or pa.types.is_fixed_size_list(dtype)
+    return listed and (pa.types.is_floating(dtype.value_type) or pa.types.is_integer(dtype.value_type))
+
+
+def _global_column(params: dict[str, Any], field_name: str, where: str, columns: Mapping[str, pa.DataType],
+                   fits: Callable[[pa.DataType], bool], wanted: str) -> str:
+    """Pop the column a global step names in ``field_name``: produced earlier and of the kind it reads."""
+    column = str(params.pop(field_name))
+    if column not in columns:
+        raise RecipeError(f"{where}: field {field_name!r}: column {column!r} is not produced by an earlier annotate step{_did_you_mean([column], columns)}")
+    if not fits(columns[column]):
+        raise RecipeError(f"{where}: field {field_name!r}: column {column!r} ({columns[column]}) is not {wanted}")
+    return column
 
 
 def _validate_keep_top(params: dict[str, Any], step_id: str, where: str, columns: Mapping[str, pa.DataType]) -> KeepTopStep:

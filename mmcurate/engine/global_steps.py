@@ -11,7 +11,10 @@ each partition holds whole clusters:
   O(n) integer arrays;
 * semantic: k-means fitted on a sample, rows assigned per shard, one task per cluster;
 * video_phash: one task (frame hashes shared by many videos are left out, see the config);
-* keep_top: an exact distributed selection (see :mod:`mmcurate.steps.keep_top`).
+* keep_top: an exact distributed selection (see :mod:`mmcurate.steps.keep_top`);
+* balance: per-shard entry counts, summed, then per-shard draws;
+* prune (density) and target: k-means fitted on a sample, rows assigned per shard; prune's
+  per-cluster cuts from one task per cluster, target's clusters from the reference runs.
 
 Results equal the single-task computation's.
 
@@ -34,6 +37,7 @@ come from ``state.count(url)``; a worker reads a shard's alive positions and col
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from itertools import combinations
@@ -48,7 +52,8 @@ import pyarrow.compute as pc
 from dask.distributed import Client, wait
 
 from ..io.inputs import ShardRef
-from ..recipe import DedupStep, KeepTopStep
+from ..recipe import BalanceStep, DedupStep, KeepTopStep, PruneStep, TargetStep
+from ..steps.balance import BalanceReport, balance_reasons, entry_counts
 from ..steps.dedup.compute import (
     DedupArrays,
     assign_clusters,
@@ -71,14 +76,19 @@ from ..steps.dedup.partition import (
     parents_in_partition,
     results_from_labels,
 )
-from ..steps.dedup.results import CLUSTER_FILE, REASONS, DedupReport, PriorRows
+from ..steps.dedup.results import CLUSTER_FILE, REASONS, REFERENCE_REASON, DedupReport, PriorRows
+from ..steps import prune, target
 from ..steps.keep_top import REASON, KeepTopReport, band, bracket, keep_mask, ranked_values, sketch, threshold_from_bands, top_count
 from ..store.runstore import RunStore, atomic_write_table
+from ..store.runview import open_run
 from .gather import PRIOR, ShardRows, ShardSpec, prior_rows, read_rows, shard_specs
 from .state import RunState, ShardSummary, record_drops
 from .plan import GlobalPlan
 
-__all__ = ["GLOBAL_RUNNERS", "Recorder", "ShardDrops", "dedup_rows", "record_pieces", "run_dedup", "run_keep_top"]
+__all__ = [
+    "GLOBAL_RUNNERS", "Recorder", "ShardDrops", "dedup_rows", "record_pieces", "run_balance", "run_dedup", "run_keep_top",
+    "run_prune", "run_target",
+]
 
 ROWS_PER_PARTITION = 1 << 20
 """Rows (or distinct hashes) a partition task aims at."""
@@ -227,20 +237,20 @@ def _finish(records: db.Bag, rows: db.Bag, at: Any, parts: int, reason: str, clu
                 out.append((requester, ("named", (wanted, own.keys.take(np.searchsorted(own.rows, parents))))))
         return out
 
-    def assemble(group: tuple[int, list[tuple[str, Any]]]) -> _ShardOutcome:
-        index, items = group
+    def assemble(group: tuple[int, list[tuple[str, Any]]], at: _Shards) -> _ShardOutcome:
+        _, items = group
         own = next(p for kind, p in items if kind == "rows")
         res = next(p for kind, p in items if kind == "base")
         named = [p for kind, p in items if kind == "named"]
         wanted = np.concatenate([w for w, _ in named] + [np.empty(0, np.int64)])
         keys = pa.concat_arrays([pa.array([], pa.string()), *(k for _, k in named)])
-        return _shard_outcome(own, res, wanted, keys, reason, cluster_dir, record)
+        return _shard_outcome(own, res, wanted, keys, reason, cluster_dir, record, at.owner(res.parent) == PRIOR)
 
     bases = _flat(_groups(records, parts), base, at)
     needs = _flat(bases, lambda r: [r] if r[1][0] == "need" else [])
     names = _flat(_groups(db.concat([needs, providers]), parts), name)
     own = _flat(bases, lambda r: [r] if r[1][0] == "base" else [])
-    return _each(_groups(db.concat([own, names, providers]), parts), assemble)
+    return _each(_groups(db.concat([own, names, providers]), parts), assemble, at)
 
 
 def _concat_results(pieces: list[RowResults]) -> RowResults:
@@ -250,9 +260,10 @@ def _concat_results(pieces: list[RowResults]) -> RowResults:
 
 
 def _shard_outcome(own: ShardRows, res: RowResults, wanted: np.ndarray, named: pa.Array, reason: str, cluster_dir: str,
-                   record: Recorder | None) -> _ShardOutcome:
+                   record: Recorder | None, to_reference: np.ndarray) -> _ShardOutcome:
     """One shard's drops, recorded; its cluster file part; its largest clusters. ``named``: the
-    key of the kept sample of each dropped row ``wanted``."""
+    key of the kept sample of each dropped row ``wanted``; ``to_reference``: per row, whether the
+    sample it duplicates is a reference item (``--against``): dropped as ``matches_reference:KEY``."""
     if not np.array_equal(res.row, own.rows):
         raise RuntimeError(f"dedup: rows of shard {own.index} went missing in the shuffle")
     dropped = np.flatnonzero(res.parent != res.row)
@@ -263,7 +274,8 @@ def _shard_outcome(own: ShardRows, res: RowResults, wanted: np.ndarray, named: p
         path = Path(cluster_dir) / f"part-{own.index:09d}.parquet"
         atomic_write_table(path, _cluster_table(own.url, own.pos, own.keys, res.parent, res.size))
         if record is not None and len(dropped):
-            summary = record([ShardDrops(own.ref, own.pos[dropped], pc.binary_join_element_wise(reason, kept_keys, ":"))])
+            kinds = pa.array(np.where(to_reference[dropped], REFERENCE_REASON, reason))
+            summary = record([ShardDrops(own.ref, own.pos[dropped], pc.binary_join_element_wise(kinds, kept_keys, ":"))])
     multi = res.size > 1
     clusters = int(np.count_nonzero(multi & (res.parent == res.row)))
     largest = []
@@ -558,28 +570,181 @@ def run_keep_top(
         lo, hi = bracket(client.gather(client.map(lambda v: sketch(v[0], points), values)), k)
         threshold, takes = threshold_from_bands(client.gather(client.map(lambda v: band(v[0], lo, hi), values)), k)
 
-    def drop(shard: tuple[np.ndarray, np.ndarray], spec: ShardSpec, take: int, record: Recorder) -> tuple[int, ShardSummary | None]:
+    def drop(shard: tuple[np.ndarray, np.ndarray], spec: ShardSpec, take: int, record: Recorder) -> tuple[str, int, ShardSummary | None]:
         ranked, pos = shard
         lost = np.flatnonzero(~keep_mask(ranked, threshold, take))
         if not len(lost):
-            return 0, None
+            return spec.url, 0, None
         if threshold is None:
             reasons = pa.repeat(pa.scalar(f"{REASON}: none kept"), len(lost))
         else:
             tie = f"{REASON}: {step.column} == {threshold:.6g}, a tie kept for earlier samples"
             below = f"{REASON}: {step.column} < {threshold:.6g}"
             reasons = pc.if_else(pa.array(ranked[lost] == threshold), tie, below)
-        return len(lost), record([ShardDrops(spec.ref, pos[lost], reasons)])
+        return spec.url, len(lost), record([ShardDrops(spec.ref, pos[lost], reasons)])
 
-    results = client.gather(client.map(drop, values, specs, takes, record=Recorder(str(store.root), plan.id)))
-    summaries = {spec.url: summary for spec, (_, summary) in zip(specs, results) if summary is not None}
-    kept = n - sum(lost for lost, _ in results)
-    return summaries, KeepTopReport(plan.id, step.column, step.fraction, n, kept, threshold)
+    summaries, lost = _recorded(client.gather(client.map(drop, values, specs, takes, record=Recorder(str(store.root), plan.id))))
+    return summaries, KeepTopReport(plan.id, step.column, step.fraction, n, n - lost, threshold)
+
+
+# --------------------------------------------------------------------------- balance, prune, target
+
+
+def _record_reasons(record: Recorder, rows: ShardRows, reasons: list[str | None]) -> tuple[str, int, ShardSummary | None]:
+    """Record one shard's drops from a reason (or None: kept) per alive row, on its worker:
+    (its URL, how many dropped, its summary or None when none was)."""
+    lost = np.array([i for i, r in enumerate(reasons) if r is not None], dtype=np.int64)
+    if not len(lost):
+        return rows.url, 0, None
+    return rows.url, len(lost), record([ShardDrops(rows.ref, rows.pos[lost], pa.array([reasons[i] for i in lost.tolist()], pa.string()))])
+
+
+def _recorded(results: list[tuple[str, int, ShardSummary | None]]) -> tuple[Summaries, int]:
+    """The summaries of the shards with drops, and how many samples were dropped in all."""
+    return {url: summary for url, _, summary in results if summary is not None}, sum(lost for _, lost, _ in results)
+
+
+def run_balance(
+    client: Client, store: RunStore, plan: GlobalPlan, ledger: RunState, shards: list[ShardRef], priors: Any = ()
+) -> tuple[Summaries, BalanceReport]:
+    """MetaCLIP balancing: entry counts per shard, summed; then each shard's draws, recorded on its worker."""
+    step: BalanceStep = plan.step
+    specs = shard_specs(store, plan, ledger, shards, 0)
+    rows = client.map(read_rows, specs)
+    counts: Counter[str] = Counter()
+    for part in client.gather(client.map(lambda r: entry_counts(r.columns[step.column].to_pylist()), rows)):
+        counts.update(part)
+    [shared] = client.scatter([dict(counts)], broadcast=True)
+
+    def drops_of(r: ShardRows, counts: dict[str, int], record: Recorder) -> tuple[str, int, ShardSummary | None]:
+        return _record_reasons(record, r, balance_reasons(r.columns[step.column].to_pylist(), r.keys.to_pylist(), counts, step.config))
+
+    summaries, lost = _recorded(client.gather(client.map(drops_of, rows, counts=shared, record=Recorder(str(store.root), plan.id))))
+    n = sum(s.count for s in specs)
+    t = step.config.max_per_entry
+    report = BalanceReport(plan.id, step.column, t, n, n - lost, len(counts), sum(c >= t for c in counts.values()), counts.most_common(5))
+    return summaries, report
+
+
+def _embeddings(r: ShardRows, column: str) -> np.ndarray:
+    """The shard's unit embeddings; a sample without one (or of another length) is an error naming it."""
+    values = r.columns[column]
+    lengths = pc.fill_null(pc.list_value_length(values), -1).to_numpy()
+    size = max(int(lengths[0]), 0)
+    bad = np.flatnonzero((lengths != size) | (size == 0))
+    if len(bad):
+        b = int(bad[0])
+        what = "missing" if lengths[b] < 0 else f"{lengths[b]} numbers long"
+        raise ValueError(f"{r.url}: sample {r.keys[b].as_py()}: {column} is {what}; a step clustering it needs vectors of one length ({size or 'not 0'})")
+    return unit_rows(values.flatten().to_numpy(zero_copy_only=False).reshape(len(values), size))
+
+
+def _clustered(client: Client, specs: list[ShardSpec], column: str, k: int, fit_sample: int, n: int, seed: int) -> tuple[db.Bag, Any]:
+    """Spherical k-means over ``column``, fitted on every m-th row (at most ``fit_sample``):
+    a persisted bag of (rows without columns, cluster, distance to centroid) per shard, and the
+    centroids (delayed). Each shard's embeddings stay on its worker as one float32 array."""
+    every = max(1, math.ceil(n / fit_sample))
+
+    def load(spec: ShardSpec) -> tuple[ShardRows, np.ndarray]:
+        r = read_rows(spec)
+        return replace(r, columns={}), _embeddings(r, column)
+
+    emb = client.persist(_each(db.from_sequence(specs, npartitions=len(specs)), load))
+    sample = _each(emb, lambda e: e[1][e[0].rows % every == 0])
+    centroids = client.persist(dask.delayed(lambda parts: prune.fit(np.concatenate([a for p in parts for a in p if len(a)]), k, seed))(sample.to_delayed()))
+    return client.persist(_each(emb, lambda e, c: (e[0], *prune.assign(e[1], c)), centroids)), centroids
+
+
+def run_prune(
+    client: Client, store: RunStore, plan: GlobalPlan, ledger: RunState, shards: list[ShardRef], priors: Any = ()
+) -> tuple[Summaries, prune.PruneReport]:
+    """Density-based pruning: clusters' sizes and distances summed over shards, quotas on the
+    driver, each partly kept cluster's cut from one task, then each shard's drops."""
+    step: PruneStep = plan.step
+    config = step.config
+    specs = shard_specs(store, plan, ledger, shards, 0)
+    n = sum(s.count for s in specs)
+    if n == 0:
+        return {}, prune.PruneReport(plan.id, config.column, config.keep_fraction, 0, 0, 0)
+    assigned, centroids = _clustered(client, specs, config.column, prune.density_clusters(n, config.clusters), config.fit_sample, n, config.seed)
+    centres = _compute(client, centroids)
+    k = len(centres)
+    sums = _compute(client, _each(assigned, lambda a: prune.cluster_sums(a[1], a[2], k)))
+    sizes, dist_sums = (np.sum([s[i] for s in sums], axis=0) for i in (0, 1))
+    x, d_intra, d_inter = prune.plan_quotas(sizes, dist_sums, centres, prune.keep_count(n, config.keep_fraction))
+    cuts = np.tile([np.nan, -1.0], (k, 1))  # (distance, row) of each cluster's last kept member
+    cuts[x == 0] = (np.inf, -1)
+    cuts[x == sizes] = (-np.inf, -1)
+    partial = np.flatnonzero(np.isnan(cuts[:, 0]))
+
+    def pieces(a: tuple[ShardRows, np.ndarray, np.ndarray]) -> list[tuple[int, tuple[np.ndarray, np.ndarray]]]:
+        r, labels, dist = a
+        inside = np.isin(labels, partial)
+        return [(j, (dist[inside][idx], r.rows[inside][idx])) for j, idx in _by_key(labels[inside])]
+
+    def cut(group: tuple[int, list[tuple[np.ndarray, np.ndarray]]]) -> tuple[int, tuple[float, int]]:
+        j, parts = group
+        return j, prune.threshold(np.concatenate([d for d, _ in parts]), np.concatenate([r for _, r in parts]), int(x[j]))
+
+    if len(partial):
+        for j, c in _compute(client, _each(_groups(_flat(assigned, pieces), _parts(n)), cut)):
+            cuts[j] = c
+
+    def drops_of(a: tuple[ShardRows, np.ndarray, np.ndarray], cuts: np.ndarray, record: Recorder) -> tuple[str, int, ShardSummary | None]:
+        r, labels, dist = a
+        keep = prune.keep_farthest(dist, r.rows, cuts[labels, 0], cuts[labels, 1])
+        return _record_reasons(record, r, [None if kept else f"{prune.REASON}:{j}" for kept, j in zip(keep.tolist(), labels.tolist())])
+
+    summaries, _ = _recorded(_compute(client, _each(assigned, drops_of, cuts, Recorder(str(store.root), plan.id))))
+    report = prune.PruneReport(plan.id, config.column, config.keep_fraction, n, int(x.sum()), k, sizes.tolist(), x.tolist(),
+                               d_intra.round(6).tolist(), d_inter.round(6).tolist())
+    return summaries, report
+
+
+def _reference(paths: tuple[str, ...], column: str) -> np.ndarray:
+    """The unit embeddings of the reference runs' kept samples (read in the driver, which knows
+    the annotators those runs' recipes name, as for ``--against``)."""
+    values: list[Any] = []
+    for path in paths:
+        kept = open_run(path).kept_rows().table
+        if column not in kept.column_names:
+            raise ValueError(f"target reference {path}: its kept samples have no {column!r} column; embed them with the same annotate step")
+        values += [v for v in kept.column(column).to_pylist() if v is not None]
+    return unit_rows(values) if values else np.empty((0, 0), np.float32)
+
+
+def run_target(
+    client: Client, store: RunStore, plan: GlobalPlan, ledger: RunState, shards: list[ShardRef], priors: Any = ()
+) -> tuple[Summaries, target.TargetReport]:
+    """Keep the samples in pool clusters some reference item is nearest to."""
+    step: TargetStep = plan.step
+    config = step.config
+    specs = shard_specs(store, plan, ledger, shards, 0)
+    n = sum(s.count for s in specs)
+    if n == 0:
+        return {}, target.TargetReport(plan.id, step.column, 0, 0, 0, 0, 0)
+    k = target.target_clusters(n, config.clusters)
+    assigned, centroids = _clustered(client, specs, step.column, k, config.fit_sample, n, config.seed)
+    [reference] = client.scatter([_reference(config.reference, step.column)])
+    picked = client.persist(dask.delayed(lambda ref, c: (target.target_labels(ref, c), len(ref)))(reference, centroids))
+
+    def drops_of(a: tuple[ShardRows, np.ndarray, np.ndarray], picked: tuple[np.ndarray, int], record: Recorder) -> tuple[str, int, ShardSummary | None]:
+        r, labels, _ = a
+        return _record_reasons(record, r, [None if on else target.REASON for on in np.isin(labels, picked[0]).tolist()])
+
+    summaries, lost = _recorded(_compute(client, _each(assigned, drops_of, picked, Recorder(str(store.root), plan.id))))
+    labels, items = _compute(client, picked)
+    k = _compute(client, dask.delayed(len)(centroids))
+    report = target.TargetReport(plan.id, step.column, n, n - lost, k, len(labels), items)
+    return summaries, report
 
 
 GLOBAL_RUNNERS: dict[type, Callable[..., tuple[Summaries, Any]]] = {
     DedupStep: run_dedup,
     KeepTopStep: run_keep_top,
+    BalanceStep: run_balance,
+    PruneStep: run_prune,
+    TargetStep: run_target,
 }
 """How each kind of global step runs: (client, store, plan, state, shards, priors) -> (summaries
 of the shards with drops, report); see the module docstring for the contract."""

@@ -12,11 +12,12 @@ import contextlib
 import errno
 import os
 import re
+import shutil
 import uuid
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-__all__ = ["atomic_file", "atomic_write_bytes", "tmp_target"]
+__all__ = ["atomic_file", "atomic_link", "atomic_write_bytes", "tmp_target"]
 
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS}
 """Errors of writing: raised by the temporary file, reported under the target's path."""
@@ -86,3 +87,28 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
     with atomic_file(path) as fh:
         fh.write(data)
+
+
+def atomic_link(source: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+    """Make ``path`` the file ``source`` is, atomically: a hard link renamed over ``path`` (a
+    copy written by :func:`atomic_file` where links are not possible, e.g. across filesystems).
+
+    Only for files never changed in place (every mmcurate write replaces the file), so the two
+    names can share their content."""
+    path = Path(path)
+    _make_dirs(path.parent)
+    tmp = _tmp_name(path)
+    try:
+        os.link(source, tmp)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+        with open(source, "rb") as src, atomic_file(path) as fh:
+            shutil.copyfileobj(src, fh)
+        return
+    try:
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        if tmp.exists():  # only after a failure
+            tmp.unlink()

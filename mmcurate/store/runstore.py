@@ -7,6 +7,8 @@ Layout::
     OUT/annotations/read/NAME-FP.parquet one row per sample of an input shard: pos, key, members, sizes
     OUT/annotations/STEP/NAME-FP.parquet pos, key + the step's columns (+ error) for one input shard
     OUT/state/NAME-ID.parquet            while a run decides: each input shard's samples, alive or dropped
+    OUT/reference/                       a store of this layout for reference shards (``--against``)
+    OUT/order/                           while an ``output.order`` is written: which samples go where
     OUT/decisions.parquet/NNNNNNNN-NAME.parquet  a dataset, one file per input shard (in input order):
                                          every input sample, kept or dropped, by which step, why
     OUT/decisions.parquet/_shards.parquet  url, identity and file of each input shard
@@ -119,9 +121,11 @@ class RunStore:
     def read_part_if_readable(self, path: Path) -> pa.Table | None:
         """The stored part at ``path``; None when it does not exist or cannot be read (left
         damaged by a crash or a full disk), so the caller recomputes it. An unreadable part is
-        logged as a warning naming it and the error."""
+        logged as a warning naming it and the error. It is read from one open file, so a part
+        replaced meanwhile (in a shared cache) reads whole, old or new."""
         try:
-            return pq.read_table(path)
+            with pa.OSFile(str(path)) as fh:
+                return pq.read_table(fh)
         except FileNotFoundError:
             return None
         except (OSError, pa.ArrowException) as exc:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 
-__all__ = ["CLUSTER_FILE", "DedupReport", "PriorRows", "REASONS"]
+__all__ = ["CLUSTER_FILE", "DedupReport", "PriorRows", "REASONS", "REFERENCE_REASON"]
 
 REASONS = {
     "exact": "duplicate_of",
@@ -15,13 +15,16 @@ REASONS = {
     "semantic": "semantic_duplicate_of",
     "video_phash": "video_near_duplicate_of",
 }
+REFERENCE_REASON = "matches_reference"
+"""The drop reason (``matches_reference:KEY``) of a sample whose cluster holds a reference item
+(``--against``, ``against:``): reference items always stay, whatever the method."""
 CLUSTER_FILE = "dataset.parquet"
 
 
 @dataclass
 class PriorRows:
-    """Kept samples of an earlier run (``--against``): ``key`` and the stored columns, one Arrow
-    table (no Python object per sample)."""
+    """Reference items (``--against``: an earlier run's kept samples, or reference shards'
+    samples): ``key`` and the stored columns, one Arrow table (no Python object per sample)."""
 
     source: str
     table: pa.Table
