@@ -21,7 +21,7 @@ from ..store.runstore import RunStore
 from .state import RunState, alive_positions
 from .plan import AnnotatePlan, GlobalPlan
 
-__all__ = ["PRIOR", "ShardRows", "ShardSpec", "prior_rows", "read_rows", "shard_specs"]
+__all__ = ["PRIOR", "ShardRows", "ShardSpec", "prior_rows", "read_columns", "read_rows", "shard_specs"]
 
 PRIOR = -1
 """The shard index of an earlier run's rows."""
@@ -83,21 +83,28 @@ def read_rows(spec: ShardSpec) -> ShardRows:
     alive = alive_positions(RunStore(spec.root), spec.ref)
     if len(alive) != spec.count:
         raise RuntimeError(f"{spec.url}: {len(alive)} alive samples in its state, {spec.count} expected")
+    keys, columns = read_columns(spec.parts, alive, spec.url)
+    n = len(alive)
+    return ShardRows(spec.index, spec.ref, np.arange(spec.first_row, spec.first_row + n, dtype=np.int64), alive, keys, columns)
+
+
+def read_columns(parts: list[tuple[str, list[str]]], positions: np.ndarray, url: str) -> tuple[pa.Array, dict[str, pa.Array]]:
+    """The keys and, per stored part ``(path, columns)``, those columns of the samples of shard
+    ``url`` at ``positions`` (ascending), as Arrow arrays."""
     columns: dict[str, pa.Array] = {}
     keys = pa.array([], pa.string())
-    for path, cols in spec.parts:
+    for path, cols in parts:
         table = pq.read_table(path, columns=["pos", "key", *cols])
         stored = table.column("pos").to_numpy()
         order = np.argsort(stored, kind="stable")
-        rows = order[np.minimum(np.searchsorted(stored, alive, sorter=order), max(len(stored) - 1, 0))] if len(stored) else order
-        if len(rows) != len(alive) or not np.array_equal(stored[rows], alive):
-            raise ValueError(f"{path}: the stored part lacks alive samples of {spec.url}")
+        rows = order[np.minimum(np.searchsorted(stored, positions, sorter=order), max(len(stored) - 1, 0))] if len(stored) else order
+        if len(rows) != len(positions) or not np.array_equal(stored[rows], positions):
+            raise ValueError(f"{path}: the stored part lacks alive samples of {url}")
         picked = table.take(rows)
         keys = picked.column("key").combine_chunks()
         for col in cols:
             columns[col] = picked.column(col).combine_chunks()
-    n = len(alive)
-    return ShardRows(spec.index, spec.ref, np.arange(spec.first_row, spec.first_row + n, dtype=np.int64), alive, keys, columns)
+    return keys, columns
 
 
 def prior_rows(priors: list[PriorRows], plan: GlobalPlan) -> ShardRows:

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from .atomic import atomic_file
 from .inputs import ShardRef
-from ..engine.gather import ShardSpec, read_rows
+from ..engine.gather import read_columns
 from ..engine.plan import AnnotatePlan, digest, read_annotations
 from ..engine.state import kept_rows
 from ..recipe import OutputConfig
@@ -209,8 +209,8 @@ def _sort_values(store: RunStore, ref: ShardRef, pos: np.ndarray, config: Output
         return pa.array(_mix(np.uint64(base) ^ pos.astype(np.uint64)), pa.uint64())
     column = config.sort[0]
     source = next(p for p in reversed(plans) if column in p.columns)
-    spec = ShardSpec(0, ref.url, 0, pos, [(str(store.part_path(source.id, source.part_name(ref))), [column])])
-    return pa.array(read_rows(spec).columns[column], source.columns[column])
+    _, columns = read_columns([(str(store.part_path(source.id, source.part_name(ref))), [column])], pos, ref.url)
+    return columns[column].cast(source.columns[column])
 
 
 def _ordered_layout(store: RunStore, shards: Sequence[ShardRef], config: OutputConfig, packer: _Packer,
