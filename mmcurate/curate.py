@@ -22,6 +22,7 @@ from .engine.plan import GlobalPlan, Group, Plan, build_plan, digest, funnel_ste
 from .engine.shard_task import GroupTask, run_group
 from .engine.state import RunState, ShardSummary, apply_drops, finish
 from .io.inputs import ShardRef, hash_identity, resolve_inputs
+from .io.location import Location, ObjectPath
 from .io.output import assemble, index_json, plan_layout, write_piece, write_tasks
 from .recipe import AnnotateStep, Recipe
 from .steps import annotators
@@ -219,7 +220,7 @@ def _run(
     return result
 
 
-def _write_report(root: Path) -> Path | None:
+def _write_report(root: Location) -> Location | None:
     """The run's report.html; a failure here is reported but never loses the finished run."""
     try:
         path = write_report(root)
@@ -337,7 +338,11 @@ def _write(
     tasks = write_tasks(layout, root, tuple(plan.annotate_plans()), config)
     if tasks:
         cluster.map_tasks(client, write_piece, tasks, "write", lambda t: f"{t.shard.name} from {t.shard.segments[t.segment].ref.url}", quiet)
-    written = [assemble(store, s) for s in layout]
+    join = functools.partial(assemble, root)
+    if isinstance(store.root, ObjectPath):  # workers join, in parallel: the driver would relay every byte
+        written = cluster.map_tasks(client, join, layout, "join", lambda s: s.name, quiet) if layout else []
+    else:
+        written = [join(s) for s in layout]
     atomic_write_bytes(store.shards_dir / INDEX, index_json(plan.recipe.name, written))
     store.finish_outputs(info, names)
     outputs: dict[str, list[tuple[str, int, int]]] = {}

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from ..io.inputs import ShardRef
+from ..io.location import location, read_table
 from ..steps.dedup.results import PriorRows
 from ..store.runstore import RunStore
 from .state import RunState
@@ -71,7 +71,7 @@ def read_rows(spec: ShardSpec) -> ShardRows:
     columns: dict[str, list[Any]] = {}
     keys: list[str] = []
     for path, cols in spec.parts:
-        table = pq.read_table(path, columns=["pos", "key", *cols])
+        table = read_table(location(path), columns=["pos", "key", *cols])
         stored = table.column("pos").to_numpy()
         order = np.argsort(stored, kind="stable")
         rows = order[np.minimum(np.searchsorted(stored, spec.alive, sorter=order), max(len(stored) - 1, 0))] if len(stored) else order

@@ -23,7 +23,6 @@ import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from itertools import combinations
-from pathlib import Path
 from typing import Any, Callable
 
 import dask
@@ -33,6 +32,7 @@ import pyarrow as pa
 from dask.distributed import Client, wait
 
 from ..io.inputs import ShardRef
+from ..io.location import location
 from ..recipe import DedupStep, KeepTopStep
 from ..steps.dedup.compute import (
     DedupArrays,
@@ -229,7 +229,7 @@ def _shard_outcome(index: int, own: ShardRows, res: RowResults, named: dict[int,
     kept_key.update((int(res.parent[i]), named[int(res.row[i])]) for i in dropped)
     reasons = [f"{reason}:{kept_key[int(res.parent[i])]}" for i in dropped]
     if index != PRIOR:
-        path = Path(cluster_dir) / f"part-{index:09d}.parquet"
+        path = location(cluster_dir) / f"part-{index:09d}.parquet"
         atomic_write_table(path, _cluster_table(own.url, own.pos, own.keys, res.parent, res.size))
     multi = res.size > 1
     clusters = int(np.count_nonzero(multi & (res.parent == res.row)))

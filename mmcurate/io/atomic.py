@@ -4,6 +4,10 @@ A file is written to a hidden temporary name beside its target, flushed and fsyn
 over the target, and the directory is fsync'd, so a reader (or a rerun after a crash) sees the
 old file or the whole new one. On failure the temporary file is removed and the error names the
 target path.
+
+On an object store (an :class:`~mmcurate.io.location.ObjectPath`) nothing is renamed: the
+content is spooled to a local temporary file and sent as one whole object (``put_file``, which
+S3, GCS and Azure make visible only once complete), so readers see the old object or the new one.
 """
 
 from __future__ import annotations
@@ -12,9 +16,12 @@ import contextlib
 import errno
 import os
 import re
+import tempfile
 import uuid
 from pathlib import Path
 from typing import BinaryIO, Iterator
+
+from .location import ObjectPath
 
 __all__ = ["atomic_file", "atomic_write_bytes", "tmp_target"]
 
@@ -54,15 +61,29 @@ def _make_dirs(folder: Path) -> None:
         _fsync_dir(new.parent)
 
 
-@contextlib.contextmanager
-def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+def atomic_file(path: str | os.PathLike[str] | ObjectPath) -> contextlib.AbstractContextManager[BinaryIO]:
     """Yield a binary file whose content replaces ``path`` atomically once the block ends.
 
     An exception inside the block (or while writing) leaves ``path`` untouched and no
     temporary file behind; an error of writing (a full or read-only disk) is re-raised naming
     ``path``.
     """
-    path = Path(path)
+    return _whole_object(path) if isinstance(path, ObjectPath) else _renamed_file(Path(path))
+
+
+@contextlib.contextmanager
+def _whole_object(path: ObjectPath) -> Iterator[BinaryIO]:
+    with tempfile.NamedTemporaryFile(prefix="mmcurate-", suffix=".tmp") as fh:
+        yield fh  # type: ignore[misc]
+        fh.flush()
+        try:
+            path.fs.put_file(fh.name, path.path)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+
+
+@contextlib.contextmanager
+def _renamed_file(path: Path) -> Iterator[BinaryIO]:
     tmp = _tmp_name(path)
     try:
         _make_dirs(path.parent)
@@ -82,7 +103,7 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
             tmp.unlink()
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike[str] | ObjectPath, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
     with atomic_file(path) as fh:
         fh.write(data)

@@ -161,8 +161,9 @@ def write_piece(task: WriteTask) -> str:
     return str(path)
 
 
-def assemble(store: RunStore, shard: OutputShard) -> dict[str, Any]:
+def assemble(root: str, shard: OutputShard) -> dict[str, Any]:
     """Join a shard's pieces into ``shards/NAME``; return its ``wids`` shard-list entry."""
+    store = RunStore(root)
     pieces = [store.piece_path(shard.name, i) for i in range(len(shard.segments))]
     size = join_tar_pieces(store.shards_dir / shard.name, pieces)
     for piece in pieces:
