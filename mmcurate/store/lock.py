@@ -163,11 +163,14 @@ def _take(path: ObjectPath, me: dict[str, Any]) -> None:
 def _renew(path: ObjectPath, me: dict[str, Any], stop: threading.Event) -> None:
     """Rewrite the lock's ``renewed`` time every :data:`RENEW_S` seconds while it is still ours."""
     while not stop.wait(RENEW_S):
-        if (_read(path) or {}).get("token") != me["token"]:
-            _log.warning("mmcurate: warning: %s: this run's lock was taken over by another run", path)
-            return
-        me["renewed"] = time.time()
-        path.fs.pipe_file(path.path, json.dumps(me).encode())
+        try:
+            if (_read(path) or {}).get("token") != me["token"]:
+                _log.warning("mmcurate: warning: %s: this run's lock was taken over by another run", path)
+                return
+            me["renewed"] = time.time()
+            path.fs.pipe_file(path.path, json.dumps(me).encode())
+        except Exception as exc:  # a failed renewal is retried at the next one
+            _log.warning("mmcurate: warning: %s: renewing the lock failed (%s: %s)", path, type(exc).__name__, exc)
 
 
 @contextlib.contextmanager
