@@ -41,17 +41,18 @@ __all__ = ["CurateResult", "curate"]
 class CurateResult:
     """What a run did: counts, the funnel, and where its files are."""
 
-    out: Path
+    out: Location
+    """The run directory: a local ``Path``, or an :class:`~mmcurate.io.location.ObjectPath` (``s3://...``)."""
     samples_in: int
     kept: int
     dropped: int
     funnel: list[StepCount]
-    shards: list[Path]
+    shards: list[Location]
     computed: dict[str, int] = field(default_factory=dict)
     """Rows each annotate step computed in this call (0 where stored rows were reused)."""
     dedup: list[DedupReport] = field(default_factory=list)
     """Per dedup step: how many removed, how many clusters, the largest ones."""
-    report: Path | None = None
+    report: Location | None = None
     """``OUT/report.html`` (None if writing it failed; ``mmcurate report OUT`` retries)."""
     top: list[KeepTopReport] = field(default_factory=list)
     """Per keep_top step: how many kept and the threshold that resulted."""
@@ -66,7 +67,7 @@ class CurateResult:
         return not self.failed
 
     @property
-    def decisions_path(self) -> Path:
+    def decisions_path(self) -> Location:
         """``OUT/decisions.parquet``: a folder of Parquet files, one per input shard, read as one
         table by ``pyarrow.parquet.read_table`` (see :meth:`mmcurate.store.runview.Run.decisions_dataset`)."""
         return self.out / "decisions.parquet"
@@ -83,7 +84,7 @@ class CurateResult:
         )
 
 
-def _shown(path: Path) -> str:
+def _shown(path: Location) -> str:
     """``path`` relative to the working directory when it lies inside it, else absolute."""
     try:
         return str(path.relative_to(Path.cwd()))

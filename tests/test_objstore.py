@@ -14,6 +14,7 @@ from pathlib import Path
 import fsspec
 import pyarrow.parquet as pq
 import pytest
+import webdataset as wds
 
 import mmcurate
 from conftest import DEMO_SHARDS, REPO
@@ -138,6 +139,8 @@ def test_a_run_on_s3_matches_a_local_run_and_resumes_without_a_shared_filesystem
     assert run.counts() == (local.samples_in, local.kept)
     assert run.decisions.equals(pq.read_table(tmp_path / "local" / "decisions.parquet"))
     assert run.funnel() == mmcurate.open_run(tmp_path / "local").funnel()
+    streamed = wds.WebDataset(shards, shardshuffle=False).compose(mmcurate.select(run=url))
+    assert [s["__key__"] for s in streamed] == [r["key"] for r in run.decisions.to_pylist() if r["kept"]]
 
     again = mmcurate.curate(shards, "default", url, scheduler=address, quiet=True)
     assert again.computed and set(again.computed.values()) == {0}  # every stored part reused
@@ -167,3 +170,8 @@ def test_a_lock_object_left_by_a_dead_process_is_taken_over_and_a_live_one_refus
         with RunStore(url).lock():
             pass
     assert json.loads(s3.cat_file(lock)) == elsewhere  # the live holder's lock is left alone
+
+    with pytest.raises(OSError) as caught:  # the first request names what it was about
+        with RunStore("s3://no-such-bucket/run").lock():
+            pass
+    assert caught.value.filename == f"s3://no-such-bucket/run/{LOCK_NAME}"

@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from .location import ObjectPath
+from .location import ObjectPath, naming
 
 __all__ = ["atomic_file", "atomic_write_bytes", "tmp_target"]
 
@@ -76,10 +76,8 @@ def _whole_object(path: ObjectPath) -> Iterator[BinaryIO]:
     with tempfile.NamedTemporaryFile(prefix="mmcurate-", suffix=".tmp") as fh:
         yield fh  # type: ignore[misc]
         fh.flush()
-        try:
+        with naming(path):
             path.fs.put_file(fh.name, path.path)
-        except OSError as exc:
-            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
 
 
 @contextlib.contextmanager

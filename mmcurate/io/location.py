@@ -12,6 +12,7 @@ fsspec's configuration (``AWS_ENDPOINT_URL``, ``FSSPEC_S3_ENDPOINT_URL``, see do
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 from pathlib import Path
@@ -23,7 +24,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-__all__ = ["Location", "ObjectPath", "dataset", "file_names", "inside", "location", "read_table"]
+__all__ = ["Location", "ObjectPath", "dataset", "file_names", "inside", "location", "naming", "read_table"]
 
 
 class ObjectPath:
@@ -115,6 +116,18 @@ class ObjectPath:
 
 
 Location = Union[Path, ObjectPath]
+
+
+@contextlib.contextmanager
+def naming(path: ObjectPath) -> Iterator[None]:
+    """Re-raise an ``OSError`` of a request about ``path`` (a missing bucket, a denied write) as
+    one naming it; ``FileExistsError`` (a conditional write refused) passes unchanged."""
+    try:
+        yield
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
 
 
 def _is_url(text: str) -> bool:

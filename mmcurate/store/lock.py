@@ -27,7 +27,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..io.location import Location, ObjectPath
+from ..io.location import Location, ObjectPath, naming
 
 __all__ = ["LOCK_NAME", "RunLocked", "hold"]
 
@@ -137,7 +137,8 @@ def _stale(info: dict[str, Any]) -> bool:
 def _create(path: ObjectPath, me: dict[str, Any]) -> bool:
     """Create the lock object unless one exists; whether it was created."""
     try:
-        path.fs.pipe_file(path.path, json.dumps(me).encode(), mode="create")
+        with naming(path):
+            path.fs.pipe_file(path.path, json.dumps(me).encode(), mode="create")
     except FileExistsError:
         return False
     return True

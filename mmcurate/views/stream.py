@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Mapping
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ..engine.plan import build_plan, reads_pixels
 from ..recipe import Recipe
@@ -31,6 +30,7 @@ from ..store.runview import Run
 from ..steps.sampleview import SampleView
 from ..engine.shard_task import AnnotatePlan, compute_rows, decide_steps
 from ..store.runstore import RunStore
+from ..io.location import read_table
 from ..io.tarread import Member, Sample
 
 __all__ = ["RecipeSelect", "RunSelect", "UnknownSample", "select"]
@@ -98,10 +98,10 @@ class RunSelect:
         if not self.store.decisions_path.exists():
             raise FileNotFoundError(f"{self.store.root}: no decisions.parquet; not a finished mmcurate run")
         if self.store.decisions_path.is_dir():
-            index = pq.read_table(self.store.decisions_index, columns=["url", "file"]).to_pydict()
+            index = read_table(self.store.decisions_index, columns=["url", "file"]).to_pydict()
             files: dict[str, str | None] = dict(zip(index["url"], index["file"]))
         else:  # a run of mmcurate before decisions became a dataset: one file
-            files = dict.fromkeys(pc.unique(pq.read_table(self.store.decisions_path, columns=["shard"])["shard"]).to_pylist())
+            files = dict.fromkeys(pc.unique(read_table(self.store.decisions_path, columns=["shard"])["shard"]).to_pylist())
         names = [Path(u).name for u in files]
         self.by_name = len(set(names)) == len(names)
         self.files = {self._shard_id(url): (url, file) for url, file in files.items()}
@@ -126,9 +126,9 @@ class RunSelect:
         url, file = self.files[shard]
         columns = ["key", "kept"]
         if file is None:
-            table = pq.read_table(self.store.decisions_path, columns=columns, filters=[("shard", "=", url)])
+            table = read_table(self.store.decisions_path, columns=columns, filters=[("shard", "=", url)])
         else:
-            table = pq.read_table(self.store.decisions_path / file, columns=columns)
+            table = read_table(self.store.decisions_path / file, columns=columns)
         kept: dict[str, bool] = {}
         repeated: dict[str, list[bool]] = {}
         for key, verdict in zip(table["key"].to_pylist(), table["kept"].to_pylist()):
