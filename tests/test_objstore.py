@@ -32,29 +32,45 @@ def _wait_for(path: Path, timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def s3():
-    """A moto S3 server on 127.0.0.1 with a fresh bucket; the endpoint and dummy credentials go
-    through the environment, the way a user points mmcurate (and its workers) at a store."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+    """A moto S3 server process on 127.0.0.1 with a fresh bucket; the endpoint and dummy
+    credentials go through the environment, the way a user points mmcurate (and its workers) at
+    a store."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     env = {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:  # not listening yet
+                if time.time() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.1)
         fs = fsspec.filesystem("s3", skip_instance_cache=True)
         fs.mkdir(BUCKET)
         yield fs
     finally:
-        server.stop()
+        server.kill()
+        server.wait()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
