@@ -17,19 +17,11 @@ import pytest
 import webdataset as wds
 
 import mmcurate
-from conftest import DEMO_SHARDS, REPO
+from conftest import DEMO_SHARDS, REPO, wait_for
 from mmcurate.store.lock import LOCK_NAME, RunLocked
 from mmcurate.store.runstore import RunStore
 
 BUCKET = "mmcurate-test"
-
-
-def _wait_for(path: Path, timeout: float = 60) -> None:
-    deadline = time.time() + timeout
-    while not path.exists():
-        if time.time() > deadline:
-            raise TimeoutError(f"{path} did not appear")
-        time.sleep(0.1)
 
 
 def _free_port() -> int:
@@ -93,7 +85,7 @@ def scheduler(s3, tmp_path_factory):
         )
     ]
     try:
-        _wait_for(info)
+        wait_for(info)
         address = json.loads(info.read_text())["address"]
         for i in range(2):
             cwd = base / f"worker-{i}"
