@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--workers", type=int, metavar="N", help="local cluster worker processes (default: one per CPU core)")
     f.add_argument("--threads-per-worker", type=int, default=1, metavar="N", help="threads per local worker (default: 1)")
     f.add_argument("--gpus", type=int, metavar="N", help="local GPU workers for GPU steps such as clip_score, one per device (default: every CUDA device when the recipe has a GPU step; 0: none)")
-    f.add_argument("--against", action="append", default=[], metavar="PREVIOUS_OUT", help="deduplicate against the kept samples of an earlier run directory (its stored hashes are reused; repeatable)")
+    f.add_argument("--against", action="append", default=[], metavar="REFERENCE", help="decontaminate: drop samples that match (per dedup step) the kept samples of an earlier run directory (its stored hashes are reused) or the samples of reference shards (paths, globs, URLs; annotated once into OUT/reference/), as matches_reference:KEY; repeatable")
     f.add_argument("--overwrite", action="store_true", help="replace a different run already in --out: only the files it wrote are removed, its stored annotations are reused where they match")
     f.add_argument("--quiet", action="store_true", help="no progress bars, funnel or library warnings; failed and wholly unreadable inputs are still reported on stderr")
 

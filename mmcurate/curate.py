@@ -19,17 +19,17 @@ from .engine import cluster
 from .engine.global_steps import GLOBAL_RUNNERS
 from .engine.keys import drop_repeated_keys
 from .engine.plan import GlobalPlan, Group, Plan, build_plan, digest, funnel_steps
+from .engine.reference import ReferenceRows, resolve_references
 from .engine.shard_task import GroupTask, run_group
 from .engine.state import RunState, ShardSummary, apply_drops, finish
 from .io.inputs import ShardRef, hash_identity, resolve_inputs
 from .io.location import Location, ObjectPath
-from .io.output import assemble, index_json, plan_layout, write_piece, write_tasks
-from .recipe import AnnotateStep, Recipe
+from .io.output import assemble, index_json, plan_layout, remove_order_files, shard_outputs, write_piece, write_tasks
+from .recipe import AnnotateStep, DedupStep, Recipe
 from .steps import annotators
-from .steps.dedup import DedupReport, PriorRows
+from .steps.dedup import DedupReport
 from .steps.keep_top import KeepTopReport, format_keep_top
 from .store.runstore import INDEX, RunStore, atomic_write_bytes
-from .store.runview import open_run
 from .views.funnel import StepCount, format_dedup, format_failed, format_funnel, funnel_from_groups
 from .views.report import write_report
 
@@ -50,6 +50,8 @@ class CurateResult:
     shards: list[Location]
     computed: dict[str, int] = field(default_factory=dict)
     """Rows each annotate step computed in this call (0 where stored rows were reused)."""
+    reference_computed: dict[str, int] = field(default_factory=dict)
+    """Rows each annotate step computed over reference shards (``against``) in this call."""
     dedup: list[DedupReport] = field(default_factory=list)
     """Per dedup step: how many removed, how many clusters, the largest ones."""
     report: Location | None = None
@@ -122,8 +124,10 @@ def curate(
 
     Uses ``client`` if given, else joins ``scheduler``, else starts a LocalCluster of
     ``workers`` processes. Re-running the same call resumes and reuses stored annotations.
-    ``against`` names earlier run directories: samples duplicating their kept samples are
-    dropped (their stored columns are read, nothing is re-hashed).
+    ``against`` names reference sets for every dedup step (a step's own go in its ``against:``):
+    earlier run directories (their kept samples' stored columns are read, nothing is re-hashed)
+    or shards (paths, globs, URLs; the step's annotators run over them once, stored in
+    ``OUT/reference/``). A sample matching a reference item is dropped as ``matches_reference:KEY``.
 
     ``out`` is locked while the run writes (a second run raises :class:`~mmcurate.store.lock.RunLocked`);
     an ``out`` that contains an input or holds files but no run raises
@@ -140,12 +144,13 @@ def curate(
     """
     recipe = Recipe.resolve(recipe, overrides)
     shards = resolve_inputs([inputs] if isinstance(inputs, str) else list(inputs))
-    priors = [open_run(path).kept_rows() for path in against]
+    own = {s.id: resolve_references(s.against) for s in recipe.steps if isinstance(s, DedupStep) and s.against}
+    references = ReferenceRows(out, resolve_references(against), own, recipe.modalities, batch_size, quiet)
     resolved = _prepare_annotators(recipe)
     plan = build_plan(recipe, resolved)
     store = RunStore(out)
     store.refuse_inputs_inside(s.url for s in shards)
-    identity = digest({"inputs": [s.url for s in shards], "recipe": recipe.to_dict(), "against": [p.source for p in priors]}, 32)
+    identity = digest({"inputs": [s.url for s in shards], "recipe": recipe.to_dict(), "against": references.sources}, 32)
     describe = f"recipe {recipe.name!r} on {len(shards)} shard(s)"
     with store.lock():
         outputs = store.prepare(identity, describe, overwrite)
@@ -165,7 +170,7 @@ def curate(
         store.save_run_info(info)
 
         return _run(
-            store, info, plan, shards, priors, batch_size, quiet, gpus,
+            store, info, plan, shards, references, batch_size, quiet, gpus,
             dict(scheduler=scheduler, workers=workers, threads_per_worker=threads_per_worker, client=client),
         )
 
@@ -175,7 +180,7 @@ def _run(
     info: dict[str, Any],
     plan: Plan,
     shards: list[ShardRef],
-    priors: list[PriorRows],
+    references: ReferenceRows,
     batch_size: int,
     quiet: bool,
     gpus: int | None,
@@ -188,7 +193,7 @@ def _run(
     with cluster.connect(**connection, quiet=quiet, gpus=gpu_workers) as dask_client:
         shards, failed = _hash_unstamped(dask_client, shards, quiet)
         info["shard_identities"] = {s.url: s.identity for s in shards}
-        summaries, computed, reports = _decide(dask_client, plan, shards, store, batch_size, quiet, priors, failed)
+        summaries, computed, reports = _decide(dask_client, plan, shards, store, batch_size, quiet, references, failed)
         written = _write(dask_client, plan, shards, summaries, failed, store, quiet, info)
 
     counts = [summaries[s.url] for s in shards]
@@ -203,6 +208,7 @@ def _run(
         funnel=funnel_from_groups(groups, samples_in, funnel_steps(recipe)),
         shards=[store.shards_dir / w["url"] for w in written],
         computed=computed,
+        reference_computed=references.computed,
         dedup=[r for r in reports if isinstance(r, DedupReport)],
         top=[r for r in reports if isinstance(r, KeepTopReport)],
         failed=failed,
@@ -214,7 +220,7 @@ def _run(
         counts={"samples_in": samples_in, "kept": kept, "dropped": result.dropped},
         dedup=[asdict(r) for r in result.dedup],
         keep_top=[asdict(r) for r in result.top],
-        against=[p.source for p in priors],
+        against=references.sources,
     )
     store.save_run_info(info)
     result.report = _write_report(store.root)
@@ -268,7 +274,7 @@ def _decide(
     store: RunStore,
     batch_size: int,
     quiet: bool,
-    priors: list[PriorRows],
+    references: ReferenceRows,
     failed: dict[str, str],
 ) -> tuple[dict[str, ShardSummary], dict[str, int], list[Any]]:
     """Run the plan's stages; a shard whose task still fails after its retries is added to
@@ -283,7 +289,7 @@ def _decide(
     for number, stage in enumerate(plan.stages, start=1):
         todo = [ref for ref in shards if ref.url not in failed]
         if isinstance(stage, GlobalPlan):
-            all_drops, report = GLOBAL_RUNNERS[type(stage.step)](client, store, stage, RunState(store, todo), todo, priors)
+            all_drops, report = GLOBAL_RUNNERS[type(stage.step)](client, store, stage, RunState(store, todo), todo, references.priors(client, stage))
             touched = [(ref, all_drops[ref.url]) for ref in todo if all_drops.get(ref.url)]
             done = cluster.map_tasks(client, functools.partial(apply_drops, str(store.root)), touched, f"record {stage.id}", lambda t: t[0].url, quiet)
             summaries.update((ref.url, summary) for (ref, _), summary in zip(touched, done))
@@ -333,12 +339,13 @@ def _write(
     todo = [ref for ref in shards if ref.url not in failed]
     summaries.update(drop_repeated_keys(client, root, todo, config.keys))
     total_kept = sum(summaries[ref.url].kept for ref in todo)
-    layout = client.submit(plan_layout, root, todo, config, total_kept, pure=False).result()
+    plans = tuple(plan.annotate_plans())
+    layout = client.submit(plan_layout, root, todo, config, total_kept, plans, pure=False).result()
     names = [s.name for s in layout]
     store.begin_outputs(info, names)
-    tasks = write_tasks(layout, root, tuple(plan.annotate_plans()), config)
+    tasks = write_tasks(layout, root, plans, config)
     if tasks:
-        cluster.map_tasks(client, write_piece, tasks, "write", lambda t: f"{t.shard.name} from {t.shard.segments[t.segment].ref.url}", quiet)
+        cluster.map_tasks(client, write_piece, tasks, "write", lambda t: t.label, quiet)
     join = functools.partial(assemble, root)
     if isinstance(store.root, ObjectPath):  # workers join, in parallel: the driver would relay every byte
         written = cluster.map_tasks(client, join, layout, "join", lambda s: s.name, quiet) if layout else []
@@ -350,12 +357,17 @@ def _write(
     for shard in layout:
         for seg in shard.segments:
             outputs.setdefault(seg.ref.url, []).append((shard.name, seg.start, seg.stop))
-    records = [(ref, i, outputs.get(ref.url, []), ref.url in failed) for i, ref in enumerate(shards)]
+    ordered = config.order != "input"  # then each shard's outputs are read from the order files
+    records = [(ref, i, None if ordered else outputs.get(ref.url, []), ref.url in failed) for i, ref in enumerate(shards)]
     store.begin_decisions()
     cluster.map_tasks(client, functools.partial(_finish, root), records, "decisions", lambda r: r[0].url, quiet)
     store.write_decisions_index([ref.url for ref in shards], [ref.identity for ref in shards])
+    remove_order_files(store, config, layout, todo)
     return written
 
 
-def _finish(root: str, record: tuple[ShardRef, int, list[tuple[str, int, int]], bool]) -> None:
-    finish(RunStore(root), *record)
+def _finish(root: str, record: tuple[ShardRef, int, list[tuple[str, int, int]] | None, bool]) -> None:
+    ref, index, outputs, failed = record
+    if outputs is None:
+        outputs = [] if failed else shard_outputs(root, ref)
+    finish(RunStore(root), ref, index, outputs, failed)

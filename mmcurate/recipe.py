@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
 import re
 import typing
 from dataclasses import dataclass, field
@@ -113,6 +114,9 @@ class DedupStep:
     id: str
     method: str
     config: Any
+    against: tuple[str, ...] = ()
+    """Reference sets for this step alone (besides ``--against``): earlier run directories or
+    shards; a sample matching a reference item is dropped as ``matches_reference:KEY``."""
 
     @property
     def keep(self) -> KeepPolicy:
@@ -125,7 +129,8 @@ class DedupStep:
         return cols + [c for c in self.keep.columns if c not in cols]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "dedup": self.method, **dataclasses.asdict(self.config)}
+        against = {"against": list(self.against)} if self.against else {}
+        return {"id": self.id, "dedup": self.method, **dataclasses.asdict(self.config), **against}
 
 
 @dataclass(frozen=True)
@@ -171,6 +176,12 @@ class OutputConfig:
     """Output keys: ``keep`` the input keys (a key an earlier input shard already gave drops the
     later sample as ``duplicate_key_across_shards:SHARD``), or ``prefix_shard``: ``NAME/KEY``,
     NAME being the input shard's file name without ``.tar``."""
+    order: str = "input"
+    """The order samples are written in, across all output shards: ``input`` (input shard by
+    input shard, tar order), ``shuffle`` (one global permutation drawn from ``seed``), or
+    ``COLUMN asc`` / ``COLUMN desc`` (a stored annotation column; ties and nulls, last, in input order)."""
+    seed: int = 0
+    """Seed of ``order: shuffle``."""
 
     def __post_init__(self) -> None:
         for name in ("samples_per_shard", "max_shard_bytes", "shards"):
@@ -179,6 +190,15 @@ class OutputConfig:
                 raise ValueError(f"field {name!r}: expected a positive integer, got {value!r}")
         if self.keys not in OUTPUT_KEYS:
             raise ValueError(f"field 'keys': expected one of {', '.join(OUTPUT_KEYS)}, got {self.keys!r}")
+        words = self.order.split()
+        if words not in (["input"], ["shuffle"]) and not (len(words) == 2 and words[1] in ("asc", "desc")):
+            raise ValueError(f"field 'order': expected input, shuffle, or COLUMN asc|desc (e.g. 'clip_score desc'), got {self.order!r}")
+
+    @property
+    def sort(self) -> tuple[str, bool] | None:
+        """``(column, descending)`` for ``order: COLUMN asc|desc``, else None."""
+        words = self.order.split()
+        return (words[0], words[1] == "desc") if len(words) == 2 else None
 
 
 @dataclass(frozen=True)
@@ -372,6 +392,11 @@ def _validate(data: dict[str, Any], source: str) -> Recipe:
         steps.append(step)
     output = _build_config(OutputConfig, data.get("output") or {}, f"{source}: output")
     _check_file_name(output.prefix, f"{source}: output", "prefix")
+    if output.sort and _kind(columns.get(output.sort[0], pa.null())) not in ("number", "boolean", "string"):
+        raise RecipeError(
+            f"{source}: output: field 'order': column {output.sort[0]!r} is not a number, boolean or string column of an "
+            f"annotate step (available: {', '.join(c for c, t in sorted(columns.items()) if _kind(t) != 'other') or 'none'})"
+        )
     return Recipe(name=name, steps=tuple(steps), modalities=modalities, output=output, source=source)
 
 
@@ -455,9 +480,10 @@ def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: Mappi
     if "blocklist" in raw:
         return _validate_blocklist(params, step_id, where, columns)
     method = str(params.pop("dedup"))
+    against = _references(params.pop("against", []), where)
     if method not in DEDUP_METHODS:
         raise RecipeError(f"{where}: field 'dedup': unknown method {method!r}; known: {', '.join(DEDUP_METHODS)}")
-    config = _build_config(DEDUP_METHODS[method], params, where, ("dedup", "id"))
+    config = _build_config(DEDUP_METHODS[method], params, where, ("dedup", "id", "against"))
     try:
         keep = KeepPolicy.parse(config.keep)
     except ValueError as exc:
@@ -471,7 +497,15 @@ def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: Mappi
                 option = {"mirror": "mirror: true", "variants": "rotate: [ANGLES]", "regions": "regions: true"}.get(name)
                 hint = f"; set {option} on the step that computes {config.column}" if option else ""
                 raise RecipeError(f"{where}: field {name!r}: column {col!r} is not produced by an earlier annotate step{hint}")
-    return DedupStep(id=step_id, method=method, config=config)
+    return DedupStep(id=step_id, method=method, config=config, against=against)
+
+
+def _references(raw: Any, where: str) -> tuple[str, ...]:
+    """``against:``: a path, glob or URL, or a list of them; local paths made absolute."""
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
+        raise RecipeError(f"{where}: field 'against': expected a run directory or shards (path, glob, URL), or a list of them, got {raw!r}")
+    return tuple(i if "://" in i else os.path.abspath(os.path.expanduser(i)) for i in items)
 
 
 def _validate_keep_top(params: dict[str, Any], step_id: str, where: str, columns: Mapping[str, pa.DataType]) -> KeepTopStep:

@@ -122,7 +122,7 @@ def test_against_a_previous_run_drops_new_duplicates_without_rehashing_old_data(
     second = mmcurate.curate(new, recipe, tmp_path / "second", client=client, quiet=True, against=[tmp_path / "first"])
     assert second.computed["planted"] == 2  # only the new shard's samples were annotated
     d = _decisions(second)
-    assert d["new0"]["reason"] == "near_duplicate_of:old0"
+    assert d["new0"]["reason"] == "matches_reference:old0"
     assert d["new1"]["kept"]
     assert set(d) == {"new0", "new1"}  # the old run's samples are not re-decided here
 

@@ -145,7 +145,7 @@ def test_exact_dedup_against_an_earlier_run_keeps_its_rows_at_every_partition_co
         dedup, result = _run(tmp_path, f"second{per_partition}", new_shards, step, client, against=[first.out])
         parent = _reference(dedup, both, prior)
         decisions = {d["key"]: d["reason"] for d in pq.read_table(result.decisions_path).to_pylist()}
-        assert decisions == {k: None if parent[i] == i else f"duplicate_of:{keys[parent[i]]}" for i, k in enumerate(keys) if not prior[i]}
+        assert decisions == {k: None if parent[i] == i else f"{'matches_reference' if prior[parent[i]] else 'duplicate_of'}:{keys[parent[i]]}" for i, k in enumerate(keys) if not prior[i]}
         assert any(parent[i] < len(prior_rows) for i in range(len(prior_rows), len(keys)) if parent[i] != i)
 
 

@@ -56,7 +56,7 @@ from ..steps.dedup.partition import (
     parents_in_partition,
     results_from_labels,
 )
-from ..steps.dedup.results import CLUSTER_FILE, REASONS, DedupReport, PriorRows
+from ..steps.dedup.results import CLUSTER_FILE, REASONS, REFERENCE_REASON, DedupReport, PriorRows
 from ..steps.keep_top import REASON, KeepTopReport, band, bracket, keep_mask, ranked_values, sketch, threshold_from_bands, top_count
 from ..store.runstore import RunStore, atomic_write_table
 from .gather import PRIOR, ShardRows, ShardSpec, prior_rows, read_rows, shard_specs
@@ -200,18 +200,18 @@ def _finish(records: db.Bag, rows: db.Bag, at: Any, parts: int, step: str, reaso
                 out.append((requester, ("named", (wanted, [own.keys[i] for i in at]))))
         return out
 
-    def assemble(group: tuple[int, list[tuple[str, Any]]]) -> _ShardOutcome:
+    def assemble(group: tuple[int, list[tuple[str, Any]]], at: _Shards) -> _ShardOutcome:
         index, items = group
         own = next(p for kind, p in items if kind == "rows")
         res = next(p for kind, p in items if kind == "base")
         named = {int(r): k for kind, p in items if kind == "named" for r, k in zip(p[0].tolist(), p[1])}
-        return _shard_outcome(index, own, res, named, step, reason, cluster_dir)
+        return _shard_outcome(index, own, res, named, step, reason, cluster_dir, at.owner(res.parent) == PRIOR)
 
     bases = _flat(_groups(records, parts), base, at)
     needs = _flat(bases, lambda r: [r] if r[1][0] == "need" else [])
     names = _flat(_groups(db.concat([needs, providers]), parts), name)
     own = _flat(bases, lambda r: [r] if r[1][0] == "base" else [])
-    return _each(_groups(db.concat([own, names, providers]), parts), assemble)
+    return _each(_groups(db.concat([own, names, providers]), parts), assemble, at)
 
 
 def _concat_results(pieces: list[RowResults]) -> RowResults:
@@ -221,13 +221,15 @@ def _concat_results(pieces: list[RowResults]) -> RowResults:
 
 
 def _shard_outcome(index: int, own: ShardRows, res: RowResults, named: dict[int, str], step: str, reason: str,
-                   cluster_dir: str) -> _ShardOutcome:
+                   cluster_dir: str, to_reference: np.ndarray) -> _ShardOutcome:
+    """``to_reference``: per row, whether the sample it duplicates is a reference item
+    (``--against``); such a sample is dropped as ``matches_reference:KEY``."""
     if not np.array_equal(res.row, own.rows):
         raise RuntimeError(f"dedup step {step}: rows of shard {index} went missing in the shuffle")
     dropped = np.flatnonzero(res.parent != res.row)
     kept_key = {int(res.row[i]): own.keys[i] for i in np.flatnonzero(res.parent == res.row)}
     kept_key.update((int(res.parent[i]), named[int(res.row[i])]) for i in dropped)
-    reasons = [f"{reason}:{kept_key[int(res.parent[i])]}" for i in dropped]
+    reasons = [f"{REFERENCE_REASON if to_reference[i] else reason}:{kept_key[int(res.parent[i])]}" for i in dropped]
     if index != PRIOR:
         path = location(cluster_dir) / f"part-{index:09d}.parquet"
         atomic_write_table(path, _cluster_table(own.url, own.pos, own.keys, res.parent, res.size))

@@ -165,10 +165,12 @@ def finish(store: RunStore, shard: ShardRef, index: int, outputs: Sequence[tuple
     path = state_path(store, shard)
     table = STATE_SCHEMA.empty_table() if failed or not path.exists() else read_table(path)
     kept = pc.is_null(table["step"])
-    rank = np.cumsum(kept.to_numpy(zero_copy_only=False)) - 1  # the kept sample's number among the kept
-    output = np.full(table.num_rows, None, dtype=object)
+    mask = kept.to_numpy(zero_copy_only=False)
+    by_rank = np.full(int(mask.sum()), None, dtype=object)  # by the kept sample's number among the kept
     for name, start, stop in outputs:
-        output[(rank >= start) & (rank < stop) & kept.to_numpy(zero_copy_only=False)] = name
+        by_rank[start:stop] = name
+    output = np.full(table.num_rows, None, dtype=object)
+    output[mask] = by_rank
     decisions = pa.table(
         {
             "shard": pa.array(np.full(table.num_rows, shard.url, dtype=object), pa.string()),

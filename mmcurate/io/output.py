@@ -1,24 +1,46 @@
 """Re-shard the kept samples: name them uniquely, assign them to output shards, then copy their
-members byte-for-byte (renamed only under ``output.keys: prefix_shard``)."""
+members byte-for-byte (renamed only under ``output.keys: prefix_shard``).
+
+In input order (``output.order: input``) an output shard is a run of *segments*, contiguous
+kept samples of one input shard each, written as pieces in parallel and joined.
+
+Any other order (``shuffle``, ``COLUMN asc|desc``) is computed by one worker task over every
+kept sample's (input shard, pos, size, sort value), about 50 bytes each plus the key, with
+Arrow; it writes ``OUT/order/NAME.parquet`` per output shard (its samples in order) and
+``OUT/order/input-ID.parquet`` per input shard (each kept sample's output shard, for the
+decisions). One task per output shard then streams each input shard it takes from once,
+appending the samples it wants to a scratch piece, and copies them out in order: memory stays
+bounded by one output shard's sample count, but a shuffle reads each input shard once per
+output shard that takes from it (up to every one: inputs x outputs reads). For a huge set,
+shuffle within windows of input shards (several runs) or read inputs from fast storage.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence, Union
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from .atomic import atomic_file
+from .location import Location, read_table
 from .inputs import ShardRef
-from ..engine.plan import AnnotatePlan, read_annotations
+from ..engine.gather import ShardSpec, read_rows
+from ..engine.plan import AnnotatePlan, digest, read_annotations
 from ..engine.state import kept_rows
 from ..recipe import OutputConfig
-from ..store.runstore import RunStore
+from ..store.runstore import RunStore, atomic_write_table
 from .tarread import iter_samples
-from .tarwrite import join_tar_pieces, write_tar_piece
+from .tarwrite import join_tar_pieces, write_tar_piece, write_tar_samples
 
 __all__ = [
     "OUTPUT_STEP",
+    "OrderedShard",
     "OutputShard",
     "Segment",
     "WriteTask",
@@ -26,12 +48,15 @@ __all__ = [
     "index_json",
     "output_key",
     "plan_layout",
+    "remove_order_files",
     "shard_capacity",
+    "shard_outputs",
     "write_piece",
     "write_tasks",
 ]
 
 ANNOTATIONS_EXT = "mmcurate.json"
+ORDER_DIR = "order"
 OUTPUT_STEP = "output"
 """The pseudo-step that drops a kept sample whose output key an earlier input shard already gave."""
 
@@ -57,6 +82,25 @@ class OutputShard:
     def nsamples(self) -> int:
         return sum(s.stop - s.start for s in self.segments)
 
+    @property
+    def pieces(self) -> int:
+        """Pieces joined into the shard: one per segment."""
+        return len(self.segments)
+
+
+@dataclass(frozen=True)
+class OrderedShard:
+    """One output tar under an ``output.order`` other than ``input``: its samples, in order, are
+    listed in its order file (:func:`order_path`); one task writes its single piece."""
+
+    name: str
+    nsamples: int
+    segments: tuple[Segment, ...] = ()
+    pieces: int = 1
+
+
+Layout = list[Union[OutputShard, OrderedShard]]
+
 
 @dataclass(frozen=True)
 class WriteTask:
@@ -66,13 +110,19 @@ class WriteTask:
     single large output shard uses every worker.
     """
 
-    shard: OutputShard
+    shard: OutputShard | OrderedShard
     segment: int
     root: str
     plans: tuple[AnnotatePlan, ...]
     annotations_member: bool
     keys: str
     """``output.keys``: how output keys derive from input keys (checked against each sample read)."""
+
+    @property
+    def label(self) -> str:
+        if isinstance(self.shard, OrderedShard):
+            return self.shard.name
+        return f"{self.shard.name} from {self.shard.segments[self.segment].ref.url}"
 
 
 def output_key(ref: ShardRef, key: str, keys: str) -> str:
@@ -88,43 +138,165 @@ def shard_capacity(total_kept: int, config: OutputConfig) -> int:
     return max(1, -(-total_kept // config.shards))
 
 
-def plan_layout(root: str, shards: Sequence[ShardRef], config: OutputConfig, total_kept: int) -> list[OutputShard]:
-    """Pack the ``total_kept`` kept samples in input order into shards of at most :func:`shard_capacity` samples
-    and ``max_shard_bytes`` bytes (a lone larger sample gets its own).
+class _Packer:
+    """Cuts a stream of sample sizes into output shards of at most ``limit`` samples and ``cap``
+    bytes (a lone larger sample gets its own), numbered from 0."""
 
-    Runs on a worker: a scan over the input shards that holds one shard's kept sizes at a time
-    (read from its state) and cuts them with a prefix sum."""
-    store = RunStore(root)
-    limit, cap = shard_capacity(total_kept, config), config.max_shard_bytes
-    layout: list[OutputShard] = []
-    segments: list[Segment] = []
-    count = size = 0
+    def __init__(self, limit: int, cap: int):
+        self.limit, self.cap = limit, cap
+        self.shard = self.count = self.size = 0
 
-    def close() -> None:
-        nonlocal segments, count, size
-        if segments:
-            layout.append(OutputShard(f"{config.prefix}-{len(layout):06d}.tar", tuple(segments)))
-        segments, count, size = [], 0, 0
-
-    for ref in shards:
-        sizes = kept_rows(store, ref)["nbytes"].to_numpy()
+    def runs(self, sizes: np.ndarray) -> Iterator[tuple[int, int, int]]:
+        """``(output shard, start, stop)``: the run of ``sizes`` (the stream's next samples) each shard takes."""
         i = 0
         while i < len(sizes):
-            total = np.cumsum(sizes[i : i + max(limit - count, 1)])  # what the open shard could still take
-            take = min(max(limit - count, 0), int(np.searchsorted(total, cap - size, side="right")))
-            if take == 0 and count == 0:
+            total = np.cumsum(sizes[i : i + max(self.limit - self.count, 1)])  # what the open shard could still take
+            take = min(max(self.limit - self.count, 0), int(np.searchsorted(total, self.cap - self.size, side="right")))
+            if take == 0 and self.count == 0:
                 take = 1  # a lone sample larger than the cap
             if take:
-                segments.append(Segment(ref, i, i + take))
-                count, size, i = count + take, size + int(total[take - 1]), i + take
+                yield self.shard, i, i + take
+                self.count, self.size, i = self.count + take, self.size + int(total[take - 1]), i + take
             if i < len(sizes):  # the next sample does not fit
-                close()
-    close()
+                self.shard, self.count, self.size = self.shard + 1, 0, 0
+
+
+def _shard_name(config: OutputConfig, number: int) -> str:
+    return f"{config.prefix}-{number:06d}.tar"
+
+
+def plan_layout(root: str, shards: Sequence[ShardRef], config: OutputConfig, total_kept: int, plans: Sequence[AnnotatePlan] = ()) -> Layout:
+    """Pack the ``total_kept`` kept samples in ``output.order`` into shards of at most
+    :func:`shard_capacity` samples and ``max_shard_bytes`` bytes (a lone larger sample gets its own).
+
+    Runs on a worker. In input order: a scan over the input shards that holds one shard's kept
+    sizes at a time (read from its state) and cuts them with a prefix sum. In another order:
+    see :func:`_ordered_layout` (``plans``: the annotate steps, for ``COLUMN asc|desc``)."""
+    store = RunStore(root)
+    packer = _Packer(shard_capacity(total_kept, config), config.max_shard_bytes)
+    if config.order != "input":
+        return _ordered_layout(store, shards, config, packer, plans)
+    segments: dict[int, list[Segment]] = {}
+    for ref in shards:
+        for number, start, stop in packer.runs(kept_rows(store, ref)["nbytes"].to_numpy()):
+            segments.setdefault(number, []).append(Segment(ref, start, stop))
+    return [OutputShard(_shard_name(config, n), tuple(segs)) for n, segs in sorted(segments.items())]
+
+
+def order_path(store: RunStore, name: str) -> Location:
+    """``OUT/order/NAME.parquet``: an ordered output shard's samples (url, identity, pos, key), in order."""
+    return store.root / ORDER_DIR / f"{name}.parquet"
+
+
+def _assignment_path(store: RunStore, ref: ShardRef) -> Location:
+    """``OUT/order/input-ID.parquet``: the output shard of each kept sample of ``ref``, in input order."""
+    return store.root / ORDER_DIR / f"input-{digest([ref.url, ref.identity])}.parquet"
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 of each uint64 (a bijection that scatters neighbouring values)."""
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _sort_values(store: RunStore, ref: ShardRef, pos: np.ndarray, config: OutputConfig, plans: Sequence[AnnotatePlan]) -> pa.Array:
+    """Each kept sample's sort value: a hash of (seed, shard URL, pos) for a shuffle, else its stored column."""
+    if config.sort is None:
+        base = int.from_bytes(hashlib.sha256(f"{config.seed}\0{ref.url}".encode()).digest()[:8], "little")
+        return pa.array(_mix(np.uint64(base) ^ pos.astype(np.uint64)), pa.uint64())
+    column = config.sort[0]
+    source = next(p for p in reversed(plans) if column in p.columns)
+    spec = ShardSpec(0, ref.url, 0, pos, [(str(store.part_path(source.id, source.part_name(ref))), [column])])
+    return pa.array(read_rows(spec).columns[column], source.columns[column])
+
+
+def _ordered_layout(store: RunStore, shards: Sequence[ShardRef], config: OutputConfig, packer: _Packer,
+                    plans: Sequence[AnnotatePlan]) -> Layout:
+    """Every kept sample sorted by ``output.order`` (ties in input order), cut into shards; the
+    order files written (:func:`order_path`, :func:`_assignment_path`)."""
+    tables = []
+    for index, ref in enumerate(shards):
+        kept = kept_rows(store, ref)
+        pos = kept["pos"].to_numpy()
+        tables.append(pa.table({
+            "input": pa.array(np.full(len(pos), index, np.int32)),
+            "pos": kept["pos"], "key": kept["key"], "nbytes": kept["nbytes"],
+            "value": _sort_values(store, ref, pos, config, plans),
+        }))
+    if not tables:
+        return []
+    table = pa.concat_tables(tables)
+    direction = "descending" if config.sort and config.sort[1] else "ascending"
+    order = pc.sort_indices(table, [("value", direction), ("input", "ascending"), ("pos", "ascending")], null_placement="at_end")
+    ordered = table.take(order)
+    number = np.empty(ordered.num_rows, np.int32)
+    runs = list(packer.runs(ordered["nbytes"].to_numpy()))
+    for n, start, stop in runs:
+        number[start:stop] = n
+    urls = pa.array([ref.url for ref in shards], pa.string())
+    identities = pa.array([ref.identity for ref in shards], pa.string())
+    layout: Layout = []
+    for n, start, stop in runs:
+        rows = ordered.slice(start, stop - start)
+        inputs = rows["input"].combine_chunks()
+        atomic_write_table(order_path(store, _shard_name(config, n)), pa.table({
+            "url": urls.take(inputs), "identity": identities.take(inputs), "pos": rows["pos"], "key": rows["key"],
+        }))
+        layout.append(OrderedShard(_shard_name(config, n), stop - start))
+    assigned = np.empty(ordered.num_rows, np.int32)
+    assigned[order.to_numpy()] = number  # back in input order
+    start = 0
+    for ref, part in zip(shards, tables):
+        names = [layout[i].name for i in assigned[start : start + part.num_rows].tolist()]
+        atomic_write_table(_assignment_path(store, ref), pa.table({"output": pa.array(names, pa.string())}))
+        start += part.num_rows
     return layout
 
 
-def write_tasks(layout: list[OutputShard], root: str, plans: tuple[AnnotatePlan, ...], config: OutputConfig) -> list[WriteTask]:
-    return [WriteTask(s, i, root, plans, config.annotations_member, config.keys) for s in layout for i in range(len(s.segments))]
+def shard_outputs(root: str, ref: ShardRef) -> list[tuple[str, int, int]]:
+    """Under an ``output.order`` other than ``input``: ``(output shard, start, stop)`` ranges of
+    ``ref``'s kept samples (numbered in input order), as :func:`mmcurate.engine.state.finish` takes them."""
+    names = read_table(_assignment_path(RunStore(root), ref))["output"].to_numpy(zero_copy_only=False)
+    cuts = [0, *(np.flatnonzero(names[1:] != names[:-1]) + 1).tolist(), len(names)]
+    return [(names[a], a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+
+def remove_order_files(store: RunStore, config: OutputConfig, layout: Layout, shards: Iterable[ShardRef]) -> None:
+    """Delete the order files :func:`plan_layout` wrote for ``layout`` and ``shards``, then their folder if empty."""
+    if config.order == "input":
+        return
+    for path in [order_path(store, s.name) for s in layout] + [_assignment_path(store, ref) for ref in shards]:
+        path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (store.root / ORDER_DIR).rmdir()
+
+
+def write_tasks(layout: Layout, root: str, plans: tuple[AnnotatePlan, ...], config: OutputConfig) -> list[WriteTask]:
+    return [WriteTask(s, i, root, plans, config.annotations_member, config.keys) for s in layout for i in range(s.pieces)]
+
+
+def _samples(ref: ShardRef, wanted: dict[int, str], task: WriteTask, notes: dict[int, dict[str, Any]]) -> Iterator[tuple[int, list[tuple[str, bytes]]]]:
+    """``(pos, members renamed)`` of the samples of ``ref`` at the positions of ``wanted``
+    (pos -> output key), streamed in tar order, each with its annotations member if asked."""
+    done = 0
+    for pos, sample in enumerate(iter_samples(ref.url)):  # wanted samples are met in tar order: stream, never buffer
+        name = wanted.get(pos)
+        if name is None:
+            continue
+        if sample.error is not None or output_key(ref, sample.key, task.keys) != name:
+            break
+        done += 1
+        members = [(name + m.name[len(sample.key) :], m.data) for m in sample.members if not (task.annotations_member and m.ext == ANNOTATIONS_EXT)]
+        if task.annotations_member:  # replaces theirs
+            note = {"source": {"shard": ref.url, "key": sample.key}, "annotations": notes[pos]}
+            members.append((f"{name}.{ANNOTATIONS_EXT}", json.dumps(note, sort_keys=True).encode()))
+        yield pos, members
+        if done == len(wanted):
+            return
+    missing = [f"{pos}:{name}" for pos, name in wanted.items()][done : done + 5]
+    raise RuntimeError(f"{ref.url}: kept samples (pos:key) no longer in the shard (changed during the run?): {missing}")
 
 
 def _members(task: WriteTask) -> Iterator[tuple[str, bytes]]:
@@ -134,37 +306,56 @@ def _members(task: WriteTask) -> Iterator[tuple[str, bytes]]:
     kept = kept_rows(store, ref).slice(segment.start, segment.stop - segment.start)
     wanted = {pos: output_key(ref, key, task.keys) for pos, key in zip(kept["pos"].to_pylist(), kept["key"].to_pylist())}
     notes = read_annotations(store, task.plans, ref) if task.annotations_member else {}
-    done = 0
-    for pos, sample in enumerate(iter_samples(ref.url)):  # kept samples are in tar order: stream, never buffer
-        name = wanted.get(pos)
-        if name is None:
-            continue
-        if sample.error is not None or output_key(ref, sample.key, task.keys) != name:
-            break
-        done += 1
-        for m in sample.members:
-            if not (task.annotations_member and m.ext == ANNOTATIONS_EXT):  # replaced by ours
-                yield name + m.name[len(sample.key) :], m.data
-        if task.annotations_member:
-            note = {"source": {"shard": ref.url, "key": sample.key}, "annotations": notes[pos]}
-            yield f"{name}.{ANNOTATIONS_EXT}", json.dumps(note, sort_keys=True).encode()
-        if done == len(wanted):
-            return
-    missing = [f"{pos}:{name}" for pos, name in wanted.items()][done : done + 5]
-    raise RuntimeError(f"{ref.url}: kept samples (pos:key) no longer in the shard (changed during the run?): {missing}")
+    for _, members in _samples(ref, wanted, task, notes):
+        yield from members
+
+
+def _write_ordered(task: WriteTask, path: Location) -> None:
+    """Write an ordered shard's piece: each input shard it takes from is streamed once, its
+    samples appended to a scratch piece, then copied out in the shard's order."""
+    store = RunStore(task.root)
+    order = read_table(order_path(store, task.shard.name))
+    url, identity, pos, key = (order[c].to_pylist() for c in ("url", "identity", "pos", "key"))
+    slots: dict[tuple[str, str], dict[int, int]] = {}
+    for slot, (u, i, p) in enumerate(zip(url, identity, pos)):
+        slots.setdefault((u, i), {})[p] = slot
+    placed: list[int] = []
+
+    def samples() -> Iterator[list[tuple[str, bytes]]]:
+        for (u, i), at in slots.items():
+            ref = ShardRef(u, i)
+            notes = read_annotations(store, task.plans, ref) if task.annotations_member else {}
+            for p, members in _samples(ref, {p: output_key(ref, key[s], task.keys) for p, s in sorted(at.items())}, task, notes):
+                placed.append(at[p])
+                yield members
+
+    scratch = store.piece_path(task.shard.name, 1)
+    sizes = write_tar_samples(scratch, samples())
+    start = np.zeros(len(order), np.int64)
+    length = np.zeros(len(order), np.int64)
+    start[placed] = np.cumsum([0, *sizes[:-1]])
+    length[placed] = sizes
+    with scratch.open("rb") as src, atomic_file(path) as out:
+        for a, n in zip(start.tolist(), length.tolist()):
+            src.seek(a)
+            out.write(src.read(n))
+    scratch.unlink()
 
 
 def write_piece(task: WriteTask) -> str:
     """Write one piece (tar members without the end-of-archive marker); return its path."""
     path = RunStore(task.root).piece_path(task.shard.name, task.segment)
-    write_tar_piece(path, _members(task))
+    if isinstance(task.shard, OrderedShard):
+        _write_ordered(task, path)
+    else:
+        write_tar_piece(path, _members(task))
     return str(path)
 
 
-def assemble(root: str, shard: OutputShard) -> dict[str, Any]:
+def assemble(root: str, shard: OutputShard | OrderedShard) -> dict[str, Any]:
     """Join a shard's pieces into ``shards/NAME``; return its ``wids`` shard-list entry."""
     store = RunStore(root)
-    pieces = [store.piece_path(shard.name, i) for i in range(len(shard.segments))]
+    pieces = [store.piece_path(shard.name, i) for i in range(shard.pieces)]
     size = join_tar_pieces(store.shards_dir / shard.name, pieces)
     for piece in pieces:
         piece.unlink()

@@ -11,7 +11,7 @@ from typing import BinaryIO, Iterable
 from .atomic import atomic_file
 from .location import Location, ObjectPath
 
-__all__ = ["join_tar_pieces", "member_bytes", "sample_bytes", "write_tar", "write_tar_piece"]
+__all__ = ["join_tar_pieces", "member_bytes", "sample_bytes", "write_tar", "write_tar_piece", "write_tar_samples"]
 
 
 def member_bytes(size: int) -> int:
@@ -51,11 +51,16 @@ def _tarfile_header(name: str, size: int) -> bytes:
     return info.tobuf(tarfile.GNU_FORMAT, tarfile.ENCODING, "surrogateescape")
 
 
-def _write_members(fh: BinaryIO, members: Iterable[tuple[str, bytes]]) -> None:
+def _write_members(fh: BinaryIO, members: Iterable[tuple[str, bytes]]) -> int:
+    """Write ``members``; return the bytes written."""
+    written = 0
     for name, data in members:
-        fh.write(_header(name, len(data)))
+        header, pad = _header(name, len(data)), -len(data) % tarfile.BLOCKSIZE
+        fh.write(header)
         fh.write(data)
-        fh.write(bytes(-len(data) % tarfile.BLOCKSIZE))
+        fh.write(bytes(pad))
+        written += len(header) + len(data) + pad
+    return written
 
 
 def write_tar_piece(path: str | os.PathLike[str] | ObjectPath, members: Iterable[tuple[str, bytes]]) -> None:
@@ -63,6 +68,13 @@ def write_tar_piece(path: str | os.PathLike[str] | ObjectPath, members: Iterable
     format) and no end-of-archive marker, atomically: pieces concatenate into one tar."""
     with atomic_file(path) as fh:
         _write_members(fh, members)
+
+
+def write_tar_samples(path: str | os.PathLike[str] | ObjectPath, samples: Iterable[Iterable[tuple[str, bytes]]]) -> list[int]:
+    """Write the members of each of ``samples`` in turn as one piece (see :func:`write_tar_piece`);
+    return the bytes each sample took (its members start where the previous sample's end)."""
+    with atomic_file(path) as fh:
+        return [_write_members(fh, members) for members in samples]
 
 
 def join_tar_pieces(path: Location, pieces: Iterable[Location]) -> int:

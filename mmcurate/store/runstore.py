@@ -7,6 +7,8 @@ Layout::
     OUT/annotations/read/NAME-FP.parquet one row per sample of an input shard: pos, key, members, sizes
     OUT/annotations/STEP/NAME-FP.parquet pos, key + the step's columns (+ error) for one input shard
     OUT/state/NAME-ID.parquet            while a run decides: each input shard's samples, alive or dropped
+    OUT/reference/                       a store of this layout for reference shards (``--against``)
+    OUT/order/                           while an ``output.order`` is written: which samples go where
     OUT/decisions.parquet/NNNNNNNN-NAME.parquet  a dataset, one file per input shard (in input order):
                                          every input sample, kept or dropped, by which step, why
     OUT/decisions.parquet/_shards.parquet  url, identity and file of each input shard

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from ..steps.dedup.results import CLUSTER_FILE, REASONS
+from ..steps.dedup.results import CLUSTER_FILE, REASONS, REFERENCE_REASON
 from ..engine.state import drop_groups
 from ..views.funnel import StepCount, funnel_from_groups, reason_category
 from ..io.inputs import ShardRef
@@ -243,7 +243,7 @@ class Run:
         for entry in pc.value_counts(self.decisions_where(pc.is_valid(pc.field("reason")), ["reason"]).column("reason")).to_pylist():
             reason, count = entry["values"], entry["counts"]
             kind = reason_category(reason)
-            if kind in REASONS.values():
+            if kind in (*REASONS.values(), REFERENCE_REASON):
                 reason = f"{kind}:KEY"
                 kept_keys.setdefault(reason, set()).add(entry["values"])
             counts[reason] += count

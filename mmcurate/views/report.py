@@ -2,7 +2,8 @@
 
 Sections: the funnel (per step: in, kept, dropped by reason), a histogram of every numeric
 annotation column with the recipe's filter thresholds drawn on it, thumbnails of samples
-each step kept and dropped, duplicate clusters side by side, and the errors table. Charts
+each step kept and dropped, duplicate clusters side by side, the samples that matched a
+reference set (``--against``), and the errors table. Charts
 are inline SVG, thumbnails inline base64 (through :mod:`mmcurate.views.thumbs`, so every modality
 with a thumbnailer shows); there is no script and no external file.
 
@@ -30,6 +31,7 @@ from .charts import DROPPED_COLOR, KEPT_COLOR, Threshold, funnel_svg, histogram_
 from ..engine.state import drop_groups
 from ..engine.plan import READ_STEP, AnnotatePlan, funnel_steps
 from ..recipe import AnnotateStep, DedupStep, FilterStep
+from ..steps.dedup.results import REFERENCE_REASON
 from ..store.runview import Run, open_run
 from ..store.runstore import atomic_write_bytes
 from ..io.location import Location, location, read_table
@@ -50,6 +52,8 @@ class ReportOptions:
     """Largest duplicate clusters shown per dedup step."""
     cluster_members: int = 6
     max_errors: int = 200
+    max_reference_matches: int = 50
+    """Samples listed in the reference matches section (the rest are counted)."""
     seed: int = 0
 
 
@@ -82,13 +86,14 @@ def build_report(run: Run, options: ReportOptions = ReportOptions()) -> str:
         _histogram_section(run),
         _examples_section(run, examples, gallery, options),
         _clusters_section(run, clusters, gallery),
+        _references_section(run, options),
         _errors_section(run, options),
     ]
     return _PAGE.format(title=escape(f"mmcurate report: {run.recipe.name}"), body="\n".join(body))
 
 
 def _nav() -> str:
-    links = [("funnel", "Funnel"), ("annotations", "Annotations"), ("examples", "Examples per step"), ("clusters", "Duplicate clusters"), ("errors", "Errors")]
+    links = [("funnel", "Funnel"), ("annotations", "Annotations"), ("examples", "Examples per step"), ("clusters", "Duplicate clusters"), ("references", "Reference matches"), ("errors", "Errors")]
     return '<nav>' + " · ".join(f'<a href="#{a}">{t}</a>' for a, t in links) + "</nav>"
 
 
@@ -275,6 +280,35 @@ def _clusters_section(run: Run, clusters: dict[str, list[list[dict[str, Any]]]],
                     label = '<span class="dropped">duplicate</span>' + _distance_note(gallery, columns[step], group[0], m)
                 figures.append(gallery.figure({**m, "reason": None}, extra=label))
             parts.append(labelled_row(figures, f'{group[0]["dup_cluster_size"]} samples'))
+    return "".join(parts) + "</section>"
+
+
+def _references_section(run: Run, options: ReportOptions) -> str:
+    """Samples dropped for matching a reference item (``--against``, ``against:``): which
+    sample matched which reference key; the first ``max_reference_matches`` listed, all counted."""
+    sources = {None: list(run.info.get("against") or [])}
+    sources.update((s.id, list(s.against)) for s in run.recipe.steps if isinstance(s, DedupStep) and s.against)
+    parts = ['<section id="references"><h2>Reference matches</h2>']
+    if not any(sources.values()):
+        return "".join(parts) + "<p>No reference set (--against) in this run.</p></section>"
+    parts.append("<p>Reference sets: " + "; ".join(
+        f"{'every dedup step' if step is None else escape(step)}: " + ", ".join(f"<code>{escape(s)}</code>" for s in refs)
+        for step, refs in sources.items() if refs
+    ) + "</p>")
+    matched = pc.starts_with(pc.field("reason"), f"{REFERENCE_REASON}:")
+    total = run.decisions_dataset().count_rows(filter=matched)
+    parts.append(f"<p>{total} sample(s) matched a reference item.</p>")
+    if total:
+        shown = run.decisions_dataset().head(options.max_reference_matches, columns=["shard", "key", "step", "reason"], filter=matched)
+        parts.append("<table><tr><th>sample</th><th>shard</th><th>step</th><th>reference key</th></tr>")
+        for d in shown.to_pylist():
+            parts.append(
+                f"<tr><td>{escape(d['key'])}</td><td>{escape(Path(d['shard']).name)}</td><td>{escape(d['step'])}</td>"
+                f"<td>{escape(d['reason'].split(':', 1)[1])}</td></tr>"
+            )
+        parts.append("</table>")
+        if total > shown.num_rows:
+            parts.append(f"<p>… and {total - shown.num_rows} more (all in decisions.parquet).</p>")
     return "".join(parts) + "</section>"
 
 

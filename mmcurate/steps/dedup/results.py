@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CLUSTER_FILE", "DedupReport", "PriorRows", "REASONS"]
+__all__ = ["CLUSTER_FILE", "DedupReport", "PriorRows", "REASONS", "REFERENCE_REASON"]
 
 REASONS = {
     "exact": "duplicate_of",
@@ -13,12 +13,16 @@ REASONS = {
     "semantic": "semantic_duplicate_of",
     "video_phash": "video_near_duplicate_of",
 }
+REFERENCE_REASON = "matches_reference"
+"""The drop reason (``matches_reference:KEY``) of a sample whose cluster holds a reference item
+(``--against``, ``against:``): reference items always stay, whatever the method."""
 CLUSTER_FILE = "dataset.parquet"
 
 
 @dataclass
 class PriorRows:
-    """Kept samples of an earlier run (``--against``): their keys and stored columns."""
+    """Reference items (``--against``: an earlier run's kept samples, or reference shards'
+    samples): their keys and stored columns."""
 
     source: str
     keys: list[str]
