@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import warnings
 from typing import Sequence
 
@@ -13,14 +14,15 @@ from .steps import annotators
 from .curate import curate
 from .steps.annotators import AnnotatorUnavailable
 from .engine.cluster import ClusterError, TaskFailed
-from .views.funnel import format_dedup, format_failed, format_funnel
+from .views.funnel import format_dedup, format_failed, format_funnel, format_global
 from .io.inputs import InputError
 from .steps.keep_top import format_keep_top
 from .store.lock import RunLocked
-from .recipe import RecipeError, recipe_dirs
+from .recipe import STEP_KINDS, RecipeError, recipe_dirs
 from .views.report import ReportOptions, write_report
 from .store.runview import Run, open_run
 from .store.runstore import RunConflict
+from .store.cache import CACHE_ENV, CachedPart, NotACache, PartCache
 
 EXAMPLES = """\
 examples:
@@ -37,6 +39,9 @@ examples:
   mmcurate inspect runs/demo --sample 000000017        # every annotation and the decision
   mmcurate inspect runs/demo --dropped-by image_size   # keys and reasons
   mmcurate report runs/demo                            # rewrite runs/demo/report.html
+  mmcurate filter data/*.tar --recipe default --out runs/try2 --cache ~/.cache/mmcurate \
+      --set image_size.expr='width >= 256' --dry-run     # decide only, annotations from the cache
+  mmcurate cache du ~/.cache/mmcurate
 """
 
 
@@ -73,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--against", action="append", default=[], metavar="REFERENCE", help="decontaminate: drop samples that match (per dedup step) the kept samples of an earlier run directory (its stored hashes are reused) or the samples of reference shards (paths, globs, URLs; annotated once into OUT/reference/), as matches_reference:KEY; repeatable")
     f.add_argument("--overwrite", action="store_true", help="replace a different run already in --out: only the files it wrote are removed, its stored annotations are reused where they match")
     f.add_argument("--quiet", action="store_true", help="no progress bars, funnel or library warnings; failed and wholly unreadable inputs are still reported on stderr")
+    f.add_argument("--cache", metavar="DIR", help=f"a folder of annotations shared by runs: stored annotations found there are reused whatever --out is, new ones are added (default: ${CACHE_ENV} if set, else none)")
+    f.add_argument("--dry-run", action="store_true", help="decide and write decisions, funnel and report, but no output shards; the same command without it then writes them without recomputing anything")
 
     i = sub.add_parser(
         "inspect",
@@ -99,6 +106,18 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--to", metavar="FILE", help="write here instead of DIR/report.html")
     r.add_argument("--thumbs", type=int, default=ReportOptions.thumbs_per_step, metavar="N", help="kept and dropped examples per step (default: %(default)s)")
 
+    c = sub.add_parser(
+        "cache",
+        help="show or clean a shared annotation cache (--cache DIR)",
+        description="ls: every part (kind/name, bytes, last used, run directories holding it); du: bytes per kind; "
+        "prune: delete parts last used more than --older-than DAYS ago and/or parts no run directory holds "
+        "(--unreferenced). Runs keep their own copy of every part they use, so pruning never breaks a run.",
+    )
+    c.add_argument("action", choices=["ls", "du", "prune"])
+    c.add_argument("dir", metavar="DIR", help="the cache folder")
+    c.add_argument("--older-than", type=float, metavar="DAYS", help="prune: parts no run took or gave for DAYS days")
+    c.add_argument("--unreferenced", action="store_true", help="prune: parts no run directory holds (a hard link count of 1)")
+
     sub.add_parser("recipes", help="list the built-in recipes")
     sub.add_parser("annotators", help="list the annotators a recipe can name: built-in and from installed packages (entry point group 'mmcurate.annotators')")
     return parser
@@ -119,6 +138,8 @@ def _filter(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         against=args.against,
         gpus=args.gpus,
+        cache=args.cache,
+        write=not args.dry_run,
     )
     if not args.quiet:
         print(result.summary())
@@ -148,6 +169,8 @@ def _inspect(args: argparse.Namespace) -> int:
         print("\n" + format_dedup(report))
     for report in run.info.get("keep_top", []):
         print("\n" + format_keep_top(report))
+    for report in run.info.get("global_steps", []):
+        print("\n" + format_global(report))
     reasons = run.top_reasons(args.top)
     if reasons:
         print("\ntop drop reasons:")
@@ -192,7 +215,40 @@ def _annotators(_: argparse.Namespace) -> int:
         except (TypeError, ValueError):  # a plugin whose config has required fields
             columns = "(depend on the step's settings)"
         print(f"{name:<20} {annotators.origin(name)}\n{'':<20} columns: {columns}")
+    print(f"\nstep kinds: {', '.join(STEP_KINDS)} (annotate runs the annotators above; see the README)")
     return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    cache = PartCache(args.dir)
+    if args.action == "prune":
+        if args.older_than is None and not args.unreferenced:
+            print("mmcurate: error: cache prune needs --older-than DAYS or --unreferenced", file=sys.stderr)
+            return 2
+        deleted = cache.prune(args.older_than, args.unreferenced)
+        print(f"deleted {len(deleted)} part(s), {_size(sum(p.size for p in deleted))}")
+        return 0
+    parts = list(cache.parts())
+    if args.action == "ls":
+        now = time.time()
+        for p in parts:
+            print(f"{p.kind}/{p.name}\t{p.size}\t{(now - p.mtime) / 86400:.1f} days ago\t{p.runs} run(s)")
+        return 0
+    kinds: dict[str, list[CachedPart]] = {}
+    for p in parts:
+        kinds.setdefault(p.kind, []).append(p)
+    for kind, group in kinds.items():
+        print(f"{_size(sum(p.size for p in group)):>10}  {len(group):>6} part(s)  {kind}")
+    print(f"{_size(sum(p.size for p in parts)):>10}  {len(parts):>6} part(s)  total ({sum(p.runs == 0 for p in parts)} held by no run)")
+    return 0
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
 
 
 def _recipes(_: argparse.Namespace) -> int:
@@ -210,10 +266,10 @@ def _os_error(exc: OSError) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"filter": _filter, "inspect": _inspect, "report": _report, "recipes": _recipes, "annotators": _annotators}
+    handlers = {"filter": _filter, "inspect": _inspect, "report": _report, "cache": _cache, "recipes": _recipes, "annotators": _annotators}
     try:
         return handlers[args.command](args)
-    except (InputError, RecipeError, RunConflict, RunLocked, TaskFailed, ClusterError, AnnotatorUnavailable) as exc:
+    except (InputError, RecipeError, RunConflict, RunLocked, TaskFailed, ClusterError, AnnotatorUnavailable, NotACache) as exc:
         print(f"mmcurate: error: {exc}", file=sys.stderr)
         return 2
     except KeyError as exc:  # an unknown sample key or step name; the message says which

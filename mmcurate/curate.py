@@ -7,6 +7,7 @@ import itertools
 import os
 import platform
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -29,8 +30,9 @@ from .recipe import AnnotateStep, DedupStep, Recipe
 from .steps import annotators
 from .steps.dedup import DedupReport
 from .steps.keep_top import KeepTopReport, format_keep_top
+from .store.cache import resolve_cache
 from .store.runstore import INDEX, RunStore, atomic_write_bytes
-from .views.funnel import StepCount, format_dedup, format_failed, format_funnel, funnel_from_groups
+from .views.funnel import StepCount, format_dedup, format_failed, format_funnel, format_global, funnel_from_groups
 from .views.report import write_report
 
 __all__ = ["CurateResult", "curate"]
@@ -63,6 +65,15 @@ class CurateResult:
     samples are in no count; the run is incomplete and re-running it retries only them."""
     shards_in: int = 0
     """Input shards given (read or failed)."""
+    reports: list[Any] = field(default_factory=list)
+    """Per balance, prune and target step its report (prune: cluster sizes before and after)."""
+    reused: dict[str, int] = field(default_factory=dict)
+    """Rows each annotate step took from the store (or the cache) instead of computing them."""
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall seconds per stage, in order: each group of per-sample steps (named by its steps),
+    each global step, ``write`` (output shards) and ``decisions``."""
+    dry_run: bool = False
+    """Decided without writing output shards (``curate(write=False)``)."""
 
     @property
     def complete(self) -> bool:
@@ -75,15 +86,24 @@ class CurateResult:
         return self.out / "decisions.parquet"
 
     def summary(self) -> str:
+        written = "dry run: no output shards written" if self.dry_run else f"{len(self.shards)} output shard(s) in {_shown(self.out / 'shards')}"
         return (
-            f"{self.samples_in} samples in, {self.kept} kept, {self.dropped} dropped; "
-            f"{len(self.shards)} output shard(s) in {_shown(self.out / 'shards')}\n"
+            f"{self.samples_in} samples in, {self.kept} kept, {self.dropped} dropped; {written}\n"
             + format_funnel(self.funnel)
             + "".join("\n" + format_dedup(asdict(r)) for r in self.dedup)
             + "".join("\n" + format_keep_top(asdict(r)) for r in self.top)
+            + "".join("\n" + format_global(asdict(r)) for r in self.reports)
             + (f"\nreport: {self.report}" if self.report else "")
             + ("\n" + format_failed(self.failed, self.shards_in) if self.failed else "")
+            + "\n" + format_work(self.computed, self.reused, self.seconds)
         )
+
+
+def format_work(computed: dict[str, int], reused: dict[str, int], seconds: dict[str, float]) -> str:
+    """Rows each annotate step computed and reused, and the time each stage took."""
+    rows = "; ".join(f"{step} {n} computed, {reused.get(step, 0)} reused" for step, n in computed.items())
+    times = "; ".join(f"{stage} {s:.1f} s" for stage, s in seconds.items())
+    return f"annotation rows: {rows or 'none'}\ntime: {times} (total {sum(seconds.values()):.1f} s)"
 
 
 def _shown(path: Location) -> str:
@@ -119,6 +139,8 @@ def curate(
     batch_size: int = 64,
     against: Sequence[str | os.PathLike[str]] = (),
     gpus: int | None = None,
+    cache: str | os.PathLike[str] | None = None,
+    write: bool = True,
 ) -> CurateResult:
     """Curate ``inputs`` (paths, globs, ``{000..009}`` ranges, fsspec URLs) with ``recipe`` into ``out``.
 
@@ -141,6 +163,13 @@ def curate(
     A shard that still fails after its retries (an I/O error, a dead worker) does not stop the
     others: it is listed in ``result.failed``, its samples are in no count, the run's status is
     ``incomplete`` and its output holds what was decided; re-running retries only those shards.
+
+    ``cache`` names a folder of annotation parts shared by many runs (default:
+    ``$MMCURATE_CACHE``, else none: parts live only in ``out``): parts found there are reused
+    whatever ``out`` is, parts computed are published there (see :mod:`mmcurate.store.cache`).
+    With ``write=False`` (a dry run) the run decides and writes its decisions, run.json and
+    report but no output shards (status ``dry-run``); the same call with ``write=True`` then
+    writes them without computing any annotation.
     """
     recipe = Recipe.resolve(recipe, overrides)
     shards = resolve_inputs([inputs] if isinstance(inputs, str) else list(inputs))
@@ -166,12 +195,13 @@ def curate(
             "resolved": resolved,
             "versions": _versions(),
             "outputs": outputs,
+            "cache": resolve_cache(cache),
         }
         store.save_run_info(info)
 
         return _run(
             store, info, plan, shards, references, batch_size, quiet, gpus,
-            dict(scheduler=scheduler, workers=workers, threads_per_worker=threads_per_worker, client=client),
+            dict(scheduler=scheduler, workers=workers, threads_per_worker=threads_per_worker, client=client), write,
         )
 
 
@@ -185,6 +215,7 @@ def _run(
     quiet: bool,
     gpus: int | None,
     connection: dict[str, Any],
+    write: bool,
 ) -> CurateResult:
     """The run proper, under the run directory's lock: decide, write, record, report."""
     recipe = plan.recipe
@@ -193,8 +224,9 @@ def _run(
     with cluster.connect(**connection, quiet=quiet, gpus=gpu_workers) as dask_client:
         shards, failed = _hash_unstamped(dask_client, shards, quiet)
         info["shard_identities"] = {s.url: s.identity for s in shards}
-        summaries, computed, reports = _decide(dask_client, plan, shards, store, batch_size, quiet, references, failed)
-        written = _write(dask_client, plan, shards, summaries, failed, store, quiet, info)
+        work = _Work()
+        summaries, reports = _decide(dask_client, plan, shards, store, batch_size, quiet, references, failed, work, info["cache"])
+        written = _write(dask_client, plan, shards, summaries, failed, store, quiet, info, work, write)
 
     counts = [summaries[s.url] for s in shards]
     offsets = itertools.accumulate((c.samples for c in counts), initial=0)
@@ -207,20 +239,27 @@ def _run(
         dropped=samples_in - kept,
         funnel=funnel_from_groups(groups, samples_in, funnel_steps(recipe)),
         shards=[store.shards_dir / w["url"] for w in written],
-        computed=computed,
+        computed=work.computed,
+        reused=work.reused,
+        seconds=work.seconds,
+        dry_run=not write,
         reference_computed=references.computed,
         dedup=[r for r in reports if isinstance(r, DedupReport)],
         top=[r for r in reports if isinstance(r, KeepTopReport)],
         failed=failed,
         shards_in=len(shards),
+        reports=[r for r in reports if not isinstance(r, (DedupReport, KeepTopReport))],
     )
     info.update(
-        status="complete" if result.complete else "incomplete",
+        status=("complete" if write else "dry-run") if result.complete else "incomplete",
         failed=failed,
         counts={"samples_in": samples_in, "kept": kept, "dropped": result.dropped},
         dedup=[asdict(r) for r in result.dedup],
         keep_top=[asdict(r) for r in result.top],
+        global_steps=[asdict(r) for r in result.reports],
         against=references.sources,
+        annotate={step: {"computed": n, "reused": work.reused.get(step, 0)} for step, n in work.computed.items()},
+        seconds=work.seconds,
     )
     store.save_run_info(info)
     result.report = _write_report(store.root)
@@ -267,6 +306,18 @@ def _hash_unstamped(client: Client, shards: list[ShardRef], quiet: bool) -> tupl
     return [s if s.url in failed else by_url.get(s.url, s) for s in shards], failed
 
 
+@dataclass
+class _Work:
+    """What the run did, for its summary and run.json: rows per annotate step, seconds per stage."""
+
+    computed: dict[str, int] = field(default_factory=dict)
+    reused: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def timed(self, stage: str, started: float) -> None:
+        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - started, 3)
+
+
 def _decide(
     client: Client,
     plan: Plan,
@@ -276,17 +327,19 @@ def _decide(
     quiet: bool,
     references: ReferenceRows,
     failed: dict[str, str],
-) -> tuple[dict[str, ShardSummary], dict[str, int], list[Any]]:
+    work: _Work,
+    cache: str | None,
+) -> tuple[dict[str, ShardSummary], list[Any]]:
     """Run the plan's stages; a shard whose task still fails after its retries is added to
     ``failed`` and leaves the run (its samples are in no count), every other shard goes on.
 
     Workers keep each shard's decisions in its state (:mod:`.engine.state`); the driver gets a
     summary per shard."""
     summaries = {url: ShardSummary.empty() for url in failed}
-    computed: dict[str, int] = {}
     reports: list[Any] = []
     first = True
     for number, stage in enumerate(plan.stages, start=1):
+        started = time.perf_counter()
         todo = [ref for ref in shards if ref.url not in failed]
         if isinstance(stage, GlobalPlan):
             all_drops, report = GLOBAL_RUNNERS[type(stage.step)](client, store, stage, RunState(store, todo), todo, references.priors(client, stage))
@@ -294,6 +347,7 @@ def _decide(
             done = cluster.map_tasks(client, functools.partial(apply_drops, str(store.root)), touched, f"record {stage.id}", lambda t: t[0].url, quiet)
             summaries.update((ref.url, summary) for (ref, _), summary in zip(touched, done))
             reports.append(report)
+            work.timed(stage.id, started)
             continue
         tasks = [
             GroupTask(
@@ -303,6 +357,7 @@ def _decide(
                 steps=stage.steps,
                 first=first,
                 batch_size=stage.batch_size(batch_size),
+                cache=cache,
             )
             for ref in todo
         ]
@@ -316,9 +371,11 @@ def _decide(
                 continue
             summaries[ref.url] = result.summary
             for step_id, n in result.computed.items():
-                computed[step_id] = computed.get(step_id, 0) + n
+                work.computed[step_id] = work.computed.get(step_id, 0) + n
+                work.reused[step_id] = work.reused.get(step_id, 0) + result.reused.get(step_id, 0)
         first = False
-    return summaries, computed, reports
+        work.timed(", ".join(s.id for s in stage.steps), started)
+    return summaries, reports
 
 
 def _write(
@@ -330,39 +387,48 @@ def _write(
     store: RunStore,
     quiet: bool,
     info: dict[str, Any],
+    work: _Work,
+    write: bool = True,
 ) -> list[dict]:
     """Write the output shards, recording their names in run.json (``info``) first, so that
     only files mmcurate wrote are ever replaced or removed; then the decisions dataset. A kept
-    sample whose output key an earlier shard already gave is dropped here (output keys are unique)."""
+    sample whose output key an earlier shard already gave is dropped here (output keys are unique).
+    Without ``write`` (a dry run) only the decisions are written (their ``output_shard`` empty)."""
+    started = time.perf_counter()
     config = plan.recipe.output
     root = str(store.root)
     todo = [ref for ref in shards if ref.url not in failed]
     summaries.update(drop_repeated_keys(client, root, todo, config.keys))
-    total_kept = sum(summaries[ref.url].kept for ref in todo)
-    plans = tuple(plan.annotate_plans())
-    layout = client.submit(plan_layout, root, todo, config, total_kept, plans, pure=False).result()
-    names = [s.name for s in layout]
-    store.begin_outputs(info, names)
-    tasks = write_tasks(layout, root, plans, config)
-    if tasks:
-        cluster.map_tasks(client, write_piece, tasks, "write", lambda t: t.label, quiet)
-    join = functools.partial(assemble, root)
-    if isinstance(store.root, ObjectPath):  # workers join, in parallel: the driver would relay every byte
-        written = cluster.map_tasks(client, join, layout, "join", lambda s: s.name, quiet) if layout else []
-    else:
-        written = [join(s) for s in layout]
-    atomic_write_bytes(store.shards_dir / INDEX, index_json(plan.recipe.name, written))
-    store.finish_outputs(info, names)
+    layout, written = [], []
+    if write:
+        total_kept = sum(summaries[ref.url].kept for ref in todo)
+        plans = tuple(plan.annotate_plans())
+        layout = client.submit(plan_layout, root, todo, config, total_kept, plans, pure=False).result()
+        names = [s.name for s in layout]
+        store.begin_outputs(info, names)
+        tasks = write_tasks(layout, root, plans, config)
+        if tasks:
+            cluster.map_tasks(client, write_piece, tasks, "write", lambda t: t.label, quiet)
+        join = functools.partial(assemble, root)
+        if isinstance(store.root, ObjectPath):  # workers join, in parallel: the driver would relay every byte
+            written = cluster.map_tasks(client, join, layout, "join", lambda s: s.name, quiet) if layout else []
+        else:
+            written = [join(s) for s in layout]
+        atomic_write_bytes(store.shards_dir / INDEX, index_json(plan.recipe.name, written))
+        store.finish_outputs(info, names)
+        work.timed("write", started)
+        started = time.perf_counter()
     outputs: dict[str, list[tuple[str, int, int]]] = {}
     for shard in layout:
         for seg in shard.segments:
             outputs.setdefault(seg.ref.url, []).append((shard.name, seg.start, seg.stop))
-    ordered = config.order != "input"  # then each shard's outputs are read from the order files
+    ordered = write and config.order != "input"  # then each shard's outputs are read from the order files
     records = [(ref, i, None if ordered else outputs.get(ref.url, []), ref.url in failed) for i, ref in enumerate(shards)]
     store.begin_decisions()
     cluster.map_tasks(client, functools.partial(_finish, root), records, "decisions", lambda r: r[0].url, quiet)
     store.write_decisions_index([ref.url for ref in shards], [ref.identity for ref in shards])
     remove_order_files(store, config, layout, todo)
+    work.timed("decisions", started)
     return written
 
 

@@ -14,30 +14,37 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
 import pyarrow as pa
 import yaml
 
 from .steps import annotators
+from .steps.balance import BalanceConfig
 from .steps.blocklist import METHODS as BLOCKLIST_METHODS
 from .steps.blocklist import index_for, read_list
 from .decode.image import DEFAULT_IMAGE_EXTENSIONS, image_formats
 from .steps.dedup.config import METHODS as DEDUP_METHODS
 from .steps.dedup.config import KeepPolicy
 from .steps.expr import Expr, ExprError
+from .steps.prune import DensityConfig
+from .steps.target import TargetConfig
 
 __all__ = [
     "AnnotateStep",
+    "BalanceStep",
     "BlocklistStep",
     "DedupStep",
     "FilterStep",
     "GlobalStep",
     "KeepTopStep",
     "OutputConfig",
+    "PruneStep",
     "Recipe",
     "RecipeError",
+    "STEP_KINDS",
     "Step",
+    "TargetStep",
     "recipe_dirs",
 ]
 
@@ -150,10 +157,62 @@ class KeepTopStep:
         return {"id": self.id, "keep_top": self.column, "fraction": self.fraction}
 
 
-GlobalStep = Union[DedupStep, KeepTopStep]
+@dataclass(frozen=True)
+class BalanceStep:
+    """Global step: MetaCLIP balancing over the entries in list column ``column`` (``concepts``);
+    see :mod:`mmcurate.steps.balance`."""
+
+    id: str
+    column: str
+    config: BalanceConfig
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.column]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "balance": self.column, **dataclasses.asdict(self.config)}
+
+
+@dataclass(frozen=True)
+class PruneStep:
+    """Global step: ``density`` pruning (DBP) over an embedding column; see :mod:`mmcurate.steps.prune`."""
+
+    id: str
+    method: str
+    config: DensityConfig
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.config.column]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "prune": self.method, **dataclasses.asdict(self.config)}
+
+
+@dataclass(frozen=True)
+class TargetStep:
+    """Global step: keep samples whose nearest ``column`` centroid is the nearest of some item of
+    the reference runs; see :mod:`mmcurate.steps.target`."""
+
+    id: str
+    column: str
+    config: TargetConfig
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.column]
+
+    def to_dict(self) -> dict[str, Any]:
+        config = dataclasses.asdict(self.config)
+        return {"id": self.id, "target": self.column, **config, "reference": list(self.config.reference)}
+
+
+GlobalStep = Union[DedupStep, KeepTopStep, BalanceStep, PruneStep, TargetStep]
 """Steps that see every surviving sample of the dataset at once."""
-Step = Union[AnnotateStep, FilterStep, BlocklistStep, DedupStep, KeepTopStep]
-_KINDS = ("annotate", "filter", "blocklist", "dedup", "keep_top")
+Step = Union[AnnotateStep, FilterStep, BlocklistStep, DedupStep, KeepTopStep, BalanceStep, PruneStep, TargetStep]
+STEP_KINDS = ("annotate", "filter", "blocklist", "dedup", "keep_top", "balance", "prune", "target")
+PRUNE_METHODS = {"density": DensityConfig}
 
 
 OUTPUT_KEYS = ("keep", "prefix_shard")
@@ -330,12 +389,14 @@ def _apply_overrides(data: dict[str, Any], overrides: list[str], source: str) ->
 
 
 def _step_kind(step: Mapping[str, Any]) -> str | None:
-    kinds = [k for k in _KINDS if k in step]
+    kinds = [k for k in STEP_KINDS if k in step]
     return kinds[0] if len(kinds) == 1 else None
 
 
 def _step_ids(steps: list[Any]) -> list[str]:
-    """Explicit ``id`` or a default: the annotator's name, ``filter_N``, ``dedup_METHOD``, ``keep_top_COLUMN``, ``blocklist_METHOD``."""
+    """Explicit ``id`` or a default: the annotator's name, ``filter_N``, ``KIND_VALUE`` for the
+    other kinds (``dedup_exact``, ``keep_top_clip_score``, ``blocklist_sha256``, ``balance_concepts``,
+    ``prune_density``, ``target_image_embedding``)."""
     ids: list[str] = []
     filters = 0
     for step in steps:
@@ -351,12 +412,8 @@ def _step_ids(steps: list[Any]) -> list[str]:
             ids.append(str(step["annotate"]))
         elif kind == "filter":
             ids.append(f"filter_{filters}")
-        elif kind == "dedup":
-            ids.append(f"dedup_{step['dedup']}")
-        elif kind == "keep_top":
-            ids.append(f"keep_top_{step['keep_top']}")
-        elif kind == "blocklist":
-            ids.append(f"blocklist_{step['blocklist']}")
+        elif kind is not None:
+            ids.append(f"{kind}_{step[kind]}")
         else:
             ids.append(f"step_{len(ids) + 1}")
     return ids
@@ -379,8 +436,8 @@ def _validate(data: dict[str, Any], source: str) -> Recipe:
     for index, (raw, step_id) in enumerate(zip(steps_data, ids), start=1):
         where = f"{source}: step {index} ({step_id})"
         if not isinstance(raw, dict) or _step_kind(raw) is None:
-            guess = _did_you_mean(raw, _KINDS) if isinstance(raw, dict) else ""
-            raise RecipeError(f"{where}: a step is a mapping with exactly one of {', '.join(repr(k) for k in _KINDS)}{guess}")
+            guess = _did_you_mean(raw, STEP_KINDS) if isinstance(raw, dict) else ""
+            raise RecipeError(f"{where}: a step is a mapping with exactly one of {', '.join(repr(k) for k in STEP_KINDS)}{guess}")
         if step_id in _RESERVED_IDS or ids.count(step_id) > 1:
             raise RecipeError(f"{where}: field 'id': {step_id!r} is reserved or used twice; give the step a unique 'id'")
         _check_file_name(step_id, where, "id")
@@ -479,6 +536,26 @@ def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: Mappi
         return _validate_keep_top(params, step_id, where, columns)
     if "blocklist" in raw:
         return _validate_blocklist(params, step_id, where, columns)
+    if "balance" in raw:
+        column = _global_column(params, "balance", where, columns, _is_string_list, "a list of strings such as concepts (`- annotate: concepts`)")
+        return BalanceStep(id=step_id, column=column, config=_build_config(BalanceConfig, params, where, ("balance", "id")))
+    if "prune" in raw:
+        method = str(params.pop("prune"))
+        if method not in PRUNE_METHODS:
+            raise RecipeError(f"{where}: field 'prune': unknown method {method!r}; known: {', '.join(PRUNE_METHODS)}")
+        config = _build_config(PRUNE_METHODS[method], params, where, ("prune", "id"))
+        _global_column({"column": config.column}, "column", where, columns, _is_vector, _VECTOR)
+        return PruneStep(id=step_id, method=method, config=config)
+    if "target" in raw:
+        column = _global_column(params, "target", where, columns, _is_vector, _VECTOR)
+        if isinstance(params.get("reference"), str):
+            params["reference"] = [params["reference"]]
+        config = _build_config(TargetConfig, params, where, ("target", "id"))
+        missing = [r for r in config.reference if not (Path(r).expanduser() / "run.json").is_file()]
+        if missing:
+            raise RecipeError(f"{where}: field 'reference': {', '.join(missing)}: not an mmcurate run directory (no run.json); give earlier runs that stored {column!r}")
+        reference = tuple(str(Path(r).expanduser().resolve()) for r in config.reference)
+        return TargetStep(id=step_id, column=column, config=dataclasses.replace(config, reference=reference))
     method = str(params.pop("dedup"))
     against = _references(params.pop("against", []), where)
     if method not in DEDUP_METHODS:
@@ -506,6 +583,29 @@ def _references(raw: Any, where: str) -> tuple[str, ...]:
     if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
         raise RecipeError(f"{where}: field 'against': expected a run directory or shards (path, glob, URL), or a list of them, got {raw!r}")
     return tuple(i if "://" in i else os.path.abspath(os.path.expanduser(i)) for i in items)
+
+
+_VECTOR = "a fixed-size vector such as image_embedding (`- annotate: clip_score` with `embeddings: true`)"
+
+
+def _is_string_list(dtype: pa.DataType) -> bool:
+    return (pa.types.is_list(dtype) or pa.types.is_large_list(dtype)) and _kind(dtype.value_type) == "string"
+
+
+def _is_vector(dtype: pa.DataType) -> bool:
+    listed = pa.types.is_list(dtype) or pa.types.is_large_list(dtype) or pa.types.is_fixed_size_list(dtype)
+    return listed and (pa.types.is_floating(dtype.value_type) or pa.types.is_integer(dtype.value_type))
+
+
+def _global_column(params: dict[str, Any], field_name: str, where: str, columns: Mapping[str, pa.DataType],
+                   fits: Callable[[pa.DataType], bool], wanted: str) -> str:
+    """Pop the column a global step names in ``field_name``: produced earlier and of the kind it reads."""
+    column = str(params.pop(field_name))
+    if column not in columns:
+        raise RecipeError(f"{where}: field {field_name!r}: column {column!r} is not produced by an earlier annotate step{_did_you_mean([column], columns)}")
+    if not fits(columns[column]):
+        raise RecipeError(f"{where}: field {field_name!r}: column {column!r} ({columns[column]}) is not {wanted}")
+    return column
 
 
 def _validate_keep_top(params: dict[str, Any], step_id: str, where: str, columns: Mapping[str, pa.DataType]) -> KeepTopStep:

@@ -144,7 +144,7 @@ def test_mirror_dedup_passes_when_the_hash_step_stores_the_mirror_column():
     [
         (
             [{"annotate": "image_info"}, {"filtr": "width > 3"}],
-            "step 2 (step_2): a step is a mapping with exactly one of 'annotate', 'filter', 'blocklist', 'dedup', 'keep_top'; did you mean 'filter'?",
+            "step 2 (step_2): a step is a mapping with exactly one of 'annotate', 'filter', 'blocklist', 'dedup', 'keep_top', 'balance', 'prune', 'target'; did you mean 'filter'?",
         ),
         ([{"annotate": "image_info"}, {"filter": "width > 3", "idd": "big"}], "step 2 (filter_1): unknown field(s) idd (allowed: filter, id); did you mean 'id'?"),
         ([{"annotate": "image_info", "idd": "x"}], "step 1 (image_info): unknown field(s) idd (allowed: annotate, id, max_pixels); did you mean 'id'?"),

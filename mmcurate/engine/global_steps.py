@@ -11,7 +11,10 @@ each partition holds whole clusters:
   O(n) integer arrays;
 * semantic: k-means fitted on a sample, rows assigned per shard, one task per cluster;
 * video_phash: one task (frame hashes shared by many videos are left out, see the config);
-* keep_top: an exact distributed selection (see :mod:`mmcurate.steps.keep_top`).
+* keep_top: an exact distributed selection (see :mod:`mmcurate.steps.keep_top`);
+* balance: per-shard entry counts, summed, then per-shard draws;
+* prune (density) and target: k-means fitted on a sample, rows assigned per shard; prune's
+  per-cluster cuts from one task per cluster, target's clusters from the reference runs.
 
 Each runner returns the drops per shard URL (:class:`ShardDrops`: positions and reasons) and a
 report; results equal the single-task computation's.
@@ -20,6 +23,7 @@ report; results equal the single-task computation's.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from itertools import combinations
@@ -33,7 +37,8 @@ from dask.distributed import Client, wait
 
 from ..io.inputs import ShardRef
 from ..io.location import location
-from ..recipe import DedupStep, KeepTopStep
+from ..recipe import BalanceStep, DedupStep, KeepTopStep, PruneStep, TargetStep
+from ..steps.balance import BalanceReport, balance_reasons, entry_counts
 from ..steps.dedup.compute import (
     DedupArrays,
     assign_clusters,
@@ -57,13 +62,15 @@ from ..steps.dedup.partition import (
     results_from_labels,
 )
 from ..steps.dedup.results import CLUSTER_FILE, REASONS, REFERENCE_REASON, DedupReport, PriorRows
+from ..steps import prune, target
 from ..steps.keep_top import REASON, KeepTopReport, band, bracket, keep_mask, ranked_values, sketch, threshold_from_bands, top_count
 from ..store.runstore import RunStore, atomic_write_table
+from ..store.runview import open_run
 from .gather import PRIOR, ShardRows, ShardSpec, prior_rows, read_rows, shard_specs
 from .state import RunState
 from .plan import GlobalPlan
 
-__all__ = ["GLOBAL_RUNNERS", "ShardDrops", "dedup_rows", "run_dedup", "run_keep_top"]
+__all__ = ["GLOBAL_RUNNERS", "ShardDrops", "dedup_rows", "run_balance", "run_dedup", "run_keep_top", "run_prune", "run_target"]
 
 ROWS_PER_PARTITION = 1 << 20
 """Rows (or distinct hashes) a partition task aims at."""
@@ -522,8 +529,158 @@ def run_keep_top(
     return drops, KeepTopReport(plan.id, step.column, step.fraction, n, kept, threshold)
 
 
+# --------------------------------------------------------------------------- balance, prune, target
+
+
+def _shard_drops(step: str, rows: ShardRows, reasons: list[str | None]) -> tuple[str, ShardDrops]:
+    """One shard's URL and drops from a reason (or None: kept) per alive row."""
+    lost = [i for i, r in enumerate(reasons) if r is not None]
+    return rows.url, ShardDrops(step, rows.pos[np.array(lost, dtype=np.int64)], [reasons[i] for i in lost])
+
+
+def _gathered(results: list[tuple[str, ShardDrops]]) -> Drops:
+    return {url: d for url, d in results if len(d)}
+
+
+def run_balance(
+    client: Client, store: RunStore, plan: GlobalPlan, ledger: RunState, shards: list[ShardRef], priors: Any = ()
+) -> tuple[Drops, BalanceReport]:
+    """MetaCLIP balancing: entry counts per shard, summed; then each shard's draws."""
+    step: BalanceStep = plan.step
+    specs = shard_specs(store, plan, ledger, shards, 0)
+    rows = client.map(read_rows, specs)
+    counts: Counter[str] = Counter()
+    for part in client.gather(client.map(lambda r: entry_counts(r.columns[step.column]), rows)):
+        counts.update(part)
+    [shared] = client.scatter([dict(counts)], broadcast=True)
+
+    def drops_of(r: ShardRows, counts: dict[str, int]) -> tuple[str, ShardDrops]:
+        return _shard_drops(plan.id, r, balance_reasons(r.columns[step.column], r.keys, counts, step.config))
+
+    drops = _gathered(client.gather(client.map(drops_of, rows, counts=shared)))
+    n = sum(len(s.alive) for s in specs)
+    t = step.config.max_per_entry
+    report = BalanceReport(plan.id, step.column, t, n, n - sum(len(d) for d in drops.values()), len(counts),
+                           sum(c >= t for c in counts.values()), counts.most_common(5))
+    return drops, report
+
+
+def _embeddings(r: ShardRows, column: str) -> np.ndarray:
+    """The shard's unit embeddings; a sample without one (or of another length) is an error naming it."""
+    values = r.columns[column]
+    size = len(values[0] or ())
+    bad = next((i for i, v in enumerate(values) if v is None or len(v) != size or not size), None)
+    if bad is not None:
+        what = "missing" if values[bad] is None else f"{len(values[bad])} numbers long"
+        raise ValueError(f"{r.url}: sample {r.keys[bad]}: {column} is {what}; a step clustering it needs vectors of one length ({size or 'not 0'})")
+    return unit_rows(values)
+
+
+def _clustered(client: Client, specs: list[ShardSpec], column: str, k: int, fit_sample: int, n: int, seed: int) -> tuple[db.Bag, Any]:
+    """Spherical k-means over ``column``, fitted on every m-th row (at most ``fit_sample``):
+    a persisted bag of (rows without columns, cluster, distance to centroid) per shard, and the
+    centroids (delayed). Each shard's embeddings stay on its worker as one float32 array."""
+    every = max(1, math.ceil(n / fit_sample))
+
+    def load(spec: ShardSpec) -> tuple[ShardRows, np.ndarray]:
+        r = read_rows(spec)
+        return replace(r, columns={}), _embeddings(r, column)
+
+    emb = client.persist(_each(db.from_sequence(specs, npartitions=len(specs)), load))
+    sample = _each(emb, lambda e: e[1][e[0].rows % every == 0])
+    centroids = client.persist(dask.delayed(lambda parts: prune.fit(np.concatenate([a for p in parts for a in p if len(a)]), k, seed))(sample.to_delayed()))
+    return client.persist(_each(emb, lambda e, c: (e[0], *prune.assign(e[1], c)), centroids)), centroids
+
+
+def run_prune(
+    client: Client, store: RunStore, plan: GlobalPlan, ledger: RunState, shards: list[ShardRef], priors: Any = ()
+) -> tuple[Drops, prune.PruneReport]:
+    """Density-based pruning: clusters' sizes and distances summed over shards, quotas on the
+    driver, each partly kept cluster's cut from one task, then each shard's drops."""
+    step: PruneStep = plan.step
+    config = step.config
+    specs = shard_specs(store, plan, ledger, shards, 0)
+    n = sum(len(s.alive) for s in specs)
+    if n == 0:
+        return {}, prune.PruneReport(plan.id, config.column, config.keep_fraction, 0, 0, 0)
+    assigned, centroids = _clustered(client, specs, config.column, prune.density_clusters(n, config.clusters), config.fit_sample, n, config.seed)
+    centres = _compute(client, centroids)
+    k = len(centres)
+    sums = _compute(client, _each(assigned, lambda a: prune.cluster_sums(a[1], a[2], k)))
+    sizes, dist_sums = (np.sum([s[i] for s in sums], axis=0) for i in (0, 1))
+    x, d_intra, d_inter = prune.plan_quotas(sizes, dist_sums, centres, prune.keep_count(n, config.keep_fraction))
+    cuts = np.tile([np.nan, -1.0], (k, 1))  # (distance, row) of each cluster's last kept member
+    cuts[x == 0] = (np.inf, -1)
+    cuts[x == sizes] = (-np.inf, -1)
+    partial = np.flatnonzero(np.isnan(cuts[:, 0]))
+
+    def pieces(a: tuple[ShardRows, np.ndarray, np.ndarray]) -> list[tuple[int, tuple[np.ndarray, np.ndarray]]]:
+        r, labels, dist = a
+        inside = np.isin(labels, partial)
+        return [(j, (dist[inside][idx], r.rows[inside][idx])) for j, idx in _by_key(labels[inside])]
+
+    def cut(group: tuple[int, list[tuple[np.ndarray, np.ndarray]]]) -> tuple[int, tuple[float, int]]:
+        j, parts = group
+        return j, prune.threshold(np.concatenate([d for d, _ in parts]), np.concatenate([r for _, r in parts]), int(x[j]))
+
+    if len(partial):
+        for j, c in _compute(client, _each(_groups(_flat(assigned, pieces), _parts(n)), cut)):
+            cuts[j] = c
+
+    def drops_of(a: tuple[ShardRows, np.ndarray, np.ndarray], cuts: np.ndarray) -> tuple[str, ShardDrops]:
+        r, labels, dist = a
+        keep = prune.keep_farthest(dist, r.rows, cuts[labels, 0], cuts[labels, 1])
+        return _shard_drops(plan.id, r, [None if kept else f"{prune.REASON}:{j}" for kept, j in zip(keep.tolist(), labels.tolist())])
+
+    drops = _gathered(_compute(client, _each(assigned, drops_of, cuts)))
+    report = prune.PruneReport(plan.id, config.column, config.keep_fraction, n, int(x.sum()), k, sizes.tolist(), x.tolist(),
+                               d_intra.round(6).tolist(), d_inter.round(6).tolist())
+    return drops, report
+
+
+def _reference(paths: tuple[str, ...], column: str) -> np.ndarray:
+    """The unit embeddings of the reference runs' kept samples (read in the driver, which knows
+    the annotators those runs' recipes name, as for ``--against``)."""
+    values: list[Any] = []
+    for path in paths:
+        kept = open_run(path).kept_rows()
+        if column not in kept.columns:
+            raise ValueError(f"target reference {path}: its kept samples have no {column!r} column; embed them with the same annotate step")
+        values += [v for v in kept.columns[column] if v is not None]
+    return unit_rows(values) if values else np.empty((0, 0), np.float32)
+
+
+def run_target(
+    client: Client, store: RunStore, plan: GlobalPlan, ledger: RunState, shards: list[ShardRef], priors: Any = ()
+) -> tuple[Drops, target.TargetReport]:
+    """Keep the samples in pool clusters some reference item is nearest to."""
+    step: TargetStep = plan.step
+    config = step.config
+    specs = shard_specs(store, plan, ledger, shards, 0)
+    n = sum(len(s.alive) for s in specs)
+    if n == 0:
+        return {}, target.TargetReport(plan.id, step.column, 0, 0, 0, 0, 0)
+    k = target.target_clusters(n, config.clusters)
+    assigned, centroids = _clustered(client, specs, step.column, k, config.fit_sample, n, config.seed)
+    [reference] = client.scatter([_reference(config.reference, step.column)])
+    picked = client.persist(dask.delayed(lambda ref, c: (target.target_labels(ref, c), len(ref)))(reference, centroids))
+
+    def drops_of(a: tuple[ShardRows, np.ndarray, np.ndarray], picked: tuple[np.ndarray, int]) -> tuple[str, ShardDrops]:
+        r, labels, _ = a
+        return _shard_drops(plan.id, r, [None if on else target.REASON for on in np.isin(labels, picked[0]).tolist()])
+
+    drops = _gathered(_compute(client, _each(assigned, drops_of, picked)))
+    labels, items = _compute(client, picked)
+    k = _compute(client, dask.delayed(len)(centroids))
+    report = target.TargetReport(plan.id, step.column, n, n - sum(len(d) for d in drops.values()), k, len(labels), items)
+    return drops, report
+
+
 GLOBAL_RUNNERS: dict[type, Callable[..., tuple[Drops, Any]]] = {
     DedupStep: run_dedup,
     KeepTopStep: run_keep_top,
+    BalanceStep: run_balance,
+    PruneStep: run_prune,
+    TargetStep: run_target,
 }
 """How each kind of global step runs: (client, store, plan, ledger, shards, priors) -> (drops per shard, report)."""

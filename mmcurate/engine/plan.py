@@ -2,8 +2,8 @@
 
 Consecutive annotate/filter/blocklist steps form a *group*, run as one task per input shard; a new
 group starts where an annotator asks for other worker resources (a GPU), so cheap steps run
-on every worker and the GPU step only on the survivors. Dedup and keep_top steps are
-*global*: they run once over small columns of the whole dataset.
+on every worker and the GPU step only on the survivors. Dedup, keep_top, balance, prune and
+target steps are *global*: they run once over small columns of the whole dataset.
 
 An annotation part is named by a fingerprint of the annotator (name, version, config,
 identity of resolved resources such as a checkpoint file), the recipe's modalities, the
@@ -106,7 +106,7 @@ class Group:
 
 @dataclass(frozen=True)
 class GlobalPlan:
-    """A global step (dedup, keep_top) and, per column it reads, the annotate step that stored it."""
+    """A global step (dedup, keep_top, balance, prune, target) and, per column it reads, the annotate step that stored it."""
 
     step: GlobalStep
     sources: dict[str, AnnotatePlan]

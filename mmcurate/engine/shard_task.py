@@ -18,6 +18,7 @@ from ..steps.annotators import Annotator, Row
 from ..io.inputs import ShardRef
 from .plan import READ_STEP, AnnotatePlan, GroupStep, read_part_name, reads_pixels
 from ..steps.sampleview import SampleView
+from ..store.cache import PartCache
 from ..store.runstore import RunStore, rows_to_table
 from ..io.tarread import Sample, UnreadableShard, iter_samples
 from ..io.tarwrite import sample_bytes
@@ -49,6 +50,8 @@ class GroupTask:
     """The run's first group: every readable sample enters, and the task writes the shard's
     state (:mod:`.state`); later groups take the alive samples from that state."""
     batch_size: int = 64
+    cache: str | None = None
+    """A shared cache folder (:mod:`mmcurate.store.cache`): parts are taken from and published to it."""
 
 
 @dataclass
@@ -59,6 +62,8 @@ class GroupResult:
     summary: ShardSummary
     computed: dict[str, int] = field(default_factory=dict)
     """step id -> rows computed now (0 when every row came from the store)."""
+    reused: dict[str, int] = field(default_factory=dict)
+    """step id -> rows taken from the store (or the cache) instead."""
 
 
 class _NeedSamples(Exception):
@@ -155,8 +160,30 @@ class _Decider:
         self.annotates = [s for s in task.steps if isinstance(s, AnnotatePlan)]
         self.pixels = reads_pixels(task.steps)
         self.paths = {p.id: store.part_path(p.id, p.part_name(task.shard)) for p in self.annotates}
+        self.cache = PartCache(task.cache) if task.cache else None
+        self.cached = {p.id: (p.step.annotator, p.part_name(task.shard)) for p in self.annotates}
+        """Each step's part in the cache: (kind, name)."""
+        if self.cache:
+            for p in self.annotates:
+                self.cache.take(*self.cached[p.id], self.paths[p.id])
+        self.store = store
         self.stored = {p.id: store.read_rows(self.paths[p.id]) for p in self.annotates}
         self.new: dict[str, dict[int, Row]] = {p.id: {} for p in self.annotates}
+        self.looked: set[str] = set()
+        """Steps whose cached part was read (once, when the run's part lacks a row)."""
+        self.merged: set[str] = set()
+        """Steps that took rows from the cached part."""
+        self.reused = dict.fromkeys(self.stored, 0)
+
+    def _from_cache(self, step: AnnotatePlan, rows: dict[int, Row]) -> None:
+        """Add the cache's rows of ``step`` that the run's part lacks (another run computed them)."""
+        if self.cache is None or step.id in self.looked or not self.cache.has(*self.cached[step.id]):
+            return
+        self.looked.add(step.id)
+        cached = self.store.read_rows(self.cache.path(*self.cached[step.id]))
+        for pos in cached.keys() - rows.keys():
+            rows[pos] = cached[pos]
+            self.merged.add(step.id)
 
     def decide(self, positions: list[int], views: Mapping[int, SampleView] | None) -> dict[int, tuple[str, str]]:
         """Drops among ``positions``; raises _NeedSamples if ``views`` is None and a row is missing."""
@@ -164,6 +191,10 @@ class _Decider:
         def rows_of(step: AnnotatePlan, alive: list[int]) -> Mapping[int, Row]:
             rows = self.stored[step.id]
             missing = [p for p in alive if p not in rows]
+            if missing:
+                self._from_cache(step, rows)
+                missing = [p for p in alive if p not in rows]
+            self.reused[step.id] += len(alive) - len(missing)
             if missing:
                 if views is None:
                     raise _NeedSamples
@@ -178,10 +209,13 @@ class _Decider:
         computed = {}
         for plan in self.annotates:
             computed[plan.id] = len(self.new[plan.id])
-            if self.new[plan.id]:
+            changed = bool(self.new[plan.id]) or plan.id in self.merged
+            if changed:
                 rows = self.stored[plan.id]
                 positions = sorted(rows)
                 store.write_rows(self.paths[plan.id], positions, [entries[p].key for p in positions], [rows[p] for p in positions], plan.columns)
+            if self.cache:
+                self.cache.publish(*self.cached[plan.id], self.paths[plan.id], replace=changed)
         return computed
 
 
@@ -215,6 +249,8 @@ def run_group(task: GroupTask) -> GroupResult:
     """Run ``task``: record this group's drops in the shard's state and return its summary."""
     store = RunStore(task.root)
     decider = _Decider(task, store)
+    if decider.cache:
+        decider.cache.take(READ_STEP, read_part_name(task.shard), store.part_path(READ_STEP, read_part_name(task.shard)))
     entries = read_manifest(store, task.shard)
     alive = None if task.first else set(alive_positions(store, task.shard).tolist())
 
@@ -225,9 +261,9 @@ def run_group(task: GroupTask) -> GroupResult:
     if entries is not None:
         try:
             drops = decider.decide(entering(entries, 0), views=None)
-            return _finish(task, store, entries, drops, decider.save(store, entries))
+            return _finish(task, store, entries, drops, decider)
         except _NeedSamples:
-            pass
+            decider.reused = dict.fromkeys(decider.reused, 0)  # counted again by the pass over the samples
     fresh: list[Entry] = []
     drops = {}
     held = partial(_held_bytes, modalities=task.modalities, pixels=decider.pixels)
@@ -241,11 +277,15 @@ def run_group(task: GroupTask) -> GroupResult:
         drops.update(decider.decide(positions, views))
     if entries is None:
         _write_manifest(store, task.shard, fresh)
-    return _finish(task, store, fresh, drops, decider.save(store, fresh))
+    return _finish(task, store, fresh, drops, decider)
 
 
-def _finish(task: GroupTask, store: RunStore, entries: list[Entry], drops: dict[int, tuple[str, str]], computed: dict[str, int]) -> GroupResult:
-    """Record ``drops`` in the shard's state (first written from ``entries`` by the first group)."""
+def _finish(task: GroupTask, store: RunStore, entries: list[Entry], drops: dict[int, tuple[str, str]], decider: _Decider) -> GroupResult:
+    """Save the new rows (and publish parts to the cache); record ``drops`` in the shard's state
+    (first written from ``entries`` by the first group)."""
+    computed = decider.save(store, entries)
+    if decider.cache:
+        decider.cache.publish(READ_STEP, read_part_name(task.shard), store.part_path(READ_STEP, read_part_name(task.shard)), replace=False)
     if task.first:
         create_state(store, task.shard, [e.key for e in entries], [sample_bytes(e.sizes) for e in entries], [e.error for e in entries])
-    return GroupResult(task.shard.url, record_verdicts(store, task.shard, drops), computed)
+    return GroupResult(task.shard.url, record_verdicts(store, task.shard, drops), computed, decider.reused)

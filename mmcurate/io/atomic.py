@@ -16,6 +16,7 @@ import contextlib
 import errno
 import os
 import re
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import BinaryIO, Iterator
 
 from .location import ObjectPath, naming
 
-__all__ = ["atomic_file", "atomic_write_bytes", "tmp_target"]
+__all__ = ["atomic_file", "atomic_link", "atomic_write_bytes", "tmp_target"]
 
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS}
 """Errors of writing: raised by the temporary file, reported under the target's path."""
@@ -105,3 +106,36 @@ def atomic_write_bytes(path: str | os.PathLike[str] | ObjectPath, data: bytes) -
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
     with atomic_file(path) as fh:
         fh.write(data)
+
+
+def atomic_link(source: str | os.PathLike[str] | ObjectPath, path: str | os.PathLike[str] | ObjectPath) -> None:
+    """Make ``path`` the file ``source`` is, atomically: a hard link renamed over ``path`` (a
+    copy written by :func:`atomic_file` where links are not possible, e.g. across filesystems
+    or to or from an object store).
+
+    Only for files never changed in place (every mmcurate write replaces the file), so the two
+    names can share their content."""
+    if isinstance(source, ObjectPath) or isinstance(path, ObjectPath):
+        _copy(source, path)
+        return
+    path = Path(path)
+    _make_dirs(path.parent)
+    tmp = _tmp_name(path)
+    try:
+        os.link(source, tmp)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+        _copy(source, path)
+        return
+    try:
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        if tmp.exists():  # only after a failure
+            tmp.unlink()
+
+
+def _copy(source: str | os.PathLike[str] | ObjectPath, path: str | os.PathLike[str] | ObjectPath) -> None:
+    with (source if isinstance(source, ObjectPath) else Path(source)).open("rb") as src, atomic_file(path) as fh:
+        shutil.copyfileobj(src, fh, 1 << 22)

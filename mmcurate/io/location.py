@@ -24,7 +24,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-__all__ = ["Location", "ObjectPath", "dataset", "file_names", "inside", "location", "naming", "read_table"]
+__all__ = ["Location", "ObjectPath", "dataset", "file_names", "inside", "location", "naming", "read_table", "read_whole"]
 
 
 class ObjectPath:
@@ -173,14 +173,21 @@ def file_names(folder: Location) -> list[str]:
     return [e.name for e in os.scandir(folder) if not e.is_dir(follow_symlinks=False)]
 
 
-def read_table(path: Location, **kwargs: Any) -> pa.Table:
-    """``pyarrow.parquet.read_table`` of a file (or a folder of them) wherever it lives.
+def read_whole(path: Location, **kwargs: Any) -> pa.Table:
+    """A Parquet file read from one open file, or on an object store fetched whole in one request
+    (parts are one shard's rows), so a file replaced meanwhile reads whole, old or new."""
+    if isinstance(path, ObjectPath):
+        return pq.read_table(pa.BufferReader(path.read_bytes()), **kwargs)
+    with pa.OSFile(str(path)) as fh:
+        return pq.read_table(fh, **kwargs)
 
-    An object is fetched whole, in one request (parts are one shard's rows), rather than by the
-    several ranged reads Parquet's reader would make."""
+
+def read_table(path: Location, **kwargs: Any) -> pa.Table:
+    """``pyarrow.parquet.read_table`` of a file (or a folder of them) wherever it lives; an
+    object is fetched whole (:func:`read_whole`)."""
     if isinstance(path, ObjectPath):
         try:
-            return pq.read_table(pa.BufferReader(path.read_bytes()), **kwargs)
+            return read_whole(path, **kwargs)
         except FileNotFoundError:
             if not path.is_dir():
                 raise

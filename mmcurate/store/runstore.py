@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 
 from ..io.atomic import atomic_file, atomic_write_bytes, tmp_target
 from ..io.inputs import ShardRef
-from ..io.location import Location, file_names, inside, location, read_table
+from ..io.location import Location, file_names, inside, location, read_whole
 from .lock import LOCK_NAME, hold
 
 __all__ = ["RunConflict", "RunStore", "atomic_write_bytes", "atomic_write_table", "rows_to_table"]
@@ -124,9 +124,10 @@ class RunStore:
     def read_part_if_readable(self, path: Location) -> pa.Table | None:
         """The stored part at ``path``; None when it does not exist or cannot be read (left
         damaged by a crash or a full disk), so the caller recomputes it. An unreadable part is
-        logged as a warning naming it and the error."""
+        logged as a warning naming it and the error. It is read from one open file, so a part
+        replaced meanwhile (in a shared cache) reads whole, old or new."""
         try:
-            return read_table(path)
+            return read_whole(path)
         except FileNotFoundError:
             return None
         except (OSError, pa.ArrowException) as exc:

@@ -7,7 +7,11 @@ from typing import Any, Mapping
 
 import pyarrow as pa
 
-__all__ = ["StepCount", "format_dedup", "format_failed", "format_funnel", "funnel_from_groups", "reason_category"]
+from ..steps.balance import format_balance
+from ..steps.prune import format_prune
+from ..steps.target import format_target
+
+__all__ = ["StepCount", "format_dedup", "format_failed", "format_funnel", "format_global", "funnel_from_groups", "reason_category"]
 
 
 @dataclass
@@ -63,6 +67,11 @@ def format_dedup(report: Mapping[str, Any]) -> str:
     for size, kept, dropped in report.get("largest", []):
         lines.append(f"  cluster of {size}: kept {kept}; dropped {', '.join(dropped)}{' ...' if size - 1 > len(dropped) else ''}")
     return "\n".join(lines)
+
+
+def format_global(report: Mapping[str, Any]) -> str:
+    """The lines on one balance, prune or target step (its report as a dict, by ``kind``)."""
+    return {"balance": format_balance, "prune": format_prune, "target": format_target}[report["kind"]](report)
 
 
 def format_failed(failed: Mapping[str, str], shards: int) -> str:

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 
 from .browse import STYLE, Gallery, labelled_row
 from .charts import DROPPED_COLOR, KEPT_COLOR, Threshold, funnel_svg, histogram_svg
+from .funnel import format_global
 from ..engine.state import drop_groups
 from ..engine.plan import READ_STEP, AnnotatePlan, funnel_steps
 from ..recipe import AnnotateStep, DedupStep, FilterStep
@@ -80,9 +81,11 @@ def build_report(run: Run, options: ReportOptions = ReportOptions()) -> str:
         f'<p class="sum">{samples} samples in, <b style="color:{KEPT_COLOR}">{kept} kept</b>, '
         f'<b style="color:{DROPPED_COLOR}">{samples - kept} dropped</b>; status {escape(str(info.get("status")))}; '
         f"recipe <code>{escape(run.recipe.name)}</code> ({escape(str(info.get('recipe_source', '')))}); "
-        f"{len(info.get('inputs', []))} input shard(s); output in <code>{escape(str(run.root / 'shards'))}</code></p>",
+        f"{len(info.get('inputs', []))} input shard(s); "
+        + (f"output in <code>{escape(str(run.root / 'shards'))}</code></p>" if info.get("status") != "dry-run" else "dry run: no output shards written</p>"),
         _nav(),
         _funnel_section(run),
+        _global_steps_section(run),
         _histogram_section(run),
         _examples_section(run, examples, gallery, options),
         _clusters_section(run, clusters, gallery),
@@ -95,6 +98,22 @@ def build_report(run: Run, options: ReportOptions = ReportOptions()) -> str:
 def _nav() -> str:
     links = [("funnel", "Funnel"), ("annotations", "Annotations"), ("examples", "Examples per step"), ("clusters", "Duplicate clusters"), ("references", "Reference matches"), ("errors", "Errors")]
     return '<nav>' + " · ".join(f'<a href="#{a}">{t}</a>' for a, t in links) + "</nav>"
+
+
+def _global_steps_section(run: Run, clusters_shown: int = 50) -> str:
+    """What the balance, prune and target steps did; prune's most thinned clusters, before and after."""
+    reports = run.info.get("global_steps", [])
+    if not reports:
+        return ""
+    parts = []
+    for report in reports:
+        parts.append(f"<pre>{escape(format_global(report))}</pre>")
+        if report["kind"] == "prune" and report["sizes_before"]:
+            before, after = report["sizes_before"], report["sizes_after"]
+            order = sorted(range(len(before)), key=lambda j: (after[j] - before[j], j))[:clusters_shown]
+            rows = "".join(f"<tr><td>{j}</td><td>{before[j]}</td><td>{after[j]}</td><td>{report['d_intra'][j]:.4f}</td></tr>" for j in order)
+            parts.append(f"<table><tr><th>cluster</th><th>before</th><th>after</th><th>d_intra</th></tr>{rows}</table>")
+    return "".join(parts)
 
 
 def _funnel_section(run: Run) -> str:

@@ -121,11 +121,11 @@ def semantic_clusters(n: int, config: SemanticConfig) -> int:
     return min(n, config.clusters or max(1, int(round(np.sqrt(n / 4)))))
 
 
-def fit_centroids(emb: np.ndarray, k: int) -> np.ndarray:
-    """Spherical k-means centroids (k, d) of unit rows ``emb`` (faiss, fixed seed)."""
+def fit_centroids(emb: np.ndarray, k: int, seed: int = 1234) -> np.ndarray:
+    """Spherical k-means centroids (k, d) of unit rows ``emb`` (faiss, fixed ``seed``)."""
     import faiss
 
-    kmeans = faiss.Kmeans(emb.shape[1], k, niter=20, seed=1234, spherical=True, verbose=False)
+    kmeans = faiss.Kmeans(emb.shape[1], k, niter=20, seed=seed, spherical=True, verbose=False)
     kmeans.cp.min_points_per_centroid = 1
     kmeans.train(emb)
     return kmeans.centroids
