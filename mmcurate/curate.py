@@ -24,6 +24,7 @@ from .engine.reference import ReferenceRows, resolve_references
 from .engine.shard_task import GroupTask, run_group
 from .engine.state import RunState, ShardSummary, finish
 from .io.inputs import ShardRef, hash_identity, resolve_inputs
+from .io.location import Location, ObjectPath
 from .io.output import assemble, index_json, plan_layout, remove_order_files, shard_outputs, write_piece, write_tasks
 from .recipe import AnnotateStep, DedupStep, Recipe
 from .steps import annotators
@@ -42,19 +43,20 @@ __all__ = ["CurateResult", "curate"]
 class CurateResult:
     """What a run did: counts, the funnel, and where its files are."""
 
-    out: Path
+    out: Location
+    """The run directory: a local ``Path``, or an :class:`~mmcurate.io.location.ObjectPath` (``s3://...``)."""
     samples_in: int
     kept: int
     dropped: int
     funnel: list[StepCount]
-    shards: list[Path]
+    shards: list[Location]
     computed: dict[str, int] = field(default_factory=dict)
     """Rows each annotate step computed in this call (0 where stored rows were reused)."""
     reference_computed: dict[str, int] = field(default_factory=dict)
     """Rows each annotate step computed over reference shards (``against``) in this call."""
     dedup: list[DedupReport] = field(default_factory=list)
     """Per dedup step: how many removed, how many clusters, the largest ones."""
-    report: Path | None = None
+    report: Location | None = None
     """``OUT/report.html`` (None if writing it failed; ``mmcurate report OUT`` retries)."""
     top: list[KeepTopReport] = field(default_factory=list)
     """Per keep_top step: how many kept and the threshold that resulted."""
@@ -78,7 +80,7 @@ class CurateResult:
         return not self.failed
 
     @property
-    def decisions_path(self) -> Path:
+    def decisions_path(self) -> Location:
         """``OUT/decisions.parquet``: a folder of Parquet files, one per input shard, read as one
         table by ``pyarrow.parquet.read_table`` (see :meth:`mmcurate.store.runview.Run.decisions_dataset`)."""
         return self.out / "decisions.parquet"
@@ -104,7 +106,7 @@ def format_work(computed: dict[str, int], reused: dict[str, int], seconds: dict[
     return f"annotation rows: {rows or 'none'}\ntime: {times} (total {sum(seconds.values()):.1f} s)"
 
 
-def _shown(path: Path) -> str:
+def _shown(path: Location) -> str:
     """``path`` relative to the working directory when it lies inside it, else absolute."""
     try:
         return str(path.relative_to(Path.cwd()))
@@ -264,7 +266,7 @@ def _run(
     return result
 
 
-def _write_report(root: Path) -> Path | None:
+def _write_report(root: Location) -> Location | None:
     """The run's report.html; a failure here is reported but never loses the finished run."""
     try:
         path = write_report(root)
@@ -406,7 +408,11 @@ def _write(
         tasks = write_tasks(layout, root, plans, config)
         if tasks:
             cluster.map_tasks(client, write_piece, tasks, "write", lambda t: t.label, quiet)
-        written = [assemble(store, s) for s in layout]
+        join = functools.partial(assemble, root)
+        if isinstance(store.root, ObjectPath):  # workers join, in parallel: the driver would relay every byte
+            written = cluster.map_tasks(client, join, layout, "join", lambda s: s.name, quiet) if layout else []
+        else:
+            written = [join(s) for s in layout]
         atomic_write_bytes(store.shards_dir / INDEX, index_json(plan.recipe.name, written))
         store.finish_outputs(info, names)
         work.timed("write", started)

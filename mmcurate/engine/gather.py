@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..io.inputs import ShardRef
+from ..io.location import location, read_table
 from ..steps.dedup.results import PriorRows
 from ..store.runstore import RunStore
 from .state import RunState, alive_positions
@@ -94,7 +94,7 @@ def read_columns(parts: list[tuple[str, list[str]]], positions: np.ndarray, url:
     columns: dict[str, pa.Array] = {}
     keys = pa.array([], pa.string())
     for path, cols in parts:
-        table = pq.read_table(path, columns=["pos", "key", *cols])
+        table = read_table(location(path), columns=["pos", "key", *cols])
         stored = table.column("pos").to_numpy()
         order = np.argsort(stored, kind="stable")
         rows = order[np.minimum(np.searchsorted(stored, positions, sorter=order), max(len(stored) - 1, 0))] if len(stored) else order

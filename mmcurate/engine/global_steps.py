@@ -41,7 +41,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from itertools import combinations
-from pathlib import Path
 from typing import Any, Callable
 
 import dask
@@ -52,6 +51,7 @@ import pyarrow.compute as pc
 from dask.distributed import Client, wait
 
 from ..io.inputs import ShardRef
+from ..io.location import location
 from ..recipe import BalanceStep, DedupStep, KeepTopStep, PruneStep, TargetStep
 from ..steps.balance import BalanceReport, balance_reasons, entry_counts
 from ..steps.dedup.compute import (
@@ -271,7 +271,7 @@ def _shard_outcome(own: ShardRows, res: RowResults, wanted: np.ndarray, named: p
     kept_keys = named.take(order[np.searchsorted(wanted, res.row[dropped], sorter=order)])
     summary = None
     if own.index != PRIOR:
-        path = Path(cluster_dir) / f"part-{own.index:09d}.parquet"
+        path = location(cluster_dir) / f"part-{own.index:09d}.parquet"
         atomic_write_table(path, _cluster_table(own.url, own.pos, own.keys, res.parent, res.size))
         if record is not None and len(dropped):
             kinds = pa.array(np.where(to_reference[dropped], REFERENCE_REASON, reason))

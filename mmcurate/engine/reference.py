@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import fsspec
@@ -24,6 +23,7 @@ from dask.distributed import Client
 from ..io.inputs import InputError, ShardRef, hash_identity, resolve_inputs
 from ..recipe import DedupStep
 from ..steps.dedup.results import PriorRows
+from ..io.location import location
 from ..store.runstore import RunStore
 from ..store.runview import open_run
 from . import cluster
@@ -76,7 +76,7 @@ class ReferenceRows:
 
     def __init__(self, root: str | os.PathLike[str], common: Sequence[Reference], own: Mapping[str, Sequence[Reference]],
                  modalities: Mapping[str, tuple[str, ...]], batch_size: int, quiet: bool):
-        self.store = RunStore(Path(root) / REFERENCE_DIR)
+        self.store = RunStore(location(root) / REFERENCE_DIR)
         self.common = list(common)
         self.own = own
         self.modalities = dict(modalities)

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ..io.inputs import ShardRef
+from ..io.location import Location, read_table
 from ..store.runstore import RunStore, atomic_write_table
 from .plan import READ_STEP, digest
 
@@ -77,7 +76,7 @@ class ShardSummary:
         return cls(0, 0, GROUPS_SCHEMA.empty_table())
 
 
-def state_path(store: RunStore, shard: ShardRef) -> Path:
+def state_path(store: RunStore, shard: ShardRef) -> Location:
     return store.root / STATE_DIR / f"{shard.name}-{digest([shard.url, shard.identity])}.parquet"
 
 
@@ -97,7 +96,7 @@ def create_state(store: RunStore, shard: ShardRef, keys: Sequence[str], nbytes: 
 
 
 def read_state(store: RunStore, shard: ShardRef, columns: list[str] | None = None) -> pa.Table:
-    return pq.read_table(state_path(store, shard), columns=columns)
+    return read_table(state_path(store, shard), columns=columns)
 
 
 def alive_positions(store: RunStore, shard: ShardRef) -> np.ndarray:
@@ -168,7 +167,7 @@ def finish(store: RunStore, shard: ShardRef, index: int, outputs: Sequence[tuple
     samples are in no count.
     """
     path = state_path(store, shard)
-    table = STATE_SCHEMA.empty_table() if failed or not path.exists() else pq.read_table(path)
+    table = STATE_SCHEMA.empty_table() if failed or not path.exists() else read_table(path)
     kept = pc.is_null(table["step"])
     mask = kept.to_numpy(zero_copy_only=False)
     by_rank = np.full(int(mask.sum()), None, dtype=object)  # by the kept sample's number among the kept

@@ -6,14 +6,12 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from ..steps.dedup.results import CLUSTER_FILE, REASONS, REFERENCE_REASON
 from ..engine.state import drop_groups
@@ -25,6 +23,7 @@ from ..recipe import BlocklistStep, DedupStep, Recipe
 from ..steps.sampleview import SampleView
 from ..engine.shard_task import read_manifest
 from .runstore import RunStore
+from ..io.location import Location, dataset, read_table
 from ..io.tarread import Sample, iter_samples
 
 if TYPE_CHECKING:
@@ -47,7 +46,7 @@ class Run:
         self.recipe = Recipe.from_dict(info["recipe"], source=info.get("recipe_source", "<run.json>"))
 
     @property
-    def root(self) -> Path:
+    def root(self) -> Location:
         return self.store.root
 
     def shard_ref(self, url: str) -> ShardRef:
@@ -70,7 +69,7 @@ class Run:
         input shard, in input order; a single file in runs of mmcurate before 0.x)."""
         if not self.store.decisions_path.exists():
             raise FileNotFoundError(f"{self.root}: no decisions.parquet yet (the run did not finish)")
-        return ds.dataset(self.store.decisions_path, format="parquet")
+        return dataset(self.store.decisions_path, format="parquet")
 
     def decisions_where(self, where: pc.Expression | None = None, columns: list[str] | None = None) -> pa.Table:
         """The decisions matching ``where`` (an Arrow expression such as ``pc.field("step") == "dedup"``),
@@ -82,7 +81,7 @@ class Run:
         if self.store.decisions_path.is_file():
             return self.decisions_where(pc.field("shard") == url, columns)
         index = self.info["inputs"].index(url)
-        return pq.read_table(self.store.decisions_file(index, self.shard_ref(url).name), columns=columns)
+        return read_table(self.store.decisions_file(index, self.shard_ref(url).name), columns=columns)
 
     def counts(self) -> tuple[int, int]:
         """(samples in, kept), counted from the decisions without reading them whole."""
@@ -220,7 +219,7 @@ class Run:
         for step in self.recipe.steps:
             path = self.store.part_path(step.id, CLUSTER_FILE)
             if isinstance(step, DedupStep) and path.exists():
-                found[step.id] = pq.read_table(path)
+                found[step.id] = read_table(path)
         return found
 
     def dropped_by(self, step: str) -> pa.Table:
@@ -313,10 +312,10 @@ class _Clusters:
     mixed: list[ds.Fragment]
 
     @classmethod
-    def open(cls, path: Path) -> "_Clusters":
+    def open(cls, path: Location) -> "_Clusters":
         by_shard: dict[str, list[ds.Fragment]] = {}
         mixed = []
-        for fragment in ds.dataset(path, format="parquet").get_fragments():
+        for fragment in dataset(path, format="parquet").get_fragments():
             fragment.ensure_complete_metadata()
             stats = [rg.statistics.get("shard") for rg in fragment.row_groups if rg.num_rows]
             urls = {(s["min"], s["max"]) for s in stats if s}

@@ -25,7 +25,6 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from .browse import STYLE, Gallery, labelled_row
 from .charts import DROPPED_COLOR, KEPT_COLOR, Threshold, funnel_svg, histogram_svg
@@ -36,6 +35,7 @@ from ..recipe import AnnotateStep, DedupStep, FilterStep
 from ..steps.dedup.results import REFERENCE_REASON
 from ..store.runview import Run, open_run
 from ..store.runstore import atomic_write_bytes
+from ..io.location import Location, location, read_table
 
 __all__ = ["ReportOptions", "build_report", "write_report"]
 
@@ -58,10 +58,10 @@ class ReportOptions:
     seed: int = 0
 
 
-def write_report(run: str | os.PathLike[str] | Run, path: str | os.PathLike[str] | None = None, options: ReportOptions = ReportOptions()) -> Path:
+def write_report(run: str | os.PathLike[str] | Run, path: str | os.PathLike[str] | None = None, options: ReportOptions = ReportOptions()) -> Location:
     """Write the report of ``run`` (a run directory or :class:`Run`) to ``path`` (default ``RUN/report.html``)."""
     run = run if isinstance(run, Run) else open_run(run)
-    target = Path(path) if path is not None else run.root / REPORT_NAME
+    target = location(path) if path is not None else run.root / REPORT_NAME
     atomic_write_bytes(target, build_report(run, options).encode("utf-8"))
     return target
 
@@ -155,7 +155,7 @@ def _read_columns(run: Run, plan: AnnotatePlan, columns: list[str]) -> pa.Table 
     for url in run.info["inputs"]:
         path = run.store.part_path(plan.id, plan.part_name(run.shard_ref(url)))
         if path.exists():
-            table = pq.read_table(path, columns=["pos", *columns, "error"]).filter(pc.field("error").is_null())
+            table = read_table(path, columns=["pos", *columns, "error"]).filter(pc.field("error").is_null())
             parts.append(table.drop_columns(["error"]).join(run.shard_decisions(url, ["pos", "kept"]), keys="pos").drop_columns(["pos"]))
     return pa.concat_tables(parts) if parts else None
 

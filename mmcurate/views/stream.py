@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Mapping
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ..engine.plan import build_plan, reads_pixels
 from ..io.inputs import ShardRef, shard_identity
@@ -32,6 +31,7 @@ from ..store.runview import Run
 from ..steps.sampleview import SampleView
 from ..engine.shard_task import AnnotatePlan, compute_rows, decide_steps
 from ..store.runstore import RunStore
+from ..io.location import read_table
 from ..io.tarread import Member, Sample
 
 __all__ = ["RecipeSelect", "RunSelect", "ShardChanged", "UnknownSample", "select"]
@@ -122,11 +122,11 @@ class RunSelect:
         if not self.store.decisions_path.exists():
             raise FileNotFoundError(f"{self.store.root}: no decisions.parquet; not a finished mmcurate run")
         if self.store.decisions_path.is_dir():
-            index = pq.read_table(self.store.decisions_index, columns=["url", "identity", "file"]).to_pydict()
+            index = read_table(self.store.decisions_index, columns=["url", "identity", "file"]).to_pydict()
             self.shards = [ShardRef(url, identity) for url, identity in zip(index["url"], index["identity"])]
             self.files: list[str | None] = index["file"]
         else:  # a run of mmcurate before decisions became a dataset: one file, no identities
-            urls = pc.unique(pq.read_table(self.store.decisions_path, columns=["shard"])["shard"]).to_pylist()
+            urls = pc.unique(read_table(self.store.decisions_path, columns=["shard"])["shard"]).to_pylist()
             self.shards, self.files, match = [ShardRef(url, "") for url in urls], [None] * len(urls), "name"
         self.by_url = {_normal_url(ref.url): i for i, ref in enumerate(self.shards)}
         self.by_name: dict[str, list[int]] = {}
@@ -182,9 +182,9 @@ class RunSelect:
         file = self.files[shard]
         columns = ["key", "kept"]
         if file is None:
-            table = pq.read_table(self.store.decisions_path, columns=columns, filters=[("shard", "=", self.shards[shard].url)])
+            table = read_table(self.store.decisions_path, columns=columns, filters=[("shard", "=", self.shards[shard].url)])
         else:
-            table = pq.read_table(self.store.decisions_path / file, columns=columns)
+            table = read_table(self.store.decisions_path / file, columns=columns)
         kept: dict[str, bool] = {}
         repeated: dict[str, list[bool]] = {}
         for key, verdict in zip(table["key"].to_pylist(), table["kept"].to_pylist()):
