@@ -26,7 +26,7 @@ from .engine.state import RunState, ShardSummary, finish
 from .io.inputs import ShardRef, hash_identity, resolve_inputs
 from .io.location import Location, ObjectPath
 from .io.output import assemble, index_json, plan_layout, remove_order_files, shard_outputs, write_piece, write_tasks
-from .recipe import AnnotateStep, DedupStep, Recipe
+from .recipe import AnnotateStep, DedupStep, Recipe, TargetStep
 from .steps import annotators
 from .steps.dedup import DedupReport
 from .steps.keep_top import KeepTopReport, format_keep_top
@@ -174,6 +174,7 @@ def curate(
     recipe = Recipe.resolve(recipe, overrides)
     shards = resolve_inputs([inputs] if isinstance(inputs, str) else list(inputs))
     own = {s.id: resolve_references(s.against) for s in recipe.steps if isinstance(s, DedupStep) and s.against}
+    own.update((s.id, resolve_references(s.config.reference)) for s in recipe.steps if isinstance(s, TargetStep))
     references = ReferenceRows(out, resolve_references(against), own, recipe.modalities, batch_size, quiet)
     resolved = _prepare_annotators(recipe)
     plan = build_plan(recipe, resolved)

@@ -80,7 +80,6 @@ from ..steps.dedup.results import CLUSTER_FILE, REASONS, REFERENCE_REASON, Dedup
 from ..steps import prune, target
 from ..steps.keep_top import REASON, KeepTopReport, band, bracket, keep_mask, ranked_values, sketch, threshold_from_bands, top_count
 from ..store.runstore import RunStore, atomic_write_table
-from ..store.runview import open_run
 from .gather import PRIOR, ShardRows, ShardSpec, prior_rows, read_rows, shard_specs
 from .state import RunState, ShardSummary, record_drops
 from .plan import GlobalPlan
@@ -701,15 +700,14 @@ def run_prune(
     return summaries, report
 
 
-def _reference(paths: tuple[str, ...], column: str) -> np.ndarray:
-    """The unit embeddings of the reference runs' kept samples (read in the driver, which knows
-    the annotators those runs' recipes name, as for ``--against``)."""
+def _reference(priors: list[PriorRows], column: str) -> np.ndarray:
+    """The unit embeddings of the reference items (earlier runs' kept samples, or reference
+    shards embedded by the same annotate step)."""
     values: list[Any] = []
-    for path in paths:
-        kept = open_run(path).kept_rows().table
-        if column not in kept.column_names:
-            raise ValueError(f"target reference {path}: its kept samples have no {column!r} column; embed them with the same annotate step")
-        values += [v for v in kept.column(column).to_pylist() if v is not None]
+    for prior in priors:
+        if column not in prior.table.column_names:
+            raise ValueError(f"target reference {prior.source}: its kept samples have no {column!r} column; embed them with the same annotate step")
+        values += [v for v in prior.table.column(column).to_pylist() if v is not None]
     return unit_rows(values) if values else np.empty((0, 0), np.float32)
 
 
@@ -725,7 +723,7 @@ def run_target(
         return {}, target.TargetReport(plan.id, step.column, 0, 0, 0, 0, 0)
     k = target.target_clusters(n, config.clusters)
     assigned, centroids = _clustered(client, specs, step.column, k, config.fit_sample, n, config.seed)
-    [reference] = client.scatter([_reference(config.reference, step.column)])
+    [reference] = client.scatter([_reference(list(priors), step.column)])
     picked = client.persist(dask.delayed(lambda ref, c: (target.target_labels(ref, c), len(ref)))(reference, centroids))
 
     def drops_of(a: tuple[ShardRows, np.ndarray, np.ndarray], picked: tuple[np.ndarray, int], record: Recorder) -> tuple[str, int, ShardSummary | None]:

@@ -91,11 +91,11 @@ class ReferenceRows:
         return [r.source for r in self.common]
 
     def priors(self, client: Client, plan: GlobalPlan) -> list[PriorRows]:
-        """The reference items ``plan`` (a dedup step) compares samples to; none for other steps."""
-        if not isinstance(plan.step, DedupStep):
-            return []
+        """The reference items ``plan`` compares samples to: for a dedup step ``--against`` and its
+        own ``against:``, for a target step its ``reference:``; none for other steps."""
+        common = self.common if isinstance(plan.step, DedupStep) else []
         found = []
-        for ref in [*self.common, *self.own.get(plan.id, ())]:
+        for ref in [*common, *self.own.get(plan.id, ())]:
             found.append(ref.rows if ref.rows is not None else self._shard_rows(client, plan, ref))
         return found
 
