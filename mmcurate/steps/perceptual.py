@@ -184,15 +184,18 @@ _FLAT_STD = 2.0
 
 def _band(lines: np.ndarray, limit: int) -> int:
     """How many of the first ``limit`` of ``lines`` (outermost first, shape (L, length)) form a border: each line
-    within :data:`BORDER_TOLERANCE` of the outermost line's median everywhere, and the lines
-    just inside clearly less flat than the band (a wall or a sky fades in; a picture starts)."""
+    within :data:`BORDER_TOLERANCE` of the outermost line's median at 90% of its pixels and
+    within three times that everywhere (compression rings near a border), and the lines just
+    inside clearly less flat than the band (a wall or a sky fades in; a picture starts). The
+    line where the band meets the picture, a blend of both once resized, goes with the band."""
     colour = float(np.median(lines[0]))
-    flat = np.abs(lines[:limit].astype(np.int16) - colour).max(axis=1) <= BORDER_TOLERANCE
+    off = np.abs(lines[:limit].astype(np.int16) - colour)
+    flat = (np.percentile(off, 90, axis=1) <= BORDER_TOLERANCE) & (off.max(axis=1) <= 3 * BORDER_TOLERANCE)
     depth = int(np.argmin(flat)) if not flat.all() else len(flat)
     if depth == 0:
         return 0
     inside = lines[depth : depth + max(depth, _INSIDE_LINES)]
-    return depth if inside.std() >= _CONTRAST * max(float(lines[:depth].std()), 1.0) else 0
+    return min(depth + 1, limit) if inside.std() >= _CONTRAST * max(float(lines[:depth].std()), 1.0) else 0
 
 
 def border_box(gray: np.ndarray) -> tuple[int, int, int, int]:
