@@ -331,8 +331,8 @@ def robust_thumbnails(
     then of each window of ``windows`` (see :data:`REGIONS`).
     (N, 1 + len(rotations) + len(windows), h, w) uint8.
 
-    Each image costs one Pillow resize (BOX, area averages: of the trimmed picture to twice the
-    thumbnail's size); the rest are matrix products over the batch: the picture and its windows by
+    Each image costs one Pillow resize (BILINEAR, widened when shrinking: of the trimmed picture
+    to twice the thumbnail's size); the rest are matrix products over the batch: the picture and its windows by
     separable resampling, turns by sparse matrices."""
     out = np.empty((len(grays), 1 + len(rotations) + len(windows), size[1], size[0]), dtype=np.uint8)
     right = [i for i, a in enumerate(rotations, start=1) if a % 90 == 0 and size[0] == size[1]]
@@ -343,7 +343,7 @@ def robust_thumbnails(
         if gray.mode != "L":
             gray = gray.convert("L")
         box = border_box(np.asarray(gray)) if trim else (0, 0, gray.width, gray.height)
-        double[n] = np.asarray(gray.resize((2 * size[0], 2 * size[1]), Image.Resampling.BOX, box=box))
+        double[n] = np.asarray(gray.resize((2 * size[0], 2 * size[1]), Image.Resampling.BILINEAR, box=box))
         aspect[n] = round(16 * math.log2((box[2] - box[0]) / (box[3] - box[1])))
     views = _windows(double, (_WHOLE, *windows), size)
     pixels = np.clip(np.rint(views), 0, 255).astype(np.uint8)
