@@ -332,8 +332,8 @@ def robust_thumbnails(
     (N, 1 + len(rotations) + len(windows), h, w) uint8.
 
     Each image costs one Pillow resize (BILINEAR, widened when shrinking: of the trimmed picture
-    to twice the thumbnail's size); the rest are matrix products over the batch: the picture and its windows by
-    separable resampling, turns by sparse matrices."""
+    to twice the thumbnail's size); the rest are matrix products over the batch: the picture
+    and its windows by separable resampling, turns by sparse matrices."""
     out = np.empty((len(grays), 1 + len(rotations) + len(windows), size[1], size[0]), dtype=np.uint8)
     right = [i for i, a in enumerate(rotations, start=1) if a % 90 == 0 and size[0] == size[1]]
     other = tuple(a for i, a in enumerate(rotations, start=1) if i not in right)
