@@ -568,7 +568,7 @@ def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: Mappi
     for name, cols in needed.items():
         for col in cols:
             if col not in columns:
-                option = {"mirror": "mirror: true", "variants": "rotate: [ANGLES]", "regions": "regions: true"}.get(name)
+                option = {"mirror": "mirror: true", "variants": "rotate: [ANGLES]", "regions": "regions: true", "turns": "turns: true"}.get(name)
                 hint = f"; set {option} on the step that computes {config.column}" if option else ""
                 raise RecipeError(f"{where}: field {name!r}: column {col!r} is not produced by an earlier annotate step{hint}")
     return DedupStep(id=step_id, method=method, config=config, against=against)
