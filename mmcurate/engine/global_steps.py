@@ -396,7 +396,9 @@ def _exact(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db
     return records, {}
 
 
-def _video(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db.Bag, dict[str, Any]]:
+def _whole(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db.Bag, dict[str, Any]]:
+    """Every row in one task (the single-task search): video_phash, and phash when all rows fit
+    one partition (no shuffles by table and band, which cost more than they save there)."""
     records, stats = _by_partition(rows, step, lambda r, a: np.zeros(len(r.keys), np.int64), 1, at)
     records = client.persist(records)
     return records, _compute(client, stats)[0]
@@ -436,6 +438,8 @@ def _semantic(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple
 def _phash(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db.Bag, dict[str, Any]]:
     """Plain hashes, and each kind of extra hash with the plain ones (ids ``n + row``), each
     searched by the partitioned block-permutation search; edges meet in one union-find."""
+    if _parts(n) == 1:
+        return _whole(client, rows, step, n, at)
     config = step.config
     d = config.max_distance
     kinds = sorted(set().union(*_compute(client, _each(rows, lambda r: list(_arrays(step, r).extra)))))
@@ -508,7 +512,7 @@ def _phash(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db
     return records, {"pairs_within_distance": _compute(client, dask.delayed(lambda u: u[1])(done))}
 
 
-_METHODS = {"exact": _exact, "phash": _phash, "semantic": _semantic, "video_phash": _video}
+_METHODS = {"exact": _exact, "phash": _phash, "semantic": _semantic, "video_phash": _whole}
 
 
 def run_dedup(
