@@ -14,6 +14,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import pyarrow as pa
 
+from ..recipe import FilterStep
 from ..steps.annotators import Annotator, Row
 from ..io.inputs import ShardRef
 from .plan import READ_STEP, AnnotatePlan, GroupStep, read_part_name, reads_pixels
@@ -131,10 +132,16 @@ def decide_steps(
     """
     alive = list(samples)
     columns: dict[int, Row] = {k: {} for k in samples}
+    types: dict[str, pa.DataType] = {}
     drops: dict[int, tuple[str, str]] = {}
     for step in steps:
         survivors = []
         rows = rows_of(step, alive) if isinstance(step, AnnotatePlan) else None
+        if isinstance(step, AnnotatePlan):
+            types.update(step.columns)
+        if isinstance(step, FilterStep):  # evaluated by Arrow over the alive samples at once
+            values = {c: pa.array([columns[k].get(c) for k in alive], types.get(c)) for c in step.expr.columns}
+            reasons = dict(zip(alive, step.verdicts(pa.table({"pos": pa.array(alive, pa.int64()), **values}))))
         for k in alive:
             if rows is not None:
                 row = rows[k]
@@ -142,7 +149,7 @@ def decide_steps(
                 if verdict is None:
                     columns[k].update(row)
             else:  # a filter or a blocklist
-                reason = step.verdict(columns[k])
+                reason = reasons[k] if isinstance(step, FilterStep) else step.verdict(columns[k])
                 verdict = None if reason is None else (step.id, reason)
             if verdict is None:
                 survivors.append(k)
