@@ -289,10 +289,12 @@ def run_group(task: GroupTask) -> GroupResult:
 
 def _finish(task: GroupTask, store: RunStore, entries: list[Entry], drops: dict[int, tuple[str, str]], decider: _Decider) -> GroupResult:
     """Save the new rows (and publish parts to the cache); record ``drops`` in the shard's state
-    (first written from ``entries`` by the first group)."""
+    (the first group writes it from ``entries`` with them, in one write)."""
     computed = decider.save(store, entries)
     if decider.cache:
         decider.cache.publish(READ_STEP, read_part_name(task.shard), store.part_path(READ_STEP, read_part_name(task.shard)), replace=False)
     if task.first:
-        create_state(store, task.shard, [e.key for e in entries], [sample_bytes(e.sizes) for e in entries], [e.error for e in entries])
-    return GroupResult(task.shard.url, record_verdicts(store, task.shard, drops), computed, decider.reused)
+        summary = create_state(store, task.shard, [e.key for e in entries], [sample_bytes(e.sizes) for e in entries], [e.error for e in entries], drops)
+    else:
+        summary = record_verdicts(store, task.shard, drops)
+    return GroupResult(task.shard.url, summary, computed, decider.reused)
