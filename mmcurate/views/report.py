@@ -7,7 +7,8 @@ reference set (``--against``), and the errors table. Charts
 are inline SVG, thumbnails inline base64 (through :mod:`mmcurate.views.thumbs`, so every modality
 with a thumbnailer shows); there is no script and no external file.
 
-Its cost is bounded whatever the run's size: histograms read only annotation columns; a
+Its cost is bounded whatever the run's size: histograms read only annotation columns, one
+input shard at a time (their axes from a bounded sample, see :data:`SAMPLE_VALUES`); a
 fixed number of thumbnails is drawn from at most ``max_thumb_shards`` input shards, and only
 those shards (plus the few holding the largest duplicate clusters) are read, each streamed
 only up to the last sample wanted from it.
@@ -20,7 +21,7 @@ import random
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -28,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .browse import STYLE, Gallery, labelled_row
-from .charts import DROPPED_COLOR, KEPT_COLOR, Threshold, funnel_svg, histogram_svg
+from .charts import DROPPED_COLOR, KEPT_COLOR, Histogram, Threshold, ValueSample, funnel_svg, histogram_chart, value_axis
 from .funnel import format_global
 from ..engine.state import drop_groups
 from ..engine.plan import READ_STEP, AnnotatePlan, funnel_steps
@@ -149,31 +150,64 @@ def _numeric_columns(run: Run, plan: AnnotatePlan) -> list[tuple[str, pa.DataTyp
     ]
 
 
-def _read_columns(run: Run, plan: AnnotatePlan, columns: list[str]) -> pa.Table | None:
-    """``columns`` and the final ``kept`` flag of every row ``plan`` stored without an error (joined shard by shard)."""
-    parts = []
+SAMPLE_VALUES = 100_000
+"""At most about this many values of a column choose its histogram's axis and median; the bins
+count every value, one input shard at a time."""
+
+
+def _column_parts(run: Run, plan: AnnotatePlan, columns: list[str], kept: bool = False) -> Iterator[pa.Table]:
+    """Per input shard: ``columns`` of every row ``plan`` stored without an error, with the
+    sample's final ``kept`` flag when asked (joined shard by shard)."""
     for url in run.info["inputs"]:
         path = run.store.part_path(plan.id, plan.part_name(run.shard_ref(url)))
         if path.exists():
-            table = pq.read_table(path, columns=["pos", *columns, "error"]).filter(pc.field("error").is_null())
-            parts.append(table.drop_columns(["error"]).join(run.shard_decisions(url, ["pos", "kept"]), keys="pos").drop_columns(["pos"]))
-    return pa.concat_tables(parts) if parts else None
+            table = pq.read_table(path, columns=["pos", *columns, "error"]).filter(pc.field("error").is_null()).drop_columns(["error"])
+            if kept:
+                table = table.join(run.shard_decisions(url, ["pos", "kept"]), keys="pos")
+            yield table.drop_columns(["pos"])
+
+
+def _floats(column: pa.ChunkedArray) -> np.ndarray:
+    return column.to_numpy().astype(np.float64)  # a null is NaN
+
+
+def _histogram_cards(run: Run, plan: AnnotatePlan, thresholds: dict[str, list[Threshold]]) -> list[str]:
+    """A histogram per numeric column of ``plan``, read in two passes over the shards (a bounded
+    sample and the exact range choose the axis, then every value is counted), so memory holds
+    one shard and the sample whatever the run's size."""
+    columns = _numeric_columns(run, plan)
+    names = [c for c, _ in columns]
+    samples = {c: ValueSample(SAMPLE_VALUES) for c in names}
+    parts = 0
+    for parts, table in enumerate(_column_parts(run, plan, names) if names else (), start=1):
+        for c in names:
+            samples[c].add(_floats(table[c]))
+    if not parts:
+        return []
+    histograms = {}
+    for c, dtype in columns:
+        marks = [t.comparison.value for t in thresholds.get(c, ())]
+        if samples[c].finite:
+            histograms[c] = Histogram.over(value_axis(samples[c].values, marks, samples[c].extent), pa.types.is_integer(dtype))
+    for table in _column_parts(run, plan, list(histograms), kept=True) if histograms else ():
+        flags = table.column("kept").to_numpy(zero_copy_only=False).astype(bool)
+        for c, histogram in histograms.items():
+            histogram.add(_floats(table[c]), flags)
+    cards = []
+    for c, dtype in columns:
+        sample = samples[c]
+        stats = f"{sample.count} values"
+        if sample.extent is not None:
+            median = f"median {np.median(sample.values):g}" if sample.exact else f"median ≈ {np.median(sample.values):g} (of a sample of {sample.values.size})"
+            stats += f"; min {sample.extent[0]:g}, {median}, max {sample.extent[1]:g}"
+        svg = histogram_chart(f"{c} ({plan.id})", histograms.get(c), thresholds.get(c, ()), integer=pa.types.is_integer(dtype))
+        cards.append(f'<div class="card">{svg}<div class="small">{stats}</div></div>')
+    return cards
 
 
 def _histogram_section(run: Run) -> str:
     thresholds = _thresholds(run)
-    cards = []
-    for plan in run.plan.annotate_plans():
-        columns = _numeric_columns(run, plan)
-        table = _read_columns(run, plan, [c for c, _ in columns]) if columns else None
-        if table is None:
-            continue
-        flags = table.column("kept").to_numpy(zero_copy_only=False).astype(bool)
-        for name, dtype in columns:
-            v = table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
-            stats = f"{v.size} values" + (f"; min {np.nanmin(v):g}, median {np.nanmedian(v):g}, max {np.nanmax(v):g}" if v.size else "")
-            svg = histogram_svg(f"{name} ({plan.id})", v, flags, thresholds.get(name, ()), integer=pa.types.is_integer(dtype))
-            cards.append(f'<div class="card">{svg}<div class="small">{stats}</div></div>')
+    cards = [card for plan in run.plan.annotate_plans() for card in _histogram_cards(run, plan, thresholds)]
     legend = (
         f'<p class="small">Bars: <span style="color:{KEPT_COLOR}">■ finally kept</span> '
         f'<span style="color:{DROPPED_COLOR}">■ dropped (by any step)</span>; dashed lines: filter thresholds.</p>'
