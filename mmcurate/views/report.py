@@ -223,20 +223,20 @@ def _spread(items: Sequence[Any], n: int) -> list[Any]:
 
 def _pick_examples(run: Run, options: ReportOptions) -> dict[str, tuple[list[dict], list[dict]]]:
     """step -> (samples that passed it, samples it dropped), drawn from a few input shards."""
-    rows = [row for url in _spread(run.info["inputs"], options.max_thumb_shards) for row in run.shard_decisions(url).to_pylist()]
+    table = pa.concat_tables([run.shard_decisions(url) for url in _spread(run.info["inputs"], options.max_thumb_shards)])
     steps = funnel_steps(run.recipe)
-    order = {s: i for i, s in enumerate(steps)}
+    # the funnel position of the step that dropped each sample (past the last: kept)
+    dropped_at = pc.fill_null(pc.index_in(table["step"], value_set=pa.array(steps, pa.string())), len(steps)).to_numpy()
     rng = random.Random(options.seed)
 
-    def draw(pool: list[int]) -> list[dict[str, Any]]:
-        return [rows[i] for i in sorted(rng.sample(pool, min(options.thumbs_per_step, len(pool))))]
+    def draw(pool: np.ndarray) -> list[dict[str, Any]]:
+        return table.take(sorted(rng.sample(pool.tolist(), min(options.thumbs_per_step, len(pool))))).to_pylist()
 
     picks = {}
     for i, step in enumerate(steps):
-        dropped = [n for n, r in enumerate(rows) if r["step"] == step]
-        if dropped:
-            passed = [n for n, r in enumerate(rows) if r["step"] is None or order.get(r["step"], len(steps)) > i]
-            picks[step] = (draw(passed), draw(dropped))
+        dropped = np.flatnonzero(dropped_at == i)
+        if dropped.size:
+            picks[step] = (draw(np.flatnonzero(dropped_at > i)), draw(dropped))
     return picks
 
 
@@ -264,8 +264,7 @@ def _examples_section(run: Run, examples: dict[str, tuple[list[dict], list[dict]
 def _pick_clusters(run: Run, options: ReportOptions) -> dict[str, list[list[dict[str, Any]]]]:
     """dedup step -> its largest clusters, each a list of members, the one the step kept first."""
     picked = {}
-    for step, table in run.clusters().items():
-        multi = table.filter(pc.field("dup_cluster_size") > 1)
+    for step, multi in run.clusters(pc.field("dup_cluster_size") > 1).items():
         largest = multi.group_by("dup_cluster").aggregate([("dup_cluster_size", "max")])
         largest = largest.sort_by([("dup_cluster_size_max", "descending"), ("dup_cluster", "ascending")]).slice(0, options.clusters)
         ids = largest.column("dup_cluster").to_pylist()
