@@ -115,8 +115,9 @@ def test_histograms_of_a_large_run_count_every_value_from_a_bounded_sample(demo,
     assert counted == total == int(stats[0])  # every value is in a bar
     sample = ValueSample(100)
     for chunk in np.split(np.arange(10_000.0), 10):
-        sample.add(chunk)
+        sample.add(chunk, chunk % 2 == 0)
     assert sample.values.size <= 100 and sample.extent == (0.0, 9999.0) and sample.count == 10_000
+    assert (sample.kept == (sample.values % 2 == 0)).all()  # each value keeps its own flag
 
 
 @pytest.fixture(scope="module")

@@ -121,9 +121,10 @@ def value_axis(values: np.ndarray, marks: Sequence[float] = (), extent: tuple[fl
 
 
 class ValueSample:
-    """A bounded, deterministic sample of a column's values and their exact count, min and max,
-    added chunk by chunk (a run's shards one at a time): every ``stride``-th finite value in
-    order, the stride doubling whenever more than ``limit`` are held (all values while they fit)."""
+    """A bounded, deterministic sample of a column's values (each with its kept flag) and their
+    exact count, min and max, added chunk by chunk (a run's shards one at a time): every
+    ``stride``-th finite value in order, the stride doubling whenever more than ``limit`` are
+    held (all values while they fit, so a small run's histogram is counted from the sample)."""
 
     def __init__(self, limit: int):
         self.limit = limit
@@ -133,29 +134,36 @@ class ValueSample:
         self.finite = 0
         self.extent: tuple[float, float] | None = None
         """The exact (min, max) of the finite values; None before the first."""
-        self._parts: list[np.ndarray] = []
+        self._values: list[np.ndarray] = []
+        self._kept: list[np.ndarray] = []
         self._held = 0
 
-    def add(self, values: np.ndarray) -> None:
+    def add(self, values: np.ndarray, kept: np.ndarray) -> None:
         values = np.asarray(values, dtype=np.float64)
         self.count += values.size
-        values = values[np.isfinite(values)]
+        finite = np.isfinite(values)
+        values, kept = values[finite], np.asarray(kept, dtype=bool)[finite]
         if not values.size:
             return
         low, high = float(values.min()), float(values.max())
         self.extent = (low, high) if self.extent is None else (min(self.extent[0], low), max(self.extent[1], high))
-        taken = values[(-self.finite) % self.stride :: self.stride]  # the stride runs on across chunks
+        taken = slice((-self.finite) % self.stride, None, self.stride)  # the stride runs on across chunks
         self.finite += values.size
-        self._parts.append(taken)
-        self._held += taken.size
+        self._values.append(values[taken])
+        self._kept.append(kept[taken])
+        self._held += self._values[-1].size
         while self._held > self.limit:
             self.stride *= 2
-            self._parts = [np.concatenate(self._parts)[::2]]
-            self._held = self._parts[0].size
+            self._values, self._kept = [self.values[::2]], [self.kept[::2]]
+            self._held = self._values[0].size
 
     @property
     def values(self) -> np.ndarray:
-        return np.concatenate(self._parts) if self._parts else np.empty(0)
+        return np.concatenate(self._values) if self._values else np.empty(0)
+
+    @property
+    def kept(self) -> np.ndarray:
+        return np.concatenate(self._kept) if self._kept else np.empty(0, dtype=bool)
 
     @property
     def exact(self) -> bool:

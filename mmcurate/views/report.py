@@ -21,7 +21,7 @@ import random
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -155,59 +155,72 @@ SAMPLE_VALUES = 100_000
 count every value, one input shard at a time."""
 
 
-def _column_parts(run: Run, plan: AnnotatePlan, columns: list[str], kept: bool = False) -> Iterator[pa.Table]:
-    """Per input shard: ``columns`` of every row ``plan`` stored without an error, with the
-    sample's final ``kept`` flag when asked (joined shard by shard)."""
+def _column_parts(run: Run, plans: dict[str, AnnotatePlan], columns: Mapping[str, list[str]]) -> Iterator[tuple[str, pa.Table, np.ndarray]]:
+    """Per input shard, per plan (by id) in ``columns``: those columns of every row it stored
+    without an error, and each row's final ``kept`` flag (the shard's decisions read once)."""
     for url in run.info["inputs"]:
-        path = run.store.part_path(plan.id, plan.part_name(run.shard_ref(url)))
-        if path.exists():
-            table = pq.read_table(path, columns=["pos", *columns, "error"]).filter(pc.field("error").is_null()).drop_columns(["error"])
-            if kept:
-                table = table.join(run.shard_decisions(url, ["pos", "kept"]), keys="pos")
-            yield table.drop_columns(["pos"])
+        kept = None
+        for plan_id, names in columns.items():
+            path = run.store.part_path(plan_id, plans[plan_id].part_name(run.shard_ref(url)))
+            if path.exists():
+                table = pq.read_table(path, columns=["pos", *names, "error"]).filter(pc.field("error").is_null())
+                if kept is None:  # decisions row i is pos i
+                    kept = run.shard_decisions(url, ["kept"])["kept"].to_numpy(zero_copy_only=False).astype(bool)
+                yield plan_id, table, kept[table["pos"].to_numpy()]
 
 
 def _floats(column: pa.ChunkedArray) -> np.ndarray:
     return column.to_numpy().astype(np.float64)  # a null is NaN
 
 
-def _histogram_cards(run: Run, plan: AnnotatePlan, thresholds: dict[str, list[Threshold]]) -> list[str]:
-    """A histogram per numeric column of ``plan``, read in two passes over the shards (a bounded
-    sample and the exact range choose the axis, then every value is counted), so memory holds
-    one shard and the sample whatever the run's size."""
-    columns = _numeric_columns(run, plan)
-    names = [c for c, _ in columns]
-    samples = {c: ValueSample(SAMPLE_VALUES) for c in names}
-    parts = 0
-    for parts, table in enumerate(_column_parts(run, plan, names) if names else (), start=1):
-        for c in names:
-            samples[c].add(_floats(table[c]))
-    if not parts:
-        return []
+def _histogram_cards(run: Run, thresholds: dict[str, list[Threshold]]) -> list[str]:
+    """A histogram per numeric annotation column. The shards are read once for a bounded sample
+    of each column (with its exact count and range) that chooses its axis, and again to count
+    every value only where the sample could not hold them all: memory holds one shard and the
+    samples whatever the run's size."""
+    plans = {plan.id: plan for plan in run.plan.annotate_plans()}
+    types = {(p, c): dtype for p, plan in plans.items() for c, dtype in _numeric_columns(run, plan)}
+    samples = {column: ValueSample(SAMPLE_VALUES) for column in types}
+    wanted, stored = _by_plan(types), set()
+    for plan_id, table, kept in _column_parts(run, plans, wanted):
+        stored.add(plan_id)
+        for c in wanted[plan_id]:
+            samples[plan_id, c].add(_floats(table[c]), kept)
     histograms = {}
-    for c, dtype in columns:
-        marks = [t.comparison.value for t in thresholds.get(c, ())]
-        if samples[c].finite:
-            histograms[c] = Histogram.over(value_axis(samples[c].values, marks, samples[c].extent), pa.types.is_integer(dtype))
-    for table in _column_parts(run, plan, list(histograms), kept=True) if histograms else ():
-        flags = table.column("kept").to_numpy(zero_copy_only=False).astype(bool)
-        for c, histogram in histograms.items():
-            histogram.add(_floats(table[c]), flags)
+    for (plan_id, c), sample in samples.items():
+        if sample.finite:
+            axis = value_axis(sample.values, [t.comparison.value for t in thresholds.get(c, ())], sample.extent)
+            histograms[plan_id, c] = Histogram.over(axis, pa.types.is_integer(types[plan_id, c]))
+            if sample.exact:
+                histograms[plan_id, c].add(sample.values, sample.kept)
+    again = _by_plan([column for column in histograms if not samples[column].exact])
+    for plan_id, table, kept in _column_parts(run, plans, again):
+        for c in again[plan_id]:
+            histograms[plan_id, c].add(_floats(table[c]), kept)
     cards = []
-    for c, dtype in columns:
-        sample = samples[c]
+    for (plan_id, c), sample in samples.items():
+        if plan_id not in stored:
+            continue
         stats = f"{sample.count} values"
         if sample.extent is not None:
             median = f"median {np.median(sample.values):g}" if sample.exact else f"median ≈ {np.median(sample.values):g} (of a sample of {sample.values.size})"
             stats += f"; min {sample.extent[0]:g}, {median}, max {sample.extent[1]:g}"
-        svg = histogram_chart(f"{c} ({plan.id})", histograms.get(c), thresholds.get(c, ()), integer=pa.types.is_integer(dtype))
+        svg = histogram_chart(f"{c} ({plan_id})", histograms.get((plan_id, c)), thresholds.get(c, ()), integer=pa.types.is_integer(types[plan_id, c]))
         cards.append(f'<div class="card">{svg}<div class="small">{stats}</div></div>')
     return cards
 
 
+def _by_plan(columns: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """(plan id, column) pairs as plan id -> its columns, in order."""
+    found: dict[str, list[str]] = {}
+    for plan_id, c in columns:
+        found.setdefault(plan_id, []).append(c)
+    return found
+
+
 def _histogram_section(run: Run) -> str:
     thresholds = _thresholds(run)
-    cards = [card for plan in run.plan.annotate_plans() for card in _histogram_cards(run, plan, thresholds)]
+    cards = _histogram_cards(run, thresholds)
     legend = (
         f'<p class="small">Bars: <span style="color:{KEPT_COLOR}">■ finally kept</span> '
         f'<span style="color:{DROPPED_COLOR}">■ dropped (by any step)</span>; dashed lines: filter thresholds.</p>'
