@@ -81,10 +81,11 @@ def _annotator(plan: AnnotatePlan) -> Annotator:
 
 
 def read_manifest(store: RunStore, shard: ShardRef) -> list[Entry] | None:
-    rows = store.read_rows(store.part_path(READ_STEP, read_part_name(shard)))
-    if not rows:
+    table = store.read_part_if_readable(store.part_path(READ_STEP, read_part_name(shard)))
+    if table is None or not table.num_rows:
         return None
-    return [Entry(r["key"], tuple(r["members"]), tuple(r["sizes"]), r["error"]) for r in rows.values()]
+    columns = (table[c].to_pylist() for c in ("key", "members", "sizes", "error"))  # column by column: faster than rows
+    return [Entry(key, tuple(members), tuple(sizes), error) for key, members, sizes, error in zip(*columns)]
 
 
 def _write_manifest(store: RunStore, shard: ShardRef, entries: list[Entry]) -> None:
