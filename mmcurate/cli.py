@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     f.add_argument("inputs", nargs="+", metavar="INPUT", help="shard paths, globs, brace ranges {000..099}, or fsspec URLs (file://, s3://, gs://, https://)")
     f.add_argument("--recipe", required=True, help="a built-in recipe name (see 'mmcurate recipes') or a YAML file")
-    f.add_argument("--out", required=True, help="run directory to write (created if missing)")
+    f.add_argument("--out", required=True, help="run directory to write (created if missing), or an fsspec URL such as s3://bucket/run")
     f.add_argument("--set", dest="overrides", action="append", default=[], metavar="STEP.PARAM=VALUE", help="override a recipe value, e.g. image_size.expr='width >= 256' or output.samples_per_shard=5000 (repeatable)")
     f.add_argument("--scheduler", metavar="ADDRESS", help="join this Dask scheduler (e.g. tcp://host:8786) instead of starting a local cluster")
     f.add_argument("--workers", type=int, metavar="N", help="local cluster worker processes (default: one per CPU core)")

@@ -22,10 +22,11 @@ from .engine.keys import drop_repeated_keys
 from .engine.plan import GlobalPlan, Group, Plan, build_plan, digest, funnel_steps
 from .engine.reference import ReferenceRows, resolve_references
 from .engine.shard_task import GroupTask, run_group
-from .engine.state import RunState, ShardSummary, apply_drops, finish
+from .engine.state import RunState, ShardSummary, finish
 from .io.inputs import ShardRef, hash_identity, resolve_inputs
+from .io.location import Location, ObjectPath
 from .io.output import assemble, index_json, plan_layout, remove_order_files, shard_outputs, write_piece, write_tasks
-from .recipe import AnnotateStep, DedupStep, Recipe
+from .recipe import AnnotateStep, DedupStep, Recipe, TargetStep
 from .steps import annotators
 from .steps.dedup import DedupReport
 from .steps.keep_top import KeepTopReport, format_keep_top
@@ -42,19 +43,20 @@ __all__ = ["CurateResult", "curate"]
 class CurateResult:
     """What a run did: counts, the funnel, and where its files are."""
 
-    out: Path
+    out: Location
+    """The run directory: a local ``Path``, or an :class:`~mmcurate.io.location.ObjectPath` (``s3://...``)."""
     samples_in: int
     kept: int
     dropped: int
     funnel: list[StepCount]
-    shards: list[Path]
+    shards: list[Location]
     computed: dict[str, int] = field(default_factory=dict)
     """Rows each annotate step computed in this call (0 where stored rows were reused)."""
     reference_computed: dict[str, int] = field(default_factory=dict)
     """Rows each annotate step computed over reference shards (``against``) in this call."""
     dedup: list[DedupReport] = field(default_factory=list)
     """Per dedup step: how many removed, how many clusters, the largest ones."""
-    report: Path | None = None
+    report: Location | None = None
     """``OUT/report.html`` (None if writing it failed; ``mmcurate report OUT`` retries)."""
     top: list[KeepTopReport] = field(default_factory=list)
     """Per keep_top step: how many kept and the threshold that resulted."""
@@ -78,7 +80,7 @@ class CurateResult:
         return not self.failed
 
     @property
-    def decisions_path(self) -> Path:
+    def decisions_path(self) -> Location:
         """``OUT/decisions.parquet``: a folder of Parquet files, one per input shard, read as one
         table by ``pyarrow.parquet.read_table`` (see :meth:`mmcurate.store.runview.Run.decisions_dataset`)."""
         return self.out / "decisions.parquet"
@@ -104,7 +106,7 @@ def format_work(computed: dict[str, int], reused: dict[str, int], seconds: dict[
     return f"annotation rows: {rows or 'none'}\ntime: {times} (total {sum(seconds.values()):.1f} s)"
 
 
-def _shown(path: Path) -> str:
+def _shown(path: Location) -> str:
     """``path`` relative to the working directory when it lies inside it, else absolute."""
     try:
         return str(path.relative_to(Path.cwd()))
@@ -172,6 +174,7 @@ def curate(
     recipe = Recipe.resolve(recipe, overrides)
     shards = resolve_inputs([inputs] if isinstance(inputs, str) else list(inputs))
     own = {s.id: resolve_references(s.against) for s in recipe.steps if isinstance(s, DedupStep) and s.against}
+    own.update((s.id, resolve_references(s.config.reference)) for s in recipe.steps if isinstance(s, TargetStep))
     references = ReferenceRows(out, resolve_references(against), own, recipe.modalities, batch_size, quiet)
     resolved = _prepare_annotators(recipe)
     plan = build_plan(recipe, resolved)
@@ -264,7 +267,7 @@ def _run(
     return result
 
 
-def _write_report(root: Path) -> Path | None:
+def _write_report(root: Location) -> Location | None:
     """The run's report.html; a failure here is reported but never loses the finished run."""
     try:
         path = write_report(root)
@@ -340,10 +343,9 @@ def _decide(
         started = time.perf_counter()
         todo = [ref for ref in shards if ref.url not in failed]
         if isinstance(stage, GlobalPlan):
-            all_drops, report = GLOBAL_RUNNERS[type(stage.step)](client, store, stage, RunState(store, todo), todo, references.priors(client, stage))
-            touched = [(ref, all_drops[ref.url]) for ref in todo if all_drops.get(ref.url)]
-            done = cluster.map_tasks(client, functools.partial(apply_drops, str(store.root)), touched, f"record {stage.id}", lambda t: t[0].url, quiet)
-            summaries.update((ref.url, summary) for (ref, _), summary in zip(touched, done))
+            state = RunState(store, todo, {url: summary.kept for url, summary in summaries.items()})
+            recorded, report = GLOBAL_RUNNERS[type(stage.step)](client, store, stage, state, todo, references.priors(client, stage))
+            summaries.update(recorded)  # drops were recorded on the workers
             reports.append(report)
             work.timed(stage.id, started)
             continue
@@ -407,7 +409,11 @@ def _write(
         tasks = write_tasks(layout, root, plans, config)
         if tasks:
             cluster.map_tasks(client, write_piece, tasks, "write", lambda t: t.label, quiet)
-        written = [assemble(store, s) for s in layout]
+        join = functools.partial(assemble, root)
+        if isinstance(store.root, ObjectPath):  # workers join, in parallel: the driver would relay every byte
+            written = cluster.map_tasks(client, join, layout, "join", lambda s: s.name, quiet) if layout else []
+        else:
+            written = [join(s) for s in layout]
         atomic_write_bytes(store.shards_dir / INDEX, index_json(plan.recipe.name, written))
         store.finish_outputs(info, names)
         work.timed("write", started)

@@ -538,16 +538,13 @@ def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: Mappi
         return PruneStep(id=step_id, method=method, config=config)
     if "target" in raw:
         column = _global_column(params, "target", where, columns, _is_vector, _VECTOR)
-        if isinstance(params.get("reference"), str):
-            params["reference"] = [params["reference"]]
-        config = _build_config(TargetConfig, params, where, ("target", "id"))
-        missing = [r for r in config.reference if not (Path(r).expanduser() / "run.json").is_file()]
-        if missing:
-            raise RecipeError(f"{where}: field 'reference': {', '.join(missing)}: not an mmcurate run directory (no run.json); give earlier runs that stored {column!r}")
-        reference = tuple(str(Path(r).expanduser().resolve()) for r in config.reference)
-        return TargetStep(id=step_id, column=column, config=dataclasses.replace(config, reference=reference))
+        reference = _references(params.pop("reference", []), where, "reference")
+        config = dataclasses.replace(_build_config(TargetConfig, params, where, ("target", "id")), reference=reference)
+        if not reference:
+            raise RecipeError(f"{where}: field 'reference': expected an earlier run directory that stored {column!r} or shards to embed (path, glob, URL), or a list of them")
+        return TargetStep(id=step_id, column=column, config=config)
     method = str(params.pop("dedup"))
-    against = _references(params.pop("against", []), where)
+    against = _references(params.pop("against", []), where, "against")
     if method not in DEDUP_METHODS:
         raise RecipeError(f"{where}: field 'dedup': unknown method {method!r}; known: {', '.join(DEDUP_METHODS)}")
     config = _build_config(DEDUP_METHODS[method], params, where, ("dedup", "id", "against"))
@@ -561,17 +558,17 @@ def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: Mappi
     for name, cols in needed.items():
         for col in cols:
             if col not in columns:
-                option = {"mirror": "mirror: true", "variants": "rotate: [ANGLES]", "regions": "regions: true"}.get(name)
+                option = {"mirror": "mirror: true", "variants": "rotate: [ANGLES]", "regions": "regions: true", "turns": "turns: true"}.get(name)
                 hint = f"; set {option} on the step that computes {config.column}" if option else ""
                 raise RecipeError(f"{where}: field {name!r}: column {col!r} is not produced by an earlier annotate step{hint}")
     return DedupStep(id=step_id, method=method, config=config, against=against)
 
 
-def _references(raw: Any, where: str) -> tuple[str, ...]:
-    """``against:``: a path, glob or URL, or a list of them; local paths made absolute."""
+def _references(raw: Any, where: str, field_name: str) -> tuple[str, ...]:
+    """``against:`` or ``reference:``: a path, glob or URL, or a list of them; local paths made absolute."""
     items = [raw] if isinstance(raw, str) else raw
     if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
-        raise RecipeError(f"{where}: field 'against': expected a run directory or shards (path, glob, URL), or a list of them, got {raw!r}")
+        raise RecipeError(f"{where}: field {field_name!r}: expected a run directory or shards (path, glob, URL), or a list of them, got {raw!r}")
     return tuple(i if "://" in i else os.path.abspath(os.path.expanduser(i)) for i in items)
 
 

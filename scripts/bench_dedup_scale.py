@@ -197,16 +197,20 @@ def goal_check(results: list[dict[str, Any]]) -> bool | None:
 
 def synthetic_rows(index: int, size: int, n: int, method: str, d: int, seed: int) -> Any:
     """Shard ``index`` of the synthetic dataset, made on a worker (see the module docstring)."""
+    import pyarrow as pa
+
     from mmcurate.engine.gather import ShardRows
+    from mmcurate.io.inputs import ShardRef
 
     def hashes(s: int) -> np.ndarray:
         return np.random.default_rng([seed, s]).integers(0, 2**64, size, dtype=np.uint64)
 
     rows = np.arange(index * size, (index + 1) * size, dtype=np.int64)
-    keys = [f"{index:06d}/{i}" for i in range(size)]
+    keys = pa.array([f"{index:06d}/{i}" for i in range(size)])
+    ref = ShardRef(f"shard-{index:06d}", "")
     if method == "exact":
         values = [f"v{x}" for x in np.random.default_rng([seed, index]).integers(0, n, size)]
-        return ShardRows(index, f"shard-{index:06d}", rows, np.arange(size), keys, {"sha": values})
+        return ShardRows(index, ref, rows, np.arange(size), keys, {"sha": pa.array(values)})
     h = hashes(index)
     if index:  # 1% of the rows: a copy of a row of the previous shard, 1..d bits flipped
         rng = np.random.default_rng([seed, index, 1])
@@ -216,7 +220,7 @@ def synthetic_rows(index: int, size: int, n: int, method: str, d: int, seed: int
             bit = rng.integers(0, 64, len(at)).astype(np.uint64)
             flips ^= np.where(rng.random(len(at)) < 0.7, np.uint64(1) << bit, np.uint64(0))
         h[at] = hashes(index - 1)[(at + 50) % size] ^ flips  # rows of the previous shard not overwritten there
-    return ShardRows(index, f"shard-{index:06d}", rows, np.arange(size), keys, {"phash": h.tolist()})
+    return ShardRows(index, ref, rows, np.arange(size), keys, {"phash": pa.array(h)})
 
 
 def cpu_seconds() -> float:
@@ -255,7 +259,7 @@ def run_cluster(n: int, method: str, args: argparse.Namespace) -> dict[str, Any]
         cpu = sum(client.run(cpu_seconds).values()) - sum(cpu.values()) + cpu_seconds() - cpu0
     return {
         "n": shards * size, "method": method, "d": d if method == "phash" else None, "shards": shards, "wall_s": wall, "cpu_s": cpu,
-        "removed": int(sum(len(o.positions) for o in outcomes)), "stats": stats,
+        "removed": int(sum(o.removed for o in outcomes)), "stats": stats,
         "driver_peak_bytes": peak_memory()["ru_maxrss_bytes"],
         "worker_peak_bytes": sorted(peaks.values()), "worker_rows_loaded_bytes": sorted(base.values()),
     }

@@ -16,7 +16,8 @@ mandelbrot, life, cellauto, smptebars; h264/mp4 mostly, also vp9/webm, hevc/mov,
     trimmed         an earlier clip without its first second       video_near_duplicate_of
     letterboxed     an earlier clip scaled down, padded black      video_near_duplicate_of
     copy            an earlier clip's bytes, unchanged             duplicate_of (exact)
-    rotated         portrait clip stored with rotation metadata    kept (rotation 90)
+    rotated         the first clip's pattern, portrait, shown      video_near_duplicate_of (a quarter
+                    turned by rotation metadata                    turn of the first clip; rotation 90)
     too_short       1 s                                            fails video_shape
     too_long        75 s (1 fps)                                   fails video_shape
     tiny            64x48 px                                       fails video_shape

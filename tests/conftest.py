@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -37,6 +38,15 @@ def simple_samples(prefix: str, n: int, seed: int = 0) -> list[tuple[str, dict[s
         (f"{prefix}{i:05d}", {"jpg": image_bytes(seed=seed * 100_000 + i), "txt": f"a photo number {i}".encode(), "json": b"{}"})
         for i in range(n)
     ]
+
+
+def wait_for(path: Path, timeout: float = 60) -> None:
+    """Wait until ``path`` exists (a scheduler file, say); ``TimeoutError`` after ``timeout`` s."""
+    deadline = time.time() + timeout
+    while not path.exists():
+        if time.time() > deadline:
+            raise TimeoutError(f"{path} did not appear")
+        time.sleep(0.1)
 
 
 @pytest.fixture(autouse=True)

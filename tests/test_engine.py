@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,17 +14,9 @@ import pyarrow as pa
 import pytest
 
 import mmcurate
-from conftest import make_shard, simple_samples
+from conftest import make_shard, simple_samples, wait_for
 from mmcurate import annotators
 from mmcurate.annotators import Annotator
-
-
-def _wait_for(path: Path, timeout: float = 60) -> None:
-    deadline = time.time() + timeout
-    while not path.exists():
-        if time.time() > deadline:
-            raise TimeoutError(f"{path} did not appear")
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -40,7 +31,7 @@ def external_cluster(tmp_path):
     )
     procs = [scheduler]
     try:
-        _wait_for(info)
+        wait_for(info)
         address = json.loads(info.read_text())["address"]
         worker_cmd = [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"]
         procs += [subprocess.Popen(worker_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]

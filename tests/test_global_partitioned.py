@@ -178,3 +178,36 @@ def test_video_hashes_shared_by_many_videos_are_ignored_and_reported():
         {"name": "v", "steps": [{"annotate": "video_phash"}, {"dedup": "video_phash", "max_hash_videos": 20}]}
     )
     assert capped.steps[-1].config.max_hash_videos == 20
+
+
+def test_a_runner_may_leave_drops_in_pieces_across_partitions_for_record_pieces(tmp_path, client, monkeypatch):
+    """The runner contract (engine/global_steps.py): pieces of a shard's drops from different
+    partitions are recorded on the workers, each with its own reason; the driver gets summaries."""
+    import dask.bag as db
+
+    from mmcurate.engine.gather import read_rows, shard_specs
+    from mmcurate.recipe import KeepTopStep
+    from mmcurate.steps.keep_top import KeepTopReport
+
+    def every_third(client, store, plan, state, shards, priors):
+        specs = shard_specs(store, plan, state, shards, 0)
+
+        def piece(spec, half):
+            pos = read_rows(spec).pos
+            drop = pos[pos % 3 == 0][half::2]  # two interleaved pieces per shard
+            return global_steps.ShardDrops(spec.ref, drop, pa.array([f"third:{p}" for p in drop.tolist()]))
+
+        items = [(s, half) for half in (1, 0) for s in specs]
+        pieces = db.from_sequence(items, npartitions=len(items)).map(lambda item: piece(*item))
+        summaries = global_steps.record_pieces(client, global_steps.Recorder(str(store.root), plan.id), pieces)
+        assert set(summaries) == {s.url for s in specs} and all(isinstance(v, global_steps.ShardSummary) for v in summaries.values())
+        return summaries, KeepTopReport(plan.id, "quality", 1.0, 0, 0, None)
+
+    monkeypatch.setitem(global_steps.GLOBAL_RUNNERS, KeepTopStep, every_third)
+    shards, keys = _shards(tmp_path, _values(40, seed=4), [13, 27], "p")
+    _, result = _run(tmp_path, "pieces", shards, {"id": "third", "keep_top": "quality", "fraction": 0.5}, client)
+    decisions = pq.read_table(result.decisions_path).to_pylist()
+    assert [(d["key"], d["step"], d["reason"]) for d in decisions] == [
+        (k, "third", f"third:{d['pos']}") if d["pos"] % 3 == 0 else (k, None, None) for k, d in zip(keys, decisions)
+    ]
+    assert result.kept == 40 - 5 - 9 and result.funnel[-1].reasons == {"third": 14}

@@ -149,6 +149,16 @@ def test_target_keeps_the_pool_clusters_nearest_to_the_reference(tmp_path, clien
     (report,) = result.reports
     assert (report.kept, report.clusters, report.target_clusters, report.reference_items) == (80, 4, 2, 12)
 
+    # The reference as raw shards: embedded once into OUT/reference/, then read back.
+    raw = mmcurate.Recipe.from_dict({**recipe.to_dict(), "steps": [
+        {"annotate": "planted_embedding"},
+        {"target": "emb", "reference": str(tmp_path / "r-*.tar"), "clusters": 4},
+    ]})
+    for n in (12, 0):
+        again = mmcurate.curate(_shards(tmp_path, pool, "p"), raw, tmp_path / "raw", client=client, quiet=True, overwrite=True)
+        assert [_decisions(again)[f"p{i:04d}"]["kept"] for i in range(160)] == on_target
+        assert again.reference_computed.get("planted_embedding", 0) == n
+
 
 def test_bad_prune_and_target_steps_are_refused(tmp_path):
     def load(step):
@@ -160,8 +170,8 @@ def test_bad_prune_and_target_steps_are_refused(tmp_path):
         load({"prune": "density", "column": "caption_words"})
     with pytest.raises(mmcurate.RecipeError, match="unknown method 'dbp'; known: density"):
         load({"prune": "dbp", "column": "emb"})
-    with pytest.raises(mmcurate.RecipeError, match="not an mmcurate run directory"):
-        load({"target": "emb", "reference": str(tmp_path)})
+    with pytest.raises(mmcurate.RecipeError, match="field 'reference': expected an earlier run directory"):
+        load({"target": "emb"})
 
 
 def test_shipped_embedding_recipes_load(tmp_path):

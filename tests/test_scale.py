@@ -6,11 +6,13 @@ import pickle
 import shutil
 
 import pyarrow.parquet as pq
+import pytest
 import webdataset as wds
 
 import mmcurate
 from conftest import make_shard, simple_samples
 from mmcurate.engine import cluster
+from mmcurate.engine.global_steps import GLOBAL_RUNNERS
 
 RECIPE = {
     "name": "scale",
@@ -48,6 +50,42 @@ def test_what_tasks_send_the_driver_does_not_grow_with_the_samples_per_shard(tmp
         assert sizes[200][label] <= sizes[5][label] * 1.1 + 64, (label, sizes)
 
 
+def test_global_steps_send_the_driver_summaries_whose_size_does_not_grow_with_the_drops(tmp_path, client, monkeypatch):
+    """keep_top and dedup record their drops on the workers: what a runner returns to the driver
+    (per-shard summaries and a small report) is the same size at 40 times the dropped samples."""
+    returned: dict[str, int] = {}
+    for kind, runner in list(GLOBAL_RUNNERS.items()):
+        def measured(client, store, plan, *args, runner=runner):
+            result = runner(client, store, plan, *args)
+            returned[plan.id] = len(pickle.dumps(result))
+            return result
+
+        monkeypatch.setitem(GLOBAL_RUNNERS, kind, measured)
+    recipe = mmcurate.Recipe.from_dict({
+        "name": "global-scale",
+        "modalities": {"image": ["jpg"], "text": ["txt"]},
+        "steps": [
+            {"annotate": "image_info"},
+            {"annotate": "caption_info"},
+            {"id": "top", "keep_top": "image_bytes", "fraction": 0.5},  # sizes vary: drops in every shard
+            {"id": "same_format", "dedup": "exact", "column": "format"},  # every image is a JPEG
+        ],
+    })
+    sizes, dropped = {}, {}
+    for n in (5, 200):
+        shards = [str(make_shard(tmp_path / f"in{n}" / f"{i:06d}.tar", simple_samples(f"s{i}-", n, seed=i))) for i in range(3)]
+        returned.clear()
+        result = mmcurate.curate(shards, recipe, tmp_path / f"run{n}", client=client, quiet=True)
+        assert result.kept == 1 and result.top[0].kept == round(0.5 * 3 * n)
+        sizes[n], dropped[n] = dict(returned), result.dropped
+        run = mmcurate.open_run(result.out)
+        assert run.dropped_by("same_format").num_rows == result.dedup[0].removed == result.top[0].kept - 1
+        assert run.dropped_by("top").num_rows == 3 * n - result.top[0].kept
+    assert dropped[200] >= 40 * dropped[5]
+    for step in ("top", "same_format"):
+        assert sizes[200][step] <= sizes[5][step] * 1.1 + 64, (step, sizes)
+
+
 def test_decisions_are_one_file_per_input_shard_read_per_shard(tmp_path, client):
     shards = [str(make_shard(tmp_path / "in" / f"{i:06d}.tar", simple_samples(f"s{i}-", 12, seed=i))) for i in range(3)]
     result = mmcurate.curate(shards, mmcurate.Recipe.from_dict(RECIPE), tmp_path / "run", client=client, quiet=True)
@@ -58,6 +96,20 @@ def test_decisions_are_one_file_per_input_shard_read_per_shard(tmp_path, client)
     assert pq.read_table(result.decisions_path).num_rows == run.counts()[0] == 36  # readers see one table
     assert run.counts()[1] == result.kept == 6
     assert not (result.out / "state").exists()
+
+
+def test_unreadable_inputs_are_found_file_by_file_without_reading_the_decisions_whole(tmp_path, client, monkeypatch):
+    a = make_shard(tmp_path / "in" / "a.tar", simple_samples("a", 12, seed=1))
+    junk = tmp_path / "in" / "junk.tar"
+    junk.write_bytes(b"not a tar at all" * 64)
+    empty = tmp_path / "in" / "empty.tar"
+    empty.write_bytes(b"")
+    result = mmcurate.curate([str(a), str(junk), str(empty)], mmcurate.Recipe.from_dict(RECIPE), tmp_path / "run", client=client, quiet=True)
+    run = mmcurate.open_run(result.out)
+    monkeypatch.setattr(type(run), "decisions", property(lambda self: pytest.fail("the whole decisions table was read")))
+    found = run.unreadable_inputs()
+    assert sorted(found) == [str(empty), str(junk)]  # a.tar was read
+    assert found[str(junk)].startswith(f"read_error: {junk}: not a readable tar")
 
 
 def test_a_run_with_a_single_decisions_file_still_opens_streams_and_resumes(tmp_path, client):

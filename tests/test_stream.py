@@ -16,7 +16,7 @@ from PIL import Image
 
 import mmcurate
 from conftest import DEMO_SHARDS
-from mmcurate.views.stream import UnknownSample
+from mmcurate.views.stream import ShardChanged, UnknownSample
 
 URLS = [str(p) for p in DEMO_SHARDS]
 
@@ -106,3 +106,33 @@ def test_recipe_stage_decodes_video_in_a_dataloader_worker_like_a_run(tmp_path, 
     assert stage.skipped == ["dedup_exact", "dedup_video_phash"]
     keys = _loader_keys(wds.WebDataset(shard, shardshuffle=False).compose(stage), workers=1)
     assert sorted(keys) == sorted(d["key"] for d in decisions if d["kept"] or d["step"] in stage.skipped)
+
+
+def test_run_stage_matches_shards_by_identity_not_file_name(tmp_path, client):
+    from conftest import make_shard, simple_samples
+
+    recipe = mmcurate.Recipe.from_dict({
+        "name": "identity",
+        "modalities": {"image": ["jpg"], "text": ["txt"]},
+        "steps": [{"annotate": "caption_info"}, {"id": "long", "filter": "caption_chars >= 17"}],  # keeps numbers 10, 11
+    })
+    shards = [make_shard(tmp_path / "in" / f"{i:06d}.tar", simple_samples(f"s{i}-", 12, seed=i)) for i in range(2)]
+    result = mmcurate.curate([str(s) for s in shards], recipe, tmp_path / "run", client=client, quiet=True)
+    stage = mmcurate.select(run=result.out)
+
+    # the same shard elsewhere under another name, its size and time kept (cp -p, mv): its decisions apply
+    moved = tmp_path / "elsewhere" / "renamed.tar"
+    moved.parent.mkdir()
+    shutil.copy2(shards[0], moved)
+    assert [s["__key__"] for s in stage(wds.WebDataset(str(moved), shardshuffle=False))] == ["s0-00010", "s0-00011"]
+
+    # another shard with an input's file name, and an input rewritten in place: not the shards the run decided
+    other = make_shard(tmp_path / "other" / "000001.tar", simple_samples("s1-", 13, seed=7))
+    make_shard(shards[1], simple_samples("s1-", 12, seed=8))
+    for changed in (other, shards[1]):
+        with pytest.raises(ShardChanged, match=rf"{changed}: not the shard run .*run decided as .*in/000001.tar: its identity \(size\|stamps\) was '\d+\|.+', now '\d+\|.+'"):
+            list(stage(wds.WebDataset(str(changed), shardshuffle=False)))
+    assert list(mmcurate.select(run=result.out, unknown="drop")(wds.WebDataset(str(other), shardshuffle=False))) == []
+    # match="name" trusts the file name (the caller vouches for the content)
+    trusted = mmcurate.select(run=result.out, match="name", unknown="drop")(wds.WebDataset(str(other), shardshuffle=False))
+    assert [s["__key__"] for s in trusted] == ["s1-00010", "s1-00011"]

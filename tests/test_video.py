@@ -281,7 +281,7 @@ def test_decode_timeout_drops_each_sample_and_accounting_holds(client, tmp_path)
 def test_video_demo_shard_drops_exactly_what_was_planted(client, tmp_path):
     planted, steps, result = run_demo_shard(client, tmp_path, "video", "video-default")
     expected = {
-        "normal": None, "rotated": None, "reencoded": "dedup_video_phash", "trimmed": "dedup_video_phash",
+        "normal": None, "rotated": "dedup_video_phash", "reencoded": "dedup_video_phash", "trimmed": "dedup_video_phash",
         "letterboxed": "dedup_video_phash", "copy": "dedup_exact", "too_short": "video_shape",
         "too_long": "video_shape", "tiny": "video_shape", "truncated": "video_info", "garbage": "video_info",
         "empty": "video_info", "audio_only": "video_info", "empty_caption": "caption",
@@ -296,7 +296,7 @@ def _arrays(videos, score=None, prior=None):
     n = len(videos)
     return DedupArrays(
         [np.asarray(v, dtype=np.uint64) for v in videos],
-        [],
+        {},
         np.zeros(n) if score is None else np.asarray(score, dtype=float),
         np.zeros(n, bool) if prior is None else np.asarray(prior),
     )

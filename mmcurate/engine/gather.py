@@ -1,7 +1,8 @@
 """Input of a global step: keys and a few stored columns of every alive sample, never bytes.
 
-Each shard's rows are read by a worker task (:func:`read_rows`) from the stored parts; the
-driver only lists what to read (:class:`ShardSpec`: the shard's alive positions as one array).
+Each shard's rows are read by a worker task (:func:`read_rows`) from the shard's state (its
+alive positions) and its stored parts, as Arrow and numpy arrays; the driver only lists what to
+read (:class:`ShardSpec`: the shard, its number of alive samples and the parts' columns).
 Rows are numbered globally: an earlier run's kept rows (``--against``) first, then the alive
 samples of every shard in input order.
 """
@@ -9,18 +10,18 @@ samples of every shard in input order.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
+import pyarrow as pa
 
 from ..io.inputs import ShardRef
+from ..io.location import location, read_table
 from ..steps.dedup.results import PriorRows
 from ..store.runstore import RunStore
-from .state import RunState
+from .state import RunState, alive_positions
 from .plan import AnnotatePlan, GlobalPlan
 
-__all__ = ["PRIOR", "ShardRows", "ShardSpec", "prior_rows", "read_rows", "shard_specs"]
+__all__ = ["PRIOR", "ShardRows", "ShardSpec", "prior_rows", "read_columns", "read_rows", "shard_specs"]
 
 PRIOR = -1
 """The shard index of an earlier run's rows."""
@@ -31,22 +32,33 @@ class ShardSpec:
     """What a worker reads for one shard: its alive positions, and per stored part the columns."""
 
     index: int
-    url: str
+    ref: ShardRef
+    root: str
     first_row: int
-    alive: np.ndarray  # int64 positions, ascending
+    count: int
+    """Alive samples (the worker reads their positions from the shard's state)."""
     parts: list[tuple[str, list[str]]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.ref.url
 
 
 @dataclass
 class ShardRows:
-    """One shard's alive rows: global row numbers, positions, keys and the step's columns."""
+    """One shard's alive rows: global row numbers, positions, keys and the step's columns (arrays:
+    a task's memory is the arrays' size, not a Python object per row)."""
 
     index: int
-    url: str
+    ref: ShardRef
     rows: np.ndarray
     pos: np.ndarray
-    keys: list[str]
-    columns: dict[str, list[Any]]
+    keys: pa.Array
+    columns: dict[str, pa.Array]
+
+    @property
+    def url(self) -> str:
+        return self.ref.url
 
 
 def shard_specs(store: RunStore, plan: GlobalPlan, ledger: RunState, shards: list[ShardRef], first_row: int) -> list[ShardSpec]:
@@ -57,44 +69,55 @@ def shard_specs(store: RunStore, plan: GlobalPlan, ledger: RunState, shards: lis
         by_source.setdefault(source.id, (source, []))[1].append(col)
     specs = []
     for index, ref in enumerate(shards):
-        alive = np.asarray(ledger.alive(ref.url), dtype=np.int64)
-        if not len(alive):
+        count = ledger.count(ref.url)
+        if not count:
             continue
         parts = [(str(store.part_path(source.id, source.part_name(ref))), cols) for source, cols in by_source.values()]
-        specs.append(ShardSpec(index, ref.url, first_row, alive, parts))
-        first_row += len(alive)
+        specs.append(ShardSpec(index, ref, str(store.root), first_row, count, parts))
+        first_row += count
     return specs
 
 
 def read_rows(spec: ShardSpec) -> ShardRows:
-    """The alive rows of one shard, read from its stored parts (a worker task)."""
-    columns: dict[str, list[Any]] = {}
-    keys: list[str] = []
-    for path, cols in spec.parts:
-        table = pq.read_table(path, columns=["pos", "key", *cols])
+    """The alive rows of one shard, read from its state and stored parts (a worker task)."""
+    alive = alive_positions(RunStore(spec.root), spec.ref)
+    if len(alive) != spec.count:
+        raise RuntimeError(f"{spec.url}: {len(alive)} alive samples in its state, {spec.count} expected")
+    keys, columns = read_columns(spec.parts, alive, spec.url)
+    n = len(alive)
+    return ShardRows(spec.index, spec.ref, np.arange(spec.first_row, spec.first_row + n, dtype=np.int64), alive, keys, columns)
+
+
+def read_columns(parts: list[tuple[str, list[str]]], positions: np.ndarray, url: str) -> tuple[pa.Array, dict[str, pa.Array]]:
+    """The keys and, per stored part ``(path, columns)``, those columns of the samples of shard
+    ``url`` at ``positions`` (ascending), as Arrow arrays."""
+    columns: dict[str, pa.Array] = {}
+    keys = pa.array([], pa.string())
+    for path, cols in parts:
+        table = read_table(location(path), columns=["pos", "key", *cols])
         stored = table.column("pos").to_numpy()
         order = np.argsort(stored, kind="stable")
-        rows = order[np.minimum(np.searchsorted(stored, spec.alive, sorter=order), max(len(stored) - 1, 0))] if len(stored) else order
-        if len(rows) != len(spec.alive) or not np.array_equal(stored[rows], spec.alive):
-            raise ValueError(f"{path}: the stored part lacks alive samples of {spec.url}")
+        rows = order[np.minimum(np.searchsorted(stored, positions, sorter=order), max(len(stored) - 1, 0))] if len(stored) else order
+        if len(rows) != len(positions) or not np.array_equal(stored[rows], positions):
+            raise ValueError(f"{path}: the stored part lacks alive samples of {url}")
         picked = table.take(rows)
-        keys = picked.column("key").to_pylist()
+        keys = picked.column("key").combine_chunks()
         for col in cols:
-            columns[col] = picked.column(col).to_pylist()
-    n = len(spec.alive)
-    return ShardRows(spec.index, spec.url, np.arange(spec.first_row, spec.first_row + n, dtype=np.int64), spec.alive, keys, columns)
+            columns[col] = picked.column(col).combine_chunks()
+    return keys, columns
 
 
 def prior_rows(priors: list[PriorRows], plan: GlobalPlan) -> ShardRows:
     """The kept rows of earlier runs as one pseudo-shard (index :data:`PRIOR`), rows from 0."""
-    keys: list[str] = []
-    columns: dict[str, list[Any]] = {c: [] for c in plan.columns}
+    tables = []
     for prior in priors:
-        missing = [c for c in plan.columns if c not in prior.columns]
+        missing = [c for c in plan.columns if c not in prior.table.column_names]
         if missing:
             raise ValueError(f"--against {prior.source}: the earlier run has no column(s) {', '.join(missing)} for step {plan.id}")
-        keys += prior.keys
-        for col in plan.columns:
-            columns[col] += list(prior.columns[col])
-    n = len(keys)
-    return ShardRows(PRIOR, "", np.arange(n, dtype=np.int64), np.full(n, -1, dtype=np.int64), keys, columns)
+        tables.append(prior.table.select(["key", *plan.columns]))
+    if not tables:
+        tables.append(pa.table({"key": pa.array([], pa.string()), **{c: pa.nulls(0) for c in plan.columns}}))
+    table = pa.concat_tables(tables, promote_options="permissive").combine_chunks()
+    n = table.num_rows
+    columns = {c: table.column(c).combine_chunks() for c in plan.columns}
+    return ShardRows(PRIOR, ShardRef("", ""), np.arange(n, dtype=np.int64), np.full(n, -1, dtype=np.int64), table.column("key").combine_chunks(), columns)

@@ -16,27 +16,42 @@ each partition holds whole clusters:
 * prune (density) and target: k-means fitted on a sample, rows assigned per shard; prune's
   per-cluster cuts from one task per cluster, target's clusters from the reference runs.
 
-Each runner returns the drops per shard URL (:class:`ShardDrops`: positions and reasons) and a
-report; results equal the single-task computation's.
+Results equal the single-task computation's.
+
+The runner contract (:data:`GLOBAL_RUNNERS`, one entry per kind of global step)::
+
+    runner(client, store, plan, state, shards, priors) -> (summaries, report)
+
+A runner records its drops on the workers, never in the driver: each worker task that knows
+a shard's dropped positions builds a :class:`ShardDrops` (the shard's ``ShardRef``, int64
+positions, Arrow reasons) and either calls a :class:`Recorder` (``Recorder(root, step_id)``,
+small and picklable) itself, one task per shard, or leaves the pieces, any number per shard
+and in any partitions, in a bag for :func:`record_pieces`, which groups them by shard (a task
+shuffle) and records each shard once. Either way only a :class:`~.state.ShardSummary` per shard
+reaches the driver; ``summaries`` maps the URL of every shard the step dropped samples of to
+its summary, and ``report`` is the step's small report (counts, a few examples). Alive counts
+come from ``state.count(url)``; a worker reads a shard's alive positions and columns with
+:func:`~.gather.read_rows` (:func:`~.gather.shard_specs` lists what to read).
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from itertools import combinations
-from pathlib import Path
 from typing import Any, Callable
 
 import dask
 import dask.bag as db
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from dask.distributed import Client, wait
 
 from ..io.inputs import ShardRef
+from ..io.location import location
 from ..recipe import BalanceStep, DedupStep, KeepTopStep, PruneStep, TargetStep
 from ..steps.balance import BalanceReport, balance_reasons, entry_counts
 from ..steps.dedup.compute import (
@@ -65,12 +80,14 @@ from ..steps.dedup.results import CLUSTER_FILE, REASONS, REFERENCE_REASON, Dedup
 from ..steps import prune, target
 from ..steps.keep_top import REASON, KeepTopReport, band, bracket, keep_mask, ranked_values, sketch, threshold_from_bands, top_count
 from ..store.runstore import RunStore, atomic_write_table
-from ..store.runview import open_run
 from .gather import PRIOR, ShardRows, ShardSpec, prior_rows, read_rows, shard_specs
-from .state import RunState
+from .state import RunState, ShardSummary, record_drops
 from .plan import GlobalPlan
 
-__all__ = ["GLOBAL_RUNNERS", "ShardDrops", "dedup_rows", "run_balance", "run_dedup", "run_keep_top", "run_prune", "run_target"]
+__all__ = [
+    "GLOBAL_RUNNERS", "Recorder", "ShardDrops", "dedup_rows", "record_pieces", "run_balance", "run_dedup", "run_keep_top",
+    "run_prune", "run_target",
+]
 
 ROWS_PER_PARTITION = 1 << 20
 """Rows (or distinct hashes) a partition task aims at."""
@@ -79,28 +96,39 @@ TABLES_PER_WAVE = 4
 
 
 @dataclass
-class ShardDrops(Mapping):
-    """The samples of one shard a global step drops: positions and reasons (a mapping
-    ``pos -> (step, reason)`` for the ledger)."""
+class ShardDrops:
+    """Samples of one shard that a global step drops, as a worker holds them: ``positions``
+    (int64) and one reason each (an Arrow string array)."""
 
-    step: str
+    shard: ShardRef
     positions: np.ndarray
-    reasons: list[str]
-
-    def __getitem__(self, pos: int) -> tuple[str, str]:
-        at = int(np.searchsorted(self.positions, pos))
-        if at == len(self.positions) or self.positions[at] != pos:
-            raise KeyError(pos)
-        return self.step, self.reasons[at]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.positions.tolist())
-
-    def __len__(self) -> int:
-        return len(self.positions)
+    reasons: pa.Array
 
 
-Drops = dict[str, ShardDrops]
+Summaries = dict[str, ShardSummary]
+
+
+@dataclass(frozen=True)
+class Recorder:
+    """Records one step's drops in the shards' state, on a worker (small: any task may carry it)."""
+
+    root: str
+    step: str
+
+    def __call__(self, pieces: Sequence[ShardDrops]) -> ShardSummary:
+        """Record the drops of one shard, given in any number of pieces; its summary after them."""
+        positions = np.concatenate([p.positions for p in pieces]).astype(np.int64)
+        reasons = pa.concat_arrays([p.reasons.cast(pa.string()) for p in pieces])
+        order = np.argsort(positions, kind="stable")
+        return record_drops(RunStore(self.root), pieces[0].shard, positions[order], self.step, reasons.take(order))
+
+
+def record_pieces(client: Client, record: Recorder, pieces: db.Bag) -> Summaries:
+    """Record a bag of :class:`ShardDrops` (any number per shard, in any partitions) on the
+    workers: grouped by shard with a task shuffle, each shard recorded once; returns the
+    summaries of the shards with drops."""
+    grouped = _groups(_each(pieces, lambda d: (d.shard.url, d)), pieces.npartitions)
+    return dict(_compute(client, _each(grouped, lambda g: (g[0], record(g[1])))))
 
 
 # --------------------------------------------------------------------------- reading
@@ -111,9 +139,9 @@ def _read(client: Client, store: RunStore, plan: GlobalPlan, ledger: RunState, s
     """The rows of every shard (and earlier runs) as a persisted bag of :class:`ShardRows`, one
     per partition; with the specs, the number of prior rows and of all rows."""
     prior = prior_rows(priors, plan)
-    n_prior = len(prior.keys)
+    n_prior = len(prior.rows)
     specs = shard_specs(store, plan, ledger, shards, n_prior)
-    n = n_prior + sum(len(s.alive) for s in specs)
+    n = n_prior + sum(s.count for s in specs)
     parts = [db.from_sequence([prior], npartitions=1)] if n_prior else []
     if specs:
         parts.append(_each(db.from_sequence(specs, npartitions=len(specs)), read_rows))
@@ -171,18 +199,20 @@ class _Shards:
 @dataclass
 class _ShardOutcome:
     index: int
-    positions: np.ndarray
-    reasons: list[str]
+    url: str
+    removed: int
+    summary: ShardSummary | None
+    """What the recorder gave (None: no drops, or nothing recorded)."""
     clusters: int
     top: list[tuple[int, int, str, list[str]]] = field(default_factory=list)
     """(size, kept row, kept key, dropped keys here in row order) of this shard's largest clusters."""
 
 
-def _finish(records: db.Bag, rows: db.Bag, at: Any, parts: int, step: str, reason: str,
-            cluster_dir: str) -> db.Bag:
+def _finish(records: db.Bag, rows: db.Bag, at: Any, parts: int, reason: str, cluster_dir: str,
+            record: Recorder | None) -> db.Bag:
     """From ``(shard index, RowResults)`` records covering every row: per shard its drops (with
-    the kept sample's key in the reason, looked up at the shard holding it), its part of the
-    cluster file, and a summary for the report."""
+    the kept sample's key in the reason, looked up at the shard holding it) recorded by
+    ``record``, its part of the cluster file, and a summary for the report."""
     providers = _each(rows, lambda r: (r.index, ("rows", replace(r, columns={}))))
 
     def base(group: tuple[int, list[RowResults]], at: _Shards) -> list[tuple[int, tuple[str, Any]]]:
@@ -203,16 +233,17 @@ def _finish(records: db.Bag, rows: db.Bag, at: Any, parts: int, step: str, reaso
         for kind, payload in items:
             if kind == "need":
                 requester, wanted, parents = payload
-                at = np.searchsorted(own.rows, parents)
-                out.append((requester, ("named", (wanted, [own.keys[i] for i in at]))))
+                out.append((requester, ("named", (wanted, own.keys.take(np.searchsorted(own.rows, parents))))))
         return out
 
     def assemble(group: tuple[int, list[tuple[str, Any]]], at: _Shards) -> _ShardOutcome:
-        index, items = group
+        _, items = group
         own = next(p for kind, p in items if kind == "rows")
         res = next(p for kind, p in items if kind == "base")
-        named = {int(r): k for kind, p in items if kind == "named" for r, k in zip(p[0].tolist(), p[1])}
-        return _shard_outcome(index, own, res, named, step, reason, cluster_dir, at.owner(res.parent) == PRIOR)
+        named = [p for kind, p in items if kind == "named"]
+        wanted = np.concatenate([w for w, _ in named] + [np.empty(0, np.int64)])
+        keys = pa.concat_arrays([pa.array([], pa.string()), *(k for _, k in named)])
+        return _shard_outcome(own, res, wanted, keys, reason, cluster_dir, record, at.owner(res.parent) == PRIOR)
 
     bases = _flat(_groups(records, parts), base, at)
     needs = _flat(bases, lambda r: [r] if r[1][0] == "need" else [])
@@ -227,42 +258,47 @@ def _concat_results(pieces: list[RowResults]) -> RowResults:
     return RowResults(row[order], np.concatenate([p.parent for p in pieces])[order], np.concatenate([p.size for p in pieces])[order])
 
 
-def _shard_outcome(index: int, own: ShardRows, res: RowResults, named: dict[int, str], step: str, reason: str,
-                   cluster_dir: str, to_reference: np.ndarray) -> _ShardOutcome:
-    """``to_reference``: per row, whether the sample it duplicates is a reference item
-    (``--against``); such a sample is dropped as ``matches_reference:KEY``."""
+def _shard_outcome(own: ShardRows, res: RowResults, wanted: np.ndarray, named: pa.Array, reason: str, cluster_dir: str,
+                   record: Recorder | None, to_reference: np.ndarray) -> _ShardOutcome:
+    """One shard's drops, recorded; its cluster file part; its largest clusters. ``named``: the
+    key of the kept sample of each dropped row ``wanted``; ``to_reference``: per row, whether the
+    sample it duplicates is a reference item (``--against``): dropped as ``matches_reference:KEY``."""
     if not np.array_equal(res.row, own.rows):
-        raise RuntimeError(f"dedup step {step}: rows of shard {index} went missing in the shuffle")
+        raise RuntimeError(f"dedup: rows of shard {own.index} went missing in the shuffle")
     dropped = np.flatnonzero(res.parent != res.row)
-    kept_key = {int(res.row[i]): own.keys[i] for i in np.flatnonzero(res.parent == res.row)}
-    kept_key.update((int(res.parent[i]), named[int(res.row[i])]) for i in dropped)
-    reasons = [f"{REFERENCE_REASON if to_reference[i] else reason}:{kept_key[int(res.parent[i])]}" for i in dropped]
-    if index != PRIOR:
-        path = Path(cluster_dir) / f"part-{index:09d}.parquet"
+    order = np.argsort(wanted, kind="stable")
+    kept_keys = named.take(order[np.searchsorted(wanted, res.row[dropped], sorter=order)])
+    summary = None
+    if own.index != PRIOR:
+        path = location(cluster_dir) / f"part-{own.index:09d}.parquet"
         atomic_write_table(path, _cluster_table(own.url, own.pos, own.keys, res.parent, res.size))
+        if record is not None and len(dropped):
+            kinds = pa.array(np.where(to_reference[dropped], REFERENCE_REASON, reason))
+            summary = record([ShardDrops(own.ref, own.pos[dropped], pc.binary_join_element_wise(kinds, kept_keys, ":"))])
     multi = res.size > 1
     clusters = int(np.count_nonzero(multi & (res.parent == res.row)))
-    top = sorted({(int(-s), int(p)) for s, p in zip(res.size[multi], res.parent[multi])})[:5]
-    largest = [(-s, p, kept_key[p], [own.keys[i] for i in dropped if res.parent[i] == p][:4]) for s, p in top]
-    positions = own.pos[dropped] if index != PRIOR else np.empty(0, np.int64)
-    return _ShardOutcome(index, positions, reasons if index != PRIOR else [], clusters, largest)
+    largest = []
+    for s, p in sorted({(int(-s), int(p)) for s, p in zip(res.size[multi], res.parent[multi])})[:5]:
+        members = np.flatnonzero(res.parent[dropped] == p)
+        kept = kept_keys[int(members[0])] if len(members) else own.keys[int(np.searchsorted(res.row, p))]
+        largest.append((-s, p, kept.as_py(), own.keys.take(dropped[members[:4]]).to_pylist()))
+    removed = len(dropped) if own.index != PRIOR else 0
+    return _ShardOutcome(own.index, own.url, removed, summary, clusters, largest)
 
 
-def _cluster_table(url: str, pos: Any, keys: list[str], parent: Any, size: Any) -> pa.Table:
+def _cluster_table(url: str, pos: Any, keys: pa.Array, parent: Any, size: Any) -> pa.Table:
     """Rows of the cluster file (``annotations/STEP/dataset.parquet/``, one part per shard)."""
     return pa.table({
-        "shard": pa.array([url] * len(keys), pa.string()),
+        "shard": pa.repeat(pa.scalar(url, pa.string()), len(keys)),
         "pos": pa.array(pos, pa.int64()),
-        "key": pa.array(keys, pa.string()),
+        "key": keys,
         "dup_cluster": pa.array(parent, pa.int64()),
         "dup_cluster_size": pa.array(size, pa.int32()),
     })
 
 
-def _report(plan: GlobalPlan, outcomes: list[_ShardOutcome], specs: list[ShardSpec], stats: dict[str, Any]) -> tuple[Drops, DedupReport]:
-    url_of = {s.index: s.url for s in specs}
+def _report(plan: GlobalPlan, outcomes: list[_ShardOutcome], stats: dict[str, Any]) -> tuple[Summaries, DedupReport]:
     outcomes = sorted(outcomes, key=lambda o: o.index)
-    drops = {url_of[o.index]: ShardDrops(plan.id, o.positions, o.reasons) for o in outcomes if o.index != PRIOR and len(o.positions)}
     merged: dict[int, tuple[int, str, list[str]]] = {}
     for o in outcomes:  # in row order: earlier runs, then shards
         for size, p, key, members in o.top:
@@ -272,19 +308,31 @@ def _report(plan: GlobalPlan, outcomes: list[_ShardOutcome], specs: list[ShardSp
     report = DedupReport(
         step=plan.id,
         method=plan.step.method,
-        removed=sum(len(d) for d in drops.values()),
+        removed=sum(o.removed for o in outcomes),
         clusters=sum(o.clusters for o in outcomes),
         largest=[(size, key, members[:4]) for _, (size, key, members) in largest],
         stats=stats,
     )
-    return drops, report
+    return {o.url: o.summary for o in outcomes if o.summary is not None}, report
 
 
 # --------------------------------------------------------------------------- dedup: per method
 
 
+def _values(column: pa.Array) -> Any:
+    """A stored column as :func:`dedup_arrays` takes it: numbers as numpy, fixed-size lists
+    (embeddings) as 2-D numpy; other columns, and any with nulls, as Python lists."""
+    if column.null_count == 0:
+        if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+            return column.to_numpy()
+        if pa.types.is_fixed_size_list(column.type) and column.flatten().null_count == 0:
+            return column.flatten().to_numpy().reshape(len(column), column.type.list_size)
+    return column.to_pylist()
+
+
 def _arrays(step: Any, rows: ShardRows) -> DedupArrays:
-    return dedup_arrays(step, rows.columns, np.full(len(rows.keys), rows.index == PRIOR))
+    columns = {c: _values(a) for c, a in rows.columns.items()}
+    return dedup_arrays(step, columns, np.full(len(rows.keys), rows.index == PRIOR))
 
 
 def _take(arrays: DedupArrays, idx: np.ndarray) -> DedupArrays:
@@ -348,7 +396,9 @@ def _exact(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db
     return records, {}
 
 
-def _video(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db.Bag, dict[str, Any]]:
+def _whole(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db.Bag, dict[str, Any]]:
+    """Every row in one task (the single-task search): video_phash, and phash when all rows fit
+    one partition (no shuffles by table and band, which cost more than they save there)."""
     records, stats = _by_partition(rows, step, lambda r, a: np.zeros(len(r.keys), np.int64), 1, at)
     records = client.persist(records)
     return records, _compute(client, stats)[0]
@@ -358,7 +408,7 @@ def _semantic(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple
     config = step.config
     k = semantic_clusters(n, config)
     every = max(1, math.ceil(n / config.fit_sample))
-    sample = _each(rows, lambda r: unit_rows(r.columns[config.column])[r.rows % every == 0])
+    sample = _each(rows, lambda r: unit_rows(_values(r.columns[config.column]))[r.rows % every == 0])
     centroids = client.persist(dask.delayed(lambda parts: fit_centroids(np.concatenate([a for part in parts for a in part]), k))(sample.to_delayed()))
 
     def emit(r: ShardRows, centroids: np.ndarray) -> list[tuple[int, tuple[np.ndarray, np.ndarray, DedupArrays]]]:
@@ -388,6 +438,8 @@ def _semantic(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple
 def _phash(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db.Bag, dict[str, Any]]:
     """Plain hashes, and each kind of extra hash with the plain ones (ids ``n + row``), each
     searched by the partitioned block-permutation search; edges meet in one union-find."""
+    if _parts(n) == 1:
+        return _whole(client, rows, step, n, at)
     config = step.config
     d = config.max_distance
     kinds = sorted(set().union(*_compute(client, _each(rows, lambda r: list(_arrays(step, r).extra)))))
@@ -460,13 +512,14 @@ def _phash(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db
     return records, {"pairs_within_distance": _compute(client, dask.delayed(lambda u: u[1])(done))}
 
 
-_METHODS = {"exact": _exact, "phash": _phash, "semantic": _semantic, "video_phash": _video}
+_METHODS = {"exact": _exact, "phash": _phash, "semantic": _semantic, "video_phash": _whole}
 
 
 def run_dedup(
     client: Client, store: RunStore, plan: GlobalPlan, ledger: RunState, shards: list[ShardRef], priors: list[PriorRows]
-) -> tuple[Drops, DedupReport]:
-    """Run one dedup step over all alive samples; return drops per shard URL and a report."""
+) -> tuple[Summaries, DedupReport]:
+    """Run one dedup step over all alive samples, recording the drops on the workers; return
+    the summaries of the shards with drops and a report."""
     rows, specs, n_prior, n = _read(client, store, plan, ledger, shards, priors)
     cluster_dir = store.part_path(plan.id, CLUSTER_FILE)
     if cluster_dir.is_file():  # one file, as an earlier version of mmcurate wrote it
@@ -475,23 +528,24 @@ def run_dedup(
         stale.unlink()
     cluster_dir.mkdir(parents=True, exist_ok=True)
     if n == 0:
-        atomic_write_table(cluster_dir / "part-empty.parquet", _cluster_table("", [], [], [], []))
+        atomic_write_table(cluster_dir / "part-empty.parquet", _cluster_table("", [], pa.array([], pa.string()), [], []))
         empty = dedup_arrays(plan.step, {c: [] for c in plan.columns}, np.zeros(0, dtype=bool))
         return {}, DedupReport(plan.id, plan.step.method, 0, 0, [], find_parents(plan.step.method, plan.step.config, empty).stats)
     first_rows = {s.index: s.first_row for s in specs}
-    outcomes, stats = dedup_rows(client, plan.step, rows, first_rows, n, str(cluster_dir))
-    return _report(plan, outcomes, specs, stats)
+    outcomes, stats = dedup_rows(client, plan.step, rows, first_rows, n, str(cluster_dir), Recorder(str(store.root), plan.id))
+    return _report(plan, outcomes, stats)
 
 
 def dedup_rows(client: Client, step: DedupStep, rows: db.Bag, first_rows: dict[int, int], n: int,
-               cluster_dir: str) -> tuple[list[Any], dict[str, Any]]:
+               cluster_dir: str, record: Recorder | None = None) -> tuple[list[Any], dict[str, Any]]:
     """Dedup ``n`` rows given as a bag of :class:`ShardRows` (shard index -> its first row in
-    ``first_rows``; earlier runs' rows first, from 0): per shard its outcome (drops, summary;
-    cluster file parts written under ``cluster_dir``), and the method's stats."""
+    ``first_rows``; earlier runs' rows first, from 0): per shard its outcome (drops recorded by
+    ``record`` on the worker, ``removed``, a summary; cluster file parts written under
+    ``cluster_dir``), and the method's stats."""
     shards = _Shards(np.array([0, *first_rows.values()], dtype=np.int64), np.array([PRIOR, *first_rows], dtype=np.int64))
     at = dask.delayed(shards, pure=True)
     records, stats = _METHODS[step.method](client, rows, step, n, at)
-    return _compute(client, _finish(records, rows, at, _parts(n), step.id, REASONS[step.method], cluster_dir)), stats
+    return _compute(client, _finish(records, rows, at, _parts(n), REASONS[step.method], cluster_dir, record)), stats
 
 
 # --------------------------------------------------------------------------- keep_top
@@ -499,81 +553,93 @@ def dedup_rows(client: Client, step: DedupStep, rows: db.Bag, first_rows: dict[i
 
 def run_keep_top(
     client: Client, store: RunStore, plan: GlobalPlan, ledger: RunState, shards: list[ShardRef], priors: Any = ()
-) -> tuple[Drops, KeepTopReport]:
-    """Drop every alive sample outside the top fraction; return drops per shard URL and a report.
-    (``priors`` is unused: earlier runs do not take part in a quantile of this one.)"""
+) -> tuple[Summaries, KeepTopReport]:
+    """Drop every alive sample outside the top fraction, recording the drops on the workers;
+    return the summaries of the shards with drops and a report. (``priors`` is unused: earlier
+    runs do not take part in a quantile of this one.)"""
     step = plan.step
     specs = shard_specs(store, plan, ledger, shards, 0)
-    n = sum(len(s.alive) for s in specs)
+    n = sum(s.count for s in specs)
     k = top_count(n, step.fraction)
-    values = client.map(lambda s: ranked_values([np.nan if v is None else v for v in read_rows(s).columns[step.column]]), specs)
+
+    def ranked(spec: ShardSpec) -> tuple[np.ndarray, np.ndarray]:
+        rows = read_rows(spec)
+        return ranked_values(rows.columns[step.column].cast(pa.float64()).to_numpy(zero_copy_only=False)), rows.pos
+
+    values = client.map(ranked, specs)
     threshold, takes = None, [0] * len(specs)
     if k:
         points = max(16, (1 << 20) // max(1, len(specs)))
-        lo, hi = bracket(client.gather(client.map(sketch, values, points=points)), k)
-        threshold, takes = threshold_from_bands(client.gather(client.map(band, values, lo=lo, hi=hi)), k)
+        lo, hi = bracket(client.gather(client.map(lambda v: sketch(v[0], points), values)), k)
+        threshold, takes = threshold_from_bands(client.gather(client.map(lambda v: band(v[0], lo, hi), values)), k)
 
-    def drops_of(ranked: np.ndarray, spec: ShardSpec, take: int) -> ShardDrops:
+    def drop(shard: tuple[np.ndarray, np.ndarray], spec: ShardSpec, take: int, record: Recorder) -> tuple[str, int, ShardSummary | None]:
+        ranked, pos = shard
         lost = np.flatnonzero(~keep_mask(ranked, threshold, take))
+        if not len(lost):
+            return spec.url, 0, None
         if threshold is None:
-            reasons = [f"{REASON}: none kept"] * len(lost)
+            reasons = pa.repeat(pa.scalar(f"{REASON}: none kept"), len(lost))
         else:
             tie = f"{REASON}: {step.column} == {threshold:.6g}, a tie kept for earlier samples"
             below = f"{REASON}: {step.column} < {threshold:.6g}"
-            reasons = [tie if ranked[i] == threshold else below for i in lost]
-        return ShardDrops(plan.id, spec.alive[lost], reasons)
+            reasons = pc.if_else(pa.array(ranked[lost] == threshold), tie, below)
+        return spec.url, len(lost), record([ShardDrops(spec.ref, pos[lost], reasons)])
 
-    results = client.gather(client.map(drops_of, values, specs, takes))
-    drops = {spec.url: d for spec, d in zip(specs, results) if len(d)}
-    kept = n - sum(len(d) for d in drops.values())
-    return drops, KeepTopReport(plan.id, step.column, step.fraction, n, kept, threshold)
+    summaries, lost = _recorded(client.gather(client.map(drop, values, specs, takes, record=Recorder(str(store.root), plan.id))))
+    return summaries, KeepTopReport(plan.id, step.column, step.fraction, n, n - lost, threshold)
 
 
 # --------------------------------------------------------------------------- balance, prune, target
 
 
-def _shard_drops(step: str, rows: ShardRows, reasons: list[str | None]) -> tuple[str, ShardDrops]:
-    """One shard's URL and drops from a reason (or None: kept) per alive row."""
-    lost = [i for i, r in enumerate(reasons) if r is not None]
-    return rows.url, ShardDrops(step, rows.pos[np.array(lost, dtype=np.int64)], [reasons[i] for i in lost])
+def _record_reasons(record: Recorder, rows: ShardRows, reasons: list[str | None]) -> tuple[str, int, ShardSummary | None]:
+    """Record one shard's drops from a reason (or None: kept) per alive row, on its worker:
+    (its URL, how many dropped, its summary or None when none was)."""
+    lost = np.array([i for i, r in enumerate(reasons) if r is not None], dtype=np.int64)
+    if not len(lost):
+        return rows.url, 0, None
+    return rows.url, len(lost), record([ShardDrops(rows.ref, rows.pos[lost], pa.array([reasons[i] for i in lost.tolist()], pa.string()))])
 
 
-def _gathered(results: list[tuple[str, ShardDrops]]) -> Drops:
-    return {url: d for url, d in results if len(d)}
+def _recorded(results: list[tuple[str, int, ShardSummary | None]]) -> tuple[Summaries, int]:
+    """The summaries of the shards with drops, and how many samples were dropped in all."""
+    return {url: summary for url, _, summary in results if summary is not None}, sum(lost for _, lost, _ in results)
 
 
 def run_balance(
     client: Client, store: RunStore, plan: GlobalPlan, ledger: RunState, shards: list[ShardRef], priors: Any = ()
-) -> tuple[Drops, BalanceReport]:
-    """MetaCLIP balancing: entry counts per shard, summed; then each shard's draws."""
+) -> tuple[Summaries, BalanceReport]:
+    """MetaCLIP balancing: entry counts per shard, summed; then each shard's draws, recorded on its worker."""
     step: BalanceStep = plan.step
     specs = shard_specs(store, plan, ledger, shards, 0)
     rows = client.map(read_rows, specs)
     counts: Counter[str] = Counter()
-    for part in client.gather(client.map(lambda r: entry_counts(r.columns[step.column]), rows)):
+    for part in client.gather(client.map(lambda r: entry_counts(r.columns[step.column].to_pylist()), rows)):
         counts.update(part)
     [shared] = client.scatter([dict(counts)], broadcast=True)
 
-    def drops_of(r: ShardRows, counts: dict[str, int]) -> tuple[str, ShardDrops]:
-        return _shard_drops(plan.id, r, balance_reasons(r.columns[step.column], r.keys, counts, step.config))
+    def drops_of(r: ShardRows, counts: dict[str, int], record: Recorder) -> tuple[str, int, ShardSummary | None]:
+        return _record_reasons(record, r, balance_reasons(r.columns[step.column].to_pylist(), r.keys.to_pylist(), counts, step.config))
 
-    drops = _gathered(client.gather(client.map(drops_of, rows, counts=shared)))
-    n = sum(len(s.alive) for s in specs)
+    summaries, lost = _recorded(client.gather(client.map(drops_of, rows, counts=shared, record=Recorder(str(store.root), plan.id))))
+    n = sum(s.count for s in specs)
     t = step.config.max_per_entry
-    report = BalanceReport(plan.id, step.column, t, n, n - sum(len(d) for d in drops.values()), len(counts),
-                           sum(c >= t for c in counts.values()), counts.most_common(5))
-    return drops, report
+    report = BalanceReport(plan.id, step.column, t, n, n - lost, len(counts), sum(c >= t for c in counts.values()), counts.most_common(5))
+    return summaries, report
 
 
 def _embeddings(r: ShardRows, column: str) -> np.ndarray:
     """The shard's unit embeddings; a sample without one (or of another length) is an error naming it."""
     values = r.columns[column]
-    size = len(values[0] or ())
-    bad = next((i for i, v in enumerate(values) if v is None or len(v) != size or not size), None)
-    if bad is not None:
-        what = "missing" if values[bad] is None else f"{len(values[bad])} numbers long"
-        raise ValueError(f"{r.url}: sample {r.keys[bad]}: {column} is {what}; a step clustering it needs vectors of one length ({size or 'not 0'})")
-    return unit_rows(values)
+    lengths = pc.fill_null(pc.list_value_length(values), -1).to_numpy()
+    size = max(int(lengths[0]), 0)
+    bad = np.flatnonzero((lengths != size) | (size == 0))
+    if len(bad):
+        b = int(bad[0])
+        what = "missing" if lengths[b] < 0 else f"{lengths[b]} numbers long"
+        raise ValueError(f"{r.url}: sample {r.keys[b].as_py()}: {column} is {what}; a step clustering it needs vectors of one length ({size or 'not 0'})")
+    return unit_rows(values.flatten().to_numpy(zero_copy_only=False).reshape(len(values), size))
 
 
 def _clustered(client: Client, specs: list[ShardSpec], column: str, k: int, fit_sample: int, n: int, seed: int) -> tuple[db.Bag, Any]:
@@ -594,13 +660,13 @@ def _clustered(client: Client, specs: list[ShardSpec], column: str, k: int, fit_
 
 def run_prune(
     client: Client, store: RunStore, plan: GlobalPlan, ledger: RunState, shards: list[ShardRef], priors: Any = ()
-) -> tuple[Drops, prune.PruneReport]:
+) -> tuple[Summaries, prune.PruneReport]:
     """Density-based pruning: clusters' sizes and distances summed over shards, quotas on the
     driver, each partly kept cluster's cut from one task, then each shard's drops."""
     step: PruneStep = plan.step
     config = step.config
     specs = shard_specs(store, plan, ledger, shards, 0)
-    n = sum(len(s.alive) for s in specs)
+    n = sum(s.count for s in specs)
     if n == 0:
         return {}, prune.PruneReport(plan.id, config.column, config.keep_fraction, 0, 0, 0)
     assigned, centroids = _clustered(client, specs, config.column, prune.density_clusters(n, config.clusters), config.fit_sample, n, config.seed)
@@ -627,60 +693,60 @@ def run_prune(
         for j, c in _compute(client, _each(_groups(_flat(assigned, pieces), _parts(n)), cut)):
             cuts[j] = c
 
-    def drops_of(a: tuple[ShardRows, np.ndarray, np.ndarray], cuts: np.ndarray) -> tuple[str, ShardDrops]:
+    def drops_of(a: tuple[ShardRows, np.ndarray, np.ndarray], cuts: np.ndarray, record: Recorder) -> tuple[str, int, ShardSummary | None]:
         r, labels, dist = a
         keep = prune.keep_farthest(dist, r.rows, cuts[labels, 0], cuts[labels, 1])
-        return _shard_drops(plan.id, r, [None if kept else f"{prune.REASON}:{j}" for kept, j in zip(keep.tolist(), labels.tolist())])
+        return _record_reasons(record, r, [None if kept else f"{prune.REASON}:{j}" for kept, j in zip(keep.tolist(), labels.tolist())])
 
-    drops = _gathered(_compute(client, _each(assigned, drops_of, cuts)))
+    summaries, _ = _recorded(_compute(client, _each(assigned, drops_of, cuts, Recorder(str(store.root), plan.id))))
     report = prune.PruneReport(plan.id, config.column, config.keep_fraction, n, int(x.sum()), k, sizes.tolist(), x.tolist(),
                                d_intra.round(6).tolist(), d_inter.round(6).tolist())
-    return drops, report
+    return summaries, report
 
 
-def _reference(paths: tuple[str, ...], column: str) -> np.ndarray:
-    """The unit embeddings of the reference runs' kept samples (read in the driver, which knows
-    the annotators those runs' recipes name, as for ``--against``)."""
+def _reference(priors: list[PriorRows], column: str) -> np.ndarray:
+    """The unit embeddings of the reference items (earlier runs' kept samples, or reference
+    shards embedded by the same annotate step)."""
     values: list[Any] = []
-    for path in paths:
-        kept = open_run(path).kept_rows()
-        if column not in kept.columns:
-            raise ValueError(f"target reference {path}: its kept samples have no {column!r} column; embed them with the same annotate step")
-        values += [v for v in kept.columns[column] if v is not None]
+    for prior in priors:
+        if column not in prior.table.column_names:
+            raise ValueError(f"target reference {prior.source}: its kept samples have no {column!r} column; embed them with the same annotate step")
+        values += [v for v in prior.table.column(column).to_pylist() if v is not None]
     return unit_rows(values) if values else np.empty((0, 0), np.float32)
 
 
 def run_target(
     client: Client, store: RunStore, plan: GlobalPlan, ledger: RunState, shards: list[ShardRef], priors: Any = ()
-) -> tuple[Drops, target.TargetReport]:
+) -> tuple[Summaries, target.TargetReport]:
     """Keep the samples in pool clusters some reference item is nearest to."""
     step: TargetStep = plan.step
     config = step.config
     specs = shard_specs(store, plan, ledger, shards, 0)
-    n = sum(len(s.alive) for s in specs)
+    n = sum(s.count for s in specs)
     if n == 0:
         return {}, target.TargetReport(plan.id, step.column, 0, 0, 0, 0, 0)
     k = target.target_clusters(n, config.clusters)
     assigned, centroids = _clustered(client, specs, step.column, k, config.fit_sample, n, config.seed)
-    [reference] = client.scatter([_reference(config.reference, step.column)])
+    [reference] = client.scatter([_reference(list(priors), step.column)])
     picked = client.persist(dask.delayed(lambda ref, c: (target.target_labels(ref, c), len(ref)))(reference, centroids))
 
-    def drops_of(a: tuple[ShardRows, np.ndarray, np.ndarray], picked: tuple[np.ndarray, int]) -> tuple[str, ShardDrops]:
+    def drops_of(a: tuple[ShardRows, np.ndarray, np.ndarray], picked: tuple[np.ndarray, int], record: Recorder) -> tuple[str, int, ShardSummary | None]:
         r, labels, _ = a
-        return _shard_drops(plan.id, r, [None if on else target.REASON for on in np.isin(labels, picked[0]).tolist()])
+        return _record_reasons(record, r, [None if on else target.REASON for on in np.isin(labels, picked[0]).tolist()])
 
-    drops = _gathered(_compute(client, _each(assigned, drops_of, picked)))
+    summaries, lost = _recorded(_compute(client, _each(assigned, drops_of, picked, Recorder(str(store.root), plan.id))))
     labels, items = _compute(client, picked)
     k = _compute(client, dask.delayed(len)(centroids))
-    report = target.TargetReport(plan.id, step.column, n, n - sum(len(d) for d in drops.values()), k, len(labels), items)
-    return drops, report
+    report = target.TargetReport(plan.id, step.column, n, n - lost, k, len(labels), items)
+    return summaries, report
 
 
-GLOBAL_RUNNERS: dict[type, Callable[..., tuple[Drops, Any]]] = {
+GLOBAL_RUNNERS: dict[type, Callable[..., tuple[Summaries, Any]]] = {
     DedupStep: run_dedup,
     KeepTopStep: run_keep_top,
     BalanceStep: run_balance,
     PruneStep: run_prune,
     TargetStep: run_target,
 }
-"""How each kind of global step runs: (client, store, plan, ledger, shards, priors) -> (drops per shard, report)."""
+"""How each kind of global step runs: (client, store, plan, state, shards, priors) -> (summaries
+of the shards with drops, report); see the module docstring for the contract."""

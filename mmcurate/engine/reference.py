@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import fsspec
+import pyarrow as pa
 from dask.distributed import Client
 
 from ..io.inputs import InputError, ShardRef, hash_identity, resolve_inputs
 from ..recipe import DedupStep
 from ..steps.dedup.results import PriorRows
+from ..io.location import location
 from ..store.runstore import RunStore
 from ..store.runview import open_run
 from . import cluster
@@ -75,7 +76,7 @@ class ReferenceRows:
 
     def __init__(self, root: str | os.PathLike[str], common: Sequence[Reference], own: Mapping[str, Sequence[Reference]],
                  modalities: Mapping[str, tuple[str, ...]], batch_size: int, quiet: bool):
-        self.store = RunStore(Path(root) / REFERENCE_DIR)
+        self.store = RunStore(location(root) / REFERENCE_DIR)
         self.common = list(common)
         self.own = own
         self.modalities = dict(modalities)
@@ -90,11 +91,11 @@ class ReferenceRows:
         return [r.source for r in self.common]
 
     def priors(self, client: Client, plan: GlobalPlan) -> list[PriorRows]:
-        """The reference items ``plan`` (a dedup step) compares samples to; none for other steps."""
-        if not isinstance(plan.step, DedupStep):
-            return []
+        """The reference items ``plan`` compares samples to: for a dedup step ``--against`` and its
+        own ``against:``, for a target step its ``reference:``; none for other steps."""
+        common = self.common if isinstance(plan.step, DedupStep) else []
         found = []
-        for ref in [*self.common, *self.own.get(plan.id, ())]:
+        for ref in [*common, *self.own.get(plan.id, ())]:
             found.append(ref.rows if ref.rows is not None else self._shard_rows(client, plan, ref))
         return found
 
@@ -117,10 +118,7 @@ class ReferenceRows:
             for step_id, n in result.computed.items():
                 self.computed[step_id] = self.computed.get(step_id, 0) + n
         specs = shard_specs(self.store, plan, RunState(self.store, shards), shards, 0)
-        keys: list[str] = []
-        columns: dict[str, list[Any]] = {c: [] for c in plan.columns}
-        for rows in client.gather(client.map(read_rows, specs, pure=False)):
-            keys += rows.keys
-            for c in plan.columns:
-                columns[c] += rows.columns[c]
-        return PriorRows(ref.source, keys, columns)
+        tables = [pa.table({"key": rows.keys, **rows.columns}) for rows in client.gather(client.map(read_rows, specs, pure=False))]
+        if not tables:
+            tables.append(pa.table({"key": pa.array([], pa.string()), **{c: pa.nulls(0) for c in plan.columns}}))
+        return PriorRows(ref.source, pa.concat_tables(tables, promote_options="permissive"))

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ..io.inputs import ShardRef
+from ..io.location import Location, read_table
 from ..store.runstore import RunStore, atomic_write_table
 from .plan import READ_STEP, digest
 
@@ -31,7 +30,6 @@ __all__ = [
     "RunState",
     "ShardSummary",
     "alive_positions",
-    "apply_drops",
     "create_state",
     "drop_groups",
     "finish",
@@ -78,7 +76,7 @@ class ShardSummary:
         return cls(0, 0, GROUPS_SCHEMA.empty_table())
 
 
-def state_path(store: RunStore, shard: ShardRef) -> Path:
+def state_path(store: RunStore, shard: ShardRef) -> Location:
     return store.root / STATE_DIR / f"{shard.name}-{digest([shard.url, shard.identity])}.parquet"
 
 
@@ -106,7 +104,7 @@ def create_state(
 
 
 def read_state(store: RunStore, shard: ShardRef, columns: list[str] | None = None) -> pa.Table:
-    return pq.read_table(state_path(store, shard), columns=columns)
+    return read_table(state_path(store, shard), columns=columns)
 
 
 def alive_positions(store: RunStore, shard: ShardRef) -> np.ndarray:
@@ -119,15 +117,20 @@ def record_drops(
     store: RunStore, shard: ShardRef, positions: np.ndarray | Sequence[int], steps: str | Sequence[str], reasons: Sequence[str] | pa.Array
 ) -> ShardSummary:
     """Drop the samples at ``positions`` of ``shard``, each by its step (or all by ``steps``)
-    with its reason; return the shard's summary after them."""
+    with its reason; return the shard's summary after them. (Arrow columns throughout: no
+    Python object per sample.)"""
     table = read_state(store, shard)
     positions = np.asarray(positions, dtype=np.int64)
     if len(positions):
-        step = table["step"].to_numpy(zero_copy_only=False).astype(object)
-        reason = table["reason"].to_numpy(zero_copy_only=False).astype(object)
-        step[positions] = steps if isinstance(steps, str) else list(steps)
-        reason[positions] = list(reasons.to_pylist() if isinstance(reasons, pa.Array) else reasons)
-        table = table.set_column(3, "step", pa.array(step, pa.string())).set_column(4, "reason", pa.array(reason, pa.string()))
+        n = table.num_rows
+        at = np.full(n, -1, dtype=np.int64)
+        at[positions] = np.arange(len(positions))
+        picks = pa.array(at, pa.int64(), mask=at < 0)
+        dropped = pa.array(at >= 0)
+        step = pa.array([steps] * len(positions) if isinstance(steps, str) else steps, pa.string())
+        reason = reasons if isinstance(reasons, pa.Array) else pa.array(reasons, pa.string())
+        table = table.set_column(3, "step", pc.if_else(dropped, step.take(picks), table["step"]))
+        table = table.set_column(4, "reason", pc.if_else(dropped, reason.cast(pa.string()).take(picks), table["reason"]))
         atomic_write_table(state_path(store, shard), table)
     return summarise(table)
 
@@ -172,7 +175,7 @@ def finish(store: RunStore, shard: ShardRef, index: int, outputs: Sequence[tuple
     samples are in no count.
     """
     path = state_path(store, shard)
-    table = STATE_SCHEMA.empty_table() if failed or not path.exists() else pq.read_table(path)
+    table = STATE_SCHEMA.empty_table() if failed or not path.exists() else read_table(path)
     kept = pc.is_null(table["step"])
     mask = kept.to_numpy(zero_copy_only=False)
     by_rank = np.full(int(mask.sum()), None, dtype=object)  # by the kept sample's number among the kept
@@ -199,19 +202,21 @@ def finish(store: RunStore, shard: ShardRef, index: int, outputs: Sequence[tuple
 
 
 class RunState:
-    """The run's state as the driver's global-step runners see it: a shard's alive positions
-    and keys, read from its state file on demand (nothing is held)."""
+    """The run's state as the driver's global-step runners see it: per shard its number of alive
+    samples (from the shards' summaries, when given), positions read from its state file on
+    demand (nothing is held per sample)."""
 
-    def __init__(self, store: RunStore, shards: Sequence[ShardRef]):
+    def __init__(self, store: RunStore, shards: Sequence[ShardRef], kept: Mapping[str, int] | None = None):
         self.store = store
         self.refs = {ref.url: ref for ref in shards}
+        self.kept = kept
 
     def alive(self, url: str) -> np.ndarray:
         return alive_positions(self.store, self.refs[url])
 
-    def keys(self, url: str, positions: np.ndarray) -> list[str]:
-        """The keys of the samples of ``url`` at ``positions``."""
-        return read_state(self.store, self.refs[url], ["key"])["key"].take(pa.array(positions, pa.int64())).to_pylist()
+    def count(self, url: str) -> int:
+        """How many samples of ``url`` are alive."""
+        return self.kept[url] if self.kept is not None and url in self.kept else len(self.alive(url))
 
 
 def record_verdicts(store: RunStore, shard: ShardRef, drops: Mapping[int, tuple[str, str]]) -> ShardSummary:
@@ -219,7 +224,3 @@ def record_verdicts(store: RunStore, shard: ShardRef, drops: Mapping[int, tuple[
     order = sorted(drops)
     return record_drops(store, shard, order, [drops[p][0] for p in order], [drops[p][1] for p in order])
 
-
-def apply_drops(root: str, item: tuple[ShardRef, Mapping[int, tuple[str, str]]]) -> ShardSummary:
-    """Record a global step's drops (pos -> (step, reason)) of one shard; a worker task."""
-    return record_verdicts(RunStore(root), *item)

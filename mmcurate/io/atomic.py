@@ -4,6 +4,10 @@ A file is written to a hidden temporary name beside its target, flushed and fsyn
 over the target, and the directory is fsync'd, so a reader (or a rerun after a crash) sees the
 old file or the whole new one. On failure the temporary file is removed and the error names the
 target path.
+
+On an object store (an :class:`~mmcurate.io.location.ObjectPath`) nothing is renamed: the
+content is spooled to a local temporary file and sent as one whole object (``put_file``, which
+S3, GCS and Azure make visible only once complete), so readers see the old object or the new one.
 """
 
 from __future__ import annotations
@@ -13,9 +17,12 @@ import errno
 import os
 import re
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 from typing import BinaryIO, Iterator
+
+from .location import ObjectPath, naming
 
 __all__ = ["atomic_file", "atomic_link", "atomic_write_bytes", "tmp_target"]
 
@@ -55,15 +62,27 @@ def _make_dirs(folder: Path) -> None:
         _fsync_dir(new.parent)
 
 
-@contextlib.contextmanager
-def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+def atomic_file(path: str | os.PathLike[str] | ObjectPath) -> contextlib.AbstractContextManager[BinaryIO]:
     """Yield a binary file whose content replaces ``path`` atomically once the block ends.
 
     An exception inside the block (or while writing) leaves ``path`` untouched and no
     temporary file behind; an error of writing (a full or read-only disk) is re-raised naming
     ``path``.
     """
-    path = Path(path)
+    return _whole_object(path) if isinstance(path, ObjectPath) else _renamed_file(Path(path))
+
+
+@contextlib.contextmanager
+def _whole_object(path: ObjectPath) -> Iterator[BinaryIO]:
+    with tempfile.NamedTemporaryFile(prefix="mmcurate-", suffix=".tmp") as fh:
+        yield fh  # type: ignore[misc]
+        fh.flush()
+        with naming(path):
+            path.fs.put_file(fh.name, path.path)
+
+
+@contextlib.contextmanager
+def _renamed_file(path: Path) -> Iterator[BinaryIO]:
     tmp = _tmp_name(path)
     try:
         _make_dirs(path.parent)
@@ -83,18 +102,22 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
             tmp.unlink()
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike[str] | ObjectPath, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
     with atomic_file(path) as fh:
         fh.write(data)
 
 
-def atomic_link(source: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+def atomic_link(source: str | os.PathLike[str] | ObjectPath, path: str | os.PathLike[str] | ObjectPath) -> None:
     """Make ``path`` the file ``source`` is, atomically: a hard link renamed over ``path`` (a
-    copy written by :func:`atomic_file` where links are not possible, e.g. across filesystems).
+    copy written by :func:`atomic_file` where links are not possible, e.g. across filesystems
+    or to or from an object store).
 
     Only for files never changed in place (every mmcurate write replaces the file), so the two
     names can share their content."""
+    if isinstance(source, ObjectPath) or isinstance(path, ObjectPath):
+        _copy(source, path)
+        return
     path = Path(path)
     _make_dirs(path.parent)
     tmp = _tmp_name(path)
@@ -103,8 +126,7 @@ def atomic_link(source: str | os.PathLike[str], path: str | os.PathLike[str]) ->
     except OSError as exc:
         if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
             raise
-        with open(source, "rb") as src, atomic_file(path) as fh:
-            shutil.copyfileobj(src, fh)
+        _copy(source, path)
         return
     try:
         os.replace(tmp, path)
@@ -112,3 +134,8 @@ def atomic_link(source: str | os.PathLike[str], path: str | os.PathLike[str]) ->
     finally:
         if tmp.exists():  # only after a failure
             tmp.unlink()
+
+
+def _copy(source: str | os.PathLike[str] | ObjectPath, path: str | os.PathLike[str] | ObjectPath) -> None:
+    with (source if isinstance(source, ObjectPath) else Path(source)).open("rb") as src, atomic_file(path) as fh:
+        shutil.copyfileobj(src, fh, 1 << 22)

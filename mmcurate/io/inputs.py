@@ -13,7 +13,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from .tarread import open_stream
 
-__all__ = ["InputError", "ShardRef", "hash_identity", "resolve_inputs"]
+__all__ = ["InputError", "ShardRef", "hash_identity", "resolve_inputs", "shard_identity"]
 
 
 class InputError(ValueError):
@@ -40,6 +40,12 @@ class ShardRef:
         return base
 
     @property
+    def content(self) -> str:
+        """The identity less the URL it starts with: size and stamps (and a content hash), which a
+        copy that keeps them (``cp -p``, ``rsync -t``, ``mv``, an object copy with its ETag) shares."""
+        return self.identity[len(self.url) + 1 :] if self.identity.startswith(self.url + "|") else self.identity
+
+    @property
     def digest(self) -> str:
         return hashlib.sha256(self.identity.encode()).hexdigest()[:16]
 
@@ -63,6 +69,12 @@ def _identity(url: str, info: dict) -> ShardRef:
     found = {str(k).lower(): v for k, v in info.items() if v}
     stamp = ";".join(str(found[k]) for k in _STAMPS if k in found)
     return ShardRef(url, f"{url}|{info.get('size')}|{stamp}", unstamped=not stamp)
+
+
+def shard_identity(url: str) -> ShardRef:
+    """The shard ``url`` with the identity :func:`resolve_inputs` would give it (one ``fs.info``)."""
+    fs, path = fsspec.core.url_to_fs(url)
+    return _identity(url, fs.info(path))
 
 
 def hash_identity(ref: ShardRef) -> ShardRef:

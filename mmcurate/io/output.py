@@ -21,17 +21,16 @@ import contextlib
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from .atomic import atomic_file
+from .location import Location, read_table
 from .inputs import ShardRef
-from ..engine.gather import ShardSpec, read_rows
+from ..engine.gather import read_columns
 from ..engine.plan import AnnotatePlan, digest, read_annotations
 from ..engine.state import kept_rows
 from ..recipe import OutputConfig
@@ -184,12 +183,12 @@ def plan_layout(root: str, shards: Sequence[ShardRef], config: OutputConfig, tot
     return [OutputShard(_shard_name(config, n), tuple(segs)) for n, segs in sorted(segments.items())]
 
 
-def order_path(store: RunStore, name: str) -> Path:
+def order_path(store: RunStore, name: str) -> Location:
     """``OUT/order/NAME.parquet``: an ordered output shard's samples (url, identity, pos, key), in order."""
     return store.root / ORDER_DIR / f"{name}.parquet"
 
 
-def _assignment_path(store: RunStore, ref: ShardRef) -> Path:
+def _assignment_path(store: RunStore, ref: ShardRef) -> Location:
     """``OUT/order/input-ID.parquet``: the output shard of each kept sample of ``ref``, in input order."""
     return store.root / ORDER_DIR / f"input-{digest([ref.url, ref.identity])}.parquet"
 
@@ -209,8 +208,8 @@ def _sort_values(store: RunStore, ref: ShardRef, pos: np.ndarray, config: Output
         return pa.array(_mix(np.uint64(base) ^ pos.astype(np.uint64)), pa.uint64())
     column = config.sort[0]
     source = next(p for p in reversed(plans) if column in p.columns)
-    spec = ShardSpec(0, ref.url, 0, pos, [(str(store.part_path(source.id, source.part_name(ref))), [column])])
-    return pa.array(read_rows(spec).columns[column], source.columns[column])
+    _, columns = read_columns([(str(store.part_path(source.id, source.part_name(ref))), [column])], pos, ref.url)
+    return columns[column].cast(source.columns[column])
 
 
 def _ordered_layout(store: RunStore, shards: Sequence[ShardRef], config: OutputConfig, packer: _Packer,
@@ -259,7 +258,7 @@ def _ordered_layout(store: RunStore, shards: Sequence[ShardRef], config: OutputC
 def shard_outputs(root: str, ref: ShardRef) -> list[tuple[str, int, int]]:
     """Under an ``output.order`` other than ``input``: ``(output shard, start, stop)`` ranges of
     ``ref``'s kept samples (numbered in input order), as :func:`mmcurate.engine.state.finish` takes them."""
-    names = pq.read_table(_assignment_path(RunStore(root), ref))["output"].to_numpy(zero_copy_only=False)
+    names = read_table(_assignment_path(RunStore(root), ref))["output"].to_numpy(zero_copy_only=False)
     cuts = [0, *(np.flatnonzero(names[1:] != names[:-1]) + 1).tolist(), len(names)]
     return [(names[a], a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
 
@@ -311,11 +310,11 @@ def _members(task: WriteTask) -> Iterator[tuple[str, bytes]]:
         yield from members
 
 
-def _write_ordered(task: WriteTask, path: Path) -> None:
+def _write_ordered(task: WriteTask, path: Location) -> None:
     """Write an ordered shard's piece: each input shard it takes from is streamed once, its
     samples appended to a scratch piece, then copied out in the shard's order."""
     store = RunStore(task.root)
-    order = pq.read_table(order_path(store, task.shard.name))
+    order = read_table(order_path(store, task.shard.name))
     url, identity, pos, key = (order[c].to_pylist() for c in ("url", "identity", "pos", "key"))
     slots: dict[tuple[str, str], dict[int, int]] = {}
     for slot, (u, i, p) in enumerate(zip(url, identity, pos)):
@@ -336,7 +335,7 @@ def _write_ordered(task: WriteTask, path: Path) -> None:
     length = np.zeros(len(order), np.int64)
     start[placed] = np.cumsum([0, *sizes[:-1]])
     length[placed] = sizes
-    with open(scratch, "rb") as src, atomic_file(path) as out:
+    with scratch.open("rb") as src, atomic_file(path) as out:
         for a, n in zip(start.tolist(), length.tolist()):
             src.seek(a)
             out.write(src.read(n))
@@ -353,8 +352,9 @@ def write_piece(task: WriteTask) -> str:
     return str(path)
 
 
-def assemble(store: RunStore, shard: OutputShard | OrderedShard) -> dict[str, Any]:
+def assemble(root: str, shard: OutputShard | OrderedShard) -> dict[str, Any]:
     """Join a shard's pieces into ``shards/NAME``; return its ``wids`` shard-list entry."""
+    store = RunStore(root)
     pieces = [store.piece_path(shard.name, i) for i in range(shard.pieces)]
     size = join_tar_pieces(store.shards_dir / shard.name, pieces)
     for piece in pieces:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterable
 
 from .atomic import atomic_file
+from .location import Location, ObjectPath
 
 __all__ = ["join_tar_pieces", "member_bytes", "sample_bytes", "write_tar", "write_tar_piece", "write_tar_samples"]
 
@@ -62,29 +63,29 @@ def _write_members(fh: BinaryIO, members: Iterable[tuple[str, bytes]]) -> int:
     return written
 
 
-def write_tar_piece(path: str | os.PathLike[str], members: Iterable[tuple[str, bytes]]) -> None:
+def write_tar_piece(path: str | os.PathLike[str] | ObjectPath, members: Iterable[tuple[str, bytes]]) -> None:
     """Write ``(name, data)`` members with fixed headers (mtime 0, uid/gid 0, mode 0644, GNU
     format) and no end-of-archive marker, atomically: pieces concatenate into one tar."""
     with atomic_file(path) as fh:
         _write_members(fh, members)
 
 
-def write_tar_samples(path: str | os.PathLike[str], samples: Iterable[Iterable[tuple[str, bytes]]]) -> list[int]:
+def write_tar_samples(path: str | os.PathLike[str] | ObjectPath, samples: Iterable[Iterable[tuple[str, bytes]]]) -> list[int]:
     """Write the members of each of ``samples`` in turn as one piece (see :func:`write_tar_piece`);
     return the bytes each sample took (its members start where the previous sample's end)."""
     with atomic_file(path) as fh:
         return [_write_members(fh, members) for members in samples]
 
 
-def join_tar_pieces(path: str | os.PathLike[str], pieces: Iterable[Path]) -> int:
+def join_tar_pieces(path: Location, pieces: Iterable[Location]) -> int:
     """Concatenate pieces and the end-of-archive marker into the tar ``path``, atomically.
     Returns its size in bytes."""
     with atomic_file(path) as out:
         for piece in pieces:
-            with open(piece, "rb") as fh:
+            with piece.open("rb") as fh:
                 shutil.copyfileobj(fh, out, 1 << 22)
         out.write(_END)
-    return Path(path).stat().st_size
+        return out.tell()
 
 
 def write_tar(path: str | os.PathLike[str], members: Iterable[tuple[str, bytes]]) -> int:

@@ -1,8 +1,9 @@
 """``target``: keep the samples near a reference set (DataComp's image-based filter).
 
 The pool's embeddings are clustered by spherical k-means; each reference item (an earlier
-run's kept samples, embedded by the same annotate step) picks its nearest pool centroid, and a
-pool sample stays when its own nearest centroid was picked by at least one reference item.
+run's kept samples, or reference shards, embedded by the same annotate step) picks its nearest
+pool centroid, and a pool sample stays when its own nearest centroid was picked by at least one
+reference item.
 DataComp clusters its pools into 100,000 clusters and uses ImageNet's training images as the
 reference; ``clusters: 0`` takes ``round(n / 128)`` (DataComp's small pool: 12.8M samples in
 100,000 clusters), at most 100,000.
@@ -28,7 +29,9 @@ SAMPLES_PER_CLUSTER = 128
 
 @dataclass(frozen=True)
 class TargetConfig:
-    """``reference``: earlier run directories whose kept samples hold the same ``column``."""
+    """``reference``: earlier run directories whose kept samples hold the same ``column``, or
+    shards (paths, globs, URLs) that the annotate step computing ``column`` embeds once into
+    ``OUT/reference/``."""
 
     reference: tuple[str, ...] = ()
     clusters: int = 0
@@ -37,8 +40,6 @@ class TargetConfig:
     """k-means is fitted on at most this many pool rows (every m-th alive row)."""
 
     def __post_init__(self) -> None:
-        if not self.reference:
-            raise ValueError("field 'reference': expected one or more earlier run directories (embedded with the same annotate step)")
         check_clustering(self.clusters, self.fit_sample)
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..io.atomic import atomic_link, atomic_write_bytes, tmp_target
+from ..io.location import Location, ObjectPath
 
 __all__ = ["CACHE_ENV", "CachedPart", "NotACache", "PartCache", "resolve_cache"]
 
@@ -80,7 +81,7 @@ class PartCache:
     def has(self, kind: str, name: str) -> bool:
         return self.path(kind, name).is_file()
 
-    def take(self, kind: str, name: str, target: Path) -> bool:
+    def take(self, kind: str, name: str, target: Location) -> bool:
         """Link the cached part ``kind/name`` to ``target`` (a part of a run) when the run lacks
         it; True if it did. Its time of last use is now."""
         source = self.path(kind, name)
@@ -93,7 +94,7 @@ class PartCache:
         _touch(source)
         return True
 
-    def publish(self, kind: str, name: str, source: Path, replace: bool = True) -> None:
+    def publish(self, kind: str, name: str, source: Location, replace: bool = True) -> None:
         """Make the run's part ``source`` the cached ``kind/name`` (atomic; the last publisher
         stays); with ``replace`` False, only if the cache lacks it. A cache that cannot be
         written (read-only, full) is a warning: the run has its own part."""
@@ -144,7 +145,9 @@ class PartCache:
         return deleted
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def _same_file(a: Location, b: Location) -> bool:
+    if isinstance(a, ObjectPath) or isinstance(b, ObjectPath):  # an object is never a cache file
+        return False
     try:
         return os.path.samefile(a, b)
     except (FileNotFoundError, NotADirectoryError):

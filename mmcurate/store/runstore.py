@@ -18,6 +18,9 @@ Layout::
 ``pos`` (the sample's place in its shard, from 0) identifies a sample inside a shard; its key
 is data, and may repeat.
 
+``OUT`` may be a local folder or a URL on an fsspec object store (``s3://bucket/run``, see
+:mod:`mmcurate.io.location`): there every file is one whole object, written once, never renamed.
+
 Every file but the lock is written through :func:`mmcurate.io.atomic.atomic_file`. mmcurate
 deletes only what run.json records it wrote (``outputs``: names in ``shards/``), their pieces
 and temporary files, and a replaced run's decisions files and report.html; annotation parts
@@ -31,7 +34,6 @@ import json
 import logging
 import os
 import re
-from pathlib import Path
 from typing import Any, ContextManager, Iterable, Mapping, Sequence
 
 import pyarrow as pa
@@ -39,6 +41,7 @@ import pyarrow.parquet as pq
 
 from ..io.atomic import atomic_file, atomic_write_bytes, tmp_target
 from ..io.inputs import ShardRef
+from ..io.location import Location, file_names, inside, location, read_whole
 from .lock import LOCK_NAME, hold
 
 __all__ = ["RunConflict", "RunStore", "atomic_write_bytes", "atomic_write_table", "rows_to_table"]
@@ -56,7 +59,7 @@ class RunConflict(RuntimeError):
     not given), files of its own, or the inputs; or another run holds it."""
 
 
-def atomic_write_table(path: Path, table: pa.Table) -> None:
+def atomic_write_table(path: Location, table: pa.Table) -> None:
     with atomic_file(path) as fh:
         pq.write_table(table, fh, compression="zstd")
 
@@ -75,16 +78,16 @@ def rows_to_table(
 class RunStore:
     """Paths and atomic reads/writes inside one run directory."""
 
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(os.path.abspath(root))
-        """Absolute, so tasks on workers with another working directory find the same run."""
+    def __init__(self, root: str | os.PathLike | Location):
+        self.root = location(root)
+        """Absolute (or a URL), so tasks on workers with another working directory find the same run."""
 
     @property
-    def run_json(self) -> Path:
+    def run_json(self) -> Location:
         return self.root / "run.json"
 
     @property
-    def decisions_path(self) -> Path:
+    def decisions_path(self) -> Location:
         return self.root / "decisions.parquet"
 
     def begin_decisions(self) -> None:
@@ -94,7 +97,7 @@ class RunStore:
             self.decisions_path.unlink()
 
     @property
-    def decisions_index(self) -> Path:
+    def decisions_index(self) -> Location:
         """``decisions.parquet/_shards.parquet``: url, identity and file of every input shard
         (readers of the dataset skip names starting with ``_``)."""
         return self.decisions_path / "_shards.parquet"
@@ -103,36 +106,35 @@ class RunStore:
         files = [self.decisions_file(i, ShardRef(url, "").name).name for i, url in enumerate(urls)]
         atomic_write_table(self.decisions_index, pa.table({"url": urls, "identity": identities, "file": files}, schema=_INDEX_SCHEMA))
 
-    def decisions_file(self, index: int, shard_name: str) -> Path:
+    def decisions_file(self, index: int, shard_name: str) -> Location:
         """The file of input shard number ``index`` in the decisions dataset (names sort in input order)."""
         return self.decisions_path / f"{index:08d}-{shard_name}.parquet"
 
     @property
-    def shards_dir(self) -> Path:
+    def shards_dir(self) -> Location:
         return self.root / "shards"
 
-    def part_path(self, step_id: str, part_name: str) -> Path:
+    def part_path(self, step_id: str, part_name: str) -> Location:
         return self.root / "annotations" / step_id / part_name
 
-    def piece_path(self, shard_name: str, segment: int) -> Path:
+    def piece_path(self, shard_name: str, segment: int) -> Location:
         """Where segment ``segment`` of output shard ``shard_name`` is written before joining."""
         return self.shards_dir / PIECES / f"{shard_name}.{segment:06d}.piece"
 
-    def read_part_if_readable(self, path: Path) -> pa.Table | None:
+    def read_part_if_readable(self, path: Location) -> pa.Table | None:
         """The stored part at ``path``; None when it does not exist or cannot be read (left
         damaged by a crash or a full disk), so the caller recomputes it. An unreadable part is
         logged as a warning naming it and the error. It is read from one open file, so a part
         replaced meanwhile (in a shared cache) reads whole, old or new."""
         try:
-            with pa.OSFile(str(path)) as fh:
-                return pq.read_table(fh)
+            return read_whole(path)
         except FileNotFoundError:
             return None
         except (OSError, pa.ArrowException) as exc:
             _log.warning("mmcurate: warning: %s: stored part unreadable (%s: %s); recomputing it", path, type(exc).__name__, exc)
             return None
 
-    def read_rows(self, path: Path) -> dict[int, dict[str, Any]]:
+    def read_rows(self, path: Location) -> dict[int, dict[str, Any]]:
         """pos -> row (key, columns, error) of a stored part; empty when the part does not exist or is unreadable."""
         table = self.read_part_if_readable(path)
         if table is None:
@@ -140,7 +142,7 @@ class RunStore:
         return {row.pop("pos"): row for row in table.to_pylist()}
 
     def write_rows(
-        self, path: Path, positions: Sequence[int], keys: Sequence[str], rows: Sequence[Mapping[str, Any]], columns: Mapping[str, pa.DataType]
+        self, path: Location, positions: Sequence[int], keys: Sequence[str], rows: Sequence[Mapping[str, Any]], columns: Mapping[str, pa.DataType]
     ) -> None:
         atomic_write_table(path, rows_to_table(positions, keys, rows, columns))
 
@@ -157,13 +159,9 @@ class RunStore:
         return hold(self.root)
 
     def refuse_inputs_inside(self, urls: Iterable[str]) -> None:
-        """Raise :class:`RunConflict` if a local input lies inside this directory."""
-        root = os.path.realpath(self.root)
+        """Raise :class:`RunConflict` if an input lies inside this directory."""
         for url in urls:
-            if "://" in url and not url.startswith("file://"):
-                continue
-            path = os.path.realpath(url.removeprefix("file://"))
-            if os.path.commonpath([root, path]) == root:
+            if inside(self.root, url):
                 raise RunConflict(f"{self.root}: contains the input {url}; choose an --out outside the input data")
 
     def prepare(self, identity: str, describe: str, overwrite: bool) -> list[str]:
@@ -252,21 +250,19 @@ class RunStore:
         self._remove(self.shards_dir, names)
         self._remove(self.shards_dir / PIECES, names)
 
-    def _remove(self, folder: Path, names: Iterable[str], temporary_only: bool = False) -> None:
+    def _remove(self, folder: Location, names: Iterable[str], temporary_only: bool = False) -> None:
         """Delete the files in ``folder`` that belong to output ``names``: the files themselves,
         their pieces (in ``.pieces``) and temporary files (only those with ``temporary_only``)."""
-        if not folder.is_dir():
-            return
         names = set(names)
         pieces = folder.name == PIECES
-        for entry in os.scandir(folder):
-            target = tmp_target(entry.name)
-            if entry.is_dir(follow_symlinks=False) or (temporary_only and target is None):
+        for entry in file_names(folder):
+            target = tmp_target(entry)
+            if temporary_only and target is None:
                 continue
-            name = target or entry.name
+            name = target or entry
             if pieces:
                 piece = _PIECE.fullmatch(name)
                 name = piece.group(1) if piece else ""
             if name in names:
-                os.unlink(entry.path)
+                (folder / entry).unlink()
 

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from ..steps.dedup.results import CLUSTER_FILE, REASONS, REFERENCE_REASON
 from ..engine.state import drop_groups
 from ..views.funnel import StepCount, funnel_from_groups, reason_category
 from ..io.inputs import ShardRef
 from ..io.output import OUTPUT_STEP
-from ..engine.plan import READ_STEP, Plan, build_plan, funnel_steps, read_annotations
+from ..engine.plan import READ_STEP, Plan, build_plan, funnel_steps, read_part_name
 from ..recipe import BlocklistStep, DedupStep, Recipe
 from ..steps.sampleview import SampleView
 from ..engine.shard_task import read_manifest
 from .runstore import RunStore
+from ..io.location import Location, dataset, read_table
 from ..io.tarread import Sample, iter_samples
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ class Run:
         self.recipe = Recipe.from_dict(info["recipe"], source=info.get("recipe_source", "<run.json>"))
 
     @property
-    def root(self) -> Path:
+    def root(self) -> Location:
         return self.store.root
 
     def shard_ref(self, url: str) -> ShardRef:
@@ -68,7 +69,7 @@ class Run:
         input shard, in input order; a single file in runs of mmcurate before 0.x)."""
         if not self.store.decisions_path.exists():
             raise FileNotFoundError(f"{self.root}: no decisions.parquet yet (the run did not finish)")
-        return ds.dataset(self.store.decisions_path, format="parquet")
+        return dataset(self.store.decisions_path, format="parquet")
 
     def decisions_where(self, where: pc.Expression | None = None, columns: list[str] | None = None) -> pa.Table:
         """The decisions matching ``where`` (an Arrow expression such as ``pc.field("step") == "dedup"``),
@@ -80,7 +81,7 @@ class Run:
         if self.store.decisions_path.is_file():
             return self.decisions_where(pc.field("shard") == url, columns)
         index = self.info["inputs"].index(url)
-        return pq.read_table(self.store.decisions_file(index, self.shard_ref(url).name), columns=columns)
+        return read_table(self.store.decisions_file(index, self.shard_ref(url).name), columns=columns)
 
     def counts(self) -> tuple[int, int]:
         """(samples in, kept), counted from the decisions without reading them whole."""
@@ -93,34 +94,74 @@ class Run:
         return build_plan(self.recipe, self.info.get("resolved"))
 
     def annotations(self) -> pa.Table:
-        """Every stored annotation column, one row per sample that has any (shard, key, pos, columns...)."""
-        plan = self.plan
-        rows: dict[tuple[str, int], dict[str, Any]] = {}
-        types: dict[str, pa.DataType] = {"shard": pa.string(), "key": pa.string(), "pos": pa.int64()}
-        for p in plan.annotate_plans():
-            types.update(p.columns)
+        """Every stored annotation column, one row per sample that has any (shard, key, pos,
+        columns..., ``dup_cluster``/``dup_cluster_size`` per dedup step that ran, ``error``). This
+        holds them all: for a large run iterate :meth:`iter_annotations`."""
+        tables = list(self.iter_annotations())
+        table = pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
+        types = self._annotation_types()
+        present = [c for c in types if c in table.column_names or c in ("shard", "key", "pos")]
+        return pa.table({c: table.column(c).cast(types[c]) if c in table.column_names else pa.array([], types[c]) for c in present})
+
+    def iter_annotations(self) -> Iterator[pa.Table]:
+        """:meth:`annotations` one input shard at a time (shards with no stored row are skipped)."""
+        clusters = self._cluster_datasets()
         for url in self.info["inputs"]:
-            ref = self.shard_ref(url)
-            keys = [e.key for e in read_manifest(self.store, ref) or ()]
-            for pos, row in read_annotations(self.store, plan.annotate_plans(), ref).items():
-                rows[(url, pos)] = {"shard": url, "key": keys[pos] if pos < len(keys) else None, "pos": pos, **row}
-        for table in self.clusters().values():
-            for row in table.to_pylist():
-                rows[(row["shard"], row["pos"])].update(dup_cluster=row["dup_cluster"], dup_cluster_size=row["dup_cluster_size"])
-            types.update(dup_cluster=pa.int64(), dup_cluster_size=pa.int32())
-        types["error"] = pa.string()
-        present = {c for r in rows.values() for c in r}
-        schema = pa.schema([(c, t) for c, t in types.items() if c in present or c in ("shard", "key", "pos")])
-        return pa.Table.from_pylist(list(rows.values()), schema=schema)
+            table = self.shard_annotations(url, clusters)
+            if table.num_rows:
+                yield table
+
+    def _annotation_types(self) -> dict[str, pa.DataType]:
+        types: dict[str, pa.DataType] = {"shard": pa.string(), "key": pa.string(), "pos": pa.int64()}
+        for p in self.plan.annotate_plans():
+            types.update(p.columns)
+        return {**types, "dup_cluster": pa.int64(), "dup_cluster_size": pa.int32(), "error": pa.string()}
+
+    def shard_annotations(self, url: str, clusters: list[_Clusters] | None = None) -> pa.Table:
+        """The stored annotation columns of input shard ``url`` alone, in ``pos`` order (see
+        :meth:`annotations`); ``clusters``: the dedup steps' cluster datasets, if already open."""
+        ref = self.shard_ref(url)
+        parts = [self.store.read_part_if_readable(self.store.part_path(p.id, p.part_name(ref))) for p in self.plan.annotate_plans()]
+        parts = [part for part in parts if part is not None]
+        positions = np.unique(np.concatenate([part["pos"].to_numpy() for part in parts] + [np.empty(0, np.int64)]))
+        manifest = self.store.read_part_if_readable(self.store.part_path(READ_STEP, read_part_name(ref)))
+        columns: dict[str, Any] = {
+            "shard": pa.repeat(pa.scalar(url, pa.string()), len(positions)),
+            "key": _at(manifest, positions)["key"] if manifest is not None else pa.nulls(len(positions), pa.string()),
+            "pos": pa.array(positions, pa.int64()),
+        }
+        errors = []
+        for part in parts:
+            aligned = _at(part, positions)
+            columns.update((c, aligned[c]) for c in part.column_names if c not in ("pos", "key", "error"))
+            errors.append(pc.if_else(pc.equal(aligned["error"], ""), None, aligned["error"]))
+        for cluster in self._cluster_datasets() if clusters is None else clusters:
+            aligned = _at(cluster.of(url), positions)
+            for c in ("dup_cluster", "dup_cluster_size"):  # a later step's cluster wins where it has one
+                columns[c] = pc.coalesce(aligned[c], columns[c]) if c in columns else aligned[c]
+        error = pc.coalesce(*errors) if errors else pa.nulls(len(positions), pa.string())  # the first step's error
+        if error.null_count < len(error):
+            columns["error"] = error
+        return pa.table(columns)
+
+    def _cluster_datasets(self) -> list[_Clusters]:
+        """The cluster file of each dedup step that ran, in recipe order, its parts by shard."""
+        paths = [self.store.part_path(s.id, CLUSTER_FILE) for s in self.recipe.steps if isinstance(s, DedupStep)]
+        return [_Clusters.open(path) for path in paths if path.exists()]
 
     def kept_rows(self) -> "PriorRows":
-        """The kept samples' keys and stored columns, for deduplicating a new run against this one."""
+        """The kept samples' keys and stored columns, for deduplicating a new run against this one
+        (one Arrow table, built shard by shard)."""
         from ..steps.dedup import PriorRows
 
-        kept = {(d["shard"], d["pos"]) for d in self.decisions_where(pc.field("kept"), ["shard", "pos"]).to_pylist()}
-        rows = [r for r in self.annotations().to_pylist() if (r["shard"], r["pos"]) in kept]
-        names = {c for r in rows for c in r} - {"shard", "key", "pos", "error"}
-        return PriorRows(str(self.root), [r["key"] for r in rows], {c: [r.get(c) for r in rows] for c in names})
+        clusters = self._cluster_datasets()
+        tables = []
+        for url in self.info["inputs"]:
+            table = self.shard_annotations(url, clusters)
+            kept = self.shard_decisions(url, ["pos", "kept"]).filter(pc.field("kept"))["pos"]
+            tables.append(table.filter(pc.is_in(table["pos"], value_set=kept)).drop_columns(["shard", "pos"]))
+        table = pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({"key": pa.array([], pa.string())})
+        return PriorRows(str(self.root), table.drop_columns([c for c in ("error",) if c in table.column_names]))
 
     def sample(self, key: str) -> list[dict[str, Any]]:
         """Everything about the input sample(s) called ``key`` (one per shard holding it): shard,
@@ -178,7 +219,7 @@ class Run:
         for step in self.recipe.steps:
             path = self.store.part_path(step.id, CLUSTER_FILE)
             if isinstance(step, DedupStep) and path.exists():
-                found[step.id] = pq.read_table(path, filters=where)
+                found[step.id] = read_table(path, filters=where)
         return found
 
     def dropped_by(self, step: str) -> pa.Table:
@@ -215,10 +256,14 @@ class Run:
         """A :class:`SampleView` of ``sample`` with this run's modalities (for thumbnails, annotators)."""
         return SampleView(sample, self.recipe.modalities)
 
+    def _fragments(self) -> list[ds.Fragment]:
+        """The files of the decisions dataset, in input order."""
+        return sorted(self.decisions_dataset().get_fragments(), key=lambda f: f.path)
+
     def funnel(self) -> list[StepCount]:
         """Counts per step, aggregated file by file (never the whole decisions at once)."""
         groups, rows = [], 0
-        for fragment in sorted(self.decisions_dataset().get_fragments(), key=lambda f: f.path):
+        for fragment in self._fragments():
             table = fragment.to_table(columns=["step", "reason"])
             groups.append(drop_groups(table, rows))
             rows += table.num_rows
@@ -226,13 +271,16 @@ class Run:
 
     def unreadable_inputs(self) -> dict[str, str]:
         """Input shard URL -> why, for the inputs not one sample of which could be read (every
-        sample dropped at ``read``, or no sample found at all)."""
-        d = self.decisions.select(["shard", "step", "reason"])
-        at_read = pc.fill_null(pc.equal(d["step"], READ_STEP), False)
-        readable = set(pc.unique(d.filter(pc.invert(at_read))["shard"]).to_pylist())
+        sample dropped at ``read``, or no sample found at all); aggregated file by file."""
+        readable: set[str] = set()
         why: dict[str, str] = {}
-        for row in d.filter(at_read).to_pylist():
-            why.setdefault(row["shard"], row["reason"] or "read_error")
+        for fragment in self._fragments():
+            d = fragment.to_table(columns=["shard", "step", "reason"])
+            at_read = pc.fill_null(pc.equal(d["step"], READ_STEP), False)
+            readable.update(pc.unique(d.filter(pc.invert(at_read))["shard"]).to_pylist())
+            first = d.filter(at_read).group_by("shard", use_threads=False).aggregate([("reason", "first", pc.ScalarAggregateOptions(skip_nulls=False))])
+            for shard, reason in zip(first["shard"].to_pylist(), first["reason_first"].to_pylist()):
+                why.setdefault(shard, reason or "read_error")
         failed = self.info.get("failed") or {}
         return {url: why.get(url, "no samples") for url in self.info["inputs"] if url not in readable and url not in failed}
 
@@ -249,6 +297,50 @@ class Run:
                 kept_keys.setdefault(reason, set()).add(entry["values"])
             counts[reason] += count
         return [(f"{r} (of {len(kept_keys[r])} kept sample(s))" if r in kept_keys else r, c) for r, c in counts.most_common(n)]
+
+
+_CLUSTER_COLUMNS = pa.schema([("pos", pa.int64()), ("dup_cluster", pa.int64()), ("dup_cluster_size", pa.int32())])
+
+
+@dataclass
+class _Clusters:
+    """One dedup step's cluster file: its parts by the shard each holds, told by the parts'
+    statistics (read once), so a shard's rows are one part read, not a scan of every part;
+    parts of many shards (one file, as earlier versions wrote) are scanned with a filter."""
+
+    by_shard: dict[str, list[ds.Fragment]]
+    mixed: list[ds.Fragment]
+
+    @classmethod
+    def open(cls, path: Location) -> "_Clusters":
+        by_shard: dict[str, list[ds.Fragment]] = {}
+        mixed = []
+        for fragment in dataset(path, format="parquet").get_fragments():
+            fragment.ensure_complete_metadata()
+            stats = [rg.statistics.get("shard") for rg in fragment.row_groups if rg.num_rows]
+            urls = {(s["min"], s["max"]) for s in stats if s}
+            if len(urls) == 1 and all(stats) and len(set(next(iter(urls)))) == 1:
+                by_shard.setdefault(next(iter(urls))[0], []).append(fragment)
+            elif stats:
+                mixed.append(fragment)
+        return cls(by_shard, mixed)
+
+    def of(self, url: str) -> pa.Table:
+        """pos, dup_cluster and dup_cluster_size of the rows of shard ``url``."""
+        columns = _CLUSTER_COLUMNS.names
+        tables = [f.to_table(columns=columns) for f in self.by_shard.get(url, [])]
+        tables += [f.to_table(filter=pc.field("shard") == url, columns=columns) for f in self.mixed]
+        return pa.concat_tables([t.cast(_CLUSTER_COLUMNS) for t in tables]) if tables else _CLUSTER_COLUMNS.empty_table()
+
+
+def _at(table: pa.Table, positions: np.ndarray) -> pa.Table:
+    """The rows of ``table`` (which has a ``pos`` column) at ``positions``; all null where it has none."""
+    pos = table["pos"].to_numpy()
+    if not len(pos):
+        return table.take(pa.nulls(len(positions), pa.int64()))
+    order = np.argsort(pos, kind="stable")
+    at = order[np.minimum(np.searchsorted(pos, positions, sorter=order), len(pos) - 1)]
+    return table.take(pa.array(at, pa.int64(), mask=pos[at] != positions))
 
 
 def open_run(out: str | os.PathLike[str]) -> Run:

@@ -26,7 +26,6 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from .browse import STYLE, Gallery, labelled_row
 from .charts import DROPPED_COLOR, KEPT_COLOR, Histogram, Threshold, ValueSample, funnel_svg, histogram_chart, value_axis
@@ -37,6 +36,7 @@ from ..recipe import AnnotateStep, DedupStep, FilterStep
 from ..steps.dedup.results import REFERENCE_REASON
 from ..store.runview import Run, open_run
 from ..store.runstore import atomic_write_bytes
+from ..io.location import Location, location, read_table
 
 __all__ = ["ReportOptions", "build_report", "write_report"]
 
@@ -59,10 +59,10 @@ class ReportOptions:
     seed: int = 0
 
 
-def write_report(run: str | os.PathLike[str] | Run, path: str | os.PathLike[str] | None = None, options: ReportOptions = ReportOptions()) -> Path:
+def write_report(run: str | os.PathLike[str] | Run, path: str | os.PathLike[str] | None = None, options: ReportOptions = ReportOptions()) -> Location:
     """Write the report of ``run`` (a run directory or :class:`Run`) to ``path`` (default ``RUN/report.html``)."""
     run = run if isinstance(run, Run) else open_run(run)
-    target = Path(path) if path is not None else run.root / REPORT_NAME
+    target = location(path) if path is not None else run.root / REPORT_NAME
     atomic_write_bytes(target, build_report(run, options).encode("utf-8"))
     return target
 
@@ -163,7 +163,7 @@ def _column_parts(run: Run, plans: dict[str, AnnotatePlan], columns: Mapping[str
         for plan_id, names in columns.items():
             path = run.store.part_path(plan_id, plans[plan_id].part_name(run.shard_ref(url)))
             if path.exists():
-                table = pq.read_table(path, columns=["pos", *names, "error"]).filter(pc.field("error").is_null())
+                table = read_table(path, columns=["pos", *names, "error"]).filter(pc.field("error").is_null())
                 if kept is None:  # decisions row i is pos i
                     kept = run.shard_decisions(url, ["kept"])["kept"].to_numpy(zero_copy_only=False).astype(bool)
                 yield plan_id, table, kept[table["pos"].to_numpy()]

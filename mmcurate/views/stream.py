@@ -23,20 +23,22 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Mapping
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ..engine.plan import build_plan, reads_pixels
+from ..io.inputs import ShardRef, shard_identity
 from ..recipe import Recipe
 from ..store.runview import Run
 from ..steps.sampleview import SampleView
 from ..engine.shard_task import AnnotatePlan, compute_rows, decide_steps
 from ..store.runstore import RunStore
+from ..io.location import read_table
 from ..io.tarread import Member, Sample
 
-__all__ = ["RecipeSelect", "RunSelect", "UnknownSample", "select"]
+__all__ = ["RecipeSelect", "RunSelect", "ShardChanged", "UnknownSample", "select"]
 
 WdsSample = Mapping[str, Any]
 Unknown = Literal["error", "drop", "keep"]
+Match = Literal["identity", "name"]
 
 
 class UnknownSample(KeyError):
@@ -46,20 +48,35 @@ class UnknownSample(KeyError):
         return str(self.args[0])
 
 
+class ShardChanged(UnknownSample):
+    """A streamed shard at the URL (or with the file name) of one of the run's inputs whose
+    identity (size, stamps) differs from the one the run recorded."""
+
+
 def select(
     run: str | os.PathLike[str] | Run | None = None,
     *,
     recipe: str | os.PathLike[str] | Recipe | None = None,
     overrides: Iterable[str] = (),
     unknown: Unknown = "error",
+    match: Match = "identity",
     batch_size: int = 32,
 ) -> "RunSelect | RecipeSelect":
     """A pipeline stage keeping the samples a run kept (``run=``), or those a recipe's
     per-sample steps keep (``recipe=``, with optional ``overrides`` like ``--set``).
 
-    ``run``: samples are matched by input shard file name and key (the full URL when two of
-    the run's inputs share a file name; a key a shard repeats, by occurrence in tar order); ``unknown`` says what to do with a sample the run
-    never saw: raise :class:`UnknownSample` (default), ``"drop"`` or ``"keep"`` it.
+    ``run``: a streamed shard (``__url__``) is matched to one of the run's input shards by its
+    identity, the size and stamps (mtime, ETag, version) the run recorded, looked up with one
+    ``fs.info`` when the stream reaches it: the input shard at the same URL (or, failing that,
+    the only one with its file name) when the identities agree, else the input shard with that
+    identity under any name (a copy that keeps them: ``cp -p``, ``rsync -t``, ``mv``, an object
+    copy). A shard at an input's URL or file name whose identity differs has changed since the
+    run: :class:`ShardChanged` (naming the file, recorded and found identity) under the default
+    ``unknown="error"``. ``match="name"`` trusts URLs and file names instead (as does a URL that
+    cannot be looked up, such as ``pipe:``; a filesystem without stamps is compared by size).
+    Within a shard, samples are matched by key (a key the shard repeats, by occurrence in tar
+    order). ``unknown`` says what to do with a sample the run never saw: raise
+    :class:`UnknownSample` (default), ``"drop"`` or ``"keep"`` it.
 
     ``recipe``: annotators run on the stream in batches of ``batch_size`` and filters decide,
     exactly as in a run; global steps (dedup) need the whole dataset and are skipped, with a
@@ -70,7 +87,7 @@ def select(
     if run is not None:
         if tuple(overrides):
             raise TypeError("select(run=...): overrides apply to recipe=; re-run the recipe with --set to change a run")
-        return RunSelect(run, unknown)
+        return RunSelect(run, unknown, match)
     return RecipeSelect(Recipe.resolve(recipe, overrides), batch_size)
 
 
@@ -78,6 +95,11 @@ def _normal_url(url: str) -> str:
     if "://" in url and not url.startswith("file://"):
         return url
     return os.path.abspath(url.removeprefix("file://"))
+
+
+def _same(recorded: str, found: str) -> bool:
+    """Whether two identities (:attr:`ShardRef.content`) agree; one without stamps, by size."""
+    return recorded == found or (found.endswith("|") and recorded.split("|", 1)[0] == found.split("|", 1)[0])
 
 
 class RunSelect:
@@ -90,45 +112,79 @@ class RunSelect:
     CACHED = 4
     """Shards whose decisions are held at once (a stream that interleaves a few shards)."""
 
-    def __init__(self, run: str | os.PathLike[str] | Run, unknown: Unknown = "error"):
+    def __init__(self, run: str | os.PathLike[str] | Run, unknown: Unknown = "error", match: Match = "identity"):
         if unknown not in ("error", "drop", "keep"):
             raise ValueError(f"unknown={unknown!r}: expected 'error', 'drop' or 'keep'")
+        if match not in ("identity", "name"):
+            raise ValueError(f"match={match!r}: expected 'identity' or 'name'")
         # decisions.parquet alone: a training machine needs no annotator (plugin) the run used
         self.store = run.store if isinstance(run, Run) else RunStore(run)
         if not self.store.decisions_path.exists():
             raise FileNotFoundError(f"{self.store.root}: no decisions.parquet; not a finished mmcurate run")
         if self.store.decisions_path.is_dir():
-            index = pq.read_table(self.store.decisions_index, columns=["url", "file"]).to_pydict()
-            files: dict[str, str | None] = dict(zip(index["url"], index["file"]))
-        else:  # a run of mmcurate before decisions became a dataset: one file
-            files = dict.fromkeys(pc.unique(pq.read_table(self.store.decisions_path, columns=["shard"])["shard"]).to_pylist())
-        names = [Path(u).name for u in files]
-        self.by_name = len(set(names)) == len(names)
-        self.files = {self._shard_id(url): (url, file) for url, file in files.items()}
+            index = read_table(self.store.decisions_index, columns=["url", "identity", "file"]).to_pydict()
+            self.shards = [ShardRef(url, identity) for url, identity in zip(index["url"], index["identity"])]
+            self.files: list[str | None] = index["file"]
+        else:  # a run of mmcurate before decisions became a dataset: one file, no identities
+            urls = pc.unique(read_table(self.store.decisions_path, columns=["shard"])["shard"]).to_pylist()
+            self.shards, self.files, match = [ShardRef(url, "") for url in urls], [None] * len(urls), "name"
+        self.by_url = {_normal_url(ref.url): i for i, ref in enumerate(self.shards)}
+        self.by_name: dict[str, list[int]] = {}
+        self.by_content: dict[str, list[int]] = {}
+        for i, ref in enumerate(self.shards):
+            self.by_name.setdefault(Path(ref.url).name, []).append(i)
+            self.by_content.setdefault(ref.content, []).append(i)
         self.source = str(self.store.root)
         self.unknown = unknown
-        self._cache: OrderedDict[str, tuple[dict[str, bool], dict[str, list[bool]], Counter[str]]] = OrderedDict()
+        self.match = match
+        self._matched: dict[str, int | None] = {}
+        self._cache: OrderedDict[int, tuple[dict[str, bool], dict[str, list[bool]], Counter[str]]] = OrderedDict()
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_cache": OrderedDict()}
 
-    def _shard_id(self, url: str) -> str:
-        return Path(url).name if self.by_name else _normal_url(url)
+    def _shard(self, url: str) -> int | None:
+        """The run's input shard (its number) that the streamed shard ``url`` is; see :func:`select`."""
+        if url not in self._matched:
+            self._matched[url] = self._find(url)
+        return self._matched[url]
 
-    def _verdicts(self, shard: str) -> tuple[dict[str, bool], dict[str, list[bool]], Counter[str]] | None:
-        """key -> kept for the run's input shard ``shard`` (by :meth:`_shard_id`); keys the shard
-        holds more than once: their verdicts in tar order, and how many were streamed so far."""
+    def _find(self, url: str) -> int | None:
+        named = self.by_url.get(_normal_url(url))
+        if named is None and len(self.by_name.get(Path(url).name, [])) == 1:
+            named = self.by_name[Path(url).name][0]
+        if self.match == "name":
+            return named
+        try:
+            found = shard_identity(url).content
+        except Exception:  # a pipe: URL, or one that cannot be looked up: its name must do
+            return named
+        if named is not None and _same(self.shards[named].content, found):
+            return named
+        same = self.by_content.get(found, [])
+        if same:
+            return next((i for i in same if Path(self.shards[i].url).name == Path(url).name), same[0])
+        if named is not None and self.unknown == "error":
+            expected = self.shards[named]
+            raise ShardChanged(
+                f"{url}: not the shard run {self.source} decided as {expected.url}: its identity (size|stamps) was "
+                f"{expected.content!r}, now {found!r}; re-run mmcurate on the changed shard(s), copy shards keeping their "
+                f"times (cp -p, rsync -t), or pass match='name' to trust file names"
+            )
+        return None
+
+    def _verdicts(self, shard: int) -> tuple[dict[str, bool], dict[str, list[bool]], Counter[str]]:
+        """key -> kept for the run's input shard number ``shard``; keys the shard holds more than
+        once: their verdicts in tar order, and how many were streamed so far."""
         if shard in self._cache:
             self._cache.move_to_end(shard)
             return self._cache[shard]
-        if shard not in self.files:
-            return None
-        url, file = self.files[shard]
+        file = self.files[shard]
         columns = ["key", "kept"]
         if file is None:
-            table = pq.read_table(self.store.decisions_path, columns=columns, filters=[("shard", "=", url)])
+            table = read_table(self.store.decisions_path, columns=columns, filters=[("shard", "=", self.shards[shard].url)])
         else:
-            table = pq.read_table(self.store.decisions_path / file, columns=columns)
+            table = read_table(self.store.decisions_path / file, columns=columns)
         kept: dict[str, bool] = {}
         repeated: dict[str, list[bool]] = {}
         for key, verdict in zip(table["key"].to_pylist(), table["kept"].to_pylist()):
@@ -144,10 +200,10 @@ class RunSelect:
         for sample in samples:
             url = str(sample.get("__url__", ""))
             key = sample["__key__"]
-            found = self._verdicts(self._shard_id(url))
+            shard = self._shard(url)
             verdict = None
-            if found is not None:
-                kept, repeated, occurrences = found
+            if shard is not None:
+                kept, repeated, occurrences = self._verdicts(shard)
                 verdict = kept.get(key)
                 if key in repeated:
                     verdict = repeated[key][min(occurrences[key], len(repeated[key]) - 1)]

@@ -20,7 +20,7 @@ uint64; compare two with :func:`mmcurate.steps.perceptual.hamming`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -59,11 +59,9 @@ class _PerceptualHash(Annotator):
     ``mirror: true``, ``<name>_variants`` with ``rotate``, ``<name>_regions`` with ``regions: true``."""
 
     Config = HashConfig
-    version = "2"
+    version = "3"
     size: ClassVar[tuple[int, int]]
     """(width, height) of the grayscale thumbnail the hash is computed from."""
-    hash_pixels: ClassVar[Callable[[np.ndarray], np.ndarray]]
-    """(N, height, width) uint8 thumbnails -> (N,) uint64 hashes."""
 
     @classmethod
     def columns_for(cls, config: Any) -> dict[str, pa.DataType]:
@@ -109,9 +107,8 @@ class _PerceptualHash(Annotator):
         if not prepared:
             return rows
         thumbs = self._thumbnails(prepared)  # (N, 1 + variants, h, w)
-        hash_pixels = type(self).hash_pixels
-        hashes = hash_pixels(thumbs.reshape(-1, *thumbs.shape[2:])).reshape(thumbs.shape[:2])
-        mirrored = hash_pixels(thumbs[:, 0, :, ::-1]) if self.config.mirror else None
+        hashes = self.hash_pixels(thumbs.reshape(-1, *thumbs.shape[2:])).reshape(thumbs.shape[:2])
+        mirrored = self.hash_pixels(thumbs[:, 0, :, ::-1]) if self.config.mirror else None
         for j, i in enumerate(where):
             rows[i] = {self.name: int(hashes[j, 0])}
             if mirrored is not None:
@@ -123,6 +120,10 @@ class _PerceptualHash(Annotator):
                 rows[i][f"{self.name}_regions"] = [int(h) for h in hashes[j, turns:]]
         return rows
 
+    def hash_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, height, width) uint8 thumbnails -> (N,) uint64 hashes."""
+        raise NotImplementedError
+
 
 class PHash(_PerceptualHash):
     """DCT perceptual hash (``imagehash.phash``): robust to rescaling, recompression, small edits."""
@@ -130,7 +131,9 @@ class PHash(_PerceptualHash):
     name = "phash"
     columns = {"phash": pa.uint64(), "phash_mirror": pa.uint64()}
     size = perceptual.PHASH_SIZE
-    hash_pixels = staticmethod(perceptual.phash_pixels)
+
+    def hash_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        return perceptual.phash_pixels(pixels, exact=self.config.mode == "exact")
 
 
 class DHash(_PerceptualHash):
@@ -139,4 +142,6 @@ class DHash(_PerceptualHash):
     name = "dhash"
     columns = {"dhash": pa.uint64(), "dhash_mirror": pa.uint64()}
     size = perceptual.DHASH_SIZE
-    hash_pixels = staticmethod(perceptual.dhash_pixels)
+
+    def hash_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        return perceptual.dhash_pixels(pixels)

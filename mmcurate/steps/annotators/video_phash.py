@@ -5,8 +5,11 @@ most of its frames' times with the original) and hashed exactly as the image ``p
 annotator hashes an image (:mod:`mmcurate.steps.perceptual`). Uniform borders of any colour that
 stay in every sampled frame (letterboxing, pillarboxing, padding) are cropped first, by the
 image rule (:func:`mmcurate.steps.perceptual.border_box`), so a letterboxed copy hashes like its
-source. Frames come upright (rotation side data applied), so a copy flagged as turned matches. Flat frames (a fade to black, a blank title card) carry no pattern to
-compare and are left out. The ``video_phash`` dedup method groups videos by these lists.
+source. Frames come upright (rotation side data applied), so a copy stored turned and flagged to
+be shown upright matches; ``turns`` also hashes every frame turned by quarter turns, so a copy
+flagged to be shown turned (or re-encoded turned) matches too. Flat frames (a fade to black, a
+blank title card) carry no pattern to compare and are left out. The ``video_phash`` dedup method
+groups videos by these lists.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ class VideoPHashConfig(TimeLimit):
     """Short side of the decoded frames in pixels (the hash reads a 32x32 thumbnail)."""
     crop_borders: bool = True
     """Crop uniform borders that stay in every sampled frame before hashing."""
+    turns: bool = True
+    """Also hash each hashed frame turned by 90, 180 and 270 degrees into ``video_phash_turns``, so
+    a copy shown turned (a rotation flag added to the same stream) matches."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -58,14 +64,20 @@ def static_borders(gray: np.ndarray) -> tuple[slice, slice]:
 
 
 class VideoPHash(Annotator):
-    """Columns ``video_phash`` (list of uint64, in time order) and ``video_phash_frames``
-    (frames sampled, flat ones included)."""
+    """Columns ``video_phash`` (list of uint64, in time order), ``video_phash_frames`` (frames
+    sampled, flat ones included) and, with ``turns``, ``video_phash_turns`` (the hashed frames
+    turned a quarter, a half and three quarters counter-clockwise: three lists of
+    ``video_phash``'s length, one after the other)."""
 
     name = "video_phash"
-    version = "2"
+    version = "3"
     Config = VideoPHashConfig
     needs_pixels = False  # image pixels, that is
-    columns = {"video_phash": pa.list_(pa.uint64()), "video_phash_frames": pa.int32()}
+    columns = {"video_phash": pa.list_(pa.uint64()), "video_phash_frames": pa.int32(), "video_phash_turns": pa.list_(pa.uint64())}
+
+    @classmethod
+    def columns_for(cls, config: VideoPHashConfig) -> dict[str, pa.DataType]:
+        return {c: t for c, t in cls.columns.items() if config.turns or c != "video_phash_turns"}
 
     def annotate_one(self, sample: SampleView) -> Row:
         c = self.config
@@ -77,5 +89,9 @@ class VideoPHash(Annotator):
         rows, cols = static_borders(gray) if c.crop_borders else (slice(None), slice(None))
         thumbs = np.stack([perceptual.thumbnail(Image.fromarray(np.ascontiguousarray(g[rows, cols])), perceptual.PHASH_SIZE) for g in gray])
         patterned = thumbs.reshape(len(thumbs), -1).std(axis=1) >= _FLAT_STD
-        hashes = perceptual.phash_pixels(thumbs[patterned]) if patterned.any() else np.empty(0, np.uint64)
-        return {"video_phash": [int(h) for h in hashes], "video_phash_frames": len(thumbs)}
+        kept = thumbs[patterned]
+        row: Row = {"video_phash": [int(h) for h in perceptual.phash_pixels(kept)], "video_phash_frames": len(thumbs)}
+        if c.turns:
+            turned = np.concatenate([np.rot90(kept, k, axes=(1, 2)) for k in (1, 2, 3)])
+            row["video_phash_turns"] = [int(h) for h in perceptual.phash_pixels(turned)]
+        return row

@@ -24,10 +24,12 @@ class DedupArrays:
     """What travels to the dedup task: the compared values, keep scores, and prior flags."""
 
     values: Any  # hashables (exact), uint64 (n,) (phash), float32 (n, d) (semantic), uint64 arrays (video_phash)
-    extra: dict[str, np.ndarray]
+    extra: dict[str, Any]
     """phash: more hashes per row, one uint64 (n,) array per kind (mirrored, each turn, each
     region), by kind name; a row matches another when its hash or one kind of its hashes is near the other's
-    hash or the same kind of the other's hashes (never two different kinds: no turned-mirrored)."""
+    hash or the same kind of the other's hashes (never two different kinds: no turned-mirrored).
+    video_phash: ``<column>_turns``, an (n,) object array of uint64 arrays (each video's frames
+    turned by quarter turns)."""
     score: np.ndarray  # higher is kept first; zeros for keep: first
     prior: np.ndarray  # bool
 
@@ -73,25 +75,42 @@ def _near_labels(arrays: DedupArrays, max_distance: int) -> tuple[np.ndarray, di
     return cluster_labels(n, pairs), {"pairs_within_distance": int(len(pairs))}
 
 
+def _versions(arrays: DedupArrays) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Each video's distinct frame hashes, then, with turns, those of its frames turned by each
+    quarter turn: (hash lists, the video of each list, its turn: 0 for the frames as shown)."""
+    lists = [np.unique(np.asarray(v, dtype=np.uint64)) for v in arrays.values]
+    video, turn = list(range(len(lists))), [0] * len(lists)
+    for turned in arrays.extra.values():
+        for i, (v, t) in enumerate(zip(arrays.values, turned)):
+            t = np.asarray(t, dtype=np.uint64)
+            if len(v) and len(t) == 3 * len(v):
+                lists += [np.unique(part) for part in t.reshape(3, len(v))]
+                video += [i] * 3
+                turn += [1, 2, 3]
+    return lists, np.asarray(video, dtype=np.int64), np.asarray(turn, dtype=np.int64)
+
+
 def _video_labels(arrays: DedupArrays, config: VideoNearConfig) -> tuple[np.ndarray, dict[str, Any]]:
-    """Videos linked when most distinct frame hashes of one have a near hash in the other,
-    then clustered. A hash held by more than ``config.max_hash_videos`` videos (an intro, a
-    black frame) is left out of the search: it cannot tell videos apart and would cost
-    ``m^2`` pairs; it still counts in its videos' number of hashes. Every other near pair of
-    frames is expanded; repeated hashes within one video count once."""
+    """Videos linked when most distinct frame hashes of one have a near hash in the other (or,
+    with turns, in the other's frames turned by one quarter turn), then clustered. A hash held
+    by more than ``config.max_hash_videos`` videos (an intro, a black frame) is left out of the
+    search: it cannot tell videos apart and would cost ``m^2`` pairs; it still counts in its
+    videos' number of hashes. Every other near pair of frames is expanded; repeated hashes
+    within one video count once."""
     from .neardup import cluster_labels, near_duplicate_pairs
 
-    lists = [np.unique(np.asarray(v, dtype=np.uint64)) for v in arrays.values]
-    n = len(lists)
+    n = len(arrays.values)
+    lists, video_of, turn_of = _versions(arrays)
     counts = np.array([len(v) for v in lists], dtype=np.int64)
-    owner = np.repeat(np.arange(n, dtype=np.int64), counts)
-    flat = np.concatenate(lists) if n else np.empty(0, np.uint64)
+    owner = np.repeat(np.arange(len(lists), dtype=np.int64), counts)  # a version: a video as shown or turned
+    flat = np.concatenate(lists) if lists else np.empty(0, np.uint64)
     _, inverse, videos = np.unique(flat, return_inverse=True, return_counts=True)
     common = videos[inverse.reshape(-1)] > config.max_hash_videos
     flat, owner = flat[~common], owner[~common]
     frames = near_duplicate_pairs(flat, config.max_distance, all_duplicate_pairs=True)
     x, y = owner[frames[:, 0]], owner[frames[:, 1]]
-    across = x != y
+    # two different videos, one of them as shown (turning both is the same as turning neither)
+    across = (video_of[x] != video_of[y]) & ((turn_of[x] == 0) | (turn_of[y] == 0))
     # (video, other video, frame of video) for both directions; distinct rows count matches.
     rows = np.concatenate(
         [np.stack([x, y, frames[:, 0]], axis=1)[across], np.stack([y, x, frames[:, 1]], axis=1)[across]]
@@ -99,7 +118,7 @@ def _video_labels(arrays: DedupArrays, config: VideoNearConfig) -> tuple[np.ndar
     matched = np.unique(rows, axis=0)[:, :2]
     ordered, hits = np.unique(matched, axis=0, return_counts=True)
     enough = hits >= config.min_shared * counts[ordered[:, 0]]
-    pairs = np.unique(np.sort(ordered[enough], axis=1), axis=0)
+    pairs = np.unique(np.sort(video_of[ordered[enough]], axis=1), axis=0).reshape(-1, 2)
     stats = {
         "frame_pairs_within_distance": int(across.sum()),
         "video_pairs": int(len(pairs)),
@@ -220,7 +239,16 @@ def dedup_arrays(step: Any, columns: dict[str, list[Any]], prior: np.ndarray) ->
         values = np.asarray(values, dtype=np.float32)
     elif step.method == "video_phash":
         values = [np.asarray(v or [], dtype=np.uint64) for v in values]
+        return DedupArrays(values=values, extra={col: _hash_lists(columns[col]) for col in config.extra_columns}, score=score, prior=prior)
     return DedupArrays(values=values, extra=_extra_hashes(config, columns), score=score, prior=prior)
+
+
+def _hash_lists(lists: list[Any]) -> np.ndarray:
+    """(n,) object array of uint64 arrays (taken and joined by row like the other arrays)."""
+    out = np.empty(len(lists), dtype=object)
+    for i, v in enumerate(lists):
+        out[i] = np.asarray(v or [], dtype=np.uint64)
+    return out
 
 
 def _extra_hashes(config: Any, columns: dict[str, list[Any]]) -> dict[str, np.ndarray]:

@@ -94,6 +94,14 @@ class VideoNearConfig:
     max_hash_videos: int = 100
     """A frame hash held by more than this many videos (a shared intro, a black frame) is left
     out of the search (it cannot tell videos apart and costs m^2 pairs); reported."""
+    turns: bool = True
+    """Also match a video's frames against the other's frames turned by quarter turns
+    (``<column>_turns``, from ``turns: true`` on the annotator, its default)."""
+
+    @property
+    def extra_columns(self) -> list[str]:
+        """The columns of extra hashes per row this step searches besides ``column``."""
+        return [f"{self.column}_turns"] if self.turns else []
 
     def __post_init__(self) -> None:
         if not 0 < self.min_shared <= 1:

@@ -59,7 +59,7 @@ def parents_in_partition(method: str, config: Any, rows: np.ndarray, arrays: Ded
     rows = rows[order]
     local = DedupArrays(
         values=[arrays.values[i] for i in order] if isinstance(arrays.values, list) else arrays.values[order],
-        extra=[e[order] for e in arrays.extra],
+        extra={k: e[order] for k, e in arrays.extra.items()},
         score=arrays.score[order],
         prior=arrays.prior[order],
     )

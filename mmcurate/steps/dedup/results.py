@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+
 __all__ = ["CLUSTER_FILE", "DedupReport", "PriorRows", "REASONS", "REFERENCE_REASON"]
 
 REASONS = {
@@ -22,11 +24,10 @@ CLUSTER_FILE = "dataset.parquet"
 @dataclass
 class PriorRows:
     """Reference items (``--against``: an earlier run's kept samples, or reference shards'
-    samples): their keys and stored columns."""
+    samples): ``key`` and the stored columns, one Arrow table (no Python object per sample)."""
 
     source: str
-    keys: list[str]
-    columns: dict[str, list[Any]]
+    table: pa.Table
 
 
 @dataclass
