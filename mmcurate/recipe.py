@@ -26,7 +26,7 @@ from .steps.blocklist import index_for, read_list
 from .decode.image import DEFAULT_IMAGE_EXTENSIONS, image_formats
 from .steps.dedup.config import METHODS as DEDUP_METHODS
 from .steps.dedup.config import KeepPolicy
-from .steps.expr import Expr, ExprError
+from .steps.expr import Expr, ExprError, kind_of
 from .steps.prune import DensityConfig
 from .steps.target import TargetConfig
 
@@ -81,10 +81,9 @@ class FilterStep:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "filter": self.expr.text}
 
-    def verdict(self, row: Mapping[str, Any]) -> str | None:
-        """The drop reason for a sample with columns ``row`` (``fails CLAUSE``), or None to keep it."""
-        failed = self.expr.failure(row)
-        return None if failed is None else f"fails {failed}"
+    def verdicts(self, table: pa.Table) -> list[str | None]:
+        """The drop reason of each sample (a row of ``table``): ``fails CLAUSE``, or None to keep it."""
+        return [None if failed is None else f"fails {failed}" for failed in self.expr.failures(table)]
 
 
 @dataclass(frozen=True)
@@ -444,15 +443,15 @@ def _validate(data: dict[str, Any], source: str) -> Recipe:
         step = _validate_step(raw, step_id, where, columns)
         if isinstance(step, AnnotateStep):
             columns.update(annotators.get(step.annotator).columns_for(step.config))
-        elif isinstance(step, KeepTopStep) and _kind(columns[step.column]) not in ("number", "boolean"):
+        elif isinstance(step, KeepTopStep) and kind_of(columns[step.column]) not in ("number", "boolean"):
             raise RecipeError(f"{where}: field 'keep_top': column {step.column!r} is not numeric; rank by a number column such as clip_score")
         steps.append(step)
     output = _build_config(OutputConfig, data.get("output") or {}, f"{source}: output")
     _check_file_name(output.prefix, f"{source}: output", "prefix")
-    if output.sort and _kind(columns.get(output.sort[0], pa.null())) not in ("number", "boolean", "string"):
+    if output.sort and kind_of(columns.get(output.sort[0], pa.null())) not in ("number", "boolean", "string"):
         raise RecipeError(
             f"{source}: output: field 'order': column {output.sort[0]!r} is not a number, boolean or string column of an "
-            f"annotate step (available: {', '.join(c for c, t in sorted(columns.items()) if _kind(t) != 'other') or 'none'})"
+            f"annotate step (available: {', '.join(c for c, t in sorted(columns.items()) if kind_of(t) != 'other') or 'none'})"
         )
     return Recipe(name=name, steps=tuple(steps), modalities=modalities, output=output, source=source)
 
@@ -494,15 +493,6 @@ def _validate_modalities(raw: Any, source: str) -> dict[str, tuple[str, ...]]:
     return modalities
 
 
-def _kind(dtype: pa.DataType) -> str:
-    """The :data:`~mmcurate.steps.expr.KINDS` entry of a column's Arrow type."""
-    if pa.types.is_integer(dtype) or pa.types.is_floating(dtype):
-        return "number"
-    if pa.types.is_boolean(dtype):
-        return "boolean"
-    return "string" if pa.types.is_string(dtype) or pa.types.is_large_string(dtype) else "other"
-
-
 def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: Mapping[str, pa.DataType]) -> Step:
     params = {k: v for k, v in raw.items() if k != "id"}
     if "annotate" in raw:
@@ -519,7 +509,7 @@ def _validate_step(raw: dict[str, Any], step_id: str, where: str, columns: Mappi
             expr = Expr.parse(str(raw["filter"]))
         except ExprError as exc:
             raise RecipeError(f"{where}: field 'filter': {exc}") from None
-        kinds = {c: _kind(t) for c, t in columns.items()}
+        kinds = {c: kind_of(t) for c, t in columns.items()}
         missing = sorted(expr.columns - set(columns))
         if missing:
             hint = expr.quote_hint(kinds)
@@ -586,7 +576,7 @@ _VECTOR = "a fixed-size vector such as image_embedding (`- annotate: clip_score`
 
 
 def _is_string_list(dtype: pa.DataType) -> bool:
-    return (pa.types.is_list(dtype) or pa.types.is_large_list(dtype)) and _kind(dtype.value_type) == "string"
+    return (pa.types.is_list(dtype) or pa.types.is_large_list(dtype)) and kind_of(dtype.value_type) == "string"
 
 
 def _is_vector(dtype: pa.DataType) -> bool:

@@ -167,3 +167,34 @@ def test_a_bare_word_compared_with_a_string_column_is_a_quoting_hint():
     assert parse("mode == RGB").quote_hint(KINDS_IMAGE) == "quote strings: mode == 'RGB'"
     assert parse("width > 3 and L != mode").quote_hint(KINDS_IMAGE) == "quote strings: 'L' != mode"
     assert parse("width > heigth").quote_hint(KINDS_IMAGE) == ""
+
+
+def test_a_table_of_samples_is_decided_at_once_with_nulls_nan_strings_and_lists():
+    import pyarrow as pa
+
+    nan = float("nan")
+    table = pa.table(
+        {
+            "w": pa.array([300, None, 300, 300, 100, 300], pa.int64()),
+            "r": pa.array([1.0, 1.0, nan, 2.0, 1.0, None], pa.float64()),
+            "mode": pa.array(["RGB", "RGB", "L", None, "CMYK", ""], pa.string()),
+            "ok": pa.array([True, True, None, True, False, True], pa.bool_()),
+        }
+    )
+    expr = parse("w >= 200 and r <= 3 and mode in ['RGB', 'L', null] and ok")
+    assert expr.failures(table) == [None, "w >= 200", "r <= 3", None, "w >= 200", "r <= 3"]
+    cases = {
+        "r != r": [False, False, True, False, False, False],  # NaN equals nothing; null == null
+        "r == null": [False, False, False, False, False, True],
+        "min(w, r) >= 1": [True, False, False, True, True, False],  # a function of NaN is NaN, of null is null
+        "not (w < 200)": [True, True, True, True, False, True],  # a missing value orders with nothing
+        "mode": [True, True, True, False, True, False],  # an empty string is false
+        "mode not in ['RGB']": [False, False, True, True, True, True],
+        "w == 'RGB' or mode > 'K'": [True, True, True, False, False, False],  # strings order with strings only
+        "ok == 1 and r": [True, True, False, True, False, False],  # booleans as 0/1; NaN is true, null false
+        "missing == null and not missing": [True] * 6,
+    }
+    for text, expected in cases.items():
+        decided = [reason is None for reason in parse(text).failures(table)]
+        assert decided == expected, text
+        assert [parse(text)(row) for row in table.to_pylist()] == expected, text  # one sample decides alike

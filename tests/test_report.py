@@ -94,6 +94,32 @@ def test_report_cost_is_bounded_by_its_options(demo, tmp_path):
     assert "demo-000001" not in examples and html.count('<figure class="thumb">') < demo.report.read_text().count('<figure class="thumb">')
 
 
+def _chart(html: str, title: str) -> tuple[str, int]:
+    """The SVG of the histogram titled ``title`` and the values its bars count."""
+    svg = html[html.index(f">{title}<") :]
+    svg = svg[: svg.index("</div></div>")]
+    bars = re.findall(r"<title>[^<]* to [^<]*: (\d+) kept, (\d+) dropped</title>", svg)
+    return svg, sum(int(k) + int(d) for k, d in bars[::2])  # each bin's title is on its kept and its dropped bar
+
+
+def test_histograms_of_a_large_run_count_every_value_from_a_bounded_sample(demo, tmp_path, monkeypatch):
+    from mmcurate.views import report
+    from mmcurate.views.charts import ValueSample
+
+    full, total = _chart(demo.report.read_text(), "width (image_info)")
+    monkeypatch.setattr(report, "SAMPLE_VALUES", 20)  # as if the run held millions of values
+    sampled, counted = _chart(write_report(demo.out, tmp_path / "sampled.html").read_text(), "width (image_info)")
+    stats = re.search(r"(\d+) values; min (\S+), median (.*), max (\S+)", sampled).groups()
+    assert re.search(r"(\d+) values; min (\S+), median \d+, max (\S+)", full).groups() == (stats[0], stats[1], stats[3])  # exact
+    assert re.fullmatch(r"≈ \d+(\.\d+)? \(of a sample of (1\d|20)\)", stats[2])  # said to be approximate
+    assert counted == total == int(stats[0])  # every value is in a bar
+    sample = ValueSample(100)
+    for chunk in np.split(np.arange(10_000.0), 10):
+        sample.add(chunk, chunk % 2 == 0)
+    assert sample.values.size <= 100 and sample.extent == (0.0, 9999.0) and sample.count == 10_000
+    assert (sample.kept == (sample.values % 2 == 0)).all()  # each value keeps its own flag
+
+
 @pytest.fixture(scope="module")
 def video(tmp_path_factory, client):
     return mmcurate.curate(str(REPO / "shards" / "video-000000.tar"), "video-default", tmp_path_factory.mktemp("video") / "run", client=client, quiet=True)

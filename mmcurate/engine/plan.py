@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Union
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..steps import annotators
 from ..io.inputs import ShardRef
@@ -141,13 +142,21 @@ def funnel_steps(recipe: Recipe) -> list[str]:
     return [READ_STEP] + [s.id for s in recipe.steps]
 
 
-def read_annotations(store: RunStore, plans: Iterable[AnnotatePlan], shard: ShardRef) -> dict[int, dict[str, Any]]:
-    """pos -> every column the ``plans`` stored for ``shard`` (``error`` only where one failed)."""
+def read_annotations(
+    store: RunStore, plans: Iterable[AnnotatePlan], shard: ShardRef, positions: Iterable[int] | None = None
+) -> dict[int, dict[str, Any]]:
+    """pos -> every column the ``plans`` stored for ``shard`` (``error`` only where one failed),
+    of the samples at ``positions`` only when given."""
+    wanted = None if positions is None else pa.array(sorted(set(positions)), pa.int64())
     merged: dict[int, dict[str, Any]] = {}
     for plan in plans:
-        for pos, row in store.read_rows(store.part_path(plan.id, plan.part_name(shard))).items():
-            error = row.pop("error")
-            del row["key"]
+        table = store.read_part_if_readable(store.part_path(plan.id, plan.part_name(shard)))
+        if table is None:
+            continue
+        if wanted is not None:
+            table = table.filter(pc.is_in(table["pos"], value_set=wanted))
+        for row in table.drop_columns(["key"]).to_pylist():
+            pos, error = row.pop("pos"), row.pop("error")
             target = merged.setdefault(pos, {})
             target.update(row)
             if error:

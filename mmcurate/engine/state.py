@@ -80,19 +80,27 @@ def state_path(store: RunStore, shard: ShardRef) -> Location:
     return store.root / STATE_DIR / f"{shard.name}-{digest([shard.url, shard.identity])}.parquet"
 
 
-def create_state(store: RunStore, shard: ShardRef, keys: Sequence[str], nbytes: Sequence[int], errors: Sequence[str | None]) -> None:
-    """The state of a shard as read: samples with a read error are dropped by ``read``."""
+def create_state(
+    store: RunStore, shard: ShardRef, keys: Sequence[str], nbytes: Sequence[int], errors: Sequence[str | None], drops: Mapping[int, tuple[str, str]]
+) -> ShardSummary:
+    """Write the state of a shard as read (samples with a read error are dropped by ``read``)
+    with the first group's ``drops`` (pos -> (step, reason)), in one write; return its summary."""
+    steps = [READ_STEP if e else None for e in errors]
+    reasons = list(errors)
+    for pos, (step, reason) in drops.items():
+        steps[pos], reasons[pos] = step, reason
     table = pa.table(
         {
             "pos": pa.array(np.arange(len(keys)), pa.int64()),
             "key": pa.array(keys, pa.string()),
             "nbytes": pa.array(nbytes, pa.int64()),
-            "step": pa.array([READ_STEP if e else None for e in errors], pa.string()),
-            "reason": pa.array(errors, pa.string()),
+            "step": pa.array(steps, pa.string()),
+            "reason": pa.array(reasons, pa.string()),
         },
         schema=STATE_SCHEMA,
     )
     atomic_write_table(state_path(store, shard), table)
+    return summarise(table)
 
 
 def read_state(store: RunStore, shard: ShardRef, columns: list[str] | None = None) -> pa.Table:

@@ -19,16 +19,27 @@ of a missing value is missing (``min(width, height) >= 224`` fails without both)
 and ``not`` nest at most :data:`MAX_DEPTH` deep. :meth:`Expr.check_kinds` rejects a comparison
 that can never be true because its sides are of different kinds (``caption_words >= '5'``), and a
 function given a string (``abs(mode)``).
+
+An expression is evaluated column-wise by Arrow over a table of samples (:meth:`Expr.failures`;
+one sample is a one-row table). Values compare as in Python: booleans as 0 and 1, strings with
+strings; a string and a number (or a list or bytes value and anything but null) are unequal and
+order with nothing. NaN equals nothing (``!=`` is true), orders with nothing, is true as a test,
+and a function of NaN is NaN. As a test, a missing value is false, a number is true unless 0, a
+string or list unless empty. ``x in [a, b]`` is ``x == a or x == b`` (so ``null in [null]`` holds).
 """
 
 from __future__ import annotations
 
-import operator
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Union
 
-__all__ = ["Comparison", "Expr", "ExprError", "FUNCTIONS", "KINDS", "MAX_DEPTH", "parse"]
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = ["Comparison", "Expr", "ExprError", "FUNCTIONS", "KINDS", "MAX_DEPTH", "kind_of", "parse"]
 
 MAX_DEPTH = 64
 """How deep parentheses and ``not`` may nest (deeper is an error, never a RecursionError)."""
@@ -51,16 +62,16 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 _KEYWORDS = {"and", "or", "not", "in", "true", "false", "null"}
-FUNCTIONS: dict[str, tuple[Callable[..., Any], int]] = {"min": (min, 2), "max": (max, 2), "abs": (abs, 1)}
+FUNCTIONS: dict[str, int] = {"min": 2, "max": 2, "abs": 1}
 """Functions an expression may call, with the fewest arguments each takes (``abs`` takes exactly one)."""
 _CHAR_HINTS = {"=": "compare with ==", "&": "write and", "|": "write or", "!": "write not, or != to compare"}
-_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
-    "==": operator.eq,
-    "!=": operator.ne,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
+_COMPARE: dict[str, Callable[..., Any]] = {
+    "==": pc.equal,
+    "!=": pc.not_equal,
+    "<": pc.less,
+    "<=": pc.less_equal,
+    ">": pc.greater,
+    ">=": pc.greater_equal,
 }
 
 
@@ -225,7 +236,7 @@ class _Parser:
             args.append(self._nested(pos, self.or_))
         if self.take()[1] != ")":
             raise ExprError(f"expected ')' after the arguments of {name}() in {self.text!r}")
-        fewest = FUNCTIONS[name][1]
+        fewest = FUNCTIONS[name]
         if len(args) < fewest or (name == "abs" and len(args) > 1):
             wanted = "one argument" if name == "abs" else f"{fewest} or more arguments"
             raise ExprError(f"{name}() takes {wanted}, got {len(args)} in {self.text!r}")
@@ -267,43 +278,115 @@ def _columns(node: Node) -> set[str]:
     return set()
 
 
-def _evaluate(node: Node, row: Mapping[str, Any]) -> Any:
+def kind_of(dtype: pa.DataType) -> str:
+    """The :data:`KINDS` entry of a column's Arrow type."""
+    if pa.types.is_integer(dtype) or pa.types.is_floating(dtype):
+        return "number"
+    if pa.types.is_boolean(dtype):
+        return "boolean"
+    return "string" if pa.types.is_string(dtype) or pa.types.is_large_string(dtype) else "other"
+
+
+def _literal(value: Any, n: int) -> pa.Array:
+    if value is None:
+        return pa.nulls(n)
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        value = float(value)
+    return pa.repeat(pa.scalar(value), n)
+
+
+def _value(node: Node, table: pa.Table) -> pa.Array:
+    """``node``'s value for every row of ``table`` (null: missing)."""
     if isinstance(node, Literal):
-        return node.value
+        return _literal(node.value, table.num_rows)
     if isinstance(node, Column):
-        return row.get(node.name)
-    if isinstance(node, Not):
-        return not _truthy(_evaluate(node.part, row))
-    if isinstance(node, BoolOp):
-        if node.op == "and":
-            return all(_truthy(_evaluate(p, row)) for p in node.parts)
-        return any(_truthy(_evaluate(p, row)) for p in node.parts)
+        if node.name not in table.column_names:
+            return pa.nulls(table.num_rows)
+        return table.column(node.name).combine_chunks()
     if isinstance(node, Call):
-        args = [_evaluate(a, row) for a in node.args]
-        try:
-            return None if None in args else FUNCTIONS[node.name][0](*args)
-        except TypeError:  # a value of the wrong type: missing, like a missing column
-            return None
-    if isinstance(node, ListOf):
-        return [v.value for v in node.values]
-    values = [_evaluate(n, row) for n in node.operands]
-    for op, left, right in zip(node.ops, values, values[1:]):
-        if op in ("in", "not in"):
-            ok = (left in right) == (op == "in")
-        elif left is None or right is None:
-            ok = (left is right) if op == "==" else (left is not right) if op == "!=" else False
-        else:
-            try:
-                ok = _COMPARE[op](left, right)
-            except TypeError:
-                ok = False
-        if not ok:
-            return False
-    return True
+        return _call(node.name, [_value(a, table) for a in node.args])
+    if isinstance(node, Compare):
+        result = _literal(True, table.num_rows)
+        for op, left, right in zip(node.ops, node.operands, node.operands[1:]):
+            lhs = _value(left, table)
+            if isinstance(right, ListOf):
+                found = _literal(False, table.num_rows)
+                for item in right.values:
+                    found = pc.or_(found, _pair("==", lhs, _value(item, table)))
+                test = found if op == "in" else pc.invert(found)
+            else:
+                test = _pair(op, lhs, _value(right, table))
+            result = pc.and_(result, test)
+        return result
+    return _test(node, table)
 
 
-def _truthy(value: Any) -> bool:
-    return bool(value) if value is not None else False
+def _test(node: Node, table: pa.Table) -> pa.Array:
+    """``node`` as a test (true/false for every row, never null): a missing value is false."""
+    if isinstance(node, Not):
+        return pc.invert(_test(node.part, table))
+    if isinstance(node, BoolOp):
+        combine = pc.and_ if node.op == "and" else pc.or_
+        result = _test(node.parts[0], table)
+        for part in node.parts[1:]:
+            result = combine(result, _test(part, table))
+        return result
+    value = _value(node, table)
+    kind = kind_of(value.type)
+    if pa.types.is_null(value.type):
+        truthy = _literal(False, len(value))
+    elif kind == "boolean":
+        truthy = value
+    elif kind == "number":
+        truthy = pc.not_equal(value, 0)  # NaN is true, as in Python
+    elif kind == "string" or pa.types.is_binary(value.type) or pa.types.is_large_binary(value.type):
+        truthy = pc.greater(pc.binary_length(value), 0)
+    elif pa.types.is_list(value.type) or pa.types.is_large_list(value.type) or pa.types.is_fixed_size_list(value.type):
+        truthy = pc.greater(pc.list_value_length(value), 0)
+    else:
+        truthy = pc.is_valid(value)
+    return pc.fill_null(truthy, False)
+
+
+def _numeric(value: pa.Array) -> pa.Array:
+    """Booleans as 0/1, so they compare with numbers as in Python."""
+    return value.cast(pa.int64()) if pa.types.is_boolean(value.type) else value
+
+
+def _call(name: str, args: list[pa.Array]) -> pa.Array:
+    """``name(*args)``: null when an argument is missing or not a number; NaN when one is NaN."""
+    n = len(args[0])
+    if any(kind_of(a.type) not in ("number", "boolean") for a in args):
+        return pa.nulls(n)
+    args = [_numeric(a) for a in args]
+    if name == "abs":
+        return pc.abs(args[0])
+    result = (pc.min_element_wise if name == "min" else pc.max_element_wise)(*args, skip_nulls=False)
+    floats = [a for a in args if pa.types.is_floating(a.type)]
+    if floats:
+        nan = functools.reduce(pc.or_, [pc.is_nan(a) for a in floats])
+        result = pc.if_else(nan, _literal(float("nan"), n), result.cast(pa.float64()))
+    return result
+
+
+def _pair(op: str, left: pa.Array, right: pa.Array) -> pa.Array:
+    """``left OP right`` row by row: null equals only null and orders with nothing; values of
+    kinds that do not compare (a string and a number, a list) are unequal; NaN equals nothing."""
+    n = len(left)
+    kinds = {kind_of(left.type), kind_of(right.type)}
+    null = pc.or_(pc.is_null(left), pc.is_null(right))
+    if pa.types.is_null(left.type) or pa.types.is_null(right.type):
+        compared = _literal(op == "!=", n)
+    elif kinds <= {"number", "boolean"} or kinds == {"string"}:
+        if kinds != {"boolean"} or op not in ("==", "!="):
+            left, right = _numeric(left), _numeric(right)
+        compared = pc.fill_null(_COMPARE[op](left, right), False)
+    else:
+        compared = _literal(op == "!=", n)
+    if op in ("==", "!="):
+        both = pc.and_(pc.is_null(left), pc.is_null(right))
+        return pc.if_else(null, both if op == "==" else pc.invert(both), compared)
+    return pc.if_else(null, False, compared)
 
 
 def _source(node: Node) -> str:
@@ -514,7 +597,18 @@ class Expr:
         return f"quote strings: {', '.join(hints)}" if hints else ""
 
     def __call__(self, row: Mapping[str, Any]) -> bool:
-        return _truthy(_evaluate(self.root, row))
+        """Whether one sample with columns ``row`` passes (what :meth:`failures` decides for it)."""
+        return self.failure(row) is None
+
+    def failures(self, table: pa.Table) -> list[str | None]:
+        """For each row of ``table`` (a column per name; one it lacks is missing, so null), evaluated
+        column-wise by Arrow: None when the row passes, else the failing clause (the first failing
+        conjunct of a top-level ``and``)."""
+        parts = self.root.parts if isinstance(self.root, BoolOp) and self.root.op == "and" else (self.root,)
+        reasons = np.full(table.num_rows, None, dtype=object)
+        for part in reversed(parts):  # the first failing part is written last
+            reasons[~_test(part, table).to_numpy(zero_copy_only=False)] = _source(part)
+        return reasons.tolist()
 
     def comparisons(self) -> list[Comparison]:
         """Every ``column OP number`` test, in reading order: the thresholds a report draws."""
@@ -526,14 +620,9 @@ class Expr:
         return Expr(_source(root), root)
 
     def failure(self, row: Mapping[str, Any]) -> str | None:
-        """None when ``row`` passes; else the failing clause (first failing conjunct of a top-level ``and``)."""
-        if self(row):
-            return None
-        if isinstance(self.root, BoolOp) and self.root.op == "and":
-            for part in self.root.parts:
-                if not _truthy(_evaluate(part, row)):
-                    return _source(part)
-        return _source(self.root)
+        """:meth:`failures` of the one sample with columns ``row``."""
+        table = pa.table({"": [None], **{c: pa.array([row.get(c)]) for c in self.columns}})  # "": one row, whatever the columns
+        return self.failures(table)[0]
 
 
 def parse(text: str) -> Expr:

@@ -212,14 +212,14 @@ class Run:
         held = self.decisions.select(["shard", "pos", "step"]).filter(pc.is_in(pc.field("step"), value_set=unchecked))
         return pairs & set(zip(held.column("shard").to_pylist(), held.column("pos").to_pylist()))
 
-    def clusters(self) -> dict[str, pa.Table]:
+    def clusters(self, where: pc.Expression | None = None) -> dict[str, pa.Table]:
         """Per dedup step that ran: shard, pos, key, dup_cluster, dup_cluster_size of every sample it saw
-        (a dataset directory of one part per shard)."""
+        (a dataset directory of one part per shard), or of those matching ``where``."""
         found = {}
         for step in self.recipe.steps:
             path = self.store.part_path(step.id, CLUSTER_FILE)
             if isinstance(step, DedupStep) and path.exists():
-                found[step.id] = read_table(path)
+                found[step.id] = read_table(path, filters=where)
         return found
 
     def dropped_by(self, step: str) -> pa.Table:

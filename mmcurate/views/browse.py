@@ -11,6 +11,7 @@ Used by ``report.html`` and the docs notebooks::
 
 from __future__ import annotations
 
+import itertools
 from html import escape
 from typing import Any, Iterable, Mapping
 
@@ -73,20 +74,23 @@ class Gallery:
         self.samples: dict[tuple[str, int], Sample | None] = {}
         self.withheld: set[tuple[str, int]] = set()
         """Samples a blocklist holds back (see :meth:`Run.withheld`): shown as a grey box."""
-        self.annotations: dict[str, dict[int, dict[str, Any]]] = {}
+        self.annotations: dict[tuple[str, int], dict[str, Any]] = {}
 
     def load(self, pairs: Iterable[tuple[str, int]]) -> None:
-        """Read the samples ``(shard, pos)`` not read yet, in one pass per shard."""
+        """Read the samples ``(shard, pos)`` not read yet, in one pass per shard, and their stored annotations."""
         missing = sorted({p for p in pairs if p not in self.samples})
         self.withheld |= self.run.withheld(missing)
         found = self.run.read_samples(missing)
         self.samples.update({p: found.get(p) for p in missing})
+        for shard, group in itertools.groupby(missing, key=lambda p: p[0]):
+            positions = [pos for _, pos in group]
+            rows = read_annotations(self.run.store, self.plans, self.run.shard_ref(shard), positions)
+            self.annotations.update(((shard, pos), rows.get(pos, {})) for pos in positions)
 
     def values(self, shard: str, pos: int) -> dict[str, Any]:
         """Every stored annotation column of one sample."""
-        if shard not in self.annotations:
-            self.annotations[shard] = read_annotations(self.run.store, self.plans, self.run.shard_ref(shard))
-        return self.annotations[shard].get(pos, {})
+        self.load([(shard, pos)])
+        return self.annotations[(shard, pos)]
 
     def figure(self, row: Mapping[str, Any], columns: Iterable[str] = (), extra: str = "") -> str:
         """One sample: ``row`` has ``shard``, ``key``, ``pos`` and optionally ``reason`` (shown in red);

@@ -7,7 +7,8 @@ reference set (``--against``), and the errors table. Charts
 are inline SVG, thumbnails inline base64 (through :mod:`mmcurate.views.thumbs`, so every modality
 with a thumbnailer shows); there is no script and no external file.
 
-Its cost is bounded whatever the run's size: histograms read only annotation columns; a
+Its cost is bounded whatever the run's size: histograms read only annotation columns, one
+input shard at a time (their axes from a bounded sample, see :data:`SAMPLE_VALUES`); a
 fixed number of thumbnails is drawn from at most ``max_thumb_shards`` input shards, and only
 those shards (plus the few holding the largest duplicate clusters) are read, each streamed
 only up to the last sample wanted from it.
@@ -20,14 +21,14 @@ import random
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .browse import STYLE, Gallery, labelled_row
-from .charts import DROPPED_COLOR, KEPT_COLOR, Threshold, funnel_svg, histogram_svg
+from .charts import DROPPED_COLOR, KEPT_COLOR, Histogram, Threshold, ValueSample, funnel_svg, histogram_chart, value_axis
 from .funnel import format_global
 from ..engine.state import drop_groups
 from ..engine.plan import READ_STEP, AnnotatePlan, funnel_steps
@@ -149,31 +150,77 @@ def _numeric_columns(run: Run, plan: AnnotatePlan) -> list[tuple[str, pa.DataTyp
     ]
 
 
-def _read_columns(run: Run, plan: AnnotatePlan, columns: list[str]) -> pa.Table | None:
-    """``columns`` and the final ``kept`` flag of every row ``plan`` stored without an error (joined shard by shard)."""
-    parts = []
+SAMPLE_VALUES = 100_000
+"""At most about this many values of a column choose its histogram's axis and median; the bins
+count every value, one input shard at a time."""
+
+
+def _column_parts(run: Run, plans: dict[str, AnnotatePlan], columns: Mapping[str, list[str]]) -> Iterator[tuple[str, pa.Table, np.ndarray]]:
+    """Per input shard, per plan (by id) in ``columns``: those columns of every row it stored
+    without an error, and each row's final ``kept`` flag (the shard's decisions read once)."""
     for url in run.info["inputs"]:
-        path = run.store.part_path(plan.id, plan.part_name(run.shard_ref(url)))
-        if path.exists():
-            table = read_table(path, columns=["pos", *columns, "error"]).filter(pc.field("error").is_null())
-            parts.append(table.drop_columns(["error"]).join(run.shard_decisions(url, ["pos", "kept"]), keys="pos").drop_columns(["pos"]))
-    return pa.concat_tables(parts) if parts else None
+        kept = None
+        for plan_id, names in columns.items():
+            path = run.store.part_path(plan_id, plans[plan_id].part_name(run.shard_ref(url)))
+            if path.exists():
+                table = read_table(path, columns=["pos", *names, "error"]).filter(pc.field("error").is_null())
+                if kept is None:  # decisions row i is pos i
+                    kept = run.shard_decisions(url, ["kept"])["kept"].to_numpy(zero_copy_only=False).astype(bool)
+                yield plan_id, table, kept[table["pos"].to_numpy()]
+
+
+def _floats(column: pa.ChunkedArray) -> np.ndarray:
+    return column.to_numpy().astype(np.float64)  # a null is NaN
+
+
+def _histogram_cards(run: Run, thresholds: dict[str, list[Threshold]]) -> list[str]:
+    """A histogram per numeric annotation column. The shards are read once for a bounded sample
+    of each column (with its exact count and range) that chooses its axis, and again to count
+    every value only where the sample could not hold them all: memory holds one shard and the
+    samples whatever the run's size."""
+    plans = {plan.id: plan for plan in run.plan.annotate_plans()}
+    types = {(p, c): dtype for p, plan in plans.items() for c, dtype in _numeric_columns(run, plan)}
+    samples = {column: ValueSample(SAMPLE_VALUES) for column in types}
+    wanted, stored = _by_plan(types), set()
+    for plan_id, table, kept in _column_parts(run, plans, wanted):
+        stored.add(plan_id)
+        for c in wanted[plan_id]:
+            samples[plan_id, c].add(_floats(table[c]), kept)
+    histograms = {}
+    for (plan_id, c), sample in samples.items():
+        if sample.finite:
+            axis = value_axis(sample.values, [t.comparison.value for t in thresholds.get(c, ())], sample.extent)
+            histograms[plan_id, c] = Histogram.over(axis, pa.types.is_integer(types[plan_id, c]))
+            if sample.exact:
+                histograms[plan_id, c].add(sample.values, sample.kept)
+    again = _by_plan([column for column in histograms if not samples[column].exact])
+    for plan_id, table, kept in _column_parts(run, plans, again):
+        for c in again[plan_id]:
+            histograms[plan_id, c].add(_floats(table[c]), kept)
+    cards = []
+    for (plan_id, c), sample in samples.items():
+        if plan_id not in stored:
+            continue
+        stats = f"{sample.count} values"
+        if sample.extent is not None:
+            median = f"median {np.median(sample.values):g}" if sample.exact else f"median ≈ {np.median(sample.values):g} (of a sample of {sample.values.size})"
+            stats += f"; min {sample.extent[0]:g}, {median}, max {sample.extent[1]:g}"
+        svg = histogram_chart(f"{c} ({plan_id})", histograms.get((plan_id, c)), thresholds.get(c, ()), integer=pa.types.is_integer(types[plan_id, c]))
+        cards.append(f'<div class="card">{svg}<div class="small">{stats}</div></div>')
+    return cards
+
+
+def _by_plan(columns: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """(plan id, column) pairs as plan id -> its columns, in order."""
+    found: dict[str, list[str]] = {}
+    for plan_id, c in columns:
+        found.setdefault(plan_id, []).append(c)
+    return found
 
 
 def _histogram_section(run: Run) -> str:
     thresholds = _thresholds(run)
-    cards = []
-    for plan in run.plan.annotate_plans():
-        columns = _numeric_columns(run, plan)
-        table = _read_columns(run, plan, [c for c, _ in columns]) if columns else None
-        if table is None:
-            continue
-        flags = table.column("kept").to_numpy(zero_copy_only=False).astype(bool)
-        for name, dtype in columns:
-            v = table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
-            stats = f"{v.size} values" + (f"; min {np.nanmin(v):g}, median {np.nanmedian(v):g}, max {np.nanmax(v):g}" if v.size else "")
-            svg = histogram_svg(f"{name} ({plan.id})", v, flags, thresholds.get(name, ()), integer=pa.types.is_integer(dtype))
-            cards.append(f'<div class="card">{svg}<div class="small">{stats}</div></div>')
+    cards = _histogram_cards(run, thresholds)
     legend = (
         f'<p class="small">Bars: <span style="color:{KEPT_COLOR}">■ finally kept</span> '
         f'<span style="color:{DROPPED_COLOR}">■ dropped (by any step)</span>; dashed lines: filter thresholds.</p>'
@@ -189,20 +236,20 @@ def _spread(items: Sequence[Any], n: int) -> list[Any]:
 
 def _pick_examples(run: Run, options: ReportOptions) -> dict[str, tuple[list[dict], list[dict]]]:
     """step -> (samples that passed it, samples it dropped), drawn from a few input shards."""
-    rows = [row for url in _spread(run.info["inputs"], options.max_thumb_shards) for row in run.shard_decisions(url).to_pylist()]
+    table = pa.concat_tables([run.shard_decisions(url) for url in _spread(run.info["inputs"], options.max_thumb_shards)])
     steps = funnel_steps(run.recipe)
-    order = {s: i for i, s in enumerate(steps)}
+    # the funnel position of the step that dropped each sample (past the last: kept)
+    dropped_at = pc.fill_null(pc.index_in(table["step"], value_set=pa.array(steps, pa.string())), len(steps)).to_numpy()
     rng = random.Random(options.seed)
 
-    def draw(pool: list[int]) -> list[dict[str, Any]]:
-        return [rows[i] for i in sorted(rng.sample(pool, min(options.thumbs_per_step, len(pool))))]
+    def draw(pool: np.ndarray) -> list[dict[str, Any]]:
+        return table.take(sorted(rng.sample(pool.tolist(), min(options.thumbs_per_step, len(pool))))).to_pylist()
 
     picks = {}
     for i, step in enumerate(steps):
-        dropped = [n for n, r in enumerate(rows) if r["step"] == step]
-        if dropped:
-            passed = [n for n, r in enumerate(rows) if r["step"] is None or order.get(r["step"], len(steps)) > i]
-            picks[step] = (draw(passed), draw(dropped))
+        dropped = np.flatnonzero(dropped_at == i)
+        if dropped.size:
+            picks[step] = (draw(np.flatnonzero(dropped_at > i)), draw(dropped))
     return picks
 
 
@@ -230,8 +277,7 @@ def _examples_section(run: Run, examples: dict[str, tuple[list[dict], list[dict]
 def _pick_clusters(run: Run, options: ReportOptions) -> dict[str, list[list[dict[str, Any]]]]:
     """dedup step -> its largest clusters, each a list of members, the one the step kept first."""
     picked = {}
-    for step, table in run.clusters().items():
-        multi = table.filter(pc.field("dup_cluster_size") > 1)
+    for step, multi in run.clusters(pc.field("dup_cluster_size") > 1).items():
         largest = multi.group_by("dup_cluster").aggregate([("dup_cluster_size", "max")])
         largest = largest.sort_by([("dup_cluster_size_max", "descending"), ("dup_cluster", "ascending")]).slice(0, options.clusters)
         ids = largest.column("dup_cluster").to_pylist()
