@@ -398,7 +398,7 @@ def _write(
     config = plan.recipe.output
     root = str(store.root)
     todo = [ref for ref in shards if ref.url not in failed]
-    summaries.update(drop_repeated_keys(client, root, todo, config.keys))
+    summaries.update(drop_repeated_keys(client, root, todo, summaries, config.keys))
     layout, written = [], []
     if write:
         total_kept = sum(summaries[ref.url].kept for ref in todo)

@@ -109,3 +109,24 @@ def test_prefix_shard_still_drops_when_two_shards_share_a_name(tmp_path, client)
 def test_an_unknown_keys_choice_is_a_recipe_error():
     with pytest.raises(RecipeError, match="keep, prefix_shard"):
         Recipe.load("default", ["output.keys=rename"])
+
+
+def test_only_shards_whose_key_ranges_meet_are_compared_and_their_repeats_still_drop(tmp_path, client):
+    """Sequential keys in disjoint ranges, except 000002, whose range [m00001, y00000] covers
+    000003's and repeats 000001's m00001."""
+    from mmcurate.engine.keys import _overlapping
+
+    src = tmp_path / "src"
+    names = ["a", "m", None, "q", "z"]
+    shards = []
+    for n, prefix in enumerate(names):
+        samples = simple_samples(prefix, 3, seed=n + 1) if prefix else [("m00001", simple_samples("m", 1, seed=9)[0][1]), ("y00000", simple_samples("y", 1, seed=8)[0][1])]
+        shards.append(str(make_shard(src / f"{n:06d}.tar", samples)))
+    result = mmcurate.curate(shards, "default", tmp_path / "run", client=client, quiet=True)
+    assert (result.samples_in, result.kept) == (14, 13)
+    dropped = [d for d in pq.read_table(tmp_path / "run" / "decisions.parquet").to_pylist() if not d["kept"]]
+    assert [(d["shard"], d["key"], d["reason"]) for d in dropped] == [(shards[2], "m00001", f"duplicate_key_across_shards:{shards[1]}")]
+
+    assert _overlapping([("a0", "a2", 0), ("m0", "m2", 1), ("m1", "y0", 2), ("q0", "q2", 3), ("z0", "z2", 4)]) == [1, 2, 3]
+    assert _overlapping([("c", "d", 0), ("a", "b", 1), ("b", "c", 2), ("e", "f", 3)]) == [0, 1, 2]  # touching ends meet
+    assert _overlapping([("a", "b", 0), ("c", "d", 1)]) == []

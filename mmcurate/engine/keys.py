@@ -1,8 +1,10 @@
 """Unique output keys on the cluster: a kept sample whose output key an earlier input shard
 already gave is dropped by the pseudo-step ``output``.
 
-Each shard's kept output keys are hash-partitioned across the workers with a Dask bag shuffle;
-each partition finds the keys that more than one shard gives, and the later copies are
+Each shard's summary carries the lowest and highest key it keeps; a key two shards give lies in
+both their ranges, so only the shards whose ranges meet another's (a sweep over the sorted
+ranges) are looked at: with sequential keys, none. Their kept output keys are hash-partitioned
+across the workers with a Dask bag shuffle; each partition finds the keys that more than one shard gives, and the later copies are
 recorded in their shards' state by one task per shard. The driver sees only the summaries of
 the shards that lost a sample.
 """
@@ -10,7 +12,7 @@ the shards that lost a sample.
 from __future__ import annotations
 
 import zlib
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import dask
 import dask.bag as db
@@ -56,13 +58,37 @@ def _record(group: tuple[int, list[tuple[int, int, int]]], root: str, shards: Se
     return index, record_drops(RunStore(root), shards[index], [pos for *_, pos in copies], OUTPUT_STEP, reasons)
 
 
-def drop_repeated_keys(client: Client, root: str, shards: Sequence[ShardRef], keys: str) -> dict[str, ShardSummary]:
+def _overlapping(ranges: Iterable[tuple[str, str, int]]) -> list[int]:
+    """The numbers of the ranges ``(lowest, highest, number)`` that meet another: the chains of
+    meeting ranges longer than one, by a sweep in order of their lowest key."""
+    found: list[int] = []
+    chain: list[int] = []
+    reach = ""
+    for low, high, index in sorted(ranges):
+        if chain and low > reach:
+            found += chain if len(chain) > 1 else []
+            chain = []
+        reach = max(reach, high) if chain else high
+        chain.append(index)
+    found += chain if len(chain) > 1 else []
+    return sorted(found)
+
+
+def drop_repeated_keys(
+    client: Client, root: str, shards: Sequence[ShardRef], summaries: Mapping[str, ShardSummary], keys: str
+) -> dict[str, ShardSummary]:
     """Drop kept samples whose output key (under ``output.keys``) an earlier shard gave; return
-    the new summaries of the shards that lost samples (by URL)."""
-    if len(shards) < 2 or (keys == "prefix_shard" and len({ref.name for ref in shards}) == len(shards)):
-        return {}  # each output key carries its own shard's name: no two shards can give the same
-    parts = -(-len(shards) // SHARDS_PER_PARTITION)
-    bag = db.from_sequence(list(enumerate(shards)), npartitions=parts).map_partitions(lambda items: list(_named(root, keys, items)))
+    the new summaries of the shards that lost samples (by URL). Only the shards whose range of
+    kept keys (in ``summaries``) meets another's are read."""
+    ranges = []
+    for index, ref in enumerate(shards):
+        if bounds := summaries[ref.url].keys:  # output keys keep the order of a shard's keys
+            ranges.append((output_key(ref, bounds[0], keys), output_key(ref, bounds[1], keys), index))
+    chosen = [(index, shards[index]) for index in _overlapping(ranges)]
+    if not chosen:
+        return {}
+    parts = -(-len(chosen) // SHARDS_PER_PARTITION)
+    bag = db.from_sequence(chosen, npartitions=parts).map_partitions(lambda items: list(_named(root, keys, items)))
     copies = bag.groupby(lambda n: zlib.crc32(n[0].encode()) % parts, shuffle="tasks").map_partitions(lambda g: list(_later_copies(g)))
     every = dask.delayed(list(shards), traverse=False)  # one graph key, not a copy per task
     recorded = copies.groupby(lambda c: c[1], shuffle="tasks").map(_record, root, every)

@@ -66,6 +66,8 @@ class ShardSummary:
     kept: int
     groups: pa.Table
     """Drops per (step, reason category): ``count`` and ``first`` (the lowest pos), see :func:`drop_groups`."""
+    keys: tuple[str, str] | None = None
+    """The lowest and highest key of the kept samples (``None`` when none is kept)."""
 
     def offset(self, rows: int) -> pa.Table:
         """``groups`` with ``first`` counted from the shard's first row in the whole run, ``rows``."""
@@ -137,10 +139,12 @@ def record_drops(
 
 def summarise(table: pa.Table) -> ShardSummary:
     alive = pc.is_null(table["step"])
+    bounds = pc.min_max(table["key"].filter(alive)).as_py()
     return ShardSummary(
         samples=table.num_rows,
         kept=pc.sum(alive).as_py() or 0,
         groups=drop_groups(table),
+        keys=None if bounds["min"] is None else (bounds["min"], bounds["max"]),
     )
 
 
