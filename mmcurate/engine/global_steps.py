@@ -397,8 +397,8 @@ def _exact(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db
 
 
 def _whole(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db.Bag, dict[str, Any]]:
-    """Every row in one task (the single-task search): video_phash, and phash when all rows fit
-    one partition (no shuffles by table and band, which cost more than they save there)."""
+    """Every row in one task (the single-task search): video_phash over more rows than one
+    partition holds (fewer go by :func:`_in_one_task`)."""
     records, stats = _by_partition(rows, step, lambda r, a: np.zeros(len(r.keys), np.int64), 1, at)
     records = client.persist(records)
     return records, _compute(client, stats)[0]
@@ -438,8 +438,6 @@ def _semantic(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple
 def _phash(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db.Bag, dict[str, Any]]:
     """Plain hashes, and each kind of extra hash with the plain ones (ids ``n + row``), each
     searched by the partitioned block-permutation search; edges meet in one union-find."""
-    if _parts(n) == 1:
-        return _whole(client, rows, step, n, at)
     config = step.config
     d = config.max_distance
     kinds = sorted(set().union(*_compute(client, _each(rows, lambda r: list(_arrays(step, r).extra)))))
@@ -513,6 +511,40 @@ def _phash(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db
 
 
 _METHODS = {"exact": _exact, "phash": _phash, "semantic": _semantic, "video_phash": _whole}
+_SEARCHED = {"exact", "phash", "video_phash"}
+"""Methods whose search over rows that fit one partition is one :func:`parents_in_partition`."""
+
+
+def _solve_whole(parts: list[list[ShardRows]], step: Any, at: _Shards) -> tuple[dict[int, tuple[RowResults, np.ndarray, pa.Array, np.ndarray]], dict[str, Any]]:
+    """The search over every row, in this one task: per shard index its results, its dropped
+    rows with the key of the sample each duplicates, and per row whether that sample is a
+    reference item (see :func:`_shard_outcome`); and the search's stats."""
+    every = [r for part in parts for r in part]
+    rows, arrays = _join([(r.rows, _arrays(step, r)) for r in every])
+    res, stats = parents_in_partition(step.method, step.config, rows, arrays)
+    keys = pa.concat_arrays([r.keys.cast(pa.string()) for r in every])
+    order = np.argsort(rows, kind="stable")
+    by_shard = {}
+    for index, piece in at.split(res):
+        dropped = piece.parent != piece.row
+        named = keys.take(order[np.searchsorted(rows, piece.parent[dropped], sorter=order)])
+        by_shard[index] = (piece, piece.row[dropped], named, at.owner(piece.parent) == PRIOR)
+    return by_shard, stats
+
+
+def _in_one_task(client: Client, step: Any, rows: db.Bag, at: Any, reason: str, cluster_dir: str,
+                 record: Recorder | None) -> tuple[list[_ShardOutcome], dict[str, Any]]:
+    """Rows that fit one partition: searched in one task, then one task per shard records its
+    drops (no shuffles, one round trip: shuffling costs more than it saves there)."""
+    solved = dask.delayed(_solve_whole)(rows.to_delayed(), step, at)
+
+    def outcome(own: ShardRows, solved: tuple[dict[int, Any], Any]) -> _ShardOutcome:
+        res, wanted, named, to_reference = solved[0][own.index]
+        return _shard_outcome(own, res, wanted, named, reason, cluster_dir, record, to_reference)
+
+    outcomes, stats = client.gather(client.compute([_each(rows, outcome, solved), dask.delayed(lambda s: s[1])(solved)]))
+    return outcomes, stats
+
 
 
 def run_dedup(
@@ -544,6 +576,8 @@ def dedup_rows(client: Client, step: DedupStep, rows: db.Bag, first_rows: dict[i
     ``cluster_dir``), and the method's stats."""
     shards = _Shards(np.array([0, *first_rows.values()], dtype=np.int64), np.array([PRIOR, *first_rows], dtype=np.int64))
     at = dask.delayed(shards, pure=True)
+    if step.method in _SEARCHED and _parts(n) == 1:
+        return _in_one_task(client, step, rows, at, REASONS[step.method], cluster_dir, record)
     records, stats = _METHODS[step.method](client, rows, step, n, at)
     return _compute(client, _finish(records, rows, at, _parts(n), REASONS[step.method], cluster_dir, record)), stats
 
