@@ -11,6 +11,8 @@ each partition holds whole clusters:
   O(n) integer arrays;
 * semantic: k-means fitted on a sample, rows assigned per shard, one task per cluster;
 * video_phash: one task (frame hashes shared by many videos are left out, see the config);
+* exact, phash and video_phash over rows that fit one partition: one search task and one
+  recording task per shard, no shuffle (:func:`_in_one_task`);
 * keep_top: an exact distributed selection (see :mod:`mmcurate.steps.keep_top`);
 * balance: per-shard entry counts, summed, then per-shard draws;
 * prune (density) and target: k-means fitted on a sample, rows assigned per shard; prune's
@@ -544,7 +546,6 @@ def _in_one_task(client: Client, step: Any, rows: db.Bag, at: Any, reason: str, 
 
     outcomes, stats = client.gather(client.compute([_each(rows, outcome, solved), dask.delayed(lambda s: s[1])(solved)]))
     return outcomes, stats
-
 
 
 def run_dedup(
