@@ -402,5 +402,7 @@ def test_fp16_on_cuda_scores_close_to_fp32_reference(tmp_path, tiny_clip):
     step = {"annotate": "clip_score", **tiny_clip.fields, "device": "auto", "batch_size": 4}  # fp16 on the GPU worker
     result = mmcurate.curate(shard, _recipe(step), tmp_path / "run", workers=1, quiet=True)
     rows = _annotations(result)
+    # fp16 tolerance: on an H200 the largest difference was 0.0004 (nvJPEG decoding, opt-in, moved
+    # scores by up to 0.015 and is therefore off by default)
     for key, (score, _, _) in reference.items():
-        assert rows[key]["clip_score"] == pytest.approx(score, abs=1e-2)
+        assert rows[key]["clip_score"] == pytest.approx(score, abs=2e-3)

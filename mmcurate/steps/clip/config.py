@@ -35,8 +35,11 @@ class ClipModelConfig(TimeLimit):
     batch_size: int = field(default=256, metadata={"fingerprint": False})
     """Samples per forward pass; a video sample brings ``frames`` pictures to it (not in the
     fingerprint: it does not change the scores)."""
-    gpu_decode: bool = True
-    """On CUDA, decode JPEGs on the GPU (nvJPEG, batched); Pillow for what it cannot decode."""
+    gpu_decode: bool = False
+    """On CUDA, decode JPEGs on the GPU (nvJPEG, batched; Pillow for what it cannot decode).
+    Off by default: on an H200, nvJPEG's pixels moved the scores of a small random-weight model
+    by up to 0.015 from open_clip's own (Pillow) preprocessing, where fp16 alone moved them by
+    0.0004."""
     frames: int = 8
     """A sample without an image member but with a video member is scored on this many frames
     spaced uniformly over the video (decoded with the short side at the model's input size);
