@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import re
 import shutil
@@ -24,7 +25,7 @@ from typing import BinaryIO, Iterator
 
 from .location import ObjectPath, naming
 
-__all__ = ["atomic_file", "atomic_link", "atomic_write_bytes", "tmp_target"]
+__all__ = ["atomic_file", "atomic_link", "atomic_write_bytes", "copy_stream", "tmp_target"]
 
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS}
 """Errors of writing: raised by the temporary file, reported under the target's path."""
@@ -138,4 +139,25 @@ def atomic_link(source: str | os.PathLike[str] | ObjectPath, path: str | os.Path
 
 def _copy(source: str | os.PathLike[str] | ObjectPath, path: str | os.PathLike[str] | ObjectPath) -> None:
     with (source if isinstance(source, ObjectPath) else Path(source)).open("rb") as src, atomic_file(path) as fh:
-        shutil.copyfileobj(src, fh, 1 << 22)
+        copy_stream(src, fh)
+
+
+def copy_stream(src: BinaryIO, dst: BinaryIO) -> None:
+    """Copy the rest of ``src`` to ``dst``: in the kernel (``copy_file_range``) between two local
+    files, without passing the bytes through Python; through a buffer otherwise (object storage)."""
+    try:
+        fds = src.fileno(), dst.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        fds = None
+    if fds is not None and hasattr(os, "copy_file_range"):
+        dst.flush()
+        offset = src.tell()  # a buffered reader's fd may already be ahead of it
+        try:
+            while copied := os.copy_file_range(*fds, 1 << 30, offset):
+                offset += copied
+            return
+        except OSError as exc:  # e.g. a filesystem or kernel without it: copy what is left below
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ETXTBSY):
+                raise
+            src.seek(offset)
+    shutil.copyfileobj(src, dst, 1 << 22)

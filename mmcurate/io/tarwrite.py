@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 import tarfile
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
-from .atomic import atomic_file
+from .atomic import atomic_file, copy_stream
 from .location import Location, ObjectPath
 
 __all__ = ["join_tar_pieces", "member_bytes", "sample_bytes", "write_tar", "write_tar_piece", "write_tar_samples"]
@@ -83,7 +82,7 @@ def join_tar_pieces(path: Location, pieces: Iterable[Location]) -> int:
     with atomic_file(path) as out:
         for piece in pieces:
             with piece.open("rb") as fh:
-                shutil.copyfileobj(fh, out, 1 << 22)
+                copy_stream(fh, out)
         out.write(_END)
         return out.tell()
 
