@@ -24,8 +24,12 @@ def sample_bytes(sizes: Iterable[int]) -> int:
 
 
 _PLAIN_FIELDS = b"0000644\x000000000\x000000000\x00"  # mode, uid, gid
+_MTIME = b"00000000000\x00"
+_TAIL = b"0" + bytes(100) + b"ustar  \x00" + bytes(512 - 265)  # type, link name, GNU magic, the rest empty
+_FIXED_SUM = sum(_PLAIN_FIELDS) + sum(_MTIME) + sum(_TAIL) + 8 * 32  # the checksum field counts as spaces
 _MAX_OCTAL_SIZE = 8**11 - 1  # larger sizes need GNU base-256, left to tarfile
 _END = bytes(2 * tarfile.BLOCKSIZE)  # end-of-archive marker
+_PADS = [bytes(n) for n in range(tarfile.BLOCKSIZE)]
 
 
 def _header(name: str, size: int) -> bytes:
@@ -34,10 +38,9 @@ def _header(name: str, size: int) -> bytes:
     encoded = name.encode(tarfile.ENCODING, "surrogateescape")
     if len(encoded) > 100 or size > _MAX_OCTAL_SIZE:
         return _tarfile_header(name, size)
-    head = encoded.ljust(100, b"\0") + _PLAIN_FIELDS + b"%011o\x00" % size + b"00000000000\x00"
-    tail = b"0" + bytes(100) + b"ustar  \x00" + bytes(512 - 265)
-    checksum = sum(head) + sum(tail) + 8 * 32
-    return head + b"%06o\x00 " % checksum + tail
+    size_field = b"%011o\x00" % size
+    checksum = sum(encoded) + sum(size_field) + _FIXED_SUM
+    return b"".join((encoded.ljust(100, b"\0"), _PLAIN_FIELDS, size_field, _MTIME, b"%06o\x00 " % checksum, _TAIL))
 
 
 def _tarfile_header(name: str, size: int) -> bytes:
@@ -54,11 +57,10 @@ def _write_members(fh: BinaryIO, members: Iterable[tuple[str, bytes]]) -> int:
     """Write ``members``; return the bytes written."""
     written = 0
     for name, data in members:
-        header, pad = _header(name, len(data)), -len(data) % tarfile.BLOCKSIZE
-        fh.write(header)
-        fh.write(data)
-        fh.write(bytes(pad))
-        written += len(header) + len(data) + pad
+        size = len(data)
+        header, pad = _header(name, size), _PADS[-size % tarfile.BLOCKSIZE]
+        fh.writelines((header, data, pad))
+        written += len(header) + size + len(pad)
     return written
 
 
