@@ -25,7 +25,7 @@ from typing import BinaryIO, Iterator
 
 from .location import ObjectPath, naming
 
-__all__ = ["atomic_file", "atomic_link", "atomic_write_bytes", "copy_stream", "tmp_target"]
+__all__ = ["atomic_append", "atomic_file", "atomic_link", "atomic_write_bytes", "copy_stream", "tmp_target"]
 
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS}
 """Errors of writing: raised by the temporary file, reported under the target's path."""
@@ -63,14 +63,15 @@ def _make_dirs(folder: Path) -> None:
         _fsync_dir(new.parent)
 
 
-def atomic_file(path: str | os.PathLike[str] | ObjectPath) -> contextlib.AbstractContextManager[BinaryIO]:
+def atomic_file(path: str | os.PathLike[str] | ObjectPath, durable: bool = True) -> contextlib.AbstractContextManager[BinaryIO]:
     """Yield a binary file whose content replaces ``path`` atomically once the block ends.
 
     An exception inside the block (or while writing) leaves ``path`` untouched and no
     temporary file behind; an error of writing (a full or read-only disk) is re-raised naming
-    ``path``.
+    ``path``. Without ``durable`` a local file is not fsync'd: for scratch files a run always
+    rewrites (output pieces), which a crash of the machine may lose but never leaves half-written.
     """
-    return _whole_object(path) if isinstance(path, ObjectPath) else _renamed_file(Path(path))
+    return _whole_object(path) if isinstance(path, ObjectPath) else _renamed_file(Path(path), durable)
 
 
 @contextlib.contextmanager
@@ -83,16 +84,18 @@ def _whole_object(path: ObjectPath) -> Iterator[BinaryIO]:
 
 
 @contextlib.contextmanager
-def _renamed_file(path: Path) -> Iterator[BinaryIO]:
+def _renamed_file(path: Path, durable: bool = True) -> Iterator[BinaryIO]:
     tmp = _tmp_name(path)
     try:
         _make_dirs(path.parent)
         with open(tmp, "wb") as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        if durable:
+            _fsync_dir(path.parent)
     except OSError as exc:
         ours = str(exc.filename) == str(tmp) or (exc.filename is None and exc.errno in _STORAGE_ERRNOS)
         if not ours:  # e.g. reading what is being copied: that error names its own source
@@ -101,6 +104,26 @@ def _renamed_file(path: Path) -> Iterator[BinaryIO]:
     finally:
         if tmp.exists():  # only after a failure
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_append(scratch: Path, path: Path) -> Iterator[BinaryIO]:
+    """Yield the local file ``scratch`` opened for appending; once the block ends it is fsync'd
+    and renamed over ``path``, atomically (see :func:`atomic_file`): a file built from a scratch
+    file without copying its bytes. On failure ``scratch`` is left as it is (a run rewrites it)."""
+    try:
+        _make_dirs(path.parent)
+        with open(scratch, "r+b") as fh:  # not "ab": copy_file_range refuses O_APPEND files
+            fh.seek(0, os.SEEK_END)
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(scratch, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        if exc.filename is not None or exc.errno not in _STORAGE_ERRNOS:
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
 
 
 def atomic_write_bytes(path: str | os.PathLike[str] | ObjectPath, data: bytes) -> None:

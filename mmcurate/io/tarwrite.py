@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import tarfile
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Iterable, Sequence
 
-from .atomic import atomic_file, copy_stream
+from .atomic import atomic_append, atomic_file, copy_stream
 from .location import Location, ObjectPath
 
 __all__ = ["join_tar_pieces", "member_bytes", "sample_bytes", "write_tar", "write_tar_piece", "write_tar_samples"]
@@ -66,27 +66,33 @@ def _write_members(fh: BinaryIO, members: Iterable[tuple[str, bytes]]) -> int:
 
 def write_tar_piece(path: str | os.PathLike[str] | ObjectPath, members: Iterable[tuple[str, bytes]]) -> None:
     """Write ``(name, data)`` members with fixed headers (mtime 0, uid/gid 0, mode 0644, GNU
-    format) and no end-of-archive marker, atomically: pieces concatenate into one tar."""
-    with atomic_file(path) as fh:
+    format) and no end-of-archive marker, atomically (not fsync'd: a scratch file each run
+    rewrites, made durable when joined): pieces concatenate into one tar."""
+    with atomic_file(path, durable=False) as fh:
         _write_members(fh, members)
 
 
 def write_tar_samples(path: str | os.PathLike[str] | ObjectPath, samples: Iterable[Iterable[tuple[str, bytes]]]) -> list[int]:
     """Write the members of each of ``samples`` in turn as one piece (see :func:`write_tar_piece`);
     return the bytes each sample took (its members start where the previous sample's end)."""
-    with atomic_file(path) as fh:
+    with atomic_file(path, durable=False) as fh:
         return [_write_members(fh, members) for members in samples]
 
 
-def join_tar_pieces(path: Location, pieces: Iterable[Location]) -> int:
-    """Concatenate pieces and the end-of-archive marker into the tar ``path``, atomically.
-    Returns its size in bytes."""
-    with atomic_file(path) as out:
-        for piece in pieces:
+def join_tar_pieces(path: Location, pieces: Sequence[Location]) -> int:
+    """Concatenate pieces and the end-of-archive marker into the tar ``path``, atomically, and
+    delete the pieces. On local disk the others are appended to the first piece, which then
+    becomes ``path`` (its bytes are never copied). Returns the tar's size in bytes."""
+    local = isinstance(path, Path) and pieces and isinstance(pieces[0], Path)
+    with atomic_append(pieces[0], path) if local else atomic_file(path) as out:  # type: ignore[arg-type]
+        for piece in pieces[1:] if local else pieces:
             with piece.open("rb") as fh:
                 copy_stream(fh, out)
         out.write(_END)
-        return out.tell()
+        size = out.tell()
+    for piece in pieces[1:] if local else pieces:
+        piece.unlink()
+    return size
 
 
 def write_tar(path: str | os.PathLike[str], members: Iterable[tuple[str, bytes]]) -> int:
