@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import re
 import shutil
@@ -24,7 +25,7 @@ from typing import BinaryIO, Iterator
 
 from .location import ObjectPath, naming
 
-__all__ = ["atomic_file", "atomic_link", "atomic_write_bytes", "tmp_target"]
+__all__ = ["atomic_append", "atomic_file", "atomic_link", "atomic_write_bytes", "copy_stream", "tmp_target"]
 
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS}
 """Errors of writing: raised by the temporary file, reported under the target's path."""
@@ -62,14 +63,15 @@ def _make_dirs(folder: Path) -> None:
         _fsync_dir(new.parent)
 
 
-def atomic_file(path: str | os.PathLike[str] | ObjectPath) -> contextlib.AbstractContextManager[BinaryIO]:
+def atomic_file(path: str | os.PathLike[str] | ObjectPath, durable: bool = True) -> contextlib.AbstractContextManager[BinaryIO]:
     """Yield a binary file whose content replaces ``path`` atomically once the block ends.
 
     An exception inside the block (or while writing) leaves ``path`` untouched and no
     temporary file behind; an error of writing (a full or read-only disk) is re-raised naming
-    ``path``.
+    ``path``. Without ``durable`` a local file is not fsync'd: for scratch files a run always
+    rewrites (output pieces), which a crash of the machine may lose but never leaves half-written.
     """
-    return _whole_object(path) if isinstance(path, ObjectPath) else _renamed_file(Path(path))
+    return _whole_object(path) if isinstance(path, ObjectPath) else _renamed_file(Path(path), durable)
 
 
 @contextlib.contextmanager
@@ -82,16 +84,18 @@ def _whole_object(path: ObjectPath) -> Iterator[BinaryIO]:
 
 
 @contextlib.contextmanager
-def _renamed_file(path: Path) -> Iterator[BinaryIO]:
+def _renamed_file(path: Path, durable: bool = True) -> Iterator[BinaryIO]:
     tmp = _tmp_name(path)
     try:
         _make_dirs(path.parent)
         with open(tmp, "wb") as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        if durable:
+            _fsync_dir(path.parent)
     except OSError as exc:
         ours = str(exc.filename) == str(tmp) or (exc.filename is None and exc.errno in _STORAGE_ERRNOS)
         if not ours:  # e.g. reading what is being copied: that error names its own source
@@ -100,6 +104,26 @@ def _renamed_file(path: Path) -> Iterator[BinaryIO]:
     finally:
         if tmp.exists():  # only after a failure
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_append(scratch: Path, path: Path) -> Iterator[BinaryIO]:
+    """Yield the local file ``scratch`` opened for appending; once the block ends it is fsync'd
+    and renamed over ``path``, atomically (see :func:`atomic_file`): a file built from a scratch
+    file without copying its bytes. On failure ``scratch`` is left as it is (a run rewrites it)."""
+    try:
+        _make_dirs(path.parent)
+        with open(scratch, "r+b") as fh:  # not "ab": copy_file_range refuses O_APPEND files
+            fh.seek(0, os.SEEK_END)
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(scratch, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        if exc.filename is not None or exc.errno not in _STORAGE_ERRNOS:
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
 
 
 def atomic_write_bytes(path: str | os.PathLike[str] | ObjectPath, data: bytes) -> None:
@@ -138,4 +162,25 @@ def atomic_link(source: str | os.PathLike[str] | ObjectPath, path: str | os.Path
 
 def _copy(source: str | os.PathLike[str] | ObjectPath, path: str | os.PathLike[str] | ObjectPath) -> None:
     with (source if isinstance(source, ObjectPath) else Path(source)).open("rb") as src, atomic_file(path) as fh:
-        shutil.copyfileobj(src, fh, 1 << 22)
+        copy_stream(src, fh)
+
+
+def copy_stream(src: BinaryIO, dst: BinaryIO) -> None:
+    """Copy the rest of ``src`` to ``dst``: in the kernel (``copy_file_range``) between two local
+    files, without passing the bytes through Python; through a buffer otherwise (object storage)."""
+    try:
+        fds = src.fileno(), dst.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        fds = None
+    if fds is not None and hasattr(os, "copy_file_range"):
+        dst.flush()
+        offset = src.tell()  # a buffered reader's fd may already be ahead of it
+        try:
+            while copied := os.copy_file_range(*fds, 1 << 30, offset):
+                offset += copied
+            return
+        except OSError as exc:  # e.g. a filesystem or kernel without it: copy what is left below
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ETXTBSY):
+                raise
+            src.seek(offset)
+    shutil.copyfileobj(src, dst, 1 << 22)

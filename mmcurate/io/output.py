@@ -335,7 +335,7 @@ def _write_ordered(task: WriteTask, path: Location) -> None:
     length = np.zeros(len(order), np.int64)
     start[placed] = np.cumsum([0, *sizes[:-1]])
     length[placed] = sizes
-    with scratch.open("rb") as src, atomic_file(path) as out:
+    with scratch.open("rb") as src, atomic_file(path, durable=False) as out:
         for a, n in zip(start.tolist(), length.tolist()):
             src.seek(a)
             out.write(src.read(n))
@@ -353,12 +353,9 @@ def write_piece(task: WriteTask) -> str:
 
 
 def assemble(root: str, shard: OutputShard | OrderedShard) -> dict[str, Any]:
-    """Join a shard's pieces into ``shards/NAME``; return its ``wids`` shard-list entry."""
+    """Join a shard's pieces into ``shards/NAME`` (deleting them); return its ``wids`` shard-list entry."""
     store = RunStore(root)
-    pieces = [store.piece_path(shard.name, i) for i in range(shard.pieces)]
-    size = join_tar_pieces(store.shards_dir / shard.name, pieces)
-    for piece in pieces:
-        piece.unlink()
+    size = join_tar_pieces(store.shards_dir / shard.name, [store.piece_path(shard.name, i) for i in range(shard.pieces)])
     return {"url": shard.name, "nsamples": shard.nsamples, "filesize": size}
 
 

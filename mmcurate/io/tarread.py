@@ -25,6 +25,7 @@ import bz2
 import contextlib
 import gzip
 import lzma
+import os
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -283,16 +284,23 @@ def open_stream(url: str) -> Iterator[BinaryIO]:
     when the file cannot be opened or read, or ends before the size its filesystem reported.
     """
     try:
-        fs, path = fsspec.core.url_to_fs(url)
-        size = fs.size(path)
-        if "http" in fs.protocol:
-            fh = fs.open(path, "rb", block_size=0, size=size)  # streaming: servers need no Range support
+        if "://" not in url:  # a local path: opened directly, without fsspec's wrapper around every read
+            fh = open(url, "rb")  # noqa: SIM115 (closed below)
+            size = os.fstat(fh.fileno()).st_size
         else:
-            fh = fs.open(path, "rb")
+            fh, size = _open_fsspec(url)
     except Exception as exc:
         raise ReadFailed(f"{url}: cannot open ({type(exc).__name__}: {exc})") from exc
     with fh:
         yield _Checked(url, fh, size)  # type: ignore[misc]
+
+
+def _open_fsspec(url: str) -> tuple[BinaryIO, int | None]:
+    fs, path = fsspec.core.url_to_fs(url)
+    size = fs.size(path)
+    if "http" in fs.protocol:
+        return fs.open(path, "rb", block_size=0, size=size), size  # streaming: servers need no Range support
+    return fs.open(path, "rb"), size
 
 
 def iter_samples(url: str, max_member_bytes: int = MAX_MEMBER_BYTES) -> Iterator[Sample]:
