@@ -115,6 +115,7 @@ def test_a_dry_run_then_a_write_run_computes_nothing_and_writes_the_direct_runs_
     wet = mmcurate.curate(shards, "default", tmp_path / "run", client=client, quiet=True)
     assert wet.computed == DEFAULT_ZERO and not wet.dry_run
     direct = mmcurate.curate(shards, "default", tmp_path / "direct", client=client, quiet=True)
+    assert (wet.kept, wet.funnel) == (direct.kept, direct.funnel)
     assert _files(tmp_path / "run" / "shards") == _files(tmp_path / "direct" / "shards") != {}
     assert _files(tmp_path / "run" / "decisions.parquet") == _files(tmp_path / "direct" / "decisions.parquet")
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "complete"

@@ -3,7 +3,6 @@ never trimmed or matched: real photographs-like images, real shards, the real en
 
 from __future__ import annotations
 
-import shutil
 import sys
 
 import numpy as np
