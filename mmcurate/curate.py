@@ -23,7 +23,7 @@ from .engine.plan import GlobalPlan, Group, Plan, build_plan, digest, funnel_ste
 from .engine.reference import ReferenceRows, resolve_references
 from .engine.shard_task import GroupTask, run_group
 from .engine.state import RunState, ShardSummary, finish
-from .io.inputs import ShardRef, hash_identity, resolve_inputs
+from .io.inputs import ShardRef, resolve_inputs
 from .io.location import Location, ObjectPath
 from .io.output import assemble, index_json, plan_layout, remove_order_files, shard_outputs, write_piece, write_tasks
 from .recipe import AnnotateStep, DedupStep, Recipe, TargetStep
@@ -294,17 +294,13 @@ def _hash_unstamped(client: Client, shards: list[ShardRef], quiet: bool) -> tupl
     """Shards whose filesystem reports no ETag/mtime/version get a content hash in their identity
     (said once), so a shard changed in place never reuses stored parts; ``(shards, failed)``."""
     unstamped = [s for s in shards if s.unstamped]
-    if not unstamped:
-        return shards, {}
-    print(
-        f"mmcurate: warning: {len(unstamped)} input shard(s) (e.g. {unstamped[0].url}) have no ETag, Last-Modified, "
-        "version or mtime; their content is hashed on every run to tell whether they changed",
-        file=sys.stderr,
-    )
-    hashed = cluster.map_tasks(client, hash_identity, unstamped, "hash unstamped shards", lambda s: s.url, quiet, keep_going=True)
-    by_url = {ref.url: new for ref, new in zip(unstamped, hashed)}
-    failed = {url: new.error for url, new in by_url.items() if isinstance(new, cluster.Failed)}
-    return [s if s.url in failed else by_url.get(s.url, s) for s in shards], failed
+    if unstamped:
+        print(
+            f"mmcurate: warning: {len(unstamped)} input shard(s) (e.g. {unstamped[0].url}) have no ETag, Last-Modified, "
+            "version or mtime; their content is hashed on every run to tell whether they changed",
+            file=sys.stderr,
+        )
+    return cluster.hash_unstamped(client, shards, "hash unstamped shards", quiet, keep_going=True)
 
 
 @dataclass

@@ -21,6 +21,8 @@ from typing import Any, Callable, Iterator, Sequence
 from dask.distributed import Client, LocalCluster, WorkerPlugin, as_completed
 from tqdm import tqdm
 
+from ..io.inputs import ShardRef, hash_identity
+
 __all__ = ["ClusterError", "Failed", "TaskFailed", "connect", "cuda_device_count", "map_tasks", "offers"]
 
 RETRIES = 3
@@ -209,3 +211,18 @@ def map_tasks(
                     raise TaskFailed(f"{label} failed on {describe(items[i])}: {type(exc).__name__}: {exc}") from exc
             bar.update(1)
     return results
+
+
+def hash_unstamped(client: Client, shards: list[ShardRef], label: str, quiet: bool,
+                   keep_going: bool = False) -> tuple[list[ShardRef], dict[str, str]]:
+    """``shards``, those whose filesystem reports no change marker (ETag, mtime, version) with a
+    hash of their content in their identity, hashed on the workers; ``(shards, failed)``, where
+    ``failed`` (url -> error) holds the shards whose hashing still failed (with ``keep_going``;
+    without it such a shard raises :class:`TaskFailed`)."""
+    unstamped = [s for s in shards if s.unstamped]
+    if not unstamped:
+        return shards, {}
+    hashed = map_tasks(client, hash_identity, unstamped, label, lambda s: s.url, quiet, keep_going=keep_going)
+    by_url = {ref.url: new for ref, new in zip(unstamped, hashed)}
+    failed = {url: new.error for url, new in by_url.items() if isinstance(new, Failed)}
+    return [s if s.url in failed else by_url.get(s.url, s) for s in shards], failed

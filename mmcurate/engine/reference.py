@@ -20,7 +20,7 @@ import fsspec
 import pyarrow as pa
 from dask.distributed import Client
 
-from ..io.inputs import InputError, ShardRef, hash_identity, resolve_inputs
+from ..io.inputs import InputError, ShardRef, resolve_inputs
 from ..recipe import DedupStep
 from ..steps.dedup.results import PriorRows
 from ..io.location import location
@@ -82,6 +82,8 @@ class ReferenceRows:
         self.modalities = dict(modalities)
         self.batch_size = batch_size
         self.quiet = quiet
+        self._identities: dict[str, list[ShardRef]] = {}
+        """Reference shards with their identities (content hashes where needed), by source."""
         self.computed: dict[str, int] = {}
         """Rows each annotate step computed over reference shards in this run."""
 
@@ -101,10 +103,11 @@ class ReferenceRows:
 
     def _identified(self, client: Client, ref: Reference) -> list[ShardRef]:
         """``ref``'s shards, those without a change marker (ETag, mtime...) with a hash of their
-        content in their identity, as inputs get, so a shard changed in place is annotated again."""
-        unstamped = [s for s in ref.shards if s.unstamped]
-        hashed = dict(zip(unstamped, cluster.map_tasks(client, hash_identity, unstamped, "hash reference shards", lambda s: s.url, self.quiet)))
-        return [hashed.get(s, s) for s in ref.shards]
+        content in their identity, as inputs get, so a shard changed in place is annotated again
+        (hashed once per run, whichever steps compare against ``ref``)."""
+        if ref.source not in self._identities:
+            self._identities[ref.source], _ = cluster.hash_unstamped(client, list(ref.shards), "hash reference shards", self.quiet)
+        return self._identities[ref.source]
 
     def _shard_rows(self, client: Client, plan: GlobalPlan, ref: Reference) -> PriorRows:
         """The readable, annotated samples of ``ref``'s shards with ``plan``'s columns."""
