@@ -68,7 +68,7 @@ def test_letterboxed_and_turned_copies_hash_close_to_the_original():
 
     def hashes(img, rotate=()):
         gray = decode_reduced(jpeg_bytes(img, 90)).gray
-        return perceptual.phash_pixels(perceptual.robust_thumbnails([gray], perceptual.PHASH_SIZE, rotations=rotate)[0])
+        return perceptual.robust_phashes([gray], rotations=rotate)[0][0]
 
     base = hashes(photo, rotate=(-6, -3, 3, 6, 90))
     letterboxed = hashes(_pad(photo, 255, "tb"))[0]
@@ -86,7 +86,7 @@ def test_crops_and_captions_match_through_region_hashes_only():
 
     def hashes(img):
         gray = decode_reduced(jpeg_bytes(img, 90)).gray
-        return perceptual.phash_pixels(perceptual.robust_thumbnails([gray], perceptual.PHASH_SIZE, windows=perceptual.REGIONS)[0])
+        return perceptual.robust_phashes([gray], windows=perceptual.REGIONS)[0][0]
 
     base = hashes(photo)
     for copy in (_crop(photo, 0.7), _banner(photo)):
@@ -95,6 +95,37 @@ def test_crops_and_captions_match_through_region_hashes_only():
         assert perceptual.hamming(base[:, None], other[None, :]).min() <= 4  # ... two regions agree
     distinct = hashes(photo_like(np.random.default_rng(8), 640, 480))
     assert perceptual.hamming(base[:, None], distinct[None, :]).min() > 4
+
+
+def test_quarter_turned_and_mirrored_pictures_hash_as_the_originals_variants():
+    """The quarter-turn and mirror hashes come from the picture's own DCT coefficients (sign flips
+    and transposes): they equal hashing the turned or mirrored picture, up to Pillow's rounding
+    of the resize (at most 2 bits, most often none)."""
+    rng = np.random.default_rng(11)
+    grays = [decode_reduced(jpeg_bytes(photo_like(rng, 640, 480), 90)).gray for _ in range(12)]
+    hashes, mirrored = perceptual.robust_phashes(grays, rotations=(90, 180, 270), mirror=True)
+    distances = []
+    for n, gray in enumerate(grays):
+        copies = [Image.fromarray(np.ascontiguousarray(np.rot90(np.asarray(gray), k))) for k in (1, 2, 3)]
+        copies.append(gray.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+        direct = perceptual.robust_phashes(copies)[0][:, 0]
+        distances += list(perceptual.hamming(direct, [*hashes[n, 1:], mirrored[n]]))
+    assert max(distances) <= 2 and np.mean(np.equal(distances, 0)) >= 0.9
+
+
+def test_hashes_are_those_of_the_robust_thumbnails():
+    """robust_phashes never makes the thumbnails robust_thumbnails makes (for dhash), yet hashes the
+    same pictures: every turn and window within rounding of the thumbnail's own hash."""
+    rng = np.random.default_rng(12)
+    grays = [decode_reduced(jpeg_bytes(photo_like(rng, 480, 360), 90)).gray for _ in range(16)]
+    grays.append(decode_reduced(jpeg_bytes(_pad(photo_like(rng, 480, 360), 0, "tb"), 90)).gray)
+    turns = (-6, 3, 90, 180)
+    hashes, _ = perceptual.robust_phashes(grays, rotations=turns, windows=perceptual.REGIONS)
+    thumbs = perceptual.robust_thumbnails(grays, perceptual.PHASH_SIZE, rotations=turns, windows=perceptual.REGIONS)
+    assert hashes.shape == thumbs.shape[:2] == (len(grays), 1 + len(turns) + len(perceptual.REGIONS))
+    from_thumbs = perceptual.phash_pixels(thumbs.reshape(-1, *perceptual.PHASH_SIZE[::-1])).reshape(hashes.shape)
+    distance = perceptual.hamming(hashes, from_thumbs)
+    assert distance.max() <= 4 and distance.mean() < 0.5
 
 
 def test_fast_mode_reads_the_reduced_decode_and_needs_no_full_pixels():

@@ -34,6 +34,7 @@ __all__ = [
     "hamming",
     "phash_batch",
     "phash_pixels",
+    "robust_phashes",
     "robust_thumbnails",
     "thumbnail",
     "thumbnails",
@@ -110,13 +111,21 @@ def _dct_rows() -> np.ndarray:
 
 
 def _phash_matmul(pixels: np.ndarray) -> np.ndarray:
-    n, side = len(pixels), PHASH_SIZE[0]
-    dct = _dct_rows()
-    across = (pixels.reshape(n * side, side).astype(np.float64) @ dct.T).reshape(n, side, HASH_SIZE)  # (N, y, v)
-    low = (across.transpose(0, 2, 1).reshape(n * HASH_SIZE, side) @ dct.T).reshape(n, HASH_SIZE, HASH_SIZE)  # (N, v, u)
-    low = low.transpose(0, 2, 1)  # (N, u, v): vertical frequency first, as imagehash
-    median = np.median(low.reshape(n, HASH_SIZE * HASH_SIZE), axis=1)
-    return _pack(low > median[:, None, None])
+    return _bits(_dct_low(pixels.astype(np.float64)))
+
+
+def _dct_low(pixels: np.ndarray) -> np.ndarray:
+    """(..., 32, 32) pixels -> (..., 8, 8) lowest DCT-II coefficients, vertical frequency first
+    (as imagehash's ``dct(dct(pixels, axis=0), axis=1)[:8, :8]``): two matrix products."""
+    dct = _dct_rows().astype(pixels.dtype)
+    return dct @ pixels @ dct.T
+
+
+def _bits(low: np.ndarray) -> np.ndarray:
+    """(N, 8, 8) DCT coefficients -> (N,) uint64 pHashes: each bit says a coefficient is above
+    the median of the 64 (imagehash's rule)."""
+    flat = low.reshape(len(low), HASH_SIZE * HASH_SIZE)
+    return _pack(flat > np.median(flat, axis=1)[:, None])
 
 
 def dhash_pixels(pixels: np.ndarray) -> np.ndarray:
@@ -296,25 +305,74 @@ def _resample(src: int, start: float, end: float, out: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def _window_matrices(windows: tuple[tuple[float, float, float, float], ...], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _window_matrices(windows: tuple[tuple[float, float, float, float], ...], size: tuple[int, int], dct: bool) -> tuple[np.ndarray, np.ndarray]:
     """Row weights (K, h, 2h) and column weights (K * w, 2w) that take each window of a picture
-    squashed to twice ``size`` to a ``size`` thumbnail: ``rows[k] @ double @ cols[k].T``."""
+    squashed to twice ``size`` to a ``size`` thumbnail: ``rows[k] @ double @ cols[k].T``. With
+    ``dct``, each is multiplied by the first 8 DCT rows (``size`` must be :data:`PHASH_SIZE`),
+    giving the thumbnail's 8x8 lowest DCT coefficients (:func:`_dct_low`) instead of its pixels."""
     w, h = size
     rows = np.stack([_resample(2 * h, 2 * h * top, 2 * h * bottom, h) for _, top, _, bottom in windows])
-    cols = np.concatenate([_resample(2 * w, 2 * w * left, 2 * w * right, w) for left, _, right, _ in windows])
-    return rows.astype(np.float32), cols.astype(np.float32)
+    cols = np.stack([_resample(2 * w, 2 * w * left, 2 * w * right, w) for left, _, right, _ in windows])
+    if dct:
+        rows, cols = _dct_rows() @ rows, _dct_rows() @ cols
+    return rows.astype(np.float32), cols.reshape(-1, 2 * w).astype(np.float32)
 
 
-def _windows(double: np.ndarray, windows: tuple[tuple[float, float, float, float], ...], size: tuple[int, int]) -> np.ndarray:
-    """(N, K, h, w) float32 thumbnails of each window of (N, 2h, 2w) double-size pictures: two
-    matrix products over the whole batch (a separable LANCZOS resize, see :func:`_resample`)."""
-    rows, cols = _window_matrices(windows, size)
+def _windows(double: np.ndarray, windows: tuple[tuple[float, float, float, float], ...], size: tuple[int, int], dct: bool = False) -> np.ndarray:
+    """(N, K, h, w) float32 thumbnails (with ``dct``: (N, K, 8, 8) coefficients) of each window of
+    (N, 2h, 2w) double-size pictures: one matrix product for the columns of every window, then
+    one per window for its rows, each over the whole batch (a separable LANCZOS resize, see
+    :func:`_resample`)."""
+    rows, cols = _window_matrices(windows, size, dct)
     n, h2, w2 = double.shape
-    across = (double.reshape(n * h2, w2) @ cols.T).reshape(n, h2, len(windows), size[0])  # each window's columns
-    return rows[None] @ across.transpose(0, 2, 1, 3)  # (1, K, h, 2h) @ (N, K, 2h, w)
+    k, out_h, out_w = len(windows), rows.shape[1], cols.shape[0] // len(windows)
+    across = (double.reshape(n * h2, w2) @ cols.T).reshape(n, h2, k, out_w)  # each window's columns
+    stacked = np.ascontiguousarray(across.transpose(2, 1, 0, 3)).reshape(k, h2, n * out_w)
+    return (rows @ stacked).reshape(k, out_h, n, out_w).transpose(2, 0, 1, 3)
 
 
 _WHOLE = (0.0, 0.0, 1.0, 1.0)
+
+
+def _doubles(grays: Sequence[Image.Image], size: tuple[int, int], trim: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Each small grayscale image, uniform borders trimmed when ``trim`` (:func:`border_box`),
+    resized (BILINEAR, widened when shrinking) to twice ``size``: (N, 2h, 2w) float32, and each
+    trimmed picture's aspect ratio as ``round(16 * log2(w / h))`` (see :func:`_turn_matrix`)."""
+    double = np.empty((len(grays), 2 * size[1], 2 * size[0]), dtype=np.float32)
+    aspect = np.empty(len(grays), dtype=np.int64)
+    for n, gray in enumerate(grays):
+        if gray.mode != "L":
+            gray = gray.convert("L")
+        box = border_box(np.asarray(gray)) if trim else (0, 0, gray.width, gray.height)
+        double[n] = np.asarray(gray.resize((2 * size[0], 2 * size[1]), Image.Resampling.BILINEAR, box=box))
+        aspect[n] = round(16 * math.log2((box[2] - box[0]) / (box[3] - box[1])))
+    return double, aspect
+
+
+def _turned(double: np.ndarray, aspect: np.ndarray, angles: tuple[float, ...], size: tuple[int, int], dct: bool = False) -> np.ndarray:
+    """(N, len(angles), h, w) float32 thumbnails (with ``dct``: (N, len(angles), 8, 8) coefficients,
+    see :func:`_dct_low`) of each double-size picture turned by each angle (the canvas kept:
+    corners turning in are black); one sparse product per aspect ratio."""
+    w, h = size
+    shape = (HASH_SIZE, HASH_SIZE) if dct else (h, w)
+    out = np.empty((len(double), len(angles), *shape), dtype=np.float32)
+    flat = double.reshape(len(double), -1)
+    dct_rows = _dct_rows().astype(np.float32)
+    for step in np.unique(aspect):
+        rows = np.flatnonzero(aspect == step)
+        turned = (_turn_matrix(angles, int(step), size) @ flat[rows].T).reshape(len(angles), h, w, len(rows))
+        if dct:  # DCT down each column, then along each row, the batch kept last
+            down = (dct_rows @ turned.reshape(len(angles), h, w * len(rows))).reshape(len(angles) * HASH_SIZE, w, len(rows))
+            turned = (dct_rows @ down).reshape(len(angles), HASH_SIZE, HASH_SIZE, len(rows))
+        out[rows] = turned.transpose(3, 0, 1, 2)
+    return out
+
+
+def _split_turns(rotations: Sequence[float], size: tuple[int, int]) -> tuple[list[int], tuple[float, ...]]:
+    """Positions (1-based, after the picture itself) of the right angles of ``rotations`` that turn a
+    square thumbnail exactly, and the other angles."""
+    right = [i for i, a in enumerate(rotations, start=1) if a % 90 == 0 and size[0] == size[1]]
+    return right, tuple(a for i, a in enumerate(rotations, start=1) if i not in right)
 
 
 def robust_thumbnails(
@@ -333,30 +391,69 @@ def robust_thumbnails(
 
     Each image costs one Pillow resize (BILINEAR, widened when shrinking: of the trimmed picture
     to twice the thumbnail's size); the rest are matrix products over the batch: the picture
-    and its windows by separable resampling, turns by sparse matrices."""
+    and its windows by separable resampling, turns by sparse matrices. :func:`robust_phashes`
+    hashes the same thumbnails without making them."""
+    double, aspect = _doubles(grays, size, trim)
     out = np.empty((len(grays), 1 + len(rotations) + len(windows), size[1], size[0]), dtype=np.uint8)
-    right = [i for i, a in enumerate(rotations, start=1) if a % 90 == 0 and size[0] == size[1]]
-    other = tuple(a for i, a in enumerate(rotations, start=1) if i not in right)
-    double = np.empty((len(grays), 2 * size[1], 2 * size[0]), dtype=np.float32)
-    aspect = np.empty(len(grays), dtype=np.int64)
-    for n, gray in enumerate(grays):
-        if gray.mode != "L":
-            gray = gray.convert("L")
-        box = border_box(np.asarray(gray)) if trim else (0, 0, gray.width, gray.height)
-        double[n] = np.asarray(gray.resize((2 * size[0], 2 * size[1]), Image.Resampling.BILINEAR, box=box))
-        aspect[n] = round(16 * math.log2((box[2] - box[0]) / (box[3] - box[1])))
-    views = _windows(double, (_WHOLE, *windows), size)
-    pixels = np.clip(np.rint(views), 0, 255).astype(np.uint8)
+    pixels = _to_uint8(_windows(double, (_WHOLE, *windows), size))
     out[:, 0] = pixels[:, 0]
     out[:, 1 + len(rotations) :] = pixels[:, 1:]
+    right, other = _split_turns(rotations, size)
     for i in right:  # a square thumbnail turns exactly
         out[:, i] = np.rot90(out[:, 0], int(rotations[i - 1] // 90) % 4, axes=(1, 2))
     if other:
         slots = [i for i in range(1, 1 + len(rotations)) if i not in right]
-        flat = double.reshape(len(grays), -1)
-        for step in np.unique(aspect):
-            rows = np.flatnonzero(aspect == step)
-            turned = _turn_matrix(other, int(step), size) @ flat[rows].T  # (k * h * w, n)
-            turned_px = np.clip(np.rint(turned.T), 0, 255).astype(np.uint8)
-            out[rows[:, None], slots] = turned_px.reshape(len(rows), len(other), size[1], size[0])
+        out[:, slots] = _to_uint8(_turned(double, aspect, other, size))
     return out
+
+
+def _to_uint8(pixels: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+
+_SIGNS = (-1.0) ** np.arange(HASH_SIZE)
+"""DCT-II of a reversed line: each coefficient times ``(-1) ** k``."""
+
+
+def _quarter_turns(low: np.ndarray, turns: int) -> np.ndarray:
+    """(N, 8, 8) lowest DCT coefficients of a square picture -> those of it turned by ``turns``
+    quarters counter-clockwise (``np.rot90(pixels, turns)``), exactly: a turn is a transpose and
+    a reversal, and reversing a line flips the sign of its odd coefficients."""
+    turns %= 4
+    if turns == 1:  # rot90 = reversed rows of the transpose
+        return _SIGNS[:, None] * low.transpose(0, 2, 1)
+    if turns == 2:
+        return _SIGNS[:, None] * low * _SIGNS[None, :]
+    if turns == 3:  # reversed columns of the transpose
+        return low.transpose(0, 2, 1) * _SIGNS[None, :]
+    return low
+
+
+def robust_phashes(
+    grays: Sequence[Image.Image],
+    trim: bool = True,
+    rotations: Sequence[float] = (),
+    windows: Sequence[tuple[float, float, float, float]] = (),
+    mirror: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """pHashes of :func:`robust_thumbnails`' thumbnails (``size`` :data:`PHASH_SIZE`): (N, 1 +
+    len(rotations) + len(windows)) uint64, and (N,) of each picture mirrored when ``mirror``.
+
+    The thumbnails are never made: each resize is linear, so the resize and the DCT fold into
+    one product that gives the 8x8 coefficients the hash reads (the 32x32 thumbnail is not
+    rounded to whole grey levels on the way); right-angle turns and the mirror are sign flips
+    and transposes of the picture's own coefficients."""
+    size = PHASH_SIZE
+    double, aspect = _doubles(grays, size, trim)
+    views = _windows(double, (_WHOLE, *windows), size, dct=True)  # (N, 1 + windows, 8, 8)
+    low = np.empty((len(grays), 1 + len(rotations) + len(windows), HASH_SIZE, HASH_SIZE), dtype=np.float32)
+    low[:, 0] = views[:, 0]
+    low[:, 1 + len(rotations) :] = views[:, 1:]
+    right, other = _split_turns(rotations, size)
+    for i in right:
+        low[:, i] = _quarter_turns(low[:, 0], int(rotations[i - 1] // 90))
+    if other:
+        slots = [i for i in range(1, 1 + len(rotations)) if i not in right]
+        low[:, slots] = _turned(double, aspect, other, size, dct=True)
+    hashes = _bits(low.reshape(-1, HASH_SIZE, HASH_SIZE)).reshape(low.shape[:2])
+    return hashes, (_bits(low[:, 0] * _SIGNS[None, :]) if mirror else None)

@@ -59,7 +59,7 @@ class _PerceptualHash(Annotator):
     ``mirror: true``, ``<name>_variants`` with ``rotate``, ``<name>_regions`` with ``regions: true``."""
 
     Config = HashConfig
-    version = "3"
+    version = "4"
     size: ClassVar[tuple[int, int]]
     """(width, height) of the grayscale thumbnail the hash is computed from."""
 
@@ -83,12 +83,17 @@ class _PerceptualHash(Annotator):
             return perceptual.thumbnail(img, self.size)
         return sample.image_small()
 
-    def _thumbnails(self, prepared: list[Any]) -> np.ndarray:
-        """(N, 1 + len(rotate) + regions, h, w): each hashed picture, its turned variants, its regions."""
+    def _hashes(self, prepared: list[Any]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, 1 + len(rotate) + regions) hashes (each picture, its turned variants, its regions),
+        and (N,) of each picture mirrored with ``mirror: true``."""
         if self.config.mode == "exact":
-            return np.stack(prepared)[:, None]
-        windows = perceptual.REGIONS if self.config.regions else ()
-        return perceptual.robust_thumbnails(prepared, self.size, rotations=self.config.rotate, windows=windows)
+            thumbs = np.stack(prepared)
+        else:
+            windows = perceptual.REGIONS if self.config.regions else ()
+            thumbs = perceptual.robust_thumbnails(prepared, self.size, rotations=self.config.rotate, windows=windows)
+        hashes = self.hash_pixels(thumbs.reshape(-1, *thumbs.shape[-2:])).reshape(len(prepared), -1)
+        first = thumbs if thumbs.ndim == 3 else thumbs[:, 0]
+        return hashes, (self.hash_pixels(first[:, :, ::-1]) if self.config.mirror else None)
 
     def annotate(self, batch: Sequence[SampleView]) -> list[Row]:
         rows: list[Row] = [{} for _ in batch]
@@ -106,9 +111,7 @@ class _PerceptualHash(Annotator):
             where.append(i)
         if not prepared:
             return rows
-        thumbs = self._thumbnails(prepared)  # (N, 1 + variants, h, w)
-        hashes = self.hash_pixels(thumbs.reshape(-1, *thumbs.shape[2:])).reshape(thumbs.shape[:2])
-        mirrored = self.hash_pixels(thumbs[:, 0, :, ::-1]) if self.config.mirror else None
+        hashes, mirrored = self._hashes(prepared)
         for j, i in enumerate(where):
             rows[i] = {self.name: int(hashes[j, 0])}
             if mirrored is not None:
@@ -134,6 +137,12 @@ class PHash(_PerceptualHash):
 
     def hash_pixels(self, pixels: np.ndarray) -> np.ndarray:
         return perceptual.phash_pixels(pixels, exact=self.config.mode == "exact")
+
+    def _hashes(self, prepared: list[Any]) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.config.mode == "exact":
+            return super()._hashes(prepared)
+        c = self.config
+        return perceptual.robust_phashes(prepared, rotations=c.rotate, windows=perceptual.REGIONS if c.regions else (), mirror=c.mirror)
 
 
 class DHash(_PerceptualHash):
