@@ -3,8 +3,10 @@
 For each size (default 200k, 1M and 5M samples; ``--sizes`` to choose) it curates tiny
 image-text shards with the default recipe plus one global near-duplicate step (``annotate:
 phash`` after ``image_info``, ``dedup: phash`` with ``max_distance: 4`` at the end) on a local
-cluster of ``--workers`` processes, and reports per size: wall time, samples/s, the driver's
-peak RSS, the largest worker peak RSS, the files the run wrote and what it kept. Then the
+cluster of ``--workers`` processes, and reports per size: wall time, samples/s,
+CPU-milliseconds per sample (driver and workers, beside the share of the machine other
+processes used: wall-clock rates mean little on a shared machine), seconds per stage, the
+driver's peak RSS, the largest worker peak RSS, the files the run wrote and what it kept. Then the
 ratios issue 11 sets goals for: driver peak growth from 1M to 5M (<= 1.2x; with other sizes,
 between the two largest), and samples/s at the largest size against the smallest (>= 0.8x).
 
@@ -48,6 +50,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import mmcurate  # noqa: E402
+from bench_cpu import CpuWatch  # noqa: E402  (this folder is on sys.path when run as a script)
 from mmcurate.engine.cluster import connect  # noqa: E402
 from mmcurate.io.tarwrite import write_tar  # noqa: E402
 
@@ -121,10 +124,11 @@ def run_one(n: int, workdir: Path, workers: int, keep_run: bool) -> dict[str, An
     out = workdir / "runs" / f"n{n}"
     shutil.rmtree(out, ignore_errors=True)  # our own run folder from an earlier benchmark
     with connect(workers=workers, quiet=True) as client:
-        t0 = time.perf_counter()
-        result = mmcurate.curate(inputs, scale_recipe(), out, client=client, quiet=True)
-        wall = time.perf_counter() - t0
+        with CpuWatch(client) as cpu:
+            result = mmcurate.curate(inputs, scale_recipe(), out, client=client, quiet=True)
+        wall = cpu.wall
         worker_peaks = sorted(client.run(_vmhwm_mib).values())
+    own_cpu = cpu.driver + sum(cpu.workers.values())
     files = [Path(d, f) for d, _, names in os.walk(out) for f in names]
     figures = {
         "samples": n,
@@ -133,6 +137,9 @@ def run_one(n: int, workdir: Path, workers: int, keep_run: bool) -> dict[str, An
         "kept": result.kept,
         "wall_s": round(wall, 2),
         "samples_per_s": round(result.samples_in / wall, 1),
+        "cpu_ms_per_sample": round(1e3 * own_cpu / max(1, result.samples_in), 3),
+        "cpu": cpu.as_dict(),
+        "stage_seconds": json.loads((out / "run.json").read_text())["seconds"],
         "driver_peak_mib": round(_vmhwm_mib(), 1),
         "worker_peaks_mib": [round(p, 1) for p in worker_peaks],
         "files_written": len(files),
@@ -147,17 +154,23 @@ def run_one(n: int, workdir: Path, workers: int, keep_run: bool) -> dict[str, An
 # --------------------------------------------------------------------------- report
 
 
+def _share(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.0f}%"
+
+
 def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "n/a"
 
 
 def report(rows: list[dict[str, Any]]) -> str:
     lines = [
-        f"{'samples':>10} {'shards':>6} {'wall s':>9} {'samples/s':>10} {'driver MiB':>11} {'worker MiB':>11} {'files':>7} {'kept':>10}",
+        f"{'samples':>10} {'shards':>6} {'wall s':>9} {'samples/s':>10} {'CPU ms/smp':>10} {'others':>7} "
+        f"{'driver MiB':>11} {'worker MiB':>11} {'files':>7} {'kept':>10}",
     ]
     for r in rows:
         lines.append(
-            f"{r['samples']:>10,} {r['shards']:>6} {r['wall_s']:>9.1f} {r['samples_per_s']:>10,.0f} {r['driver_peak_mib']:>11.0f} "
+            f"{r['samples']:>10,} {r['shards']:>6} {r['wall_s']:>9.1f} {r['samples_per_s']:>10,.0f} {r['cpu_ms_per_sample']:>10.3f} "
+            f"{_share(r['cpu']['foreign_share']):>7} {r['driver_peak_mib']:>11.0f} "
             f"{max(r['worker_peaks_mib']):>11.0f} {r['files_written']:>7,} {r['kept']:>10,}"
         )
     by_size = {r["samples"]: r for r in rows}
@@ -173,7 +186,11 @@ def report(rows: list[dict[str, Any]]) -> str:
             f"{_ratio(max(large['worker_peaks_mib']), max(small['worker_peaks_mib']))} (goal: flat)",
             f"samples/s at {large['samples']:,} vs {small['samples']:,}: "
             f"{_ratio(large['samples_per_s'], small['samples_per_s'])} (goal >= {GOAL_RATE_RATIO}x)",
+            f"CPU per sample at {small['samples']:,} / at {large['samples']:,}: "
+            f"{_ratio(small['cpu_ms_per_sample'], large['cpu_ms_per_sample'])} (the same ratio from CPU time: robust to other jobs)",
         ]
+        if any((r["cpu"]["foreign_share"] or 0) > 0.05 for r in rows):
+            lines.append("WARNING: other processes used over 5% of the machine during a run ('others'): wall-clock rates are skewed")
     return "\n".join(lines)
 
 
