@@ -102,11 +102,15 @@ def connect(
     logging.getLogger("distributed").setLevel(logging.ERROR)
     n = workers or default_workers()
     with _workers_skip_main(), _local_cluster(n, threads_per_worker) as cluster, Client(cluster) as local:
-        if quiet:
-            local.register_plugin(_NoWarnings(), name="mmcurate-quiet")  # also on workers started later
-        if gpus:
-            _add_gpu_workers(cluster, gpus)
-            local.wait_for_workers(n + gpus, timeout=120)
+        try:
+            if quiet:
+                local.register_plugin(_NoWarnings(), name="mmcurate-quiet")  # also on workers started later
+            if gpus:
+                _add_gpu_workers(cluster, gpus)
+                local.wait_for_workers(n + gpus, timeout=120)
+        except (OSError, TimeoutError) as exc:  # a worker died on the way up ("Stream is closed"), or never came
+            raise ClusterError(f"the local Dask cluster lost a worker while starting ({type(exc).__name__}: {exc}); "
+                               "re-run the same command to resume") from exc
         extra = f" + {gpus} GPU worker(s)" if gpus else ""
         _say(f"local Dask cluster: {n} workers x {threads_per_worker} threads{extra}; dashboard {local.dashboard_link}", quiet)
         yield local
