@@ -426,6 +426,9 @@ def _table(report: dict[str, Any]) -> str:
         rows.append(("  CPU during warm rerun", _cpu(r["warm"]["cpu"])))
         verdict = "MEETS" if r["ratio"] >= GOAL_RATIO else "BELOW"
         rows.append((f"ratio e2e / ({w} x Pillow), {n}", f"{r['ratio']:.3f}   (goal >= {GOAL_RATIO}: {verdict})"))
+        busiest = -(-r["shards"] // w)
+        rows.append(("  shard balance", f"{r['shards']} input shards on {w} workers: the busiest takes {busiest}, so per-shard stages "
+                     f"reach at most {r['shards'] / (w * busiest):.2f} of {w} cores"))
         rows.append((f"  e2e / measured {w}-process Pillow", f"{r['ratio_vs_measured_parallel']:.3f}"))
         rows.append(("  CPU-time ratio (robust to other load)", f"{r['cpu_ratio']:.3f}   (Pillow CPU-s per image / mmcurate "
                      "workers + driver CPU-s per sample)"))
