@@ -9,7 +9,8 @@ Two modes (part of the step's fingerprint):
   to the list column ``<name>_variants``, so turned copies match (``dedup: phash`` with
   ``variants: true`` searches them); ``regions: true`` adds hashes of centre crops and of the
   picture less one edge (:data:`mmcurate.steps.perceptual.REGIONS`) to ``<name>_regions``, so crops
-  and copies with a caption or logo match (``dedup: phash`` with ``regions: true``).
+  and copies with a caption or logo match (``dedup: phash`` with ``regions: true``). ``phash``
+  computes these straight from DCT coefficients (:func:`mmcurate.steps.perceptual.robust_phashes`).
 * ``exact``: ``int(str(imagehash.phash(img)), 16)`` (respectively ``dhash``) of the fully
   decoded image (EXIF orientation applied), bit for bit.
 
