@@ -16,11 +16,11 @@ import os
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-import fsspec
 import pyarrow as pa
 from dask.distributed import Client
 
 from ..io.inputs import InputError, ShardRef, resolve_inputs
+from ..io.location import location
 from ..recipe import DedupStep
 from ..steps.dedup.results import PriorRows
 from ..io.location import location
@@ -49,8 +49,7 @@ class Reference:
 
 
 def _is_run(spec: str) -> bool:
-    fs, path = fsspec.core.url_to_fs(spec)
-    return fs.isfile(path.rstrip("/") + "/run.json")
+    return (location(spec) / "run.json").is_file()
 
 
 def resolve_references(specs: Iterable[str | os.PathLike[str]]) -> list[Reference]:
