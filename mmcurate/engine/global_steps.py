@@ -7,8 +7,9 @@ each partition holds whole clusters:
 
 * exact: by a hash of the value;
 * phash: identical hashes by a hash of the value, then each table of the block-permutation
-  search by band (a range of its key bits); the edges found meet in one union-find task over
-  O(n) integer arrays;
+  search by band (a range of its key bits); the edges found are clustered by the distributed
+  connected components of :mod:`~mmcurate.steps.dedup.components` (rounds of edges grouped by
+  node), then the rows grouped by cluster, where the keep rule picks who stays;
 * semantic: k-means fitted on a sample, rows assigned per shard, one task per cluster;
 * video_phash: one task (frame hashes shared by many videos are left out, see the config);
 * exact, phash and video_phash over rows that fit one partition: one search task and one
@@ -439,7 +440,7 @@ def _semantic(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple
 
 def _phash(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db.Bag, dict[str, Any]]:
     """Plain hashes, and each kind of extra hash with the plain ones (ids ``n + row``), each
-    searched by the partitioned block-permutation search; edges meet in one union-find."""
+    searched by the partitioned block-permutation search; edges clustered by :func:`_union`."""
     config = step.config
     d = config.max_distance
     kinds = sorted(set().union(*_compute(client, _each(rows, lambda r: list(_arrays(step, r).extra)))))
