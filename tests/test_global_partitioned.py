@@ -129,24 +129,36 @@ def test_dedup_partitioned_equals_the_single_task(tmp_path, client, monkeypatch,
         assert [tuple(x) for x in report.largest] == [(len(m) + 1, keys[p], m[:4]) for p, m in largest]
 
 
-def test_exact_dedup_against_an_earlier_run_keeps_its_rows_at_every_partition_count(tmp_path, client, monkeypatch):
-    old_values, new_values = _values(120, seed=1), _values(200, seed=2)
-    old_shards, old_keys = _shards(tmp_path, old_values, [60, 60], "o")
-    step = {"dedup": "exact", "column": "sha", "keep": "highest quality"}
+def _against(tmp_path, client, step: dict, old: tuple[dict[str, list], list[int]], new: tuple[dict[str, list], list[int]]):
+    """An earlier run deduplicated by ``step`` over shards of ``old`` (values, shard sizes), and
+    the shards of ``new``: (the earlier run, the new shards, and over the earlier run's kept
+    rows then the new rows: keys, values, whether each row is a reference row)."""
+    old_shards, old_keys = _shards(tmp_path, old[0], old[1], "o")
     _, first = _run(tmp_path, "first", old_shards, step, client)
     kept = {d["key"] for d in pq.read_table(first.decisions_path).to_pylist() if d["kept"]}
     prior_rows = [i for i, k in enumerate(old_keys) if k in kept]
-    new_shards, new_keys = _shards(tmp_path, new_values, [50, 150], "n")
-    both = {c: [old_values[c][i] for i in prior_rows] + new_values[c] for c in old_values}
+    new_shards, new_keys = _shards(tmp_path, new[0], new[1], "n")
+    both = {c: [old[0][c][i] for i in prior_rows] + new[0][c] for c in old[0]}
     keys = [old_keys[i] for i in prior_rows] + new_keys
-    prior = np.arange(len(keys)) < len(prior_rows)
+    return first, new_shards, keys, both, np.arange(len(keys)) < len(prior_rows)
+
+
+def _reasons_against(method: str, parent: np.ndarray, keys: list[str], prior: np.ndarray) -> dict[str, str | None]:
+    """The reason of each new row's decision given the single-task parents."""
+    return {k: None if parent[i] == i else f"{'matches_reference' if prior[parent[i]] else REASONS[method]}:{keys[parent[i]]}"
+            for i, k in enumerate(keys) if not prior[i]}
+
+
+def test_exact_dedup_against_an_earlier_run_keeps_its_rows_at_every_partition_count(tmp_path, client, monkeypatch):
+    step = {"dedup": "exact", "column": "sha", "keep": "highest quality"}
+    first, new_shards, keys, both, prior = _against(tmp_path, client, step, (_values(120, seed=1), [60, 60]), (_values(200, seed=2), [50, 150]))
     for per_partition in (5, 10**6):
         monkeypatch.setattr(global_steps, "ROWS_PER_PARTITION", per_partition)
         dedup, result = _run(tmp_path, f"second{per_partition}", new_shards, step, client, against=[first.out])
         parent = _reference(dedup, both, prior)
         decisions = {d["key"]: d["reason"] for d in pq.read_table(result.decisions_path).to_pylist()}
-        assert decisions == {k: None if parent[i] == i else f"{'matches_reference' if prior[parent[i]] else 'duplicate_of'}:{keys[parent[i]]}" for i, k in enumerate(keys) if not prior[i]}
-        assert any(parent[i] < len(prior_rows) for i in range(len(prior_rows), len(keys)) if parent[i] != i)
+        assert decisions == _reasons_against("exact", parent, keys, prior)
+        assert any(parent[i] < prior.sum() for i in range(prior.sum(), len(keys)) if parent[i] != i)
 
 
 def _chained(n: int, seed: int, chain: int, copies: int) -> dict[str, list]:
@@ -172,22 +184,14 @@ def test_phash_clusters_with_long_chains_and_an_earlier_run_equal_the_single_tas
     step = {"dedup": "phash", "column": "ph", "max_distance": 1, "keep": "highest quality"}
     old_values, new_values = _chained(90, 5, chain=30, copies=20), _chained(260, 6, chain=60, copies=50)
     new_values["ph"][:20] = old_values["ph"][20:40]  # new rows joining clusters of the earlier run
-    old_shards, old_keys = _shards(tmp_path, old_values, [45, 45], "o")
-    _, first = _run(tmp_path, "first", old_shards, step, client)
-    kept = {d["key"] for d in pq.read_table(first.decisions_path).to_pylist() if d["kept"]}
-    prior_rows = [i for i, k in enumerate(old_keys) if k in kept]
-    new_shards, new_keys = _shards(tmp_path, new_values, [50, 3, 97, 110], "n")
-    both = {c: [old_values[c][i] for i in prior_rows] + new_values[c] for c in old_values}
-    keys = [old_keys[i] for i in prior_rows] + new_keys
-    prior = np.arange(len(keys)) < len(prior_rows)
+    first, new_shards, keys, both, prior = _against(tmp_path, client, step, (old_values, [45, 45]), (new_values, [50, 3, 97, 110]))
     for per_partition in (6, 10**6):
         monkeypatch.setattr(global_steps, "ROWS_PER_PARTITION", per_partition)
         dedup, result = _run(tmp_path, f"second{per_partition}", new_shards, step, client, against=[first.out])
         parent = _reference(dedup, both, prior)
         assert Counter(parent[~prior].tolist()).most_common(1)[0][1] > 100  # one cluster of most of the chain and the copies
         decisions = {d["key"]: d["reason"] for d in pq.read_table(result.decisions_path).to_pylist()}
-        assert decisions == {k: None if parent[i] == i else f"{'matches_reference' if prior[parent[i]] else REASONS['phash']}:{keys[parent[i]]}"
-                             for i, k in enumerate(keys) if not prior[i]}, per_partition
+        assert decisions == _reasons_against("phash", parent, keys, prior), per_partition
         sizes = Counter(parent.tolist())
         clusters = mmcurate.open_run(result.out).clusters()[dedup.id].to_pylist()
         assert [(c["key"], c["dup_cluster"], c["dup_cluster_size"]) for c in clusters] == [
