@@ -94,7 +94,9 @@ __all__ = [
 ]
 
 ROWS_PER_PARTITION = 1 << 20
-"""Rows (or distinct hashes) a partition task aims at."""
+"""Rows (or distinct hashes, or pHash edges) a partition task aims at. A dedup over at most this
+many rows runs in one task (:func:`_in_one_task`); over more, partitioned (for pHash, with the
+distributed union-find): set it lower to take the partitioned path on small data."""
 TABLES_PER_WAVE = 4
 """Tables of the phash search shuffled at once (each holds every distinct hash once)."""
 
@@ -501,7 +503,7 @@ def _union(client: Client, edges: db.Bag, scores: db.Bag, n: int, parts: int, at
     """Clusters of ``n`` rows joined by a bag of (E, 2) id arrays (ids modulo ``n``), who stays in
     each by the keep policy (``scores``: ``(shard index, (rows, score, prior))`` per shard), as
     ``(shard index, RowResults)`` records; no task holds more than a partition of the edges or
-    the rows of the clusters sent to it (see :mod:`~.steps.dedup.components`)."""
+    the rows of the clusters sent to it (see :mod:`~mmcurate.steps.dedup.components`)."""
 
     def first(group: tuple[int, list[np.ndarray]]) -> tuple[np.ndarray, int]:
         pairs = unique_pairs(np.concatenate(group[1]), n)
