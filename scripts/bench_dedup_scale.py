@@ -26,13 +26,16 @@ shards of ``--shard-size`` rows are generated on the workers (exact: ``v<random 
 strings, about a third repeats; phash: random hashes, 1% planted near-duplicates of the
 previous shard's rows). Prints wall time, CPU time (workers and driver: the machine may be
 shared), rows removed, the driver's peak RSS and each
-worker's peak RSS (``ru_maxrss``).
+worker's peak RSS (``ru_maxrss``). ``--methods`` picks exact and/or phash; ``--rows-per-partition``
+sets the partition size (rows that fit one partition are deduplicated in one task; more go
+through the partitioned search and, for phash, the distributed union-find).
 
 Run from the repository root::
 
     python scripts/bench_dedup_scale.py                     # N in {1M, 10M}, D in {4, 6, 8}
     python scripts/bench_dedup_scale.py --n 1e6 --d 4 6     # a subset
     python scripts/bench_dedup_scale.py --cluster --n 1e6 5e6 --d 4
+    python scripts/bench_dedup_scale.py --cluster --methods phash --n 2e6 --d 4 --shard-size 100000
 """
 
 from __future__ import annotations
@@ -267,8 +270,12 @@ def run_cluster(n: int, method: str, args: argparse.Namespace) -> dict[str, Any]
 
 def main_cluster(args: argparse.Namespace) -> int:
     results = []
+    if args.rows_per_partition:
+        from mmcurate.engine import global_steps
+
+        global_steps.ROWS_PER_PARTITION = args.rows_per_partition
     for n in sorted(int(x) for x in args.n):
-        for method in ("exact", "phash"):
+        for method in args.methods:
             print(f"running {method} N={fmt_n(n)} on {args.workers} workers ...", flush=True)
             r = run_cluster(n, method, args)
             results.append(r)
@@ -296,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cluster", action="store_true", help="exact and phash dedup through a Dask LocalCluster instead")
     p.add_argument("--workers", type=int, default=2, help="--cluster: worker processes (default 2)")
     p.add_argument("--shard-size", type=int, default=10_000, help="--cluster: rows per synthetic shard (default 10k)")
+    p.add_argument("--methods", nargs="+", choices=["exact", "phash"], default=["exact", "phash"], help="--cluster: dedup methods (default both)")
+    p.add_argument("--rows-per-partition", type=int, default=None,
+                   help="--cluster: rows per partition (default global_steps.ROWS_PER_PARTITION; fewer than N: the partitioned path)")
     p.add_argument("--child", type=int, nargs=2, metavar=("N", "D"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:

@@ -129,24 +129,74 @@ def test_dedup_partitioned_equals_the_single_task(tmp_path, client, monkeypatch,
         assert [tuple(x) for x in report.largest] == [(len(m) + 1, keys[p], m[:4]) for p, m in largest]
 
 
-def test_exact_dedup_against_an_earlier_run_keeps_its_rows_at_every_partition_count(tmp_path, client, monkeypatch):
-    old_values, new_values = _values(120, seed=1), _values(200, seed=2)
-    old_shards, old_keys = _shards(tmp_path, old_values, [60, 60], "o")
-    step = {"dedup": "exact", "column": "sha", "keep": "highest quality"}
+def _against(tmp_path, client, step: dict, old: tuple[dict[str, list], list[int]], new: tuple[dict[str, list], list[int]]):
+    """An earlier run deduplicated by ``step`` over shards of ``old`` (values, shard sizes), and
+    the shards of ``new``: (the earlier run, the new shards, and over the earlier run's kept
+    rows then the new rows: keys, values, whether each row is a reference row)."""
+    old_shards, old_keys = _shards(tmp_path, old[0], old[1], "o")
     _, first = _run(tmp_path, "first", old_shards, step, client)
     kept = {d["key"] for d in pq.read_table(first.decisions_path).to_pylist() if d["kept"]}
     prior_rows = [i for i, k in enumerate(old_keys) if k in kept]
-    new_shards, new_keys = _shards(tmp_path, new_values, [50, 150], "n")
-    both = {c: [old_values[c][i] for i in prior_rows] + new_values[c] for c in old_values}
+    new_shards, new_keys = _shards(tmp_path, new[0], new[1], "n")
+    both = {c: [old[0][c][i] for i in prior_rows] + new[0][c] for c in old[0]}
     keys = [old_keys[i] for i in prior_rows] + new_keys
-    prior = np.arange(len(keys)) < len(prior_rows)
+    return first, new_shards, keys, both, np.arange(len(keys)) < len(prior_rows)
+
+
+def _reasons_against(method: str, parent: np.ndarray, keys: list[str], prior: np.ndarray) -> dict[str, str | None]:
+    """The reason of each new row's decision given the single-task parents."""
+    return {k: None if parent[i] == i else f"{'matches_reference' if prior[parent[i]] else REASONS[method]}:{keys[parent[i]]}"
+            for i, k in enumerate(keys) if not prior[i]}
+
+
+def test_exact_dedup_against_an_earlier_run_keeps_its_rows_at_every_partition_count(tmp_path, client, monkeypatch):
+    step = {"dedup": "exact", "column": "sha", "keep": "highest quality"}
+    first, new_shards, keys, both, prior = _against(tmp_path, client, step, (_values(120, seed=1), [60, 60]), (_values(200, seed=2), [50, 150]))
     for per_partition in (5, 10**6):
         monkeypatch.setattr(global_steps, "ROWS_PER_PARTITION", per_partition)
         dedup, result = _run(tmp_path, f"second{per_partition}", new_shards, step, client, against=[first.out])
         parent = _reference(dedup, both, prior)
         decisions = {d["key"]: d["reason"] for d in pq.read_table(result.decisions_path).to_pylist()}
-        assert decisions == {k: None if parent[i] == i else f"{'matches_reference' if prior[parent[i]] else 'duplicate_of'}:{keys[parent[i]]}" for i, k in enumerate(keys) if not prior[i]}
-        assert any(parent[i] < len(prior_rows) for i in range(len(prior_rows), len(keys)) if parent[i] != i)
+        assert decisions == _reasons_against("exact", parent, keys, prior)
+        assert any(parent[i] < prior.sum() for i in range(prior.sum(), len(keys)) if parent[i] != i)
+
+
+def _chained(n: int, seed: int, chain: int, copies: int) -> dict[str, list]:
+    """Random hashes with a chain of ``chain`` hashes (each one bit from the next, so only
+    neighbours are within distance 1) ending one bit from a hub hash, and ``copies`` copies and
+    one-bit variants of the hub, all at random rows (across shards) after the first 20."""
+    values = _values(n, seed)
+    rng = np.random.default_rng(seed)
+    ph = values["ph"]
+    rows = (20 + rng.permutation(n - 20)).tolist()
+    hub = ph[rows[0]]
+    for i, row in enumerate(rows[1 : chain + 1]):  # link i differs from the hub in bits 63, 62, ..., 63 - (chain - 1 - i)
+        ph[row] = hub ^ sum(1 << (63 - j) for j in range(chain - i))
+    for row in rows[chain + 1 : chain + 1 + copies]:
+        ph[row] = hub if rng.random() < 0.5 else hub ^ (1 << int(rng.integers(0, 64)))
+    values["quality"] = rng.integers(0, 3, n).astype(float).tolist()  # many ties: input order decides
+    return values
+
+
+def test_phash_clusters_with_long_chains_and_an_earlier_run_equal_the_single_task(tmp_path, client, monkeypatch):
+    """Clusters spanning every shard and far more rows than a partition are found by the
+    distributed union-find (several rounds over partitions of a few rows) as by one task."""
+    step = {"dedup": "phash", "column": "ph", "max_distance": 1, "keep": "highest quality"}
+    old_values, new_values = _chained(90, 5, chain=30, copies=20), _chained(260, 6, chain=60, copies=50)
+    new_values["ph"][:20] = old_values["ph"][20:40]  # new rows joining clusters of the earlier run
+    first, new_shards, keys, both, prior = _against(tmp_path, client, step, (old_values, [45, 45]), (new_values, [50, 3, 97, 110]))
+    for per_partition in (6, 10**6):
+        monkeypatch.setattr(global_steps, "ROWS_PER_PARTITION", per_partition)
+        dedup, result = _run(tmp_path, f"second{per_partition}", new_shards, step, client, against=[first.out])
+        parent = _reference(dedup, both, prior)
+        assert Counter(parent[~prior].tolist()).most_common(1)[0][1] > 100  # one cluster of most of the chain and the copies
+        decisions = {d["key"]: d["reason"] for d in pq.read_table(result.decisions_path).to_pylist()}
+        assert decisions == _reasons_against("phash", parent, keys, prior), per_partition
+        sizes = Counter(parent.tolist())
+        clusters = mmcurate.open_run(result.out).clusters()[dedup.id].to_pylist()
+        assert [(c["key"], c["dup_cluster"], c["dup_cluster_size"]) for c in clusters] == [
+            (k, parent[i], sizes[parent[i]]) for i, k in enumerate(keys) if not prior[i]
+        ]
 
 
 def test_keep_top_distributed_selection_keeps_exactly_the_single_task_top_with_ties(tmp_path, client):

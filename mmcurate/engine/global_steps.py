@@ -7,8 +7,9 @@ each partition holds whole clusters:
 
 * exact: by a hash of the value;
 * phash: identical hashes by a hash of the value, then each table of the block-permutation
-  search by band (a range of its key bits); the edges found meet in one union-find task over
-  O(n) integer arrays;
+  search by band (a range of its key bits); the edges found are clustered by the distributed
+  connected components of :mod:`~mmcurate.steps.dedup.components` (rounds of edges grouped by
+  node), then the rows grouped by cluster, where the keep rule picks who stays;
 * semantic: k-means fitted on a sample, rows assigned per shard, one task per cluster;
 * video_phash: one task (frame hashes shared by many videos are left out, see the config);
 * exact, phash and video_phash over rows that fit one partition: one search task and one
@@ -66,7 +67,8 @@ from ..steps.dedup.compute import (
     semantic_parents,
     unit_rows,
 )
-from ..steps.dedup.neardup import _Layout, _widths, cluster_labels
+from ..steps.dedup.components import large_star, local_stars, small_star, unique_pairs
+from ..steps.dedup.neardup import _Layout, _widths
 from ..steps.dedup.partition import (
     RowResults,
     band_edges,
@@ -92,7 +94,9 @@ __all__ = [
 ]
 
 ROWS_PER_PARTITION = 1 << 20
-"""Rows (or distinct hashes) a partition task aims at."""
+"""Rows (or distinct hashes, or pHash edges) a partition task aims at. A dedup over at most this
+many rows runs in one task (:func:`_in_one_task`); over more, partitioned (for pHash, with the
+distributed union-find): set it lower to take the partitioned path on small data."""
 TABLES_PER_WAVE = 4
 """Tables of the phash search shuffled at once (each holds every distinct hash once)."""
 
@@ -191,8 +195,7 @@ class _Shards:
 
     def split(self, res: RowResults) -> list[tuple[int, RowResults]]:
         """Results cut into ``(shard index, results)`` pieces."""
-        owners = self.owner(res.row)
-        return [(int(o), RowResults(res.row[owners == o], res.parent[owners == o], res.size[owners == o])) for o in np.unique(owners)]
+        return [(o, RowResults(res.row[idx], res.parent[idx], res.size[idx])) for o, idx in _by_key(self.owner(res.row))]
 
 
 # --------------------------------------------------------------------------- dedup: results to drops
@@ -439,7 +442,7 @@ def _semantic(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple
 
 def _phash(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db.Bag, dict[str, Any]]:
     """Plain hashes, and each kind of extra hash with the plain ones (ids ``n + row``), each
-    searched by the partitioned block-permutation search; edges meet in one union-find."""
+    searched by the partitioned block-permutation search; edges clustered by :func:`_union`."""
     config = step.config
     d = config.max_distance
     kinds = sorted(set().union(*_compute(client, _each(rows, lambda r: list(_arrays(step, r).extra)))))
@@ -492,24 +495,72 @@ def _phash(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db
             wave = client.persist(_each(_groups(_flat(exact, banded, tables), parts * len(tables)), search_band))
             wait(wave)
             edges.append(wave)
-    scores = _each(rows, lambda r: (r.rows, _arrays(step, r).score, np.full(len(r.rows), r.index == PRIOR)))
+    scores = _each(rows, lambda r: (r.index, (r.rows, _arrays(step, r).score, np.full(len(r.rows), r.index == PRIOR))))
+    return _union(client, db.concat(edges), scores, n, parts, at)
 
-    def union(edge_parts: list[list[np.ndarray]], score_parts: list[list[tuple]], at: _Shards) -> tuple[list[tuple[int, RowResults]], int]:
-        found = [e for part in edge_parts for e in part if len(e)]
-        pairs = np.concatenate(found) % n if found else np.empty((0, 2), np.int64)
-        pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-        pairs = np.unique(np.sort(pairs, axis=1), axis=0)
-        score = np.empty(n)
-        prior = np.zeros(n, dtype=bool)
-        for part in score_parts:
-            for r, s, p in part:
-                score[r], prior[r] = s, p
-        labels = cluster_labels(n, pairs)
-        return at.split(results_from_labels(np.arange(n, dtype=np.int64), labels, score, prior)), int(len(pairs))
 
-    done = client.persist(dask.delayed(union)(db.concat(edges).to_delayed(), scores.to_delayed(), at))
-    records = db.from_delayed([dask.delayed(lambda u: u[0])(done)])
-    return records, {"pairs_within_distance": _compute(client, dask.delayed(lambda u: u[1])(done))}
+def _union(client: Client, edges: db.Bag, scores: db.Bag, n: int, parts: int, at: Any) -> tuple[db.Bag, dict[str, Any]]:
+    """Clusters of ``n`` rows joined by a bag of (E, 2) id arrays (ids modulo ``n``), who stays in
+    each by the keep policy (``scores``: ``(shard index, (rows, score, prior))`` per shard), as
+    ``(shard index, RowResults)`` records; no task holds more than a partition of the edges or
+    the rows of the clusters sent to it (see :mod:`~mmcurate.steps.dedup.components`)."""
+
+    def first(group: tuple[int, list[np.ndarray]]) -> tuple[np.ndarray, int]:
+        pairs = unique_pairs(np.concatenate(group[1]), n)
+        return local_stars(pairs), len(pairs)
+
+    done = client.persist(_each(_groups(_flat(edges, lambda e: _by_node(unique_pairs(e, n), parts)), parts), first))
+    stats = {"pairs_within_distance": sum(_compute(client, _each(done, lambda d: d[1])))}
+    stars = _each(done, lambda d: d[0])
+    while True:
+        stars, changed = _star_round(client, stars, parts, large_star, both=True)
+        stars, changes = _star_round(client, stars, parts, small_star, both=False)
+        if not changed and not changes:
+            break
+
+    def to_shards(e: np.ndarray, at: _Shards) -> list[tuple[int, tuple[str, Any]]]:
+        roots = np.unique(e[:, 1])
+        nodes, labels = np.concatenate([e[:, 0], roots]), np.concatenate([e[:, 1], roots])
+        return [(o, ("label", (nodes[idx], labels[idx]))) for o, idx in _by_key(at.owner(nodes))]
+
+    def label_rows(group: tuple[int, list[tuple[str, Any]]]) -> list[tuple[str, Any]]:
+        index, items = group
+        rows, score, prior = next(p for kind, p in items if kind == "score")
+        found = [p for kind, p in items if kind == "label"]
+        nodes, first_at = np.unique(np.concatenate([x for x, _ in found] + [np.empty(0, np.int64)]), return_index=True)
+        labels = np.concatenate([y for _, y in found] + [np.empty(0, np.int64)])[first_at]
+        at_row = np.searchsorted(rows, nodes)
+        alone = np.ones(len(rows), dtype=bool)
+        alone[at_row] = False
+        out: list[tuple[str, Any]] = [("done", (index, RowResults(rows[alone], rows[alone], np.ones(int(alone.sum()), np.int64))))]
+        for b, sel in _by_key(bucket_of(labels, parts)):
+            picked = at_row[sel]
+            out.append(("cluster", (b, (rows[picked], labels[sel], score[picked], prior[picked]))))
+        return out
+
+    def decide(group: tuple[int, list[tuple[np.ndarray, ...]]], at: _Shards) -> list[tuple[int, RowResults]]:
+        rows_, labels, score, prior = (np.concatenate(c) for c in zip(*group[1]))
+        return at.split(results_from_labels(rows_, labels, score, prior))
+
+    labelled = _flat(stars, to_shards, at)
+    joined = _flat(_groups(db.concat([_each(scores, lambda s: (s[0], ("score", s[1]))), labelled]), parts), label_rows)
+    clusters = _flat(joined, lambda r: [r[1]] if r[0] == "cluster" else [])
+    alone = _each(_flat(joined, lambda r: [r] if r[0] == "done" else []), lambda r: r[1])
+    return db.concat([alone, _flat(_groups(clusters, parts), decide, at)]), stats
+
+
+def _by_node(edges: np.ndarray, parts: int) -> list[tuple[int, np.ndarray]]:
+    """Edges keyed by the partition of their first node."""
+    return [(b, edges[idx]) for b, idx in _by_key(bucket_of(edges[:, 0], parts))] if len(edges) else []
+
+
+def _star_round(client: Client, stars: db.Bag, parts: int, step: Callable[[np.ndarray], tuple[np.ndarray, int]],
+                both: bool) -> tuple[db.Bag, int]:
+    """One large- or small-star step over a bag of edge arrays, grouped by node on the workers
+    (``both``: each edge in both directions); the new edges (persisted) and how many changed."""
+    keyed = _flat(stars, lambda e: _by_node(np.concatenate([e, e[:, ::-1]]) if both else e, parts))
+    done = client.persist(_each(_groups(keyed, parts), lambda g: step(np.concatenate(g[1]))))
+    return _each(done, lambda d: d[0]), sum(_compute(client, _each(done, lambda d: d[1])))
 
 
 _METHODS = {"exact": _exact, "phash": _phash, "semantic": _semantic, "video_phash": _whole}
