@@ -3,8 +3,8 @@
 Each shard's rows are read by a worker task (:func:`read_rows`) from the shard's state (its
 alive positions) and its stored parts, as Arrow and numpy arrays; the driver only lists what to
 read (:class:`ShardSpec`: the shard, its number of alive samples and the parts' columns).
-Rows are numbered globally: an earlier run's kept rows (``--against``) first, then the alive
-samples of every shard in input order.
+Rows are numbered globally: reference rows (``--against``, read per reference shard by
+:mod:`.reference`) first, then the alive samples of every shard in input order.
 """
 
 from __future__ import annotations
@@ -16,15 +16,11 @@ import pyarrow as pa
 
 from ..io.inputs import ShardRef
 from ..io.location import location, read_table
-from ..steps.dedup.results import PriorRows
 from ..store.runstore import RunStore
 from .state import RunState, alive_positions
 from .plan import AnnotatePlan, GlobalPlan
 
-__all__ = ["PRIOR", "ShardRows", "ShardSpec", "prior_rows", "read_columns", "read_rows", "shard_specs"]
-
-PRIOR = -1
-"""The shard index of an earlier run's rows."""
+__all__ = ["ShardRows", "ShardSpec", "read_columns", "read_rows", "shard_specs"]
 
 
 @dataclass
@@ -105,19 +101,3 @@ def read_columns(parts: list[tuple[str, list[str]]], positions: np.ndarray, url:
         for col in cols:
             columns[col] = picked.column(col).combine_chunks()
     return keys, columns
-
-
-def prior_rows(priors: list[PriorRows], plan: GlobalPlan) -> ShardRows:
-    """The kept rows of earlier runs as one pseudo-shard (index :data:`PRIOR`), rows from 0."""
-    tables = []
-    for prior in priors:
-        missing = [c for c in plan.columns if c not in prior.table.column_names]
-        if missing:
-            raise ValueError(f"--against {prior.source}: the earlier run has no column(s) {', '.join(missing)} for step {plan.id}")
-        tables.append(prior.table.select(["key", *plan.columns]))
-    if not tables:
-        tables.append(pa.table({"key": pa.array([], pa.string()), **{c: pa.nulls(0) for c in plan.columns}}))
-    table = pa.concat_tables(tables, promote_options="permissive").combine_chunks()
-    n = table.num_rows
-    columns = {c: table.column(c).combine_chunks() for c in plan.columns}
-    return ShardRows(PRIOR, ShardRef("", ""), np.arange(n, dtype=np.int64), np.full(n, -1, dtype=np.int64), table.column("key").combine_chunks(), columns)

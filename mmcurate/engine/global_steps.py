@@ -80,11 +80,12 @@ from ..steps.dedup.partition import (
     parents_in_partition,
     results_from_labels,
 )
-from ..steps.dedup.results import CLUSTER_FILE, REASONS, REFERENCE_REASON, DedupReport, PriorRows
+from ..steps.dedup.results import CLUSTER_FILE, REASONS, REFERENCE_REASON, DedupReport
 from ..steps import prune, target
 from ..steps.keep_top import REASON, KeepTopReport, band, bracket, keep_mask, ranked_values, sketch, threshold_from_bands, top_count
 from ..store.runstore import RunStore, atomic_write_table
-from .gather import PRIOR, ShardRows, ShardSpec, prior_rows, read_rows, shard_specs
+from .gather import ShardRows, ShardSpec, read_rows, shard_specs
+from .reference import Priors
 from .state import RunState, ShardSummary, record_drops
 from .plan import GlobalPlan
 
@@ -141,18 +142,39 @@ def record_pieces(client: Client, record: Recorder, pieces: db.Bag) -> Summaries
 
 
 def _read(client: Client, store: RunStore, plan: GlobalPlan, ledger: RunState, shards: list[ShardRef],
-          priors: list[PriorRows]) -> tuple[db.Bag, list[ShardSpec], int, int]:
-    """The rows of every shard (and earlier runs) as a persisted bag of :class:`ShardRows`, one
-    per partition; with the specs, the number of prior rows and of all rows."""
-    prior = prior_rows(priors, plan)
-    n_prior = len(prior.rows)
+          priors: Priors) -> tuple[db.Bag, dict[int, int], int]:
+    """The rows of the references, then of every shard, as a persisted bag of :class:`ShardRows`
+    (one per partition); with each one's first row by shard index, and the number of rows."""
+    prior, first_rows, n_prior = _read_priors(client, priors, plan.columns)
     specs = shard_specs(store, plan, ledger, shards, n_prior)
+    first_rows.update((s.index, s.first_row) for s in specs)
     n = n_prior + sum(s.count for s in specs)
-    parts = [db.from_sequence([prior], npartitions=1)] if n_prior else []
+    parts = [prior] if n_prior else []
     if specs:
         parts.append(_each(db.from_sequence(specs, npartitions=len(specs)), read_rows))
     bag = db.concat(parts) if parts else db.from_sequence([], npartitions=1)
-    return client.persist(bag), specs, n_prior, n
+    return client.persist(bag), first_rows, n
+
+
+def _read_priors(client: Client, priors: Priors, columns: Sequence[str]) -> tuple[db.Bag, dict[int, int], int]:
+    """The reference rows with ``columns``, read on the workers one reference shard per partition
+    (persisted), numbered from 0 in order; with the first row of each reference shard that has
+    rows (by its negative index), and how many rows in all. The driver gets one count per shard."""
+    if not priors.shards:
+        return db.from_sequence([], npartitions=1), {}, 0
+    runs = dask.delayed(priors.runs, pure=True)
+    read = client.persist(_each(db.from_sequence(priors.shards, npartitions=len(priors.shards)), lambda p, runs: p.read(runs, columns), runs))
+    counts = _compute(client, _each(read, lambda r: len(r.rows)))
+    starts = np.cumsum([0, *counts])
+    first_rows = {p.index: int(start) for p, start, count in zip(priors.shards, starts, counts) if count}
+
+    def numbered(r: ShardRows, first_rows: dict[int, int]) -> list[ShardRows]:
+        if r.index not in first_rows:
+            return []
+        start = first_rows[r.index]
+        return [replace(r, rows=np.arange(start, start + len(r.rows), dtype=np.int64))]
+
+    return _flat(read, numbered, dask.delayed(first_rows, pure=True)), first_rows, int(starts[-1])
 
 
 def _compute(client: Client, x: Any) -> Any:
@@ -183,7 +205,8 @@ def _parts(n: int) -> int:
 
 @dataclass
 class _Shards:
-    """Where the global rows live: shard ``indexes[i]`` (``PRIOR`` first) from row ``starts[i]``.
+    """Where the global rows live: shard ``indexes[i]`` from row ``starts[i]`` (reference shards
+    first, with negative indexes).
     Tasks get it as one shared graph key, not copied into each task."""
 
     starts: np.ndarray
@@ -248,7 +271,7 @@ def _finish(records: db.Bag, rows: db.Bag, at: Any, parts: int, reason: str, clu
         named = [p for kind, p in items if kind == "named"]
         wanted = np.concatenate([w for w, _ in named] + [np.empty(0, np.int64)])
         keys = pa.concat_arrays([pa.array([], pa.string()), *(k for _, k in named)])
-        return _shard_outcome(own, res, wanted, keys, reason, cluster_dir, record, at.owner(res.parent) == PRIOR)
+        return _shard_outcome(own, res, wanted, keys, reason, cluster_dir, record, at.owner(res.parent) < 0)
 
     bases = _flat(_groups(records, parts), base, at)
     needs = _flat(bases, lambda r: [r] if r[1][0] == "need" else [])
@@ -274,7 +297,7 @@ def _shard_outcome(own: ShardRows, res: RowResults, wanted: np.ndarray, named: p
     order = np.argsort(wanted, kind="stable")
     kept_keys = named.take(order[np.searchsorted(wanted, res.row[dropped], sorter=order)])
     summary = None
-    if own.index != PRIOR:
+    if own.index >= 0:  # not a reference shard
         path = location(cluster_dir) / f"part-{own.index:09d}.parquet"
         atomic_write_table(path, _cluster_table(own.url, own.pos, own.keys, res.parent, res.size))
         if record is not None and len(dropped):
@@ -287,7 +310,7 @@ def _shard_outcome(own: ShardRows, res: RowResults, wanted: np.ndarray, named: p
         members = np.flatnonzero(res.parent[dropped] == p)
         kept = kept_keys[int(members[0])] if len(members) else own.keys[int(np.searchsorted(res.row, p))]
         largest.append((-s, p, kept.as_py(), own.keys.take(dropped[members[:4]]).to_pylist()))
-    removed = len(dropped) if own.index != PRIOR else 0
+    removed = len(dropped) if own.index >= 0 else 0
     return _ShardOutcome(own.index, own.url, removed, summary, clusters, largest)
 
 
@@ -337,7 +360,7 @@ def _values(column: pa.Array) -> Any:
 
 def _arrays(step: Any, rows: ShardRows) -> DedupArrays:
     columns = {c: _values(a) for c, a in rows.columns.items()}
-    return dedup_arrays(step, columns, np.full(len(rows.keys), rows.index == PRIOR))
+    return dedup_arrays(step, columns, np.full(len(rows.keys), rows.index < 0))
 
 
 def _take(arrays: DedupArrays, idx: np.ndarray) -> DedupArrays:
@@ -495,7 +518,7 @@ def _phash(client: Client, rows: db.Bag, step: Any, n: int, at: Any) -> tuple[db
             wave = client.persist(_each(_groups(_flat(exact, banded, tables), parts * len(tables)), search_band))
             wait(wave)
             edges.append(wave)
-    scores = _each(rows, lambda r: (r.index, (r.rows, _arrays(step, r).score, np.full(len(r.rows), r.index == PRIOR))))
+    scores = _each(rows, lambda r: (r.index, (r.rows, _arrays(step, r).score, np.full(len(r.rows), r.index < 0))))
     return _union(client, db.concat(edges), scores, n, parts, at)
 
 
@@ -581,7 +604,7 @@ def _solve_whole(parts: list[list[ShardRows]], step: Any, at: _Shards) -> tuple[
     for index, piece in at.split(res):
         dropped = piece.parent != piece.row
         named = keys.take(order[np.searchsorted(rows, piece.parent[dropped], sorter=order)])
-        by_shard[index] = (piece, piece.row[dropped], named, at.owner(piece.parent) == PRIOR)
+        by_shard[index] = (piece, piece.row[dropped], named, at.owner(piece.parent) < 0)
     return by_shard, stats
 
 
@@ -600,11 +623,11 @@ def _in_one_task(client: Client, step: Any, rows: db.Bag, at: Any, reason: str, 
 
 
 def run_dedup(
-    client: Client, store: RunStore, plan: GlobalPlan, ledger: RunState, shards: list[ShardRef], priors: list[PriorRows]
+    client: Client, store: RunStore, plan: GlobalPlan, ledger: RunState, shards: list[ShardRef], priors: Priors
 ) -> tuple[Summaries, DedupReport]:
     """Run one dedup step over all alive samples, recording the drops on the workers; return
     the summaries of the shards with drops and a report."""
-    rows, specs, n_prior, n = _read(client, store, plan, ledger, shards, priors)
+    rows, first_rows, n = _read(client, store, plan, ledger, shards, priors)
     cluster_dir = store.part_path(plan.id, CLUSTER_FILE)
     if cluster_dir.is_file():  # one file, as an earlier version of mmcurate wrote it
         cluster_dir.unlink()
@@ -615,7 +638,6 @@ def run_dedup(
         atomic_write_table(cluster_dir / "part-empty.parquet", _cluster_table("", [], pa.array([], pa.string()), [], []))
         empty = dedup_arrays(plan.step, {c: [] for c in plan.columns}, np.zeros(0, dtype=bool))
         return {}, DedupReport(plan.id, plan.step.method, 0, 0, [], find_parents(plan.step.method, plan.step.config, empty).stats)
-    first_rows = {s.index: s.first_row for s in specs}
     outcomes, stats = dedup_rows(client, plan.step, rows, first_rows, n, str(cluster_dir), Recorder(str(store.root), plan.id))
     return _report(plan, outcomes, stats)
 
@@ -623,10 +645,10 @@ def run_dedup(
 def dedup_rows(client: Client, step: DedupStep, rows: db.Bag, first_rows: dict[int, int], n: int,
                cluster_dir: str, record: Recorder | None = None) -> tuple[list[Any], dict[str, Any]]:
     """Dedup ``n`` rows given as a bag of :class:`ShardRows` (shard index -> its first row in
-    ``first_rows``; earlier runs' rows first, from 0): per shard its outcome (drops recorded by
+    ``first_rows``; reference rows first, from 0, in shards with negative indexes): per shard its outcome (drops recorded by
     ``record`` on the worker, ``removed``, a summary; cluster file parts written under
     ``cluster_dir``), and the method's stats."""
-    shards = _Shards(np.array([0, *first_rows.values()], dtype=np.int64), np.array([PRIOR, *first_rows], dtype=np.int64))
+    shards = _Shards(np.array(list(first_rows.values()), dtype=np.int64), np.array(list(first_rows), dtype=np.int64))
     at = dask.delayed(shards, pure=True)
     if step.method in _SEARCHED and _parts(n) == 1:
         return _in_one_task(client, step, rows, at, REASONS[step.method], cluster_dir, record)
@@ -790,19 +812,8 @@ def run_prune(
     return summaries, report
 
 
-def _reference(priors: list[PriorRows], column: str) -> np.ndarray:
-    """The unit embeddings of the reference items (earlier runs' kept samples, or reference
-    shards embedded by the same annotate step)."""
-    values: list[Any] = []
-    for prior in priors:
-        if column not in prior.table.column_names:
-            raise ValueError(f"target reference {prior.source}: its kept samples have no {column!r} column; embed them with the same annotate step")
-        values += [v for v in prior.table.column(column).to_pylist() if v is not None]
-    return unit_rows(values) if values else np.empty((0, 0), np.float32)
-
-
 def run_target(
-    client: Client, store: RunStore, plan: GlobalPlan, ledger: RunState, shards: list[ShardRef], priors: Any = ()
+    client: Client, store: RunStore, plan: GlobalPlan, ledger: RunState, shards: list[ShardRef], priors: Priors
 ) -> tuple[Summaries, target.TargetReport]:
     """Keep the samples in pool clusters some reference item is nearest to."""
     step: TargetStep = plan.step
@@ -813,8 +824,18 @@ def run_target(
         return {}, target.TargetReport(plan.id, step.column, 0, 0, 0, 0, 0)
     k = target.target_clusters(n, config.clusters)
     assigned, centroids = _clustered(client, specs, step.column, k, config.fit_sample, n, config.seed)
-    [reference] = client.scatter([_reference(list(priors), step.column)])
-    picked = client.persist(dask.delayed(lambda ref, c: (target.target_labels(ref, c), len(ref)))(reference, centroids))
+    reference, _, _ = _read_priors(client, priors, [step.column])
+
+    def nearest(r: ShardRows, centroids: np.ndarray) -> tuple[np.ndarray, int]:
+        """The pool clusters nearest to one reference shard's items (its unit embeddings), and how many."""
+        items = [v for v in r.columns[step.column].to_pylist() if v is not None]
+        return target.target_labels(unit_rows(items) if items else np.empty((0, 0), np.float32), centroids), len(items)
+
+    def union(parts: list[list[tuple[np.ndarray, int]]]) -> tuple[np.ndarray, int]:
+        found = [x for part in parts for x in part]
+        return np.unique(np.concatenate([np.empty(0, np.int64), *(labels for labels, _ in found)])), sum(n for _, n in found)
+
+    picked = client.persist(dask.delayed(union)(_each(reference, nearest, centroids).to_delayed()))
 
     def drops_of(a: tuple[ShardRows, np.ndarray, np.ndarray], picked: tuple[np.ndarray, int], record: Recorder) -> tuple[str, int, ShardSummary | None]:
         r, labels, _ = a

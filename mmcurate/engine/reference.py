@@ -8,31 +8,35 @@ Over raw shards, the annotate steps that store the dedup step's columns (and its
 run as ordinary group tasks (:func:`~.shard_task.run_group`, no filters) into
 ``OUT/reference/``, a store of its own: parts are named by the step's fingerprint and the
 shard's identity, so they are computed once and every later run reads them back.
+
+Reference rows never pass through the driver: it holds one :class:`PriorShard` per reference
+shard (an earlier run's input shard, or a reference shard), and the global step's worker tasks
+read them (:meth:`PriorShard.read`), one partition each, into the shuffle of the run's rows.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Sequence
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from dask.distributed import Client
 
 from ..io.inputs import InputError, ShardRef, resolve_inputs
 from ..io.location import location
 from ..recipe import DedupStep
-from ..steps.dedup.results import PriorRows
-from ..io.location import location
 from ..store.runstore import RunStore
-from ..store.runview import open_run
+from ..store.runview import Run, open_run
 from . import cluster
-from .gather import read_rows, shard_specs
+from .gather import ShardRows, ShardSpec, read_rows, shard_specs
 from .plan import GlobalPlan, Group
 from .shard_task import GroupTask, run_group
 from .state import RunState
 
-__all__ = ["REFERENCE_DIR", "Reference", "ReferenceRows", "resolve_references"]
+__all__ = ["REFERENCE_DIR", "PriorShard", "Priors", "Reference", "ReferenceRows", "resolve_references"]
 
 REFERENCE_DIR = "reference"
 """``OUT/reference/``: the annotation store of reference shards."""
@@ -40,12 +44,47 @@ REFERENCE_DIR = "reference"
 
 @dataclass(frozen=True)
 class Reference:
-    """One ``--against`` item: an earlier run's kept rows, or shards to annotate."""
+    """One ``--against`` item: an earlier run (its kept samples), or shards to annotate."""
 
     source: str
-    rows: PriorRows | None = None
-    """An earlier run directory's kept samples (None for shards)."""
+    run: Run | None = None
+    """An earlier run directory, as ``run.json`` describes it (None for shards)."""
     shards: tuple[ShardRef, ...] = ()
+
+
+@dataclass(frozen=True)
+class PriorShard:
+    """One shard of a reference, as a worker task reads it (:meth:`read`): an earlier run's
+    input shard ``url`` (its kept samples' stored columns), or a reference shard annotated into
+    ``OUT/reference/`` (``spec``)."""
+
+    index: int
+    """Negative: reference rows come before the run's, numbered in the order of these indexes."""
+    source: str
+    url: str
+    spec: ShardSpec | None = None
+
+    def read(self, runs: Mapping[str, Run], columns: Sequence[str]) -> ShardRows:
+        """This shard's reference rows with ``columns`` (row numbers from 0; a worker task)."""
+        if self.spec is not None:
+            return replace(read_rows(self.spec), index=self.index)
+        run = runs[self.source]
+        table = run.shard_annotations(self.url, [])
+        kept = run.shard_decisions(self.url, ["pos", "kept"]).filter(pc.field("kept"))["pos"]
+        table = table.filter(pc.is_in(table["pos"], value_set=kept))
+        types = {c: t for p in run.plan.annotate_plans() for c, t in p.columns.items()}
+        values = {c: table[c].combine_chunks() if c in table.column_names else pa.nulls(table.num_rows, types[c]) for c in columns}
+        n = table.num_rows
+        return ShardRows(self.index, run.shard_ref(self.url), np.arange(n, dtype=np.int64), table["pos"].to_numpy(), table["key"].combine_chunks(), values)
+
+
+@dataclass
+class Priors:
+    """A step's reference items as the driver holds them: per reference shard what a worker
+    reads, and the earlier runs those shards belong to (their ``run.json``); never a sample."""
+
+    shards: list[PriorShard] = field(default_factory=list)
+    runs: dict[str, Run] = field(default_factory=dict)
 
 
 def _is_run(spec: str) -> bool:
@@ -59,8 +98,8 @@ def resolve_references(specs: Iterable[str | os.PathLike[str]]) -> list[Referenc
     for spec in map(str, specs):
         local = spec if "://" in spec else os.path.abspath(os.path.expanduser(spec))
         if _is_run(local):
-            rows = open_run(local).kept_rows()
-            found.append(Reference(rows.source, rows=rows))
+            run = open_run(local)
+            found.append(Reference(str(run.root), run=run))
             continue
         try:
             found.append(Reference(local, shards=tuple(resolve_inputs([local]))))
@@ -91,14 +130,25 @@ class ReferenceRows:
         """The ``--against`` references (for every dedup step), as run.json records them."""
         return [r.source for r in self.common]
 
-    def priors(self, client: Client, plan: GlobalPlan) -> list[PriorRows]:
-        """The reference items ``plan`` compares samples to: for a dedup step ``--against`` and its
-        own ``against:``, for a target step its ``reference:``; none for other steps."""
+    def priors(self, client: Client, plan: GlobalPlan) -> Priors:
+        """The reference items ``plan`` compares samples to (for a dedup step ``--against`` and its
+        own ``against:``, for a target step its ``reference:``; none for other steps), as what
+        workers read per reference shard: reference shards are annotated first."""
         common = self.common if isinstance(plan.step, DedupStep) else []
-        found = []
+        found: list[tuple[str, str, ShardSpec | None]] = []
+        runs = {}
         for ref in [*common, *self.own.get(plan.id, ())]:
-            found.append(ref.rows if ref.rows is not None else self._shard_rows(client, plan, ref))
-        return found
+            if ref.run is None:
+                found += [(ref.source, spec.url, spec) for spec in self._shard_specs(client, plan, ref)]
+                continue
+            have = {c for p in ref.run.plan.annotate_plans() for c in p.columns}
+            missing = [c for c in plan.columns if c not in have]
+            if missing:
+                raise ValueError(f"reference {ref.source}: the earlier run has no column(s) {', '.join(missing)} for step {plan.id}; "
+                                 "compute them there with the same annotate step")
+            runs[ref.source] = ref.run
+            found += [(ref.source, url, None) for url in ref.run.info["inputs"]]
+        return Priors([PriorShard(j - len(found), *piece) for j, piece in enumerate(found)], runs)
 
     def _identified(self, client: Client, ref: Reference) -> list[ShardRef]:
         """``ref``'s shards, those without a change marker (ETag, mtime...) with a hash of their
@@ -108,19 +158,18 @@ class ReferenceRows:
             self._identities[ref.source], _ = cluster.hash_unstamped(client, list(ref.shards), "hash reference shards", self.quiet)
         return self._identities[ref.source]
 
-    def _shard_rows(self, client: Client, plan: GlobalPlan, ref: Reference) -> PriorRows:
-        """The readable, annotated samples of ``ref``'s shards with ``plan``'s columns."""
+    def _shard_specs(self, client: Client, plan: GlobalPlan, ref: Reference) -> list[ShardSpec]:
+        """What to read of ``ref``'s shards (their readable samples) once ``plan``'s columns are
+        annotated (or found) in ``OUT/reference/``."""
         steps = tuple(dict.fromkeys(plan.sources[c] for c in plan.columns))  # each once
         group = Group(steps)
         shards = self._identified(client, ref)
         tasks = [GroupTask(s, str(self.store.root), self.modalities, steps, True, group.batch_size(self.batch_size)) for s in shards]
         resources = group.resources if cluster.offers(client, group.resources) else None
         label = f"reference {plan.id}: " + ", ".join(s.id for s in steps)
+        alive = {}
         for result in cluster.map_tasks(client, run_group, tasks, label, lambda t: t.shard.url, self.quiet, resources):
+            alive[result.shard] = result.summary.kept
             for step_id, n in result.computed.items():
                 self.computed[step_id] = self.computed.get(step_id, 0) + n
-        specs = shard_specs(self.store, plan, RunState(self.store, shards), shards, 0)
-        tables = [pa.table({"key": rows.keys, **rows.columns}) for rows in client.gather(client.map(read_rows, specs, pure=False))]
-        if not tables:
-            tables.append(pa.table({"key": pa.array([], pa.string()), **{c: pa.nulls(0) for c in plan.columns}}))
-        return PriorRows(ref.source, pa.concat_tables(tables, promote_options="permissive"))
+        return shard_specs(self.store, plan, RunState(self.store, shards, alive), shards, 0)
