@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +21,9 @@ import mmcurate
 from conftest import image_bytes, make_shard
 from mmcurate import annotators
 from mmcurate.annotators import Annotator
+from mmcurate.engine.global_steps import GLOBAL_RUNNERS
 from mmcurate.io.inputs import InputError
+from mmcurate.recipe import DedupStep
 
 
 class Embedded(Annotator):
@@ -131,3 +134,30 @@ def test_an_against_that_is_neither_a_run_nor_shards_is_named(tmp_path, client):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="empty: neither an mmcurate run directory"):
         mmcurate.curate(pool, _recipe("exact", "sha256"), tmp_path / "run", client=client, quiet=True, against=[tmp_path / "empty"])
+
+
+def test_what_the_driver_holds_of_a_reference_does_not_grow_with_its_samples(tmp_path, client, monkeypatch):
+    """Reference rows stay on the workers: what a dedup step gets from the driver for an earlier
+    run and for raw reference shards (what each reference shard's worker task reads) is the same
+    size at 40 times the reference's samples, and the leaks are still found."""
+    held: dict[int, int] = {}
+    real = GLOBAL_RUNNERS[DedupStep]
+
+    def measured(client, store, plan, state, shards, priors):
+        held[n] = len(pickle.dumps(priors))
+        return real(client, store, plan, state, shards, priors)
+
+    monkeypatch.setitem(GLOBAL_RUNNERS, DedupStep, measured)
+    recipe = _recipe("exact", "sha256")
+    for n in (5, 200):
+        refs = [make_shard(tmp_path / f"ref{n}" / f"{s}.tar", [_sample(f"r{s}-{i}", image_bytes(8, 8, seed=1000 * s + i)) for i in range(n)]) for s in range(3)]
+        earlier = mmcurate.curate([str(r) for r in refs[:2]], recipe, tmp_path / f"earlier{n}", client=client, quiet=True)
+        pool = make_shard(tmp_path / f"pool{n}.tar", [
+            _sample("leak_run", image_bytes(8, 8, seed=1000 + n - 1)),  # = r1-(n-1), kept by the earlier run
+            _sample("leak_raw", image_bytes(8, 8, seed=2000 + n - 1)),  # = r2-(n-1), a raw reference shard's
+            _sample("new", image_bytes(8, 8, seed=99_999)),
+        ])
+        result = mmcurate.curate(str(pool), recipe, tmp_path / f"run{n}", client=client, quiet=True, against=[earlier.out, str(refs[2])])
+        d = _decisions(result)
+        assert [d[k]["reason"] for k in ("leak_run", "leak_raw", "new")] == [f"matches_reference:r1-{n - 1}", f"matches_reference:r2-{n - 1}", None]
+    assert held[200] <= held[5] * 1.1 + 64, held

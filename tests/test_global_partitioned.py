@@ -161,6 +161,37 @@ def test_exact_dedup_against_an_earlier_run_keeps_its_rows_at_every_partition_co
         assert any(parent[i] < prior.sum() for i in range(prior.sum(), len(keys)) if parent[i] != i)
 
 
+@pytest.mark.parametrize("name", ["exact, highest quality", "phash D=4 with mirror", "semantic"])
+def test_dedup_against_an_earlier_run_and_raw_reference_shards_equals_the_single_task(tmp_path, client, monkeypatch, name):
+    """Reference rows are read on the workers, one partition per reference shard (the earlier
+    run's input shards, an empty one too, then the step's own raw reference shards), and give
+    the single-task results, reference rows first, at any partition count."""
+    old, new, raw = _values(90, seed=7), _values(150, seed=8), _values(30, seed=9)
+    for c in ("sha", "ph", "emb"):  # new rows copying rows of the earlier run and of the raw shards
+        new[c][:10], new[c][10:20] = old[c][30:40], raw[c][:10]
+    raw_shards, raw_keys = _shards(tmp_path, raw, [10, 20], "r")
+    step = {**STEPS[name], "against": [str(tmp_path / "r0*.tar")]}
+    first, new_shards, keys, both, prior = _against(tmp_path, client, STEPS[name], (old, [40, 0, 50]), (new, [60, 90]))
+    n_old = int(prior.sum())
+    keys = keys[:n_old] + raw_keys + keys[n_old:]
+    both = {c: v[:n_old] + raw[c] + v[n_old:] for c, v in both.items()}
+    prior = np.arange(len(keys)) < n_old + len(raw_keys)
+    for per_partition in (7, 10**6):
+        monkeypatch.setattr(global_steps, "ROWS_PER_PARTITION", per_partition)
+        dedup, result = _run(tmp_path, f"second{per_partition}", new_shards, step, client, against=[first.out])
+        parent = _reference(dedup, both, prior)
+        decisions = {d["key"]: d["reason"] for d in pq.read_table(result.decisions_path).to_pylist()}
+        assert decisions == _reasons_against(dedup.method, parent, keys, prior), per_partition
+        matched = {parent[i] for i in range(len(keys)) if not prior[i] and prior[parent[i]]}
+        assert min(matched) < n_old <= max(matched)  # rows of both references were matched
+        sizes = Counter(parent.tolist())
+        clusters = mmcurate.open_run(result.out).clusters()[dedup.id].to_pylist()
+        assert [(c["key"], c["dup_cluster"], c["dup_cluster_size"]) for c in clusters] == [
+            (k, parent[i], sizes[parent[i]]) for i, k in enumerate(keys) if not prior[i]
+        ]
+        assert result.dedup[0].removed == sum(parent[i] != i for i in range(len(keys)))
+
+
 def _chained(n: int, seed: int, chain: int, copies: int) -> dict[str, list]:
     """Random hashes with a chain of ``chain`` hashes (each one bit from the next, so only
     neighbours are within distance 1) ending one bit from a hub hash, and ``copies`` copies and
