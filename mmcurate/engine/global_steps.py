@@ -34,7 +34,9 @@ shuffle) and records each shard once. Either way only a :class:`~.state.ShardSum
 reaches the driver; ``summaries`` maps the URL of every shard the step dropped samples of to
 its summary, and ``report`` is the step's small report (counts, a few examples). Alive counts
 come from ``state.count(url)``; a worker reads a shard's alive positions and columns with
-:func:`~.gather.read_rows` (:func:`~.gather.shard_specs` lists what to read).
+:func:`~.gather.read_rows` (:func:`~.gather.shard_specs` lists what to read). ``priors``
+(:class:`~.reference.Priors`) lists the reference shards a dedup or target step compares with;
+:func:`_read_priors` reads them on the workers, one partition each, numbered before the run's rows.
 """
 
 from __future__ import annotations
