@@ -65,7 +65,7 @@ class PriorShard:
     spec: ShardSpec | None = None
 
     def read(self, runs: Mapping[str, Run], columns: Sequence[str]) -> ShardRows:
-        """This shard's reference rows with ``columns`` (row numbers from 0; a worker task)."""
+        """This shard's reference rows with ``columns`` (a worker task; the global step numbers them)."""
         if self.spec is not None:
             return replace(read_rows(self.spec), index=self.index)
         run = runs[self.source]
