@@ -6,7 +6,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -25,9 +25,6 @@ from ..engine.shard_task import read_manifest
 from .runstore import RunStore
 from ..io.location import Location, dataset, read_table
 from ..io.tarread import Sample, iter_samples
-
-if TYPE_CHECKING:
-    from ..steps.dedup import PriorRows
 
 __all__ = ["Run", "open_run"]
 
@@ -148,20 +145,6 @@ class Run:
         """The cluster file of each dedup step that ran, in recipe order, its parts by shard."""
         paths = [self.store.part_path(s.id, CLUSTER_FILE) for s in self.recipe.steps if isinstance(s, DedupStep)]
         return [_Clusters.open(path) for path in paths if path.exists()]
-
-    def kept_rows(self) -> "PriorRows":
-        """The kept samples' keys and stored columns, for deduplicating a new run against this one
-        (one Arrow table, built shard by shard)."""
-        from ..steps.dedup import PriorRows
-
-        clusters = self._cluster_datasets()
-        tables = []
-        for url in self.info["inputs"]:
-            table = self.shard_annotations(url, clusters)
-            kept = self.shard_decisions(url, ["pos", "kept"]).filter(pc.field("kept"))["pos"]
-            tables.append(table.filter(pc.is_in(table["pos"], value_set=kept)).drop_columns(["shard", "pos"]))
-        table = pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({"key": pa.array([], pa.string())})
-        return PriorRows(str(self.root), table.drop_columns([c for c in ("error",) if c in table.column_names]))
 
     def sample(self, key: str) -> list[dict[str, Any]]:
         """Everything about the input sample(s) called ``key`` (one per shard holding it): shard,

@@ -1,6 +1,6 @@
 """Global deduplication: exact values, perceptual-hash distance, embedding similarity."""
 
 from .config import METHODS, ExactConfig, KeepPolicy, NearConfig, SemanticConfig, VideoNearConfig
-from .results import DedupReport, PriorRows
+from .results import DedupReport
 
-__all__ = ["METHODS", "DedupReport", "ExactConfig", "KeepPolicy", "NearConfig", "PriorRows", "SemanticConfig", "VideoNearConfig"]
+__all__ = ["METHODS", "DedupReport", "ExactConfig", "KeepPolicy", "NearConfig", "SemanticConfig", "VideoNearConfig"]

@@ -1,13 +1,11 @@
-"""What a dedup step reports, the drop reason per method, and earlier runs' rows (``--against``)."""
+"""What a dedup step reports, and the drop reason per method."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow as pa
-
-__all__ = ["CLUSTER_FILE", "DedupReport", "PriorRows", "REASONS", "REFERENCE_REASON"]
+__all__ = ["CLUSTER_FILE", "DedupReport", "REASONS", "REFERENCE_REASON"]
 
 REASONS = {
     "exact": "duplicate_of",
@@ -19,15 +17,6 @@ REFERENCE_REASON = "matches_reference"
 """The drop reason (``matches_reference:KEY``) of a sample whose cluster holds a reference item
 (``--against``, ``against:``): reference items always stay, whatever the method."""
 CLUSTER_FILE = "dataset.parquet"
-
-
-@dataclass
-class PriorRows:
-    """Reference items (``--against``: an earlier run's kept samples, or reference shards'
-    samples): ``key`` and the stored columns, one Arrow table (no Python object per sample)."""
-
-    source: str
-    table: pa.Table
 
 
 @dataclass
