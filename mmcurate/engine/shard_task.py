@@ -27,7 +27,7 @@ from .state import ShardSummary, alive_positions, create_state, record_verdicts
 
 __all__ = ["Entry", "GroupResult", "GroupTask", "compute_rows", "decide_steps", "read_manifest", "run_group"]
 
-_MANIFEST_COLUMNS: dict[str, pa.DataType] = {"members": pa.list_(pa.string()), "sizes": pa.list_(pa.int64())}
+_MANIFEST_COLUMNS: dict[str, pa.DataType] = {"members": pa.list_(pa.string()), "sizes": pa.list_(pa.int64()), "offset": pa.int64()}
 _instances: dict[str, Annotator] = {}  # per worker process: each annotator is set up once
 
 
@@ -39,6 +39,9 @@ class Entry:
     members: tuple[str, ...]
     sizes: tuple[int, ...]
     error: str | None
+    offset: int | None = None
+    """Where the sample starts in its (uncompressed) shard (:attr:`Sample.offset`); None in
+    compressed shards and in manifests written before offsets were recorded."""
 
 
 @dataclass(frozen=True)
@@ -84,12 +87,13 @@ def read_manifest(store: RunStore, shard: ShardRef) -> list[Entry] | None:
     table = store.read_part_if_readable(store.part_path(READ_STEP, read_part_name(shard)))
     if table is None or not table.num_rows:
         return None
+    offsets = table["offset"].to_pylist() if "offset" in table.column_names else [None] * table.num_rows
     columns = (table[c].to_pylist() for c in ("key", "members", "sizes", "error"))  # column by column: faster than rows
-    return [Entry(key, tuple(members), tuple(sizes), error) for key, members, sizes, error in zip(*columns)]
+    return [Entry(key, tuple(members), tuple(sizes), error, offset) for (key, members, sizes, error), offset in zip(zip(*columns), offsets)]
 
 
 def _write_manifest(store: RunStore, shard: ShardRef, entries: list[Entry]) -> None:
-    rows = [{"members": list(e.members), "sizes": list(e.sizes), "error": e.error} for e in entries]
+    rows = [{"members": list(e.members), "sizes": list(e.sizes), "error": e.error, "offset": e.offset} for e in entries]
     path = store.part_path(READ_STEP, read_part_name(shard))
     store.write_rows(path, range(len(entries)), [e.key for e in entries], rows, _MANIFEST_COLUMNS)
 
@@ -107,7 +111,7 @@ def _read(shard: ShardRef) -> Iterator[tuple[Entry, Sample]]:
             if error is None and sample.key in seen:
                 error = f"duplicate_key: {sample.key} appears twice in the shard"
             seen.add(sample.key)
-            entry = Entry(sample.key, tuple(m.name for m in sample.members), tuple(len(m.data) for m in sample.members), error)
+            entry = Entry(sample.key, tuple(m.name for m in sample.members), tuple(len(m.data) for m in sample.members), error, sample.offset)
             yield entry, sample
     except UnreadableShard as exc:
         yield Entry("<unreadable>", (), (), f"read_error: {exc}"), Sample("<unreadable>")
