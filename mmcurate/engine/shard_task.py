@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Iterator, Mapping, Sequence
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from ..recipe import FilterStep
+from ..recipe import BlocklistStep, FilterStep
 from ..steps.annotators import Annotator, Row
 from ..io.inputs import ShardRef
 from .plan import READ_STEP, AnnotatePlan, GroupStep, read_part_name, reads_pixels
@@ -24,6 +26,7 @@ from ..store.runstore import RunStore, rows_to_table
 from ..io.tarread import Sample, UnreadableShard, iter_samples
 from ..io.tarwrite import sample_bytes
 from .state import ShardSummary, alive_positions, create_state, record_verdicts
+from .stored import decide_stored, sample_nbytes
 
 __all__ = ["Entry", "GroupResult", "GroupTask", "compute_rows", "decide_steps", "read_manifest", "run_group"]
 
@@ -167,7 +170,7 @@ def decide_steps(
 class _Decider:
     """Runs the group's steps over batches of alive samples, from stored rows when it can."""
 
-    def __init__(self, task: GroupTask, store: RunStore):
+    def __init__(self, task: GroupTask, store: RunStore, rows: bool = True):
         self.task = task
         self.annotates = [s for s in task.steps if isinstance(s, AnnotatePlan)]
         self.pixels = reads_pixels(task.steps)
@@ -179,7 +182,7 @@ class _Decider:
             for p in self.annotates:
                 self.cache.take(*self.cached[p.id], self.paths[p.id])
         self.store = store
-        self.stored = {p.id: store.read_rows(self.paths[p.id]) for p in self.annotates}
+        self.stored = {p.id: store.read_rows(self.paths[p.id]) if rows else {} for p in self.annotates}
         self.new: dict[str, dict[int, Row]] = {p.id: {} for p in self.annotates}
         self.looked: set[str] = set()
         """Steps whose cached part was read (once, when the run's part lacks a row)."""
@@ -260,9 +263,12 @@ def _batches(
 def run_group(task: GroupTask) -> GroupResult:
     """Run ``task``: record this group's drops in the shard's state and return its summary."""
     store = RunStore(task.root)
+    if task.cache:
+        PartCache(task.cache).take(READ_STEP, read_part_name(task.shard), store.part_path(READ_STEP, read_part_name(task.shard)))
+    decided = _from_stored(task, store)
+    if decided is not None:
+        return decided
     decider = _Decider(task, store)
-    if decider.cache:
-        decider.cache.take(READ_STEP, read_part_name(task.shard), store.part_path(READ_STEP, read_part_name(task.shard)))
     entries = read_manifest(store, task.shard)
     alive = None if task.first else set(alive_positions(store, task.shard).tolist())
 
@@ -292,14 +298,48 @@ def run_group(task: GroupTask) -> GroupResult:
     return _finish(task, store, fresh, drops, decider)
 
 
+def _from_stored(task: GroupTask, store: RunStore) -> GroupResult | None:
+    """The group decided column-wise from the stored rows (:mod:`.stored`: no sample read, no
+    object per sample), or None when some row is missing from the run's parts (then the
+    :class:`_Decider` takes it from the cache's part or computes it) or a step needs rows one by one."""
+    manifest = store.read_part_if_readable(store.part_path(READ_STEP, read_part_name(task.shard)))
+    if manifest is None or not manifest.num_rows or any(isinstance(s, BlocklistStep) for s in task.steps):
+        return None
+    decider = _Decider(task, store, rows=False)
+    positions = np.flatnonzero(pc.is_null(manifest["error"]).to_numpy(zero_copy_only=False))
+    if not task.first:
+        positions = np.intersect1d(positions, alive_positions(store, task.shard))
+    decided = decide_stored(task.steps, {p.id: store.read_part_if_readable(path) for p, path in zip(decider.annotates, decider.paths.values())}, positions)
+    if decided is None:
+        return None
+    drops, decider.reused = decided
+    computed = decider.save(store, [])
+    columns = lambda: (manifest["key"].to_pylist(), sample_nbytes(manifest["sizes"]).tolist(), manifest["error"].to_pylist())  # noqa: E731
+    return _record(task, store, drops, computed, decider, columns)
+
+
 def _finish(task: GroupTask, store: RunStore, entries: list[Entry], drops: dict[int, tuple[str, str]], decider: _Decider) -> GroupResult:
     """Save the new rows (and publish parts to the cache); record ``drops`` in the shard's state
     (the first group writes it from ``entries`` with them, in one write)."""
     computed = decider.save(store, entries)
+    columns = lambda: ([e.key for e in entries], [sample_bytes(e.sizes) for e in entries], [e.error for e in entries])  # noqa: E731
+    return _record(task, store, drops, computed, decider, columns)
+
+
+def _record(
+    task: GroupTask,
+    store: RunStore,
+    drops: dict[int, tuple[str, str]],
+    computed: dict[str, int],
+    decider: _Decider,
+    manifest: Callable[[], tuple[list[str], list[int], list[str | None]]],
+) -> GroupResult:
+    """Publish the shard's manifest to the cache and record ``drops`` in the shard's state (the
+    first group writes it from the ``manifest``'s keys, sizes in a tar and read errors)."""
     if decider.cache:
         decider.cache.publish(READ_STEP, read_part_name(task.shard), store.part_path(READ_STEP, read_part_name(task.shard)), replace=False)
     if task.first:
-        summary = create_state(store, task.shard, [e.key for e in entries], [sample_bytes(e.sizes) for e in entries], [e.error for e in entries], drops)
+        summary = create_state(store, task.shard, *manifest(), drops)
     else:
         summary = record_verdicts(store, task.shard, drops)
     return GroupResult(task.shard.url, summary, computed, decider.reused)
