@@ -21,7 +21,7 @@ from .engine.global_steps import GLOBAL_RUNNERS
 from .engine.keys import drop_repeated_keys
 from .engine.plan import GlobalPlan, Group, Plan, build_plan, digest, funnel_steps
 from .engine.reference import ReferenceRows, resolve_references
-from .engine.shard_task import GroupTask, run_group
+from .engine.shard_task import GroupTask, looks_stored, run_group
 from .engine.state import RunState, ShardSummary, finish
 from .io.inputs import ShardRef, resolve_inputs
 from .io.location import Location, ObjectPath
@@ -360,7 +360,9 @@ def _decide(
         ]
         label = f"stage {number}/{len(plan.stages)}: " + ", ".join(s.id for s in stage.steps)
         resources = stage.resources if cluster.offers(client, stage.resources) else None
-        results = cluster.map_tasks(client, run_group, tasks, label, lambda t: t.shard.url, quiet, resources, keep_going=True)
+        quick = not isinstance(store.root, ObjectPath) and all(map(looks_stored, tasks))  # then several shards per task
+        chunk = cluster.per_task(client, len(tasks)) if quick else 1
+        results = cluster.map_tasks(client, run_group, tasks, label, lambda t: t.shard.url, quiet, resources, keep_going=True, per_task=chunk)
         for ref, result in zip(todo, results):
             if isinstance(result, cluster.Failed):
                 failed[ref.url] = result.error
@@ -427,7 +429,8 @@ def _write(
     ordered = write and config.order != "input"  # then each shard's outputs are read from the order files
     records = [(ref, i, None if ordered else outputs.get(ref.url, []), ref.url in failed) for i, ref in enumerate(shards)]
     store.begin_decisions()
-    cluster.map_tasks(client, functools.partial(_finish, root), records, "decisions", lambda r: r[0].url, quiet)
+    chunk = cluster.per_task(client, len(records))
+    cluster.map_tasks(client, functools.partial(_finish, root), records, "decisions", lambda r: r[0].url, quiet, per_task=chunk)
     store.write_decisions_index([ref.url for ref in shards], [ref.identity for ref in shards])
     remove_order_files(store, config, layout, todo)
     work.timed("decisions", started)

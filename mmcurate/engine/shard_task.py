@@ -28,7 +28,7 @@ from ..io.tarwrite import sample_bytes
 from .state import ShardSummary, alive_positions, create_state, record_verdicts
 from .stored import decide_stored, sample_nbytes
 
-__all__ = ["Entry", "GroupResult", "GroupTask", "compute_rows", "decide_steps", "read_manifest", "run_group"]
+__all__ = ["Entry", "GroupResult", "GroupTask", "compute_rows", "decide_steps", "looks_stored", "read_manifest", "run_group"]
 
 _MANIFEST_COLUMNS: dict[str, pa.DataType] = {"members": pa.list_(pa.string()), "sizes": pa.list_(pa.int64()), "offset": pa.int64()}
 _instances: dict[str, Annotator] = {}  # per worker process: each annotator is set up once
@@ -296,6 +296,16 @@ def run_group(task: GroupTask) -> GroupResult:
     if entries is None:
         _write_manifest(store, task.shard, fresh)
     return _finish(task, store, fresh, drops, decider)
+
+
+def looks_stored(task: GroupTask) -> bool:
+    """Whether the shard's manifest and every part ``task`` reads exist (in the run or the cache),
+    so the task likely only decides (:func:`_from_stored`): cheap enough to run several in one Dask task."""
+    store = RunStore(task.root)
+    cache = PartCache(task.cache) if task.cache else None
+    parts = [(READ_STEP, READ_STEP, read_part_name(task.shard))]
+    parts += [(p.id, p.step.annotator, p.part_name(task.shard)) for p in task.steps if isinstance(p, AnnotatePlan)]
+    return all(store.part_path(step, name).exists() or (cache is not None and cache.has(kind, name)) for step, kind, name in parts)
 
 
 def _from_stored(task: GroupTask, store: RunStore) -> GroupResult | None:
