@@ -33,10 +33,11 @@ from .location import Location, ObjectPath, read_table
 from .inputs import ShardRef
 from ..engine.gather import read_columns
 from ..engine.plan import AnnotatePlan, digest, read_annotations
+from ..engine.shard_task import manifest_offsets
 from ..engine.state import kept_rows
 from ..recipe import OutputConfig
 from ..store.runstore import RunStore, atomic_write_table
-from .tarread import iter_samples
+from .tarread import Sample, iter_samples, samples_at
 from .tarwrite import join_tar_pieces, write_tar_piece, write_tar_samples
 
 __all__ = [
@@ -316,7 +317,7 @@ def _samples(ref: ShardRef, wanted: dict[int, str], task: WriteTask, notes: dict
     """``(pos, members renamed)`` of the samples of ``ref`` at the positions of ``wanted``
     (pos -> output key), streamed in tar order, each with its annotations member if asked."""
     done = 0
-    for pos, sample in enumerate(iter_samples(ref.url)):  # wanted samples are met in tar order: stream, never buffer
+    for pos, sample in _wanted_samples(RunStore(task.root), ref, sorted(wanted)):
         name = wanted.get(pos)
         if name is None:
             continue
@@ -332,6 +333,18 @@ def _samples(ref: ShardRef, wanted: dict[int, str], task: WriteTask, notes: dict
             return
     missing = [f"{pos}:{name}" for pos, name in wanted.items()][done : done + 5]
     raise RuntimeError(f"{ref.url}: kept samples (pos:key) no longer in the shard (changed during the run?): {missing}")
+
+
+def _wanted_samples(store: RunStore, ref: ShardRef, positions: list[int]) -> Iterator[tuple[int, Sample]]:
+    """``(pos, sample)`` in tar order, among them the samples at ``positions``: on local disk each
+    read alone at the byte range its manifest entry records, else (or without offsets) every
+    sample of the streamed shard (met in tar order: stream, never buffer)."""
+    offsets = manifest_offsets(store, ref) if "://" not in ref.url else []
+    if not positions or not offsets or any(o is None for o in offsets) or positions[-1] >= len(offsets):
+        yield from enumerate(iter_samples(ref.url))
+        return
+    spans = [(offsets[p], offsets[p + 1] if p + 1 < len(offsets) else None) for p in positions]
+    yield from zip(positions, samples_at(ref.url, spans))
 
 
 def _members(task: WriteTask) -> Iterator[tuple[str, bytes]]:

@@ -24,16 +24,17 @@ from __future__ import annotations
 import bz2
 import contextlib
 import gzip
+import io
 import lzma
 import os
 import re
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 import fsspec
 
-__all__ = ["MAX_MEMBER_BYTES", "Member", "ReadFailed", "Sample", "UnreadableShard", "iter_samples", "open_stream", "read_sample_at", "split_key"]
+__all__ = ["MAX_MEMBER_BYTES", "Member", "ReadFailed", "Sample", "UnreadableShard", "iter_samples", "open_stream", "read_sample_at", "samples_at", "split_key"]
 
 MAX_MEMBER_BYTES = 256 << 20
 """Default cap on one member's size: a larger member is skipped unread and its sample dropped as
@@ -332,19 +333,33 @@ def read_sample_at(url: str, offset: int, max_member_bytes: int = MAX_MEMBER_BYT
     shard ``url`` (its :attr:`Sample.offset`), read without streaming what lies before it.
 
     Raises :class:`UnreadableShard` when no tar member starts there, :class:`ReadFailed` on an I/O error."""
+    return next(samples_at(url, [(offset, None)], max_member_bytes))
+
+
+def samples_at(url: str, spans: Iterable[tuple[int, int | None]], max_member_bytes: int = MAX_MEMBER_BYTES) -> Iterator[Sample]:
+    """The sample in each ``(start, end)`` byte range of the (uncompressed) shard ``url``, one
+    open file for all: ``start`` its :attr:`Sample.offset`, ``end`` the next sample's (None: the
+    sample ends where the next key starts or the archive ends). Raises :class:`UnreadableShard`
+    when no tar member starts at a ``start``, :class:`ReadFailed` on an I/O error."""
     try:
         if "://" not in url:
             fh: BinaryIO = open(url, "rb")  # noqa: SIM115 (closed below)
         else:
             fs, path = fsspec.core.url_to_fs(url)
             fh = fs.open(path, "rb")
-        fh.seek(offset)
     except Exception as exc:
-        raise ReadFailed(f"{url}: cannot read at byte {offset} ({type(exc).__name__}: {exc})") from exc
+        raise ReadFailed(f"{url}: cannot open ({type(exc).__name__}: {exc})") from exc
     with fh:
-        for sample in _group(url, _members(fh, max_member_bytes, offset), max_member_bytes, offsets=True):
-            return sample
-    raise UnreadableShard(f"{url}: no sample at byte {offset}")
+        for start, end in spans:
+            try:
+                fh.seek(start)
+                stream = fh if end is None else io.BytesIO(_read_exact(fh, end - start))
+            except Exception as exc:
+                raise ReadFailed(f"{url}: cannot read at byte {start} ({type(exc).__name__}: {exc})") from exc
+            found = next(_group(url, _members(stream, max_member_bytes, start), max_member_bytes, offsets=True), None)
+            if found is None:
+                raise UnreadableShard(f"{url}: no sample at byte {start}")
+            yield found
 
 
 def _group(url: str, members: Iterator[tuple[str, bytes | None, int, int]], max_member_bytes: int, offsets: bool) -> Iterator[Sample]:
