@@ -28,7 +28,7 @@ from ..io.tarwrite import sample_bytes
 from .state import ShardSummary, alive_positions, create_state, record_verdicts
 from .stored import decide_stored, sample_nbytes
 
-__all__ = ["Entry", "GroupResult", "GroupTask", "compute_rows", "decide_steps", "looks_stored", "manifest_offsets", "read_manifest", "run_group"]
+__all__ = ["Entry", "GroupResult", "GroupTask", "compute_rows", "decide_steps", "looks_stored", "read_manifest", "run_group"]
 
 _MANIFEST_COLUMNS: dict[str, pa.DataType] = {"members": pa.list_(pa.string()), "sizes": pa.list_(pa.int64()), "offset": pa.int64()}
 _instances: dict[str, Annotator] = {}  # per worker process: each annotator is set up once
@@ -93,14 +93,6 @@ def read_manifest(store: RunStore, shard: ShardRef) -> list[Entry] | None:
     offsets = table["offset"].to_pylist() if "offset" in table.column_names else [None] * table.num_rows
     columns = (table[c].to_pylist() for c in ("key", "members", "sizes", "error"))  # column by column: faster than rows
     return [Entry(key, tuple(members), tuple(sizes), error, offset) for (key, members, sizes, error), offset in zip(zip(*columns), offsets)]
-
-
-def manifest_offsets(store: RunStore, shard: ShardRef) -> list[int | None]:
-    """Each sample's :attr:`Entry.offset` from the shard's manifest (empty without one)."""
-    table = store.read_part_if_readable(store.part_path(READ_STEP, read_part_name(shard)))
-    if table is None or "offset" not in table.column_names:
-        return []
-    return table["offset"].to_pylist()
 
 
 def _write_manifest(store: RunStore, shard: ShardRef, entries: list[Entry]) -> None:

@@ -30,7 +30,7 @@ import os
 import re
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Sequence
 
 import fsspec
 
@@ -336,11 +336,19 @@ def read_sample_at(url: str, offset: int, max_member_bytes: int = MAX_MEMBER_BYT
     return next(samples_at(url, [(offset, None)], max_member_bytes))
 
 
-def samples_at(url: str, spans: Iterable[tuple[int, int | None]], max_member_bytes: int = MAX_MEMBER_BYTES) -> Iterator[Sample]:
+Expected = tuple[str, Sequence[str], Sequence[int]]
+"""A sample as its shard's manifest recorded it: key, member names, member sizes."""
+
+
+def samples_at(
+    url: str, spans: Iterable[tuple[int, int | None]], max_member_bytes: int = MAX_MEMBER_BYTES, expected: Sequence[Expected] = ()
+) -> Iterator[Sample]:
     """The sample in each ``(start, end)`` byte range of the (uncompressed) shard ``url``, one
     open file for all: ``start`` its :attr:`Sample.offset`, ``end`` the next sample's (None: the
-    sample ends where the next key starts or the archive ends). Raises :class:`UnreadableShard`
-    when no tar member starts at a ``start``, :class:`ReadFailed` on an I/O error."""
+    sample ends where the next key starts or the archive ends). With ``expected`` (one per
+    span), a range that holds exactly those members, each behind one plain header naming it,
+    is cut into them without parsing the tar. Raises :class:`UnreadableShard` when no tar
+    member starts at a ``start``, :class:`ReadFailed` on an I/O error."""
     try:
         if "://" not in url:
             fh: BinaryIO = open(url, "rb")  # noqa: SIM115 (closed below)
@@ -350,16 +358,37 @@ def samples_at(url: str, spans: Iterable[tuple[int, int | None]], max_member_byt
     except Exception as exc:
         raise ReadFailed(f"{url}: cannot open ({type(exc).__name__}: {exc})") from exc
     with fh:
-        for start, end in spans:
+        for i, (start, end) in enumerate(spans):
             try:
                 fh.seek(start)
-                stream = fh if end is None else io.BytesIO(_read_exact(fh, end - start))
+                data = None if end is None else _read_exact(fh, end - start)
             except Exception as exc:
                 raise ReadFailed(f"{url}: cannot read at byte {start} ({type(exc).__name__}: {exc})") from exc
-            found = next(_group(url, _members(stream, max_member_bytes, start), max_member_bytes, offsets=True), None)
+            found = _plain(data, start, *expected[i]) if expected and data is not None else None
+            if found is None:
+                stream = fh if data is None else io.BytesIO(data)
+                found = next(_group(url, _members(stream, max_member_bytes, start), max_member_bytes, offsets=True), None)
             if found is None:
                 raise UnreadableShard(f"{url}: no sample at byte {start}")
             yield found
+
+
+def _plain(data: bytes, start: int, key: str, names: Sequence[str], sizes: Sequence[int]) -> Sample | None:
+    """The sample ``key`` when ``data`` is exactly its members ``names`` of ``sizes``, each behind
+    one regular-file header holding its whole name and size (what most writers produce); None
+    otherwise (then the range is parsed)."""
+    if len(data) != sum(BLOCK + -(-size // BLOCK) * BLOCK for size in sizes):
+        return None
+    members, at = [], 0
+    for name, size in zip(names, sizes):
+        header, raw, parts = data[at : at + BLOCK], name.encode("utf-8", "surrogateescape"), split_key(name)
+        if len(raw) > 100 or header[:100] != raw.ljust(100, b"\0") or header[156:157] not in _REGULAR or header[345:346] != b"\0":
+            return None
+        if parts is None or parts[0] != key or _number(header[124:136]) != size:
+            return None
+        members.append(Member(name=name, ext=parts[1].lower(), data=data[at + BLOCK : at + BLOCK + size]))
+        at += BLOCK + -(-size // BLOCK) * BLOCK
+    return Sample(key=key, members=members, offset=start)
 
 
 def _group(url: str, members: Iterator[tuple[str, bytes | None, int, int]], max_member_bytes: int, offsets: bool) -> Iterator[Sample]:
