@@ -29,7 +29,7 @@ from ..io.tarread import Sample, UnreadableShard, iter_samples, read_sample_at
 if TYPE_CHECKING:
     from ..steps.dedup import PriorRows
 
-__all__ = ["Run", "ShardChanged", "open_run"]
+__all__ = ["Run", "ShardChanged", "UnknownSample", "open_run"]
 
 _NO_DROPS = pa.table({"step": pa.array([], pa.string()), "reason": pa.array([], pa.string())})
 
@@ -362,8 +362,18 @@ class _Clusters:
         return pa.concat_tables([t.cast(_CLUSTER_COLUMNS) for t in tables]) if tables else _CLUSTER_COLUMNS.empty_table()
 
 
-class ShardChanged(Exception):
-    """An input shard no longer holds, where the run read it, the sample the run recorded."""
+class UnknownSample(KeyError):
+    """A streamed sample that the run never saw (another dataset, or shards that changed)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ShardChanged(UnknownSample):
+    """An input shard that is not the one the run read: streamed, a shard at the URL (or with the
+    file name) of one of the run's inputs whose identity (size, stamps) differs from the one the
+    run recorded; read back (:meth:`Run.read_samples`), one that no longer holds at a sample's
+    recorded offset the sample the run recorded there."""
 
 
 def _changed(shard: str, pos: int, entry: Entry | None, sample: Sample) -> str | None:
