@@ -324,7 +324,7 @@ def _from_stored(task: GroupTask, store: RunStore) -> GroupResult | None:
         return None
     drops, decider.reused = decided
     computed = decider.save(store, [])
-    columns = lambda: (manifest["key"].to_pylist(), sample_nbytes(manifest["sizes"]).tolist(), manifest["error"].to_pylist())  # noqa: E731
+    columns = (manifest["key"].to_pylist(), sample_nbytes(manifest["sizes"]).tolist(), manifest["error"].to_pylist()) if task.first else None
     return _record(task, store, drops, computed, decider, columns)
 
 
@@ -332,7 +332,7 @@ def _finish(task: GroupTask, store: RunStore, entries: list[Entry], drops: dict[
     """Save the new rows (and publish parts to the cache); record ``drops`` in the shard's state
     (the first group writes it from ``entries`` with them, in one write)."""
     computed = decider.save(store, entries)
-    columns = lambda: ([e.key for e in entries], [sample_bytes(e.sizes) for e in entries], [e.error for e in entries])  # noqa: E731
+    columns = ([e.key for e in entries], [sample_bytes(e.sizes) for e in entries], [e.error for e in entries]) if task.first else None
     return _record(task, store, drops, computed, decider, columns)
 
 
@@ -342,14 +342,14 @@ def _record(
     drops: dict[int, tuple[str, str]],
     computed: dict[str, int],
     decider: _Decider,
-    manifest: Callable[[], tuple[list[str], list[int], list[str | None]]],
+    manifest: tuple[list[str], list[int], list[str | None]] | None,
 ) -> GroupResult:
     """Publish the shard's manifest to the cache and record ``drops`` in the shard's state (the
-    first group writes it from the ``manifest``'s keys, sizes in a tar and read errors)."""
+    first group writes it from ``manifest``: each sample's key, bytes in a tar and read error)."""
     if decider.cache:
         decider.cache.publish(READ_STEP, read_part_name(task.shard), store.part_path(READ_STEP, read_part_name(task.shard)), replace=False)
-    if task.first:
-        summary = create_state(store, task.shard, *manifest(), drops)
+    if manifest is not None:  # the first group
+        summary = create_state(store, task.shard, *manifest, drops)
     else:
         summary = record_verdicts(store, task.shard, drops)
     return GroupResult(task.shard.url, summary, computed, decider.reused)
