@@ -21,11 +21,11 @@ from .engine.global_steps import GLOBAL_RUNNERS
 from .engine.keys import drop_repeated_keys
 from .engine.plan import GlobalPlan, Group, Plan, build_plan, digest, funnel_steps
 from .engine.reference import ReferenceRows, resolve_references
-from .engine.shard_task import GroupTask, run_group
+from .engine.shard_task import GroupTask, looks_stored, run_group
 from .engine.state import RunState, ShardSummary, finish
 from .io.inputs import ShardRef, resolve_inputs
 from .io.location import Location, ObjectPath
-from .io.output import assemble, index_json, plan_layout, remove_order_files, shard_outputs, write_piece, write_tasks
+from .io.output import assemble, index_json, plan_layout, remove_order_files, shard_outputs, unchanged, write_piece, write_tasks, written_record
 from .recipe import AnnotateStep, DedupStep, Recipe, TargetStep
 from .steps import annotators
 from .steps.dedup import DedupReport
@@ -183,7 +183,7 @@ def curate(
     identity = digest({"inputs": [s.url for s in shards], "recipe": recipe.to_dict(), "against": references.sources}, 32)
     describe = f"recipe {recipe.name!r} on {len(shards)} shard(s)"
     with store.lock():
-        outputs = store.prepare(identity, describe, overwrite)
+        outputs = store.prepare(identity, describe, overwrite, keep_outputs=write)
         info = {
             "identity": identity,
             "describe": describe,
@@ -196,6 +196,7 @@ def curate(
             "resolved": resolved,
             "versions": _versions(),
             "outputs": outputs,
+            "written": store.written(outputs),
             "cache": resolve_cache(cache),
         }
         store.save_run_info(info)
@@ -359,7 +360,9 @@ def _decide(
         ]
         label = f"stage {number}/{len(plan.stages)}: " + ", ".join(s.id for s in stage.steps)
         resources = stage.resources if cluster.offers(client, stage.resources) else None
-        results = cluster.map_tasks(client, run_group, tasks, label, lambda t: t.shard.url, quiet, resources, keep_going=True)
+        quick = not isinstance(store.root, ObjectPath) and all(map(looks_stored, tasks))  # then several shards per task
+        chunk = cluster.per_task(client, len(tasks)) if quick else 1
+        results = cluster.map_tasks(client, run_group, tasks, label, lambda t: t.shard.url, quiet, resources, keep_going=True, per_task=chunk)
         for ref, result in zip(todo, results):
             if isinstance(result, cluster.Failed):
                 failed[ref.url] = result.error
@@ -401,16 +404,21 @@ def _write(
         plans = tuple(plan.annotate_plans())
         layout = client.submit(plan_layout, root, todo, config, total_kept, plans, pure=False).result()
         names = [s.name for s in layout]
+        kept = unchanged(store, layout, info["written"])  # already in place, byte for byte: not rewritten
+        info["written"] = {name: info["written"][name] for name in kept}
         store.begin_outputs(info, names)
-        tasks = write_tasks(layout, root, plans, config)
+        changed = [s for s in layout if s.name not in kept]
+        tasks = write_tasks(changed, root, plans, config)
         if tasks:
             cluster.map_tasks(client, write_piece, tasks, "write", lambda t: t.label, quiet)
         join = functools.partial(assemble, root)
         if isinstance(store.root, ObjectPath):  # workers join, in parallel: the driver would relay every byte
-            written = cluster.map_tasks(client, join, layout, "join", lambda s: s.name, quiet) if layout else []
+            joined = iter(cluster.map_tasks(client, join, changed, "join", lambda s: s.name, quiet) if changed else [])
         else:
-            written = [join(s) for s in layout]
+            joined = (join(s) for s in changed)
+        written = [kept[s.name] if s.name in kept else next(joined) for s in layout]
         atomic_write_bytes(store.shards_dir / INDEX, index_json(plan.recipe.name, written))
+        info["written"] = written_record(store, layout)
         store.finish_outputs(info, names)
         work.timed("write", started)
         started = time.perf_counter()
@@ -421,7 +429,8 @@ def _write(
     ordered = write and config.order != "input"  # then each shard's outputs are read from the order files
     records = [(ref, i, None if ordered else outputs.get(ref.url, []), ref.url in failed) for i, ref in enumerate(shards)]
     store.begin_decisions()
-    cluster.map_tasks(client, functools.partial(_finish, root), records, "decisions", lambda r: r[0].url, quiet)
+    chunk = cluster.per_task(client, len(records))
+    cluster.map_tasks(client, functools.partial(_finish, root), records, "decisions", lambda r: r[0].url, quiet, per_task=chunk)
     store.write_decisions_index([ref.url for ref in shards], [ref.identity for ref in shards])
     remove_order_files(store, config, layout, todo)
     work.timed("decisions", started)

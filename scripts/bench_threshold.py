@@ -9,7 +9,8 @@ LocalCluster (``--workers``) serves every call, and each call is timed by wall c
 1. cold: ``curate(..., out=A, cache=C)``: every annotation computed, shards written;
 2. new --out: ``curate(..., out=B, cache=C, overrides=[stricter threshold])``: rows from the cache;
 3. dry run: the same in ``out=D`` with ``write=False`` (decisions, funnel and report, no shards);
-4. same --out: ``curate(..., out=A, overwrite=True, overrides=[stricter threshold])``.
+4. same --out: ``curate(..., out=A, overwrite=True, overrides=[stricter threshold])``;
+5. rerun: that same call again (nothing changed: every output shard is kept, none rewritten).
 
 Each change is printed as a fraction of the cold run (the goal: <= 0.05) with the run's own
 per-stage seconds, and everything goes to ``OUT/bench_threshold.json``.
@@ -97,6 +98,7 @@ def main() -> None:
                 "new_out": timed("b", overrides=[stricter(width, height)]),
                 "dry_run": timed("d", overrides=[stricter(width, height)], write=False),
                 "same_out": timed("a", overrides=[stricter(width, height)], overwrite=True),
+                "rerun": timed("a", overrides=[stricter(width, height)], overwrite=True),
             }
             cold = runs["cold"]["seconds"]
             for name, r in runs.items():

@@ -193,3 +193,16 @@ def test_https_inputs_run_through_the_whole_cli_like_local_shards(tmp_path, clie
     assert run.info["status"] == "complete" and run.info["inputs"] == urls
     out = sorted((tmp_path / "run" / "shards").glob("*.tar"))
     assert [p.read_bytes() for p in out] == [p.read_bytes() for p in local.shards]
+
+
+def _fails_on_three(n: int) -> int:
+    if n == 3:
+        raise ValueError("three is bad")
+    return n * 10
+
+
+def test_items_run_several_per_task_still_fail_alone(client, fast_retries):
+    results = engine.map_tasks(client, _fails_on_three, list(range(7)), "quick", str, quiet=True, keep_going=True, per_task=3)
+    assert results == [0, 10, 20, engine.Failed("ValueError: three is bad"), 40, 50, 60]
+    with pytest.raises(engine.TaskFailed, match="quick failed on 3: ValueError: three is bad"):
+        engine.map_tasks(client, _fails_on_three, list(range(7)), "quick", str, quiet=True, per_task=3)

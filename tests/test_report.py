@@ -245,3 +245,40 @@ def test_duplicates_show_their_distance_to_the_kept_sample(real_world):
     clusters = html[html.index('id="clusters"') :]
     found = re.search(r'<span class="dropped">duplicate</span> · (\d+) bits (\(mirrored\) )?from the kept', clusters)
     assert found and int(found.group(1)) <= 4 and clusters.index("k00001") < clusters.index("resized")
+
+
+def _long_name_shard(path, samples) -> None:
+    """A GNU tar (long-name headers before members) with webdataset meta members between samples."""
+    import tarfile
+
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+        for key, members in samples:
+            for name, data in [("__meta__", b"{}"), *((f"{'deep/' * 25}{key}.{ext}", data) for ext, data in members.items())]:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+def test_thumbnails_read_each_sample_at_its_offset_and_a_changed_shard_says_so(client, tmp_path):
+    from conftest import simple_samples
+    from mmcurate.store.runview import ShardChanged
+    from mmcurate.views.browse import Gallery
+
+    samples = simple_samples("k", 6)
+    shard = tmp_path / "000000.tar"
+    _long_name_shard(shard, samples)
+    run = mmcurate.open_run(mmcurate.curate(str(shard), "default", tmp_path / "run", client=client, quiet=True).out)
+    pairs = [(str(shard), pos) for pos in range(6)]
+    assert {p: s.get("jpg") for p, s in run.read_samples(pairs).items()} == {p: samples[p[1]][1]["jpg"] for p in pairs}
+
+    data = bytearray(shard.read_bytes())
+    data[:512] = bytes(512)  # the first header destroyed: the shard can no longer be streamed from its start
+    shard.write_bytes(bytes(data))
+    later = run.read_samples(pairs[1:])
+    assert {p: s.get("jpg") for p, s in later.items()} == {p: samples[p[1]][1]["jpg"] for p in pairs[1:]}
+
+    _long_name_shard(shard, samples[::-1])  # same samples, another order: every offset now holds another sample
+    with pytest.raises(ShardChanged, match=r"000000\.tar: changed since the run: sample 2 was 'deep/.*k00002'"):
+        run.read_samples(pairs[2:3])
+    html = Gallery(run, 64).figure({"shard": str(shard), "key": "k00002", "pos": 2})
+    assert "not readable" in html and "changed since the run: sample 2" in html and "<img" not in html

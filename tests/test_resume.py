@@ -152,3 +152,61 @@ def test_a_different_input_list_in_the_same_directory_is_refused_unless_overwrit
     result = mmcurate.curate([a, b, c], "default", out, client=client, quiet=True, overwrite=True)
     assert result.samples_in == 12
     assert result.computed == {"image_info": 4, "caption_info": 4, "sha256": 4}  # only the new shard
+
+
+def _stamps(out) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted((out / "shards").glob("*.tar"))}
+
+
+def _index(out) -> list[tuple[str, int, int]]:
+    import json
+
+    entries = json.loads((out / "shards" / "index.json").read_text())["shardlist"]
+    return [(e["url"], e["nsamples"], e["filesize"]) for e in entries]
+
+
+def test_a_rerun_keeps_output_shards_whose_bytes_would_not_change(tmp_path, client):
+    from conftest import image_bytes
+
+    shards = _shards(tmp_path, 3, 4)  # 96 px wide images
+    last = [(f"s9-{i:05d}", {"jpg": image_bytes(70 if i == 2 else 96, 80, seed=90 + i), "txt": b"a caption"}) for i in range(4)]
+    shards[2] = str(make_shard(tmp_path / "src" / "000009.tar", last))
+    out, sizes = tmp_path / "run", ["output.samples_per_shard=4"]
+    first = mmcurate.curate(shards, "default", out, client=client, quiet=True, overrides=sizes)
+    assert [p.name for p in first.shards] == ["curated-000000.tar", "curated-000001.tar", "curated-000002.tar"]
+    stamps, index = _stamps(out), _index(out)
+
+    mmcurate.curate(shards, "default", out, client=client, quiet=True, overrides=sizes)  # the same command again
+    assert _stamps(out) == stamps and _index(out) == index  # not one shard rewritten
+
+    stricter = [*sizes, "image_size.expr=width >= 80 and height >= 64"]  # drops one sample of the last input shard
+    second = mmcurate.curate(shards, "default", out, client=client, quiet=True, overwrite=True, overrides=stricter)
+    assert second.kept == 11
+    now = _stamps(out)
+    assert {n for n in now if now[n] == stamps[n]} == {"curated-000000.tar", "curated-000001.tar"}  # only the last rewritten
+    mmcurate.curate(shards, "default", tmp_path / "fresh", client=client, quiet=True, overrides=stricter)
+    assert _output_bytes(out) == _output_bytes(tmp_path / "fresh") and _index(out) == _index(tmp_path / "fresh")
+
+    edited = out / "shards" / "curated-000000.tar"
+    edited.write_bytes(edited.read_bytes()[:-1024])  # changed after the run: no longer what mmcurate wrote
+    mmcurate.curate(shards, "default", out, client=client, quiet=True, overwrite=True, overrides=stricter)
+    assert _output_bytes(out) == _output_bytes(tmp_path / "fresh")
+
+
+def test_a_threshold_change_over_stored_rows_decides_as_a_fresh_run(tmp_path, client):
+    from conftest import image_bytes
+
+    samples = [(f"k{i}", {"jpg": image_bytes(40 + 10 * i, 100, seed=i), "txt": b"words here"}) for i in range(8)]
+    samples[1] = ("k1", {"jpg": b"not a jpeg", "txt": b"a caption"})  # image_info's error
+    samples[5] = ("k5", {"jpg": image_bytes(120, 100, seed=5), "txt": b""})  # no words
+    samples[6] = ("k6", samples[7][1])  # an exact duplicate
+    shard = str(make_shard(tmp_path / "src" / "000000.tar", samples))
+    first = mmcurate.curate(shard, "default", tmp_path / "run", client=client, quiet=True)
+    stricter = ["image_size.expr=width >= 70 and aspect_ratio <= 4"]
+    again = mmcurate.curate(shard, "default", tmp_path / "run", client=client, quiet=True, overwrite=True, overrides=stricter)
+    fresh = mmcurate.curate(shard, "default", tmp_path / "fresh", client=client, quiet=True, overrides=stricter)
+    assert again.computed == dict.fromkeys(first.computed, 0) and again.reused == {"image_info": 8, "caption_info": 7, "sha256": 4}
+    columns = ["key", "kept", "step", "reason"]
+    decided = pq.read_table(tmp_path / "run" / "decisions.parquet", columns=columns)
+    assert decided == pq.read_table(tmp_path / "fresh" / "decisions.parquet", columns=columns)
+    assert {r["step"] for r in decided.to_pylist()} == {"image_info", "image_size", "caption", "dedup_exact", None}

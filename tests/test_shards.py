@@ -16,7 +16,7 @@ import webdataset as wds
 
 import mmcurate
 from conftest import image_bytes, make_shard, simple_samples
-from mmcurate.io.tarread import iter_samples
+from mmcurate.io.tarread import iter_samples, read_sample_at, samples_at
 
 
 def _wds_samples(path):
@@ -169,7 +169,15 @@ def test_reader_agrees_with_tarfile_on_every_header_format(tmp_path, fmt, mode):
         tar.addfile(link)
     ours = [(m.name, m.data) for s in iter_samples(str(path)) for m in s.members]
     assert ours == _tarfile_members(path) == list(zip(names, payloads))
-    assert all(s.error is None for s in iter_samples(str(path)))
+    streamed = list(iter_samples(str(path)))
+    assert all(s.error is None for s in streamed)
+    if mode == "w":  # each sample read alone at its offset, as the writer and the report do: the same
+        ends = [s.offset for s in streamed[1:]] + [None]
+        expected = [(s.key, [m.name for m in s.members], [len(m.data) for m in s.members]) for s in streamed]
+        assert list(samples_at(str(path), [(s.offset, end) for s, end in zip(streamed, ends)], expected=expected)) == streamed
+        assert [read_sample_at(str(path), s.offset) for s in streamed] == streamed
+    else:
+        assert {s.offset for s in streamed} == {None}  # a compressed stream has no byte offsets to seek to
 
 
 class _Digest:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ..io.inputs import ShardRef, hash_identity
 
-__all__ = ["ClusterError", "Failed", "TaskFailed", "connect", "cuda_device_count", "map_tasks", "offers"]
+__all__ = ["ClusterError", "Failed", "TaskFailed", "connect", "cuda_device_count", "map_tasks", "offers", "per_task"]
 
 RETRIES = 3
 """How many times a task that raised an I/O error (``OSError``) runs again."""
@@ -180,6 +180,18 @@ def _retrying(fn: Callable[[Any], Any], retries: int, backoff: float, item: Any)
             attempt += 1
 
 
+def _run_chunk(fn: Callable[[Any], Any], retries: int, backoff: float, items: Sequence[Any]) -> list[Any]:
+    """``fn`` over ``items`` in one task, each retried alone; an item that still fails gets a
+    :class:`Failed` in its place and the others go on."""
+    results: list[Any] = []
+    for item in items:
+        try:
+            results.append(_retrying(fn, retries, backoff, item))
+        except Exception as exc:
+            results.append(Failed(f"{type(exc).__name__}: {exc}"))
+    return results
+
+
 def map_tasks(
     client: Client,
     fn: Callable[[Any], Any],
@@ -189,32 +201,52 @@ def map_tasks(
     quiet: bool = False,
     resources: dict[str, float] | None = None,
     keep_going: bool = False,
+    per_task: int = 1,
 ) -> list[Any]:
     """Run ``fn`` on every item, in order, showing progress; with ``resources``, only on
     workers that offer them. A task that raises ``OSError`` is retried (:data:`RETRIES` times,
-    with backoff); a worker that dies is replaced and its tasks rerun by Dask.
+    with backoff); a worker that dies is replaced and its tasks rerun by Dask. With ``per_task``
+    above 1, that many items run in one Dask task (each retried alone): fewer round trips to
+    the scheduler where each item is quick.
 
     An item that still fails raises :class:`TaskFailed` and cancels the rest, or, with
     ``keep_going``, gets a :class:`Failed` in its place while every other item finishes.
     """
-    task = functools.partial(_retrying, fn, RETRIES, BACKOFF_S)
-    futures = client.map(task, items, pure=False, resources=resources)
-    index = {f.key: i for i, f in enumerate(futures)}
+    chunks = [range(i, min(i + per_task, len(items))) for i in range(0, len(items), max(per_task, 1))]
+    if per_task > 1:
+        task = functools.partial(_run_chunk, fn, RETRIES, BACKOFF_S)
+        futures = client.map(task, [[items[i] for i in chunk] for chunk in chunks], pure=False, resources=resources)
+    else:
+        task = functools.partial(_retrying, fn, RETRIES, BACKOFF_S)
+        futures = client.map(task, items, pure=False, resources=resources)
+    index = {f.key: chunk for f, chunk in zip(futures, chunks)}
     results: list[Any] = [None] * len(items)
     with tqdm(total=len(items), desc=label, unit="shard", disable=quiet, file=sys.stderr, leave=True) as bar:
         for future in as_completed(futures):
-            i = index[future.key]
+            chunk = index[future.key]
             try:
-                results[i] = future.result()
+                got = future.result() if per_task > 1 else [future.result()]
             except Exception as exc:
-                if keep_going:
-                    results[i] = Failed(f"{type(exc).__name__}: {exc}")
-                else:
+                if not keep_going:
                     for other in futures:
                         other.cancel()
-                    raise TaskFailed(f"{label} failed on {describe(items[i])}: {type(exc).__name__}: {exc}") from exc
-            bar.update(1)
+                    raise TaskFailed(f"{label} failed on {describe(items[chunk[0]])}: {type(exc).__name__}: {exc}") from exc
+                got = [Failed(f"{type(exc).__name__}: {exc}")] * len(chunk)
+            for i, result in zip(chunk, got):
+                if per_task > 1 and isinstance(result, Failed) and not keep_going:
+                    for other in futures:
+                        other.cancel()
+                    raise TaskFailed(f"{label} failed on {describe(items[i])}: {result.error}")
+                results[i] = result
+            bar.update(len(chunk))
     return results
+
+
+def per_task(client: Client, items: int, tasks_per_worker: int = 2, most: int = 32) -> int:
+    """Items per task (at most ``most``) so that ``items`` quick items make about
+    ``tasks_per_worker`` tasks per worker."""
+    workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+    return max(1, min(most, -(-items // (workers * tasks_per_worker))))
 
 
 def hash_unstamped(client: Client, shards: list[ShardRef], label: str, quiet: bool,

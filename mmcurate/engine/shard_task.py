@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Iterator, Mapping, Sequence
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from ..recipe import FilterStep
+from ..recipe import BlocklistStep, FilterStep
 from ..steps.annotators import Annotator, Row
 from ..io.inputs import ShardRef
 from .plan import READ_STEP, AnnotatePlan, GroupStep, read_part_name, reads_pixels
@@ -24,10 +26,11 @@ from ..store.runstore import RunStore, rows_to_table
 from ..io.tarread import Sample, UnreadableShard, iter_samples
 from ..io.tarwrite import sample_bytes
 from .state import ShardSummary, alive_positions, create_state, record_verdicts
+from .stored import decide_stored, sample_nbytes
 
-__all__ = ["Entry", "GroupResult", "GroupTask", "compute_rows", "decide_steps", "read_manifest", "run_group"]
+__all__ = ["Entry", "GroupResult", "GroupTask", "compute_rows", "decide_steps", "looks_stored", "read_manifest", "run_group"]
 
-_MANIFEST_COLUMNS: dict[str, pa.DataType] = {"members": pa.list_(pa.string()), "sizes": pa.list_(pa.int64())}
+_MANIFEST_COLUMNS: dict[str, pa.DataType] = {"members": pa.list_(pa.string()), "sizes": pa.list_(pa.int64()), "offset": pa.int64()}
 _instances: dict[str, Annotator] = {}  # per worker process: each annotator is set up once
 
 
@@ -39,6 +42,9 @@ class Entry:
     members: tuple[str, ...]
     sizes: tuple[int, ...]
     error: str | None
+    offset: int | None = None
+    """Where the sample starts in its (uncompressed) shard (:attr:`Sample.offset`); None in
+    compressed shards and in manifests written before offsets were recorded."""
 
 
 @dataclass(frozen=True)
@@ -84,12 +90,13 @@ def read_manifest(store: RunStore, shard: ShardRef) -> list[Entry] | None:
     table = store.read_part_if_readable(store.part_path(READ_STEP, read_part_name(shard)))
     if table is None or not table.num_rows:
         return None
+    offsets = table["offset"].to_pylist() if "offset" in table.column_names else [None] * table.num_rows
     columns = (table[c].to_pylist() for c in ("key", "members", "sizes", "error"))  # column by column: faster than rows
-    return [Entry(key, tuple(members), tuple(sizes), error) for key, members, sizes, error in zip(*columns)]
+    return [Entry(key, tuple(members), tuple(sizes), error, offset) for (key, members, sizes, error), offset in zip(zip(*columns), offsets)]
 
 
 def _write_manifest(store: RunStore, shard: ShardRef, entries: list[Entry]) -> None:
-    rows = [{"members": list(e.members), "sizes": list(e.sizes), "error": e.error} for e in entries]
+    rows = [{"members": list(e.members), "sizes": list(e.sizes), "error": e.error, "offset": e.offset} for e in entries]
     path = store.part_path(READ_STEP, read_part_name(shard))
     store.write_rows(path, range(len(entries)), [e.key for e in entries], rows, _MANIFEST_COLUMNS)
 
@@ -107,7 +114,7 @@ def _read(shard: ShardRef) -> Iterator[tuple[Entry, Sample]]:
             if error is None and sample.key in seen:
                 error = f"duplicate_key: {sample.key} appears twice in the shard"
             seen.add(sample.key)
-            entry = Entry(sample.key, tuple(m.name for m in sample.members), tuple(len(m.data) for m in sample.members), error)
+            entry = Entry(sample.key, tuple(m.name for m in sample.members), tuple(len(m.data) for m in sample.members), error, sample.offset)
             yield entry, sample
     except UnreadableShard as exc:
         yield Entry("<unreadable>", (), (), f"read_error: {exc}"), Sample("<unreadable>")
@@ -163,7 +170,7 @@ def decide_steps(
 class _Decider:
     """Runs the group's steps over batches of alive samples, from stored rows when it can."""
 
-    def __init__(self, task: GroupTask, store: RunStore):
+    def __init__(self, task: GroupTask, store: RunStore, rows: bool = True):
         self.task = task
         self.annotates = [s for s in task.steps if isinstance(s, AnnotatePlan)]
         self.pixels = reads_pixels(task.steps)
@@ -175,7 +182,7 @@ class _Decider:
             for p in self.annotates:
                 self.cache.take(*self.cached[p.id], self.paths[p.id])
         self.store = store
-        self.stored = {p.id: store.read_rows(self.paths[p.id]) for p in self.annotates}
+        self.stored = {p.id: store.read_rows(self.paths[p.id]) if rows else {} for p in self.annotates}
         self.new: dict[str, dict[int, Row]] = {p.id: {} for p in self.annotates}
         self.looked: set[str] = set()
         """Steps whose cached part was read (once, when the run's part lacks a row)."""
@@ -256,9 +263,12 @@ def _batches(
 def run_group(task: GroupTask) -> GroupResult:
     """Run ``task``: record this group's drops in the shard's state and return its summary."""
     store = RunStore(task.root)
+    if task.cache:
+        PartCache(task.cache).take(READ_STEP, read_part_name(task.shard), store.part_path(READ_STEP, read_part_name(task.shard)))
+    decided = _from_stored(task, store)
+    if decided is not None:
+        return decided
     decider = _Decider(task, store)
-    if decider.cache:
-        decider.cache.take(READ_STEP, read_part_name(task.shard), store.part_path(READ_STEP, read_part_name(task.shard)))
     entries = read_manifest(store, task.shard)
     alive = None if task.first else set(alive_positions(store, task.shard).tolist())
 
@@ -288,14 +298,58 @@ def run_group(task: GroupTask) -> GroupResult:
     return _finish(task, store, fresh, drops, decider)
 
 
+def looks_stored(task: GroupTask) -> bool:
+    """Whether the shard's manifest and every part ``task`` reads exist (in the run or the cache),
+    so the task likely only decides (:func:`_from_stored`): cheap enough to run several in one Dask task."""
+    store = RunStore(task.root)
+    cache = PartCache(task.cache) if task.cache else None
+    parts = [(READ_STEP, READ_STEP, read_part_name(task.shard))]
+    parts += [(p.id, p.step.annotator, p.part_name(task.shard)) for p in task.steps if isinstance(p, AnnotatePlan)]
+    return all(store.part_path(step, name).exists() or (cache is not None and cache.has(kind, name)) for step, kind, name in parts)
+
+
+def _from_stored(task: GroupTask, store: RunStore) -> GroupResult | None:
+    """The group decided column-wise from the stored rows (:mod:`.stored`: no sample read, no
+    object per sample), or None when some row is missing from the run's parts (then the
+    :class:`_Decider` takes it from the cache's part or computes it) or a step needs rows one by one."""
+    manifest = store.read_part_if_readable(store.part_path(READ_STEP, read_part_name(task.shard)))
+    if manifest is None or not manifest.num_rows or any(isinstance(s, BlocklistStep) for s in task.steps):
+        return None
+    decider = _Decider(task, store, rows=False)
+    positions = np.flatnonzero(pc.is_null(manifest["error"]).to_numpy(zero_copy_only=False))
+    if not task.first:
+        positions = np.intersect1d(positions, alive_positions(store, task.shard))
+    decided = decide_stored(task.steps, {p.id: store.read_part_if_readable(path) for p, path in zip(decider.annotates, decider.paths.values())}, positions)
+    if decided is None:
+        return None
+    drops, decider.reused = decided
+    computed = decider.save(store, [])
+    columns = (manifest["key"].to_pylist(), sample_nbytes(manifest["sizes"]).tolist(), manifest["error"].to_pylist()) if task.first else None
+    return _record(task, store, drops, computed, decider, columns)
+
+
 def _finish(task: GroupTask, store: RunStore, entries: list[Entry], drops: dict[int, tuple[str, str]], decider: _Decider) -> GroupResult:
     """Save the new rows (and publish parts to the cache); record ``drops`` in the shard's state
     (the first group writes it from ``entries`` with them, in one write)."""
     computed = decider.save(store, entries)
+    columns = ([e.key for e in entries], [sample_bytes(e.sizes) for e in entries], [e.error for e in entries]) if task.first else None
+    return _record(task, store, drops, computed, decider, columns)
+
+
+def _record(
+    task: GroupTask,
+    store: RunStore,
+    drops: dict[int, tuple[str, str]],
+    computed: dict[str, int],
+    decider: _Decider,
+    manifest: tuple[list[str], list[int], list[str | None]] | None,
+) -> GroupResult:
+    """Publish the shard's manifest to the cache and record ``drops`` in the shard's state (the
+    first group writes it from ``manifest``: each sample's key, bytes in a tar and read error)."""
     if decider.cache:
         decider.cache.publish(READ_STEP, read_part_name(task.shard), store.part_path(READ_STEP, read_part_name(task.shard)), replace=False)
-    if task.first:
-        summary = create_state(store, task.shard, [e.key for e in entries], [sample_bytes(e.sizes) for e in entries], [e.error for e in entries], drops)
+    if manifest is not None:  # the first group
+        summary = create_state(store, task.shard, *manifest, drops)
     else:
         summary = record_verdicts(store, task.shard, drops)
     return GroupResult(task.shard.url, summary, computed, decider.reused)

@@ -3,10 +3,11 @@
 While a run decides, ``OUT/state/NAME-ID.parquet`` holds one row per sample of an input shard,
 in tar order (row ``i`` is ``pos`` ``i``): ``pos``, ``key``, ``nbytes`` (the sample's bytes in an
 output tar), and ``step``/``reason`` (null while the sample is alive). The first group task
-writes it from the shard's manifest; every later stage reads the alive positions from it and
-records its drops in it (:func:`alive_positions`, :func:`record_drops`: the seam global steps
-use). Tasks return only a :class:`ShardSummary`. At the end :func:`finish` turns a shard's state
-into its file of the decisions dataset (``OUT/decisions.parquet/``) and removes the state file.
+writes it from the shard's manifest, anew in every call, so it is scratch (renamed into place,
+never fsync'd); every later stage reads the alive positions from it and records its drops in it
+(:func:`alive_positions`, :func:`record_drops`: the seam global steps use). Tasks return only a
+:class:`ShardSummary`. At the end :func:`finish` turns a shard's state into its file of the
+decisions dataset (``OUT/decisions.parquet/``) and removes the state file.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def create_state(
         },
         schema=STATE_SCHEMA,
     )
-    atomic_write_table(state_path(store, shard), table)
+    atomic_write_table(state_path(store, shard), table, durable=False)
     return summarise(table)
 
 
@@ -133,7 +134,7 @@ def record_drops(
         reason = reasons if isinstance(reasons, pa.Array) else pa.array(reasons, pa.string())
         table = table.set_column(3, "step", pc.if_else(dropped, step.take(picks), table["step"]))
         table = table.set_column(4, "reason", pc.if_else(dropped, reason.cast(pa.string()).take(picks), table["reason"]))
-        atomic_write_table(state_path(store, shard), table)
+        atomic_write_table(state_path(store, shard), table, durable=False)
     return summarise(table)
 
 

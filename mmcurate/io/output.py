@@ -20,22 +20,24 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence, Union
+from typing import Any, Iterable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .atomic import atomic_file
-from .location import Location, read_table
+from .location import Location, ObjectPath, read_table
 from .inputs import ShardRef
 from ..engine.gather import read_columns
 from ..engine.plan import AnnotatePlan, digest, read_annotations
+from ..engine.shard_task import read_manifest
 from ..engine.state import kept_rows
 from ..recipe import OutputConfig
 from ..store.runstore import RunStore, atomic_write_table
-from .tarread import iter_samples
+from .tarread import Sample, iter_samples, samples_at
 from .tarwrite import join_tar_pieces, write_tar_piece, write_tar_samples
 
 __all__ = [
@@ -45,14 +47,17 @@ __all__ = [
     "Segment",
     "WriteTask",
     "assemble",
+    "content_fingerprint",
     "index_json",
     "output_key",
     "plan_layout",
     "remove_order_files",
     "shard_capacity",
     "shard_outputs",
+    "unchanged",
     "write_piece",
     "write_tasks",
+    "written_record",
 ]
 
 ANNOTATIONS_EXT = "mmcurate.json"
@@ -77,6 +82,9 @@ class OutputShard:
 
     name: str
     segments: tuple[Segment, ...]
+    content: str = ""
+    """A fingerprint of the tar's bytes (:func:`content_fingerprint`): equal only when it would be
+    written byte for byte as before, so a rerun keeps a shard it already wrote (:func:`unchanged`)."""
 
     @property
     def nsamples(self) -> int:
@@ -97,6 +105,8 @@ class OrderedShard:
     nsamples: int
     segments: tuple[Segment, ...] = ()
     pieces: int = 1
+    content: str = ""
+    """As :attr:`OutputShard.content`."""
 
 
 Layout = list[Union[OutputShard, OrderedShard]]
@@ -177,10 +187,34 @@ def plan_layout(root: str, shards: Sequence[ShardRef], config: OutputConfig, tot
     if config.order != "input":
         return _ordered_layout(store, shards, config, packer, plans)
     segments: dict[int, list[Segment]] = {}
+    taken: dict[int, list[tuple[str, str, str]]] = {}
     for ref in shards:
-        for number, start, stop in packer.runs(kept_rows(store, ref)["nbytes"].to_numpy()):
+        kept = kept_rows(store, ref)
+        pos = kept["pos"].to_numpy()
+        for number, start, stop in packer.runs(kept["nbytes"].to_numpy()):
             segments.setdefault(number, []).append(Segment(ref, start, stop))
-    return [OutputShard(_shard_name(config, n), tuple(segs)) for n, segs in sorted(segments.items())]
+            taken.setdefault(number, []).append((ref.url, ref.identity, _hashed(pos[start:stop])))
+    return [OutputShard(_shard_name(config, n), tuple(segs), content_fingerprint(config, plans, taken[n])) for n, segs in sorted(segments.items())]
+
+
+WRITER_VERSION = "1"
+"""Version of how output tars are written (member headers, annotations member): part of
+:func:`content_fingerprint`, so a change to it rewrites every output shard."""
+
+
+def _hashed(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
+    return h.hexdigest()[:32]
+
+
+def content_fingerprint(config: OutputConfig, plans: Sequence[AnnotatePlan], taken: Sequence[tuple[str, str, str]]) -> str:
+    """What an output tar's bytes follow from: the samples it takes, as (input URL, input identity,
+    hash of their positions and order) per input run, how their keys are renamed, and (with
+    ``annotations_member``) the annotate steps whose rows each sample's note holds."""
+    notes = [p.fingerprint for p in plans] if config.annotations_member else None
+    return digest({"writer": WRITER_VERSION, "keys": config.keys, "notes": notes, "taken": [list(t) for t in taken]}, 32)
 
 
 def order_path(store: RunStore, name: str) -> Location:
@@ -244,7 +278,9 @@ def _ordered_layout(store: RunStore, shards: Sequence[ShardRef], config: OutputC
         atomic_write_table(order_path(store, _shard_name(config, n)), pa.table({
             "url": urls.take(inputs), "identity": identities.take(inputs), "pos": rows["pos"], "key": rows["key"],
         }))
-        layout.append(OrderedShard(_shard_name(config, n), stop - start))
+        used = np.unique(inputs.to_numpy()).tolist()
+        taken = [(shards[i].url, shards[i].identity, "") for i in used] + [("", "", _hashed(inputs.to_numpy(), rows["pos"].to_numpy()))]
+        layout.append(OrderedShard(_shard_name(config, n), stop - start, content=content_fingerprint(config, plans, taken)))
     assigned = np.empty(ordered.num_rows, np.int32)
     assigned[order.to_numpy()] = number  # back in input order
     start = 0
@@ -281,7 +317,7 @@ def _samples(ref: ShardRef, wanted: dict[int, str], task: WriteTask, notes: dict
     """``(pos, members renamed)`` of the samples of ``ref`` at the positions of ``wanted``
     (pos -> output key), streamed in tar order, each with its annotations member if asked."""
     done = 0
-    for pos, sample in enumerate(iter_samples(ref.url)):  # wanted samples are met in tar order: stream, never buffer
+    for pos, sample in _wanted_samples(RunStore(task.root), ref, sorted(wanted)):
         name = wanted.get(pos)
         if name is None:
             continue
@@ -297,6 +333,19 @@ def _samples(ref: ShardRef, wanted: dict[int, str], task: WriteTask, notes: dict
             return
     missing = [f"{pos}:{name}" for pos, name in wanted.items()][done : done + 5]
     raise RuntimeError(f"{ref.url}: kept samples (pos:key) no longer in the shard (changed during the run?): {missing}")
+
+
+def _wanted_samples(store: RunStore, ref: ShardRef, positions: list[int]) -> Iterator[tuple[int, Sample]]:
+    """``(pos, sample)`` in tar order, among them the samples at ``positions``: on local disk each
+    read alone at the byte range its manifest entry records, else (or without offsets) every
+    sample of the streamed shard (met in tar order: stream, never buffer)."""
+    entries = (read_manifest(store, ref) or []) if "://" not in ref.url else []
+    if not positions or not entries or any(e.offset is None for e in entries) or positions[-1] >= len(entries):
+        yield from enumerate(iter_samples(ref.url))
+        return
+    spans = [(entries[p].offset, entries[p + 1].offset if p + 1 < len(entries) else None) for p in positions]
+    expected = [(entries[p].key, entries[p].members, entries[p].sizes) for p in positions]
+    yield from zip(positions, samples_at(ref.url, spans, expected=expected))  # type: ignore[arg-type]
 
 
 def _members(task: WriteTask) -> Iterator[tuple[str, bytes]]:
@@ -357,6 +406,37 @@ def assemble(root: str, shard: OutputShard | OrderedShard) -> dict[str, Any]:
     store = RunStore(root)
     size = join_tar_pieces(store.shards_dir / shard.name, [store.piece_path(shard.name, i) for i in range(shard.pieces)])
     return {"url": shard.name, "nsamples": shard.nsamples, "filesize": size}
+
+
+def unchanged(store: RunStore, layout: Layout, written: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The output shards of ``layout`` that are already in place, byte for byte: the run's record
+    (``written``, run.json) says mmcurate wrote the file with the same :attr:`~OutputShard.content`,
+    and the file is that one still (same size, modification time and inode). Name -> its index
+    entry. Only on local disk."""
+    if isinstance(store.root, ObjectPath):
+        return {}
+    found = {}
+    for shard in layout:
+        record = written.get(shard.name)
+        if record and shard.content and record.get("content") == shard.content and record.get("file") == _file_stamp(store.shards_dir / shard.name):
+            found[shard.name] = {"url": shard.name, "nsamples": shard.nsamples, "filesize": record["file"][0]}
+    return found
+
+
+def written_record(store: RunStore, layout: Layout) -> dict[str, dict[str, Any]]:
+    """What run.json keeps about each output shard of ``layout`` just written (or kept), for
+    :func:`unchanged`: its content fingerprint and its file's size, modification time and inode."""
+    if isinstance(store.root, ObjectPath):
+        return {}
+    return {s.name: {"content": s.content, "file": _file_stamp(store.shards_dir / s.name)} for s in layout}
+
+
+def _file_stamp(path: Location) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
 def index_json(name: str, entries: list[dict[str, Any]]) -> bytes:

@@ -24,16 +24,17 @@ from __future__ import annotations
 import bz2
 import contextlib
 import gzip
+import io
 import lzma
 import os
 import re
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Sequence
 
 import fsspec
 
-__all__ = ["MAX_MEMBER_BYTES", "Member", "ReadFailed", "Sample", "UnreadableShard", "iter_samples", "open_stream", "split_key"]
+__all__ = ["MAX_MEMBER_BYTES", "Member", "ReadFailed", "Sample", "UnreadableShard", "iter_samples", "open_stream", "read_sample_at", "samples_at", "split_key"]
 
 MAX_MEMBER_BYTES = 256 << 20
 """Default cap on one member's size: a larger member is skipped unread and its sample dropped as
@@ -69,6 +70,9 @@ class Sample:
     key: str
     members: list[Member] = field(default_factory=list)
     error: str | None = None
+    offset: int | None = None
+    """Where the header of its first member starts in the shard (None in a compressed shard):
+    :func:`read_sample_at` reads the sample from there."""
 
     def get(self, ext: str) -> bytes | None:
         for m in self.members:
@@ -185,14 +189,18 @@ def _skip(fh: BinaryIO, size: int) -> int:
     return size - left
 
 
-def _members(fh: BinaryIO, max_member_bytes: int) -> Iterator[tuple[str, bytes | None, int]]:
-    """``(name, data, size)`` of each regular member, in order, until the end-of-archive marker
-    or the end of the stream; ``data`` is None for a member over ``max_member_bytes`` (skipped
-    unread). Raises :class:`_Damaged` (or a subclass) where the tar breaks."""
+def _members(fh: BinaryIO, max_member_bytes: int, at: int = 0) -> Iterator[tuple[str, bytes | None, int, int]]:
+    """``(name, data, size, offset)`` of each regular member, in order, until the end-of-archive
+    marker or the end of the stream; ``data`` is None for a member over ``max_member_bytes``
+    (skipped unread); ``offset``: where its first header block (a long name or pax header
+    before it included) starts, the stream starting at byte ``at``. Raises :class:`_Damaged`
+    (or a subclass) where the tar breaks."""
     long_name: str | None = None
     pax: dict[str, str] = {}
     first = True
+    start: int | None = None
     while True:
+        start = at if start is None else start
         header = _read_exact(fh, BLOCK)
         if not header and first:
             raise _Damaged("empty file")
@@ -222,6 +230,7 @@ def _members(fh: BinaryIO, max_member_bytes: int) -> Iterator[tuple[str, bytes |
             raise _CutInData(name)
         padding = -size % BLOCK
         cut = bool(padding) and len(_read_exact(fh, padding)) < padding
+        at += BLOCK + size + padding
         if kind == _GNU_LONGNAME:
             long_name = _text(data or b"")
         elif kind == _PAX_LOCAL:
@@ -229,7 +238,9 @@ def _members(fh: BinaryIO, max_member_bytes: int) -> Iterator[tuple[str, bytes |
         elif kind not in (_GNU_LONGLINK, _PAX_GLOBAL):
             long_name, pax = None, {}
             if kind in _REGULAR and not (kind == b"\0" and name.endswith("/")):
-                yield name, data, size
+                yield name, data, size, start
+        if long_name is None and not pax and kind != _GNU_LONGLINK:
+            start = None  # the next header starts the next member
         if cut:
             raise _CutInHeader("cut inside the padding after a member")
 
@@ -250,13 +261,14 @@ class _Prefixed:
         return data if len(data) == size else data + self.fh.read(size - len(data))
 
 
-def _uncompressed(fh: BinaryIO) -> BinaryIO:
+def _uncompressed(fh: BinaryIO) -> tuple[BinaryIO, bool]:
+    """The tar stream of ``fh`` and whether it was compressed."""
     head = fh.read(BLOCK)
     stream: BinaryIO = _Prefixed(head, fh)  # type: ignore[assignment]
     for magic, opener in _COMPRESSED:
         if head.startswith(magic):
-            return opener(stream)
-    return stream
+            return opener(stream), True
+    return stream, False
 
 
 class _Checked:
@@ -312,10 +324,74 @@ def iter_samples(url: str, max_member_bytes: int = MAX_MEMBER_BYTES) -> Iterator
     an I/O error (then the samples yielded so far are not the whole shard).
     """
     with open_stream(url) as fh:
-        yield from _group(url, _members(_uncompressed(fh), max_member_bytes), max_member_bytes)
+        stream, compressed = _uncompressed(fh)
+        yield from _group(url, _members(stream, max_member_bytes), max_member_bytes, offsets=not compressed)
 
 
-def _group(url: str, members: Iterator[tuple[str, bytes | None, int]], max_member_bytes: int) -> Iterator[Sample]:
+def read_sample_at(url: str, offset: int, max_member_bytes: int = MAX_MEMBER_BYTES) -> Sample:
+    """The sample whose first member's header starts at byte ``offset`` of the (uncompressed)
+    shard ``url`` (its :attr:`Sample.offset`), read without streaming what lies before it.
+
+    Raises :class:`UnreadableShard` when no tar member starts there, :class:`ReadFailed` on an I/O error."""
+    return next(samples_at(url, [(offset, None)], max_member_bytes))
+
+
+Expected = tuple[str, Sequence[str], Sequence[int]]
+"""A sample as its shard's manifest recorded it: key, member names, member sizes."""
+
+
+def samples_at(
+    url: str, spans: Iterable[tuple[int, int | None]], max_member_bytes: int = MAX_MEMBER_BYTES, expected: Sequence[Expected] = ()
+) -> Iterator[Sample]:
+    """The sample in each ``(start, end)`` byte range of the (uncompressed) shard ``url``, one
+    open file for all: ``start`` its :attr:`Sample.offset`, ``end`` the next sample's (None: the
+    sample ends where the next key starts or the archive ends). With ``expected`` (one per
+    span), a range that holds exactly those members, each behind one plain header naming it,
+    is cut into them without parsing the tar. Raises :class:`UnreadableShard` when no tar
+    member starts at a ``start``, :class:`ReadFailed` on an I/O error."""
+    try:
+        if "://" not in url:
+            fh: BinaryIO = open(url, "rb")  # noqa: SIM115 (closed below)
+        else:
+            fs, path = fsspec.core.url_to_fs(url)
+            fh = fs.open(path, "rb")
+    except Exception as exc:
+        raise ReadFailed(f"{url}: cannot open ({type(exc).__name__}: {exc})") from exc
+    with fh:
+        for i, (start, end) in enumerate(spans):
+            try:
+                fh.seek(start)
+                data = None if end is None else _read_exact(fh, end - start)
+            except Exception as exc:
+                raise ReadFailed(f"{url}: cannot read at byte {start} ({type(exc).__name__}: {exc})") from exc
+            found = _plain(data, start, *expected[i]) if expected and data is not None else None
+            if found is None:
+                stream = fh if data is None else io.BytesIO(data)
+                found = next(_group(url, _members(stream, max_member_bytes, start), max_member_bytes, offsets=True), None)
+            if found is None:
+                raise UnreadableShard(f"{url}: no sample at byte {start}")
+            yield found
+
+
+def _plain(data: bytes, start: int, key: str, names: Sequence[str], sizes: Sequence[int]) -> Sample | None:
+    """The sample ``key`` when ``data`` is exactly its members ``names`` of ``sizes``, each behind
+    one regular-file header holding its whole name and size (what most writers produce); None
+    otherwise (then the range is parsed)."""
+    if len(data) != sum(BLOCK + -(-size // BLOCK) * BLOCK for size in sizes):
+        return None
+    members, at = [], 0
+    for name, size in zip(names, sizes):
+        header, raw, parts = data[at : at + BLOCK], name.encode("utf-8", "surrogateescape"), split_key(name)
+        if len(raw) > 100 or header[:100] != raw.ljust(100, b"\0") or header[156:157] not in _REGULAR or header[345:346] != b"\0":
+            return None
+        if parts is None or parts[0] != key or _number(header[124:136]) != size:
+            return None
+        members.append(Member(name=name, ext=parts[1].lower(), data=data[at + BLOCK : at + BLOCK + size]))
+        at += BLOCK + -(-size // BLOCK) * BLOCK
+    return Sample(key=key, members=members, offset=start)
+
+
+def _group(url: str, members: Iterator[tuple[str, bytes | None, int, int]], max_member_bytes: int, offsets: bool) -> Iterator[Sample]:
     current: Sample | None = None
     while True:
         try:
@@ -341,7 +417,7 @@ def _group(url: str, members: Iterator[tuple[str, bytes | None, int]], max_membe
             return
         if found is None:
             break
-        name, data, size = found
+        name, data, size, offset = found
         if "/" not in name and name.startswith("__") and name.endswith("__"):
             continue  # webdataset's meta members; not sample data
         parts = split_key(name)
@@ -352,7 +428,7 @@ def _group(url: str, members: Iterator[tuple[str, bytes | None, int]], max_membe
             yield current
             current = None
         if current is None:
-            current = Sample(key=key)
+            current = Sample(key=key, offset=offset if offsets else None)
         if _unsafe(name):
             current.error = current.error or f"unsafe_name: {name}"
         elif any(m.ext == ext.lower() for m in current.members):

@@ -59,8 +59,9 @@ class RunConflict(RuntimeError):
     not given), files of its own, or the inputs; or another run holds it."""
 
 
-def atomic_write_table(path: Location, table: pa.Table) -> None:
-    with atomic_file(path) as fh:
+def atomic_write_table(path: Location, table: pa.Table, durable: bool = True) -> None:
+    """``table`` as Parquet at ``path``, atomically; ``durable=False`` for scratch (not fsync'd)."""
+    with atomic_file(path, durable) as fh:
         pq.write_table(table, fh, compression="zstd")
 
 
@@ -164,14 +165,16 @@ class RunStore:
             if inside(self.root, url):
                 raise RunConflict(f"{self.root}: contains the input {url}; choose an --out outside the input data")
 
-    def prepare(self, identity: str, describe: str, overwrite: bool) -> list[str]:
+    def prepare(self, identity: str, describe: str, overwrite: bool, keep_outputs: bool = False) -> list[str]:
         """Make the directory ready for the run ``identity``: resume it, or refuse another run.
 
         Returns the names in ``shards/`` that run.json records mmcurate wrote here (a resumed
         run keeps them in its record). With ``overwrite``, a different run's recorded output
         shards, decisions and report are removed; its stored annotations stay and are reused
-        wherever their fingerprints still match. A directory that holds files but no run is
-        always refused: nothing proves mmcurate wrote them.
+        wherever their fingerprints still match. With ``keep_outputs`` (a run that writes
+        shards) its output shards stay recorded instead, and only its index is removed: the
+        write keeps those whose bytes would not change and removes the rest. A directory that
+        holds files but no run is always refused: nothing proves mmcurate wrote them.
         """
         info = self.load_run_info()
         if info is None:
@@ -191,10 +194,16 @@ class RunStore:
                 f"pass --overwrite to replace it (only files that run wrote are removed; its stored "
                 f"annotations are reused where they still match), or choose another --out"
             )
-        self.remove_outputs(recorded)
+        self.remove_outputs([INDEX] if keep_outputs else recorded)
         self.remove_decisions(info)
         (self.root / "report.html").unlink(missing_ok=True)
-        return []
+        return recorded if keep_outputs else []
+
+    def written(self, names: Iterable[str]) -> dict[str, Any]:
+        """What run.json records about each output shard of ``names`` it wrote (see
+        :func:`mmcurate.io.output.unchanged`), before a new run replaces the record."""
+        records = (self.load_run_info() or {}).get("written") or {}
+        return {name: records[name] for name in names if name in records}
 
     def remove_decisions(self, info: Mapping[str, Any]) -> None:
         """Delete the decisions of the run ``info`` records: the files its inputs named in the

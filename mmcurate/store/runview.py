@@ -21,12 +21,12 @@ from ..io.output import OUTPUT_STEP
 from ..engine.plan import READ_STEP, Plan, build_plan, funnel_steps, read_part_name
 from ..recipe import BlocklistStep, DedupStep, Recipe
 from ..steps.sampleview import SampleView
-from ..engine.shard_task import read_manifest
+from ..engine.shard_task import Entry, read_manifest
 from .runstore import RunStore
 from ..io.location import Location, dataset, read_table
-from ..io.tarread import Sample, iter_samples
+from ..io.tarread import Sample, UnreadableShard, iter_samples, read_sample_at
 
-__all__ = ["Run", "open_run"]
+__all__ = ["Run", "ShardChanged", "UnknownSample", "open_run"]
 
 _NO_DROPS = pa.table({"step": pa.array([], pa.string()), "reason": pa.array([], pa.string())})
 
@@ -212,11 +212,14 @@ class Run:
             raise KeyError(f"{self.root}: no step {step!r}; steps are {', '.join(steps)}")
         return self.decisions_where(pc.field("step") == step, ["shard", "key", "pos", "reason"])
 
-    def read_samples(self, pairs: Iterable[tuple[str, int]]) -> dict[tuple[str, int], Sample]:
+    def read_samples(self, pairs: Iterable[tuple[str, int]], problems: dict[tuple[str, int], str] | None = None) -> dict[tuple[str, int], Sample]:
         """The raw samples named by ``(shard, pos)``, read from the run's input shards.
 
-        Each shard is streamed only up to the last sample wanted from it; a sample no longer
-        there, or :meth:`withheld`, is missing from the result.
+        A sample is read at the byte offset the run recorded (a shard with none recorded, such
+        as a compressed one, is streamed up to the last sample wanted) and checked against the
+        run's manifest: a shard changed since the run raises :class:`ShardChanged`, or, when
+        ``problems`` is given, the reason is put there. A sample :meth:`withheld`, or no longer
+        readable, is missing from the result (the reason in ``problems`` when given).
         """
         pairs = set(pairs)
         wanted: dict[str, set[int]] = {}
@@ -224,16 +227,42 @@ class Run:
             wanted.setdefault(shard, set()).add(pos)
         found: dict[tuple[str, int], Sample] = {}
         for shard, positions in wanted.items():
-            last = max(positions)
+            entries = read_manifest(self.store, self.shard_ref(shard)) or []
+            entry_at = {pos: entries[pos] for pos in positions if pos < len(entries)}
             try:
-                for pos, sample in enumerate(iter_samples(shard)):
-                    if pos in positions:
+                for pos, sample in self._read_shard(shard, positions, entry_at):
+                    changed = _changed(shard, pos, entry_at.get(pos), sample)
+                    if changed is None:
                         found[(shard, pos)] = sample
-                    if pos == last:
-                        break
-            except OSError:
-                continue  # an unreadable shard: its samples were dropped by `read`, nothing to show
+                    elif problems is None:
+                        raise ShardChanged(changed)
+                    else:
+                        problems[(shard, pos)] = changed
+            except OSError as exc:  # an unreadable shard: its samples were dropped by `read`, nothing to show
+                if problems is not None:
+                    problems.update(((shard, pos), str(exc)) for pos in positions if (shard, pos) not in found)
         return found
+
+    @staticmethod
+    def _read_shard(shard: str, positions: set[int], entry_at: dict[int, Entry]) -> Iterator[tuple[int, Sample]]:
+        """``(pos, sample)`` of the samples at ``positions``: by offset where recorded, the others
+        by streaming the shard up to the last of them."""
+        streamed = set(positions)
+        for pos in sorted(positions):
+            offset = entry_at[pos].offset if pos in entry_at else None
+            if offset is not None:
+                streamed.discard(pos)
+                try:
+                    yield pos, read_sample_at(shard, offset)
+                except UnreadableShard:  # no tar member starts there any more
+                    yield pos, Sample("<no tar member>")
+        if streamed:
+            last = max(streamed)
+            for pos, sample in enumerate(iter_samples(shard)):
+                if pos in streamed:
+                    yield pos, sample
+                if pos == last:
+                    break
 
     def view(self, sample: Sample) -> SampleView:
         """A :class:`SampleView` of ``sample`` with this run's modalities (for thumbnails, annotators)."""
@@ -314,6 +343,31 @@ class _Clusters:
         tables = [f.to_table(columns=columns) for f in self.by_shard.get(url, [])]
         tables += [f.to_table(filter=pc.field("shard") == url, columns=columns) for f in self.mixed]
         return pa.concat_tables([t.cast(_CLUSTER_COLUMNS) for t in tables]) if tables else _CLUSTER_COLUMNS.empty_table()
+
+
+class UnknownSample(KeyError):
+    """A streamed sample that the run never saw (another dataset, or shards that changed)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ShardChanged(UnknownSample):
+    """An input shard that is not the one the run read: streamed, a shard at the URL (or with the
+    file name) of one of the run's inputs whose identity (size, stamps) differs from the one the
+    run recorded; read back (:meth:`Run.read_samples`), one that no longer holds at a sample's
+    recorded offset the sample the run recorded there."""
+
+
+def _changed(shard: str, pos: int, entry: Entry | None, sample: Sample) -> str | None:
+    """Why ``sample``, read at ``pos`` of ``shard``, is not the one the run's manifest ``entry``
+    recorded there (None when it is, or when there is no entry to compare with)."""
+    if entry is None:
+        return None
+    if (sample.key, tuple(m.name for m in sample.members), tuple(len(m.data) for m in sample.members)) == (entry.key, entry.members, entry.sizes):
+        return None
+    found = f"{sample.key!r} ({', '.join(m.name for m in sample.members) or 'no members'})"
+    return f"{shard}: changed since the run: sample {pos} was {entry.key!r} ({', '.join(entry.members)}), now {found}; rerun mmcurate on it"
 
 
 def _at(table: pa.Table, positions: np.ndarray) -> pa.Table:

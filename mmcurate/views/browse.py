@@ -63,8 +63,8 @@ def _fmt(value: Any) -> str:
 class Gallery:
     """Samples of ``run`` as HTML figures (media, key, caption, drop reason, chosen annotation values).
 
-    Samples are read from the run's input shards on demand (each shard streamed up to the last
-    sample wanted); stored annotations are read once per shard.
+    Samples are read from the run's input shards on demand (at the offsets the run recorded);
+    stored annotations are read once per shard.
     """
 
     def __init__(self, run: Run, size: int = 128):
@@ -75,12 +75,14 @@ class Gallery:
         self.withheld: set[tuple[str, int]] = set()
         """Samples a blocklist holds back (see :meth:`Run.withheld`): shown as a grey box."""
         self.annotations: dict[tuple[str, int], dict[str, Any]] = {}
+        self.problems: dict[tuple[str, int], str] = {}
+        """Why a sample could not be shown (its shard changed since the run, or cannot be read)."""
 
     def load(self, pairs: Iterable[tuple[str, int]]) -> None:
         """Read the samples ``(shard, pos)`` not read yet, in one pass per shard, and their stored annotations."""
         missing = sorted({p for p in pairs if p not in self.samples})
         self.withheld |= self.run.withheld(missing)
-        found = self.run.read_samples(missing)
+        found = self.run.read_samples(missing, self.problems)
         self.samples.update({p: found.get(p) for p in missing})
         for shard, group in itertools.groupby(missing, key=lambda p: p[0]):
             positions = [pos for _, pos in group]
@@ -109,7 +111,8 @@ class Gallery:
             notes.append(", ".join(shown))
         sample = self.samples[pair]
         if sample is None:
-            caption = "<br>".join([f"<b>{escape(row['key'])}</b>", *notes])
+            problem = self.problems.get(pair)
+            caption = "<br>".join([f"<b>{escape(row['key'])}</b>", *notes, *([escape(problem)] if problem else [])])
             return f'<figure class="thumb">{placeholder("not readable", self.size)}<figcaption>{caption}</figcaption></figure>'
         return sample_html(self.run.view(sample), self.size, "<br>".join(notes))
 

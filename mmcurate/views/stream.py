@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from ..engine.plan import build_plan, reads_pixels
 from ..io.inputs import ShardRef, shard_identity
 from ..recipe import Recipe
-from ..store.runview import Run
+from ..store.runview import Run, ShardChanged, UnknownSample
 from ..steps.sampleview import SampleView
 from ..engine.shard_task import AnnotatePlan, compute_rows, decide_steps
 from ..store.runstore import RunStore
@@ -39,18 +39,6 @@ __all__ = ["RecipeSelect", "RunSelect", "ShardChanged", "UnknownSample", "select
 WdsSample = Mapping[str, Any]
 Unknown = Literal["error", "drop", "keep"]
 Match = Literal["identity", "name"]
-
-
-class UnknownSample(KeyError):
-    """A streamed sample that the run never saw (another dataset, or shards that changed)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-class ShardChanged(UnknownSample):
-    """A streamed shard at the URL (or with the file name) of one of the run's inputs whose
-    identity (size, stamps) differs from the one the run recorded."""
 
 
 def select(
