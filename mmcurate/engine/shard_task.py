@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -28,7 +28,7 @@ from ..io.tarwrite import sample_bytes
 from .state import ShardSummary, alive_positions, create_state, record_verdicts
 from .stored import decide_stored, sample_nbytes
 
-__all__ = ["Entry", "GroupResult", "GroupTask", "compute_rows", "decide_steps", "looks_stored", "read_manifest", "run_group"]
+__all__ = ["Entry", "GroupResult", "GroupTask", "compute_rows", "decide_steps", "looks_stored", "read_manifest", "read_manifest_at", "run_group"]
 
 _MANIFEST_COLUMNS: dict[str, pa.DataType] = {"members": pa.list_(pa.string()), "sizes": pa.list_(pa.int64()), "offset": pa.int64()}
 _instances: dict[str, Annotator] = {}  # per worker process: each annotator is set up once
@@ -86,13 +86,28 @@ def _annotator(plan: AnnotatePlan) -> Annotator:
     return inst
 
 
-def read_manifest(store: RunStore, shard: ShardRef) -> list[Entry] | None:
-    table = store.read_part_if_readable(store.part_path(READ_STEP, read_part_name(shard)))
-    if table is None or not table.num_rows:
-        return None
+def _manifest_table(store: RunStore, shard: ShardRef) -> pa.Table | None:
+    return store.read_part_if_readable(store.part_path(READ_STEP, read_part_name(shard)))
+
+
+def _entries(table: pa.Table) -> list[Entry]:
     offsets = table["offset"].to_pylist() if "offset" in table.column_names else [None] * table.num_rows
     columns = (table[c].to_pylist() for c in ("key", "members", "sizes", "error"))  # column by column: faster than rows
     return [Entry(key, tuple(members), tuple(sizes), error, offset) for (key, members, sizes, error), offset in zip(zip(*columns), offsets)]
+
+
+def read_manifest(store: RunStore, shard: ShardRef) -> list[Entry] | None:
+    table = _manifest_table(store, shard)
+    return _entries(table) if table is not None and table.num_rows else None
+
+
+def read_manifest_at(store: RunStore, shard: ShardRef, positions: Iterable[int]) -> dict[int, Entry]:
+    """The manifest's entries at ``positions`` (those it has), without making the others."""
+    table = _manifest_table(store, shard)
+    if table is None:
+        return {}
+    wanted = sorted({p for p in positions if 0 <= p < table.num_rows})
+    return dict(zip(wanted, _entries(table.take(wanted))))
 
 
 def _write_manifest(store: RunStore, shard: ShardRef, entries: list[Entry]) -> None:

@@ -21,7 +21,7 @@ from ..io.output import OUTPUT_STEP
 from ..engine.plan import READ_STEP, Plan, build_plan, funnel_steps, read_part_name
 from ..recipe import BlocklistStep, DedupStep, Recipe
 from ..steps.sampleview import SampleView
-from ..engine.shard_task import Entry, read_manifest
+from ..engine.shard_task import Entry, read_manifest_at
 from .runstore import RunStore
 from ..io.location import Location, dataset, read_table
 from ..io.tarread import Sample, UnreadableShard, iter_samples, read_sample_at
@@ -162,8 +162,8 @@ class Run:
         withheld = self.withheld((r["shard"], r["pos"]) for r in found)
         for record in found:
             ref, pos = self.shard_ref(record["shard"]), record["pos"]
-            entries = read_manifest(self.store, ref) or []
-            record["members"] = dict(zip(entries[pos].members, entries[pos].sizes)) if pos < len(entries) else {}
+            entry = read_manifest_at(self.store, ref, [pos]).get(pos)
+            record["members"] = dict(zip(entry.members, entry.sizes)) if entry is not None else {}
             steps: dict[str, Any] = {}
             record["annotations"] = steps
             if (record["shard"], pos) in withheld:
@@ -227,8 +227,7 @@ class Run:
             wanted.setdefault(shard, set()).add(pos)
         found: dict[tuple[str, int], Sample] = {}
         for shard, positions in wanted.items():
-            entries = read_manifest(self.store, self.shard_ref(shard)) or []
-            entry_at = {pos: entries[pos] for pos in positions if pos < len(entries)}
+            entry_at = read_manifest_at(self.store, self.shard_ref(shard), positions)
             try:
                 for pos, sample in self._read_shard(shard, positions, entry_at):
                     changed = _changed(shard, pos, entry_at.get(pos), sample)
