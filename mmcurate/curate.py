@@ -411,9 +411,11 @@ def _write(
         tasks = write_tasks(changed, root, plans, config)
         if tasks:
             cluster.map_tasks(client, write_piece, tasks, "write", lambda t: t.label, quiet)
-        # Workers join each shard's pieces, several shards at once; the driver would join them one
-        # after another (and relay every byte from object storage).
-        joined = iter(cluster.map_tasks(client, functools.partial(assemble, root), changed, "join", lambda s: s.name, quiet) if changed else [])
+        join = functools.partial(assemble, root)
+        if isinstance(store.root, ObjectPath):  # workers join, in parallel: the driver would relay every byte
+            joined = iter(cluster.map_tasks(client, join, changed, "join", lambda s: s.name, quiet) if changed else [])
+        else:
+            joined = (join(s) for s in changed)
         written = [kept[s.name] if s.name in kept else next(joined) for s in layout]
         atomic_write_bytes(store.shards_dir / INDEX, index_json(plan.recipe.name, written))
         info["written"] = written_record(store, layout)
