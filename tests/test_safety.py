@@ -167,8 +167,12 @@ def _cli(*args: str, fsize: int | None = None) -> subprocess.CompletedProcess:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 
+    # Under the limit Python must not write bytecode: it keeps a short write of a stale .pyc as
+    # if whole, and every later import of that module fails ("marshal data too short").
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"} if fsize else None
     return subprocess.run(
-        [sys.executable, "-m", "mmcurate.cli", *args], capture_output=True, text=True, timeout=300, cwd=REPO, preexec_fn=limit if fsize else None
+        [sys.executable, "-m", "mmcurate.cli", *args], capture_output=True, text=True, timeout=300, cwd=REPO, env=env,
+        preexec_fn=limit if fsize else None,
     )
 
 
