@@ -368,11 +368,24 @@ def _turned(double: np.ndarray, aspect: np.ndarray, angles: tuple[float, ...], s
     return out
 
 
-def _split_turns(rotations: Sequence[float], size: tuple[int, int]) -> tuple[list[int], tuple[float, ...]]:
-    """Positions (1-based, after the picture itself) of the right angles of ``rotations`` that turn a
-    square thumbnail exactly, and the other angles."""
+def _views(grays: Sequence[Image.Image], size: tuple[int, int], trim: bool, rotations: Sequence[float],
+           windows: Sequence[tuple[float, float, float, float]], dct: bool) -> np.ndarray:
+    """(N, 1 + len(rotations) + len(windows), h, w) float32 thumbnails (with ``dct``: their 8x8
+    lowest DCT coefficients, see :func:`_dct_low`) of each image, its turns and its windows, in
+    that order (see :func:`robust_thumbnails`)."""
+    double, aspect = _doubles(grays, size, trim)
+    seen = _windows(double, (_WHOLE, *windows), size, dct)  # the picture, then its windows
+    out = np.empty((len(grays), 1 + len(rotations) + len(windows), *seen.shape[2:]), dtype=np.float32)
+    out[:, 0] = seen[:, 0]
+    out[:, 1 + len(rotations) :] = seen[:, 1:]
     right = [i for i, a in enumerate(rotations, start=1) if a % 90 == 0 and size[0] == size[1]]
-    return right, tuple(a for i, a in enumerate(rotations, start=1) if i not in right)
+    for i in right:  # a square picture turns a quarter exactly
+        turns = int(rotations[i - 1] // 90)
+        out[:, i] = _quarter_turns(out[:, 0], turns) if dct else np.rot90(out[:, 0], turns % 4, axes=(1, 2))
+    slots = [i for i in range(1, 1 + len(rotations)) if i not in right]
+    if slots:
+        out[:, slots] = _turned(double, aspect, tuple(rotations[i - 1] for i in slots), size, dct)
+    return out
 
 
 def robust_thumbnails(
@@ -393,18 +406,7 @@ def robust_thumbnails(
     to twice the thumbnail's size); the rest are matrix products over the batch: the picture
     and its windows by separable resampling, turns by sparse matrices. :func:`robust_phashes`
     hashes the same thumbnails without making them."""
-    double, aspect = _doubles(grays, size, trim)
-    out = np.empty((len(grays), 1 + len(rotations) + len(windows), size[1], size[0]), dtype=np.uint8)
-    pixels = _to_uint8(_windows(double, (_WHOLE, *windows), size))
-    out[:, 0] = pixels[:, 0]
-    out[:, 1 + len(rotations) :] = pixels[:, 1:]
-    right, other = _split_turns(rotations, size)
-    for i in right:  # a square thumbnail turns exactly
-        out[:, i] = np.rot90(out[:, 0], int(rotations[i - 1] // 90) % 4, axes=(1, 2))
-    if other:
-        slots = [i for i in range(1, 1 + len(rotations)) if i not in right]
-        out[:, slots] = _to_uint8(_turned(double, aspect, other, size))
-    return out
+    return _to_uint8(_views(grays, size, trim, rotations, windows, dct=False))
 
 
 def _to_uint8(pixels: np.ndarray) -> np.ndarray:
@@ -443,17 +445,6 @@ def robust_phashes(
     one product that gives the 8x8 coefficients the hash reads (the 32x32 thumbnail is not
     rounded to whole grey levels on the way); right-angle turns and the mirror are sign flips
     and transposes of the picture's own coefficients."""
-    size = PHASH_SIZE
-    double, aspect = _doubles(grays, size, trim)
-    views = _windows(double, (_WHOLE, *windows), size, dct=True)  # (N, 1 + windows, 8, 8)
-    low = np.empty((len(grays), 1 + len(rotations) + len(windows), HASH_SIZE, HASH_SIZE), dtype=np.float32)
-    low[:, 0] = views[:, 0]
-    low[:, 1 + len(rotations) :] = views[:, 1:]
-    right, other = _split_turns(rotations, size)
-    for i in right:
-        low[:, i] = _quarter_turns(low[:, 0], int(rotations[i - 1] // 90))
-    if other:
-        slots = [i for i in range(1, 1 + len(rotations)) if i not in right]
-        low[:, slots] = _turned(double, aspect, other, size, dct=True)
+    low = _views(grays, PHASH_SIZE, trim, rotations, windows, dct=True)  # (N, 1 + turns + windows, 8, 8)
     hashes = _bits(low.reshape(-1, HASH_SIZE, HASH_SIZE)).reshape(low.shape[:2])
     return hashes, (_bits(low[:, 0] * _SIGNS[None, :]) if mirror else None)

@@ -88,13 +88,12 @@ class _PerceptualHash(Annotator):
         """(N, 1 + len(rotate) + regions) hashes (each picture, its turned variants, its regions),
         and (N,) of each picture mirrored with ``mirror: true``."""
         if self.config.mode == "exact":
-            thumbs = np.stack(prepared)
+            thumbs = np.stack(prepared)[:, None]
         else:
             windows = perceptual.REGIONS if self.config.regions else ()
             thumbs = perceptual.robust_thumbnails(prepared, self.size, rotations=self.config.rotate, windows=windows)
-        hashes = self.hash_pixels(thumbs.reshape(-1, *thumbs.shape[-2:])).reshape(len(prepared), -1)
-        first = thumbs if thumbs.ndim == 3 else thumbs[:, 0]
-        return hashes, (self.hash_pixels(first[:, :, ::-1]) if self.config.mirror else None)
+        hashes = self.hash_pixels(thumbs.reshape(-1, *thumbs.shape[2:])).reshape(thumbs.shape[:2])
+        return hashes, (self.hash_pixels(thumbs[:, 0, :, ::-1]) if self.config.mirror else None)
 
     def annotate(self, batch: Sequence[SampleView]) -> list[Row]:
         rows: list[Row] = [{} for _ in batch]
