@@ -45,28 +45,26 @@ def decide_stored(
     drops: dict[int, tuple[str, str]] = {}
     reused: dict[str, int] = {}
     for step in steps:
+        rows = None
         if isinstance(step, AnnotatePlan):
             rows = _aligned(parts.get(step.id), alive)
             if rows is None:
                 return None
             reused[step.id] = len(alive)
-            error = rows["error"]
-            failed = pc.fill_null(pc.not_equal(error, ""), False)
-            keep = pc.invert(failed)
-            _drop(drops, alive, failed, step.id, error)
-            alive = alive[keep.to_numpy(zero_copy_only=False)]
-            columns = {name: array.filter(keep) for name, array in columns.items()}
-            columns.update((name, rows[name].filter(keep)) for name in rows.column_names if name != "pos")
+            reasons = rows["error"]
+            failed = pc.fill_null(pc.not_equal(reasons, ""), False)
         elif isinstance(step, FilterStep):
             values = {c: columns[c] if c in columns else pa.nulls(len(alive)) for c in step.expr.columns}
             reasons = pa.array(step.verdicts(pa.table({"pos": pa.array(alive, pa.int64()), **values})), pa.string())
             failed = pc.is_valid(reasons)
-            keep = pc.invert(failed)
-            _drop(drops, alive, failed, step.id, reasons)
-            alive = alive[keep.to_numpy(zero_copy_only=False)]
-            columns = {name: array.filter(keep) for name, array in columns.items()}
         else:
             return None
+        keep = pc.invert(failed)
+        _drop(drops, alive, failed, step.id, reasons)
+        alive = alive[keep.to_numpy(zero_copy_only=False)]
+        columns = {name: array.filter(keep) for name, array in columns.items()}
+        if rows is not None:  # the annotate step's own columns join the survivors'
+            columns.update((name, rows[name].filter(keep)) for name in rows.column_names if name != "pos")
     return drops, reused
 
 
