@@ -327,7 +327,7 @@ def _from_stored(task: GroupTask, store: RunStore) -> GroupResult | None:
     """The group decided column-wise from the stored rows (:mod:`.stored`: no sample read, no
     object per sample), or None when some row is missing from the run's parts (then the
     :class:`_Decider` takes it from the cache's part or computes it) or a step needs rows one by one."""
-    manifest = store.read_part_if_readable(store.part_path(READ_STEP, read_part_name(task.shard)))
+    manifest = _manifest_table(store, task.shard)
     if manifest is None or not manifest.num_rows or any(isinstance(s, BlocklistStep) for s in task.steps):
         return None
     decider = _Decider(task, store, rows=False)

@@ -33,7 +33,7 @@ from .location import Location, ObjectPath, read_table
 from .inputs import ShardRef
 from ..engine.gather import read_columns
 from ..engine.plan import AnnotatePlan, digest, read_annotations
-from ..engine.shard_task import read_manifest
+from ..engine.shard_task import read_manifest_at
 from ..engine.state import kept_rows
 from ..recipe import OutputConfig
 from ..store.runstore import RunStore, atomic_write_table
@@ -339,11 +339,12 @@ def _wanted_samples(store: RunStore, ref: ShardRef, positions: list[int]) -> Ite
     """``(pos, sample)`` in tar order, among them the samples at ``positions``: on local disk each
     read alone at the byte range its manifest entry records, else (or without offsets) every
     sample of the streamed shard (met in tar order: stream, never buffer)."""
-    entries = (read_manifest(store, ref) or []) if "://" not in ref.url else []
-    if not positions or not entries or any(e.offset is None for e in entries) or positions[-1] >= len(entries):
+    # each wanted sample's entry, and the next one's (where the sample ends), made for those only
+    entries = read_manifest_at(store, ref, [q for p in positions for q in (p, p + 1)]) if "://" not in ref.url else {}
+    if not positions or any(p not in entries or entries[p].offset is None for p in positions):
         yield from enumerate(iter_samples(ref.url))
         return
-    spans = [(entries[p].offset, entries[p + 1].offset if p + 1 < len(entries) else None) for p in positions]
+    spans = [(entries[p].offset, entries[p + 1].offset if p + 1 in entries else None) for p in positions]
     expected = [(entries[p].key, entries[p].members, entries[p].sizes) for p in positions]
     yield from zip(positions, samples_at(ref.url, spans, expected=expected))  # type: ignore[arg-type]
 
